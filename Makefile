@@ -1,0 +1,66 @@
+# rankflow: `make run` sets up from a fresh clone and runs the main job; `make test` runs the tests.
+# All generated state (the venv included) lives under .state/ (git-ignored); the pipeline's own
+# state can be moved with RANKFLOW_HOME.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .state/venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: help install run test test-unit test-integration lint format lock bench docs clean clean-state
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(INSTALLED): requirements.lock pyproject.toml
+	@mkdir -p .state
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+install: $(INSTALLED) ## Create .state/venv from requirements.lock (only when the lock changed)
+
+run: $(INSTALLED) ## Set up if needed, then run the main job on the embedded defaults
+	$(PY) -m rankflow run
+
+test: $(INSTALLED) ## Run every test (unit, integration, e2e)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(INSTALLED) ## Run the unit tests only
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(INSTALLED) ## Run the integration tests only (real dbt, Feast, DuckDB)
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: $(INSTALLED) ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(INSTALLED) ## ruff autofix + format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+lock: ## Re-resolve requirements.lock from pyproject.toml (needs uv; torch pinned to the on-disk CPU wheel)
+	uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--find-links /opt/wheels -P 'torch==2.13.0+cpu' -o requirements.lock
+
+bench: $(INSTALLED) ## Run the benchmarks under bench/ (on demand; prints ratios)
+	$(PY) bench/bench_pipeline.py
+
+docs: $(INSTALLED) ## Generate dbt docs into dbt_project/target
+	$(PY) -m rankflow dbt-docs
+
+clean-state: ## Delete generated pipeline state (keeps the venv)
+	find .state -mindepth 1 -maxdepth 1 ! -name venv -exec rm -rf {} +
+
+clean: ## Delete all of .state, the venv included
+	rm -rf .state

@@ -1,0 +1,507 @@
+"""The raw-data contract (docs/data-contract.md) as data, and the structural check of a raw folder.
+
+``CONTRACT`` is the one definition of the raw columns: the simulator writes its schema, the
+validator checks against it, and a unit test keeps the tables in the docs equal to it.
+
+``validate_raw`` checks structure only: folders and files exist, every contract column is there
+and castable to its type, and each impressions partition holds only rows of its own day.
+Row-level problems (null keys, duplicates, unknown ids, impossible values) are not errors here:
+dbt's staging quarantines those rows with a reason. The check reads Parquet footers first and
+then only the columns it needs (``ts`` of impressions, plus any column whose stored type differs
+from the contract), so a 1M-row dataset validates in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+CONTRACT_DOC: Final = "docs/data-contract.md"
+
+LogicalType = Literal["int64", "int32", "int8", "float64", "string", "timestamp"]
+
+_ARROW_TYPES: Final[Mapping[str, pa.DataType]] = MappingProxyType(
+    {
+        "int64": pa.int64(),
+        "int32": pa.int32(),
+        "int8": pa.int8(),
+        "float64": pa.float64(),
+        "string": pa.string(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }
+)
+_SQL_TYPES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "int64": "BIGINT",
+        "int32": "INTEGER",
+        "int8": "TINYINT",
+        "float64": "DOUBLE",
+        "string": "VARCHAR",
+        "timestamp": "TIMESTAMPTZ",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One contract column: its logical type, whether nulls are allowed, and the row rule."""
+
+    type: LogicalType
+    nullable: bool
+    rule: str
+    key: bool = False
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        """The Arrow type a producer should write (timestamps as microseconds, UTC)."""
+        return _ARROW_TYPES[self.type]
+
+    @property
+    def sql_type(self) -> str:
+        """The DuckDB type staging casts the column to."""
+        return _SQL_TYPES[self.type]
+
+
+def _table(**columns: ColumnSpec) -> Mapping[str, ColumnSpec]:
+    return MappingProxyType(dict(columns))
+
+
+# table -> column -> spec, in the order of the tables in docs/data-contract.md.
+CONTRACT: Final[Mapping[str, Mapping[str, ColumnSpec]]] = MappingProxyType(
+    {
+        "users": _table(
+            user_id=ColumnSpec("int64", False, "key: not null, unique", key=True),
+            segment=ColumnSpec("string", False, "not null"),
+            age_bucket=ColumnSpec("string", True, "nullable"),
+            region=ColumnSpec("string", True, "nullable"),
+            signup_ts=ColumnSpec("timestamp", False, "not null; not in the future"),
+        ),
+        "items": _table(
+            item_id=ColumnSpec("int64", False, "key: not null, unique", key=True),
+            category=ColumnSpec("string", False, "not null"),
+            price=ColumnSpec("float64", False, "not null, >= 0"),
+            created_ts=ColumnSpec("timestamp", False, "not null; not in the future"),
+        ),
+        "impressions": _table(
+            event_id=ColumnSpec("string", False, "key: not null, unique across all days", key=True),
+            request_id=ColumnSpec("string", False, "not null; impressions shown together share it"),
+            ts=ColumnSpec("timestamp", False, "not null; within the partition's day"),
+            user_id=ColumnSpec("int64", False, "not null; must exist in users"),
+            item_id=ColumnSpec("int64", False, "not null; must exist in items"),
+            position=ColumnSpec("int32", False, "not null, 1..100 (1 = top slot)"),
+            device=ColumnSpec("string", False, "not null, one of mobile, desktop, tablet"),
+            clicked=ColumnSpec("int8", False, "not null, 0 or 1"),
+        ),
+    }
+)
+
+# Impressions are Hive-partitioned by the UTC day of this column: impressions/event_date=D/.
+PARTITION_KEY: Final = "event_date"
+PARTITIONED_TABLES: Final[Mapping[str, str]] = MappingProxyType({"impressions": "ts"})
+DEVICES: Final = ("mobile", "desktop", "tablet")
+_PARTITION_RE = re.compile(rf"^{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})$")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema a producer writes for ``table`` (types and nullability of the contract)."""
+    return pa.schema(
+        [
+            pa.field(name, spec.arrow_type, nullable=spec.nullable)
+            for name, spec in CONTRACT[table].items()
+        ]
+    )
+
+
+def partition_dir(raw_dir: Path, table: str, day: date) -> Path:
+    """The folder that holds one UTC day of a partitioned table."""
+    return Path(raw_dir) / table / f"{PARTITION_KEY}={day.isoformat()}"
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and the inventory
+
+
+@dataclass(frozen=True)
+class ContractProblem:
+    """One structural problem; ``where`` is a path relative to the raw folder's parent."""
+
+    where: str
+    column: str | None
+    problem: str
+    expected: str
+    bad_count: int | None = None
+    total: int | None = None
+
+    def __str__(self) -> str:
+        subject = f"column '{self.column}' " if self.column else ""
+        text = f"{self.where}: {subject}{self.problem}, expected {self.expected}"
+        if self.bad_count is not None:
+            text += f": {self.bad_count} of {self.total} values cannot be cast"
+        return text
+
+
+class ContractError(ValueError):
+    """Raw data that does not follow docs/data-contract.md; lists every structural problem."""
+
+    def __init__(self, raw_dir: Path, problems: list[ContractProblem]) -> None:
+        self.raw_dir = Path(raw_dir)
+        self.problems = list(problems)
+        count = len(self.problems)
+        header = (
+            f"raw data in {self.raw_dir} does not follow {CONTRACT_DOC} "
+            f"({count} problem{'s' if count != 1 else ''}):"
+        )
+        super().__init__("\n".join([header, *(f"  - {p}" for p in self.problems)]))
+
+
+@dataclass(frozen=True)
+class RawInventory:
+    """What a valid raw folder holds, as found by ``validate_raw``."""
+
+    raw_dir: Path
+    files: dict[str, list[Path]]
+    rows: dict[str, int]
+    partition_dates: list[date]
+    extra_columns: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"raw data in {self.raw_dir} follows {CONTRACT_DOC}"]
+        for table in CONTRACT:
+            lines.append(
+                f"  {table:<12} {self.rows.get(table, 0):>10,} rows in "
+                f"{len(self.files.get(table, []))} file(s)"
+            )
+        if self.partition_dates:
+            lines.append(
+                f"  partitions   {len(self.partition_dates)} days, "
+                f"{self.partition_dates[0]} .. {self.partition_dates[-1]}"
+            )
+        for where, columns in self.extra_columns.items():
+            lines.append(f"  extra columns (kept, not used) in {where}: {', '.join(columns)}")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The check
+
+
+def validate_raw(raw_dir: Path) -> RawInventory:
+    """Check the structure of a raw folder against the contract; raise ``ContractError`` listing
+    every problem found (missing folder or files, missing column, uncastable type with the count
+    of bad values, impressions partitions holding rows of another day)."""
+    raw_dir = Path(raw_dir)
+    checker = _Checker(raw_dir)
+    if not raw_dir.is_dir():
+        checker.problem(raw_dir.name, None, "folder is missing", "users/, items/, impressions/")
+        raise ContractError(raw_dir, checker.problems)
+
+    files: dict[str, list[Path]] = {}
+    rows: dict[str, int] = {}
+    dates: list[date] = []
+    for table in CONTRACT:
+        table_files, table_dates = checker.table_files(table)
+        files[table] = table_files
+        dates += table_dates
+        counts = [checker.check_file(table, path) for path in table_files]
+        rows[table] = sum(n or 0 for n in counts)
+        if counts and None not in counts and rows[table] == 0:
+            checker.problem(
+                f"{checker.label(raw_dir / table)}/", None, "has no rows", "at least one row"
+            )
+    for child in sorted(raw_dir.iterdir()):
+        if child.is_dir() and child.name not in CONTRACT and not _hidden(child):
+            checker.notes.append(f"{checker.label(child)}/ is not a contract table; ignored")
+
+    if checker.problems:
+        raise ContractError(raw_dir, checker.problems)
+    return RawInventory(
+        raw_dir=raw_dir,
+        files=files,
+        rows=rows,
+        partition_dates=sorted(set(dates)),
+        extra_columns=checker.extra_columns,
+        notes=checker.notes,
+    )
+
+
+def _hidden(path: Path) -> bool:
+    # Producers leave markers like _SUCCESS or .crc files; they are not data.
+    return path.name.startswith((".", "_"))
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.parquet") if p.is_file() and not _hidden(p))
+
+
+class _Checker:
+    """Collects problems and notes while walking one raw folder."""
+
+    def __init__(self, raw_dir: Path) -> None:
+        self.raw_dir = raw_dir
+        self.problems: list[ContractProblem] = []
+        self.notes: list[str] = []
+        self.extra_columns: dict[str, list[str]] = {}
+
+    def label(self, path: Path) -> str:
+        return f"{self.raw_dir.name}/{path.relative_to(self.raw_dir).as_posix()}"
+
+    def problem(
+        self, where: str, column: str | None, problem: str, expected: str, **counts: int
+    ) -> None:
+        self.problems.append(ContractProblem(where, column, problem, expected, **counts))
+
+    def table_files(self, table: str) -> tuple[list[Path], list[date]]:
+        folder = self.raw_dir / table
+        partitioned = table in PARTITIONED_TABLES
+        layout = (
+            f"{table}/{PARTITION_KEY}=YYYY-MM-DD/*.parquet" if partitioned else f"{table}/*.parquet"
+        )
+        if not folder.is_dir():
+            self.problem(f"{self.label(folder)}/", None, "folder is missing", layout)
+            return [], []
+        if not partitioned:
+            files = _parquet_files(folder)
+            if not files:
+                self.problem(f"{self.label(folder)}/", None, "has no parquet files", layout)
+            return files, []
+
+        files, dates = [], []
+        strays = _parquet_files(folder)
+        for stray in strays:
+            self.problem(self.label(stray), None, "lies outside a partition folder", layout)
+        for child in sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p)):
+            match = _PARTITION_RE.match(child.name)
+            day = _parse_date(match.group(1)) if match else None
+            if day is None:
+                self.problem(f"{self.label(child)}/", None, "is not a partition folder", layout)
+                continue
+            day_files = _parquet_files(child)
+            if not day_files:
+                self.notes.append(f"{self.label(child)}/ has no parquet files (a day without data)")
+                continue
+            files += day_files
+            dates.append(day)
+        if not files and not strays:
+            self.problem(f"{self.label(folder)}/", None, "has no parquet files", layout)
+        return files, dates
+
+    def check_file(self, table: str, path: Path) -> int | None:
+        """Check one file's columns and (for partitions) its days; return its row count
+        (None if the file cannot be read)."""
+        where = self.label(path)
+        try:
+            with pq.ParquetFile(path) as parquet:
+                self._check_columns(table, path, where, parquet)
+                return parquet.metadata.num_rows
+        except (OSError, pa.ArrowException) as error:
+            self.problem(where, None, f"is not a readable parquet file ({error})", "Apache Parquet")
+            return None
+
+    def _check_columns(self, table: str, path: Path, where: str, parquet: pq.ParquetFile) -> None:
+        schema = parquet.schema_arrow
+        n_rows = parquet.metadata.num_rows
+        contract = CONTRACT[table]
+        extra = [name for name in schema.names if name not in contract]
+        if extra:
+            self.extra_columns[where] = extra
+        ts_column = PARTITIONED_TABLES.get(table)
+        for name, spec in contract.items():
+            if name not in schema.names:
+                nulls = "nullable" if spec.nullable else "not null"
+                self.problem(where, name, "is missing", f"{spec.type} ({nulls}) per {CONTRACT_DOC}")
+                continue
+            arrow_type = schema.field(name).type
+            verdict, note = _type_verdict(spec.type, arrow_type)
+            if note:
+                self.notes.append(f"{where}: column '{name}' {note}")
+            # Only read values when they must be looked at: a cast to check, or the partition day.
+            if verdict == "ok" and name != ts_column:
+                continue
+            values = parquet.read(columns=[name]).column(0)
+            if verdict != "ok":
+                bad = (
+                    _count_uncastable(values, spec.type)
+                    if verdict == "cast"
+                    else values.length() - values.null_count
+                )
+                if bad:
+                    self.problem(
+                        where,
+                        name,
+                        f"has type {arrow_type}",
+                        spec.type,
+                        bad_count=bad,
+                        total=n_rows,
+                    )
+                else:
+                    self.notes.append(
+                        f"{where}: column '{name}' has type {arrow_type}; "
+                        f"every value casts to {spec.type}"
+                    )
+            if name == ts_column:
+                self._check_partition_day(path, where, name, values)
+
+    def _check_partition_day(
+        self, path: Path, where: str, column: str, values: pa.ChunkedArray
+    ) -> None:
+        match = _PARTITION_RE.match(path.parent.name)
+        day = _parse_date(match.group(1)) if match else None
+        if day is None:
+            return
+        micros, valid = _timestamps_utc_us(values)
+        start = _epoch_us(day)
+        end = _epoch_us(day + timedelta(days=1))
+        outside = valid & ((micros < start) | (micros >= end))
+        n_outside = int(outside.sum())
+        if not n_outside:
+            return
+        other_days = np.unique(micros[outside] // 86_400_000_000)
+        shown = ", ".join(str(date(1970, 1, 1) + timedelta(days=int(d))) for d in other_days[:3])
+        more = f" and {len(other_days) - 3} more days" if len(other_days) > 3 else ""
+        self.problem(
+            where,
+            column,
+            f"has {n_outside} of {len(micros)} rows outside its partition day "
+            f"(rows from {shown}{more})",
+            f"{day} 00:00 <= {column} < {day + timedelta(days=1)} 00:00 UTC",
+        )
+
+
+def _parse_date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _epoch_us(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# Types: which stored types are the contract type, which need a cast, which cannot be cast
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(arrow_type):
+        return _is_text(arrow_type.value_type)
+    return (
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_string_view(arrow_type)
+    )
+
+
+def _type_verdict(logical: str, t: pa.DataType) -> tuple[Literal["ok", "cast", "no"], str | None]:
+    """``ok``: readable as the contract type as is; ``cast``: check each value; ``no``: not castable.
+    The note says what a reader should know about an accepted but unusual type."""
+    if pa.types.is_null(t):
+        return "ok", "holds only nulls"
+    if logical in ("int64", "int32", "int8"):
+        # The contract allows any integer width; clicked may also be boolean.
+        if pa.types.is_integer(t) or (logical == "int8" and pa.types.is_boolean(t)):
+            return "ok", None
+        if pa.types.is_floating(t) or pa.types.is_decimal(t) or _is_text(t):
+            return "cast", None
+        return "no", None
+    if logical == "float64":
+        if pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t):
+            return "ok", None
+        return ("cast", None) if _is_text(t) else ("no", None)
+    if logical == "string":
+        if _is_text(t):
+            return "ok", None
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+            return "ok", f"has type {t}; read as string"
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            return "cast", None
+        return "no", None
+    if logical == "timestamp":
+        if pa.types.is_timestamp(t):
+            return "ok", None if t.tz else "holds naive timestamps; read as UTC"
+        if pa.types.is_date(t):
+            return "ok", f"has type {t}; read as midnight UTC"
+        # Integers are refused on purpose: epoch seconds and epoch milliseconds look alike.
+        return ("cast", None) if _is_text(t) else ("no", None)
+    raise ValueError(f"unknown logical type {logical!r}")
+
+
+def _decoded(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(values.type):
+        return pa.chunked_array([chunk.dictionary_decode() for chunk in values.chunks])
+    return values
+
+
+def _count_uncastable(values: pa.ChunkedArray, logical: str) -> int:
+    """How many non-null values cannot be cast to ``logical`` (nulls are row-level, not here)."""
+    values = _decoded(values)
+    valid = ~pc.is_null(values).to_numpy(zero_copy_only=False)
+    if logical == "string":  # binary: valid UTF-8 or not
+        bad = 0
+        for value in values.to_pylist():
+            try:
+                if value is not None:
+                    value.decode("utf-8")
+            except UnicodeDecodeError:
+                bad += 1
+        return bad
+    if logical == "timestamp":
+        parsed = pd.to_datetime(
+            pd.Series(values.to_numpy(zero_copy_only=False)),
+            errors="coerce",
+            utc=True,
+            format="ISO8601",
+        )
+        return int((valid & parsed.isna().to_numpy()).sum())
+    if _is_text(values.type):
+        numbers = pd.to_numeric(
+            pd.Series(values.to_numpy(zero_copy_only=False)), errors="coerce"
+        ).to_numpy(float)
+    else:
+        numbers = pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(numbers)
+        if logical != "float64":
+            ok &= (np.mod(numbers, 1) == 0) & (numbers >= _INT64_MIN) & (numbers <= _INT64_MAX)
+    return int((valid & ~ok).sum())
+
+
+def _timestamps_utc_us(values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch microseconds (UTC) of a timestamp-like column and the mask of parsed values."""
+    values = _decoded(values)
+    t = values.type
+    if pa.types.is_timestamp(t):
+        # Arrow stores instants as UTC epochs whatever the tz; naive values are read as UTC.
+        micros = pc.cast(pc.cast(values, pa.timestamp("us", tz=t.tz), safe=False), pa.int64())
+    elif pa.types.is_date(t):
+        micros = pc.multiply(pc.cast(pc.cast(values, pa.date32()), pa.int64()), 86_400_000_000)
+    elif _is_text(t):
+        parsed = pd.to_datetime(
+            pd.Series(values.to_numpy(zero_copy_only=False)),
+            errors="coerce",
+            utc=True,
+            format="ISO8601",
+        )
+        valid = parsed.notna().to_numpy()
+        micros_np = np.zeros(len(parsed), dtype=np.int64)
+        naive_utc = parsed[valid].dt.tz_localize(None).to_numpy()
+        micros_np[valid] = naive_utc.astype("datetime64[us]").astype(np.int64)
+        return micros_np, valid
+    else:
+        return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
+    valid = ~pc.is_null(micros).to_numpy(zero_copy_only=False)
+    return pc.fill_null(micros, 0).to_numpy(zero_copy_only=False).astype(np.int64), valid

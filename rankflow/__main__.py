@@ -1,0 +1,3 @@
+from rankflow.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""The ``rankflow`` command line: each pipeline stage on its own, and ``run`` for the main job.
+
+Imports are local to each command so ``rankflow --help`` answers without loading dbt, Feast
+and torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _config(args: argparse.Namespace):
+    from rankflow.config import load_config
+
+    overrides: dict[str, Any] = {}
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        import yaml
+
+        overrides[key] = yaml.safe_load(raw)
+    return load_config(args.config, overrides)
+
+
+def _paths():
+    from rankflow.paths import StatePaths
+
+    return StatePaths.default()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rankflow.pipeline import run_main_job
+
+    summary = run_main_job(_config(args), _paths())
+    print(summary.render())
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from rankflow.simulate import simulate
+
+    config = _config(args)
+    paths = _paths()
+    summary = simulate(config.simulation, config.resolved_raw_dir(paths), paths.truth)
+    print(summary)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from rankflow.contract import validate_raw
+
+    config = _config(args)
+    inventory = validate_raw(config.resolved_raw_dir(_paths()))
+    print(inventory)
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from rankflow.pipeline import build_warehouse_step
+
+    result = build_warehouse_step(_config(args), _paths(), full_refresh=args.full_refresh)
+    print(result)
+    return 0
+
+
+def cmd_dbt_docs(args: argparse.Namespace) -> int:
+    from rankflow.warehouse import generate_docs
+
+    print(generate_docs(_paths()))
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from rankflow.pipeline import feature_store_step
+
+    print(feature_store_step(_paths()))
+    return 0
+
+
+def cmd_training_set(args: argparse.Namespace) -> int:
+    from rankflow.training_set import build_training_set
+
+    config = _config(args)
+    training_set = build_training_set(_paths(), config.training_set)
+    print(json.dumps(training_set.describe(), indent=2, default=str))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("train", "valid", "test"):
+            getattr(training_set, name).to_parquet(out / f"{name}.parquet", index=False)
+        print(f"wrote {out}/{{train,valid,test}}.parquet")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rankflow", description=__doc__)
+    parser.add_argument(
+        "--config", type=Path, default=None, help="YAML config (default configs/rankflow.yaml)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set simulation.n_impressions=200000",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser(
+        "run", help="the main job: simulate -> dbt build -> feast -> training set"
+    ).set_defaults(func=cmd_run)
+    sub.add_parser("simulate", help="write simulated raw data (and its ground truth)").set_defaults(
+        func=cmd_simulate
+    )
+    sub.add_parser(
+        "validate", help="check the raw data against docs/data-contract.md"
+    ).set_defaults(func=cmd_validate)
+    build = sub.add_parser("build", help="dbt build of the warehouse and the Feast exports")
+    build.add_argument(
+        "--full-refresh", action="store_true", help="rebuild incremental models from scratch"
+    )
+    build.set_defaults(func=cmd_build)
+    sub.add_parser("dbt-docs", help="dbt docs generate").set_defaults(func=cmd_dbt_docs)
+    sub.add_parser("features", help="feast apply + materialize-incremental").set_defaults(
+        func=cmd_features
+    )
+    ts = sub.add_parser(
+        "training-set", help="point-in-time training set through the feature service"
+    )
+    ts.add_argument("--out", help="write train/valid/test parquet files into this folder")
+    ts.set_defaults(func=cmd_training_set)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as error:
+        # Bad config, bad input or a failed gate: the message names the file / key / check,
+        # so a traceback would only bury it.
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if type(error).__name__ == "ConfigError" else 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from rankflow.config import ConfigError
+    from rankflow.contract import ContractError
+    from rankflow.feature_store import FeatureStoreError
+    from rankflow.training_set import TrainingSetError
+    from rankflow.warehouse import WarehouseError
+
+    return (
+        ConfigError,
+        ContractError,
+        WarehouseError,
+        FeatureStoreError,
+        TrainingSetError,
+        FileExistsError,
+    )

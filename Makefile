@@ -56,7 +56,7 @@ lock: ## Re-resolve requirements.lock from pyproject.toml (needs uv; torch pinne
 bench: $(INSTALLED) ## Run the benchmarks under bench/ (on demand; prints ratios)
 	$(PY) bench/bench_pipeline.py
 
-docs: $(INSTALLED) ## Generate dbt docs into dbt_project/target
+docs: $(INSTALLED) ## Generate dbt docs (written to $$RANKFLOW_HOME/dbt/docs)
 	$(PY) -m rankflow dbt-docs
 
 clean-state: ## Delete generated pipeline state (keeps the venv)

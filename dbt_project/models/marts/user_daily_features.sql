@@ -1,0 +1,17 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='feature_date',
+        on_schema_change='fail'
+    )
+}}
+-- Grain: user_id x feature day. Computed only from impressions strictly
+-- before feature_ts; see macros/daily_window_features.sql for how and for the incremental rule.
+{{ daily_window_features(
+    keys=['user_id'],
+    prefix='user',
+    windows=[1, 7, 28],
+    ctr_windows=[7, 28],
+    with_recency=true
+) }}

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None):
     from rankflow.config import load_config
 
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {k: v for k, v in (extra or {}).items() if v is not None}
     for item in args.set or []:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -45,7 +45,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from rankflow.simulate import simulate
 
-    config = _config(args)
+    flags = {
+        "simulation.seed": args.seed,
+        "simulation.n_impressions": args.impressions,
+        "simulation.n_users": args.users,
+        "simulation.n_items": args.items,
+        "simulation.days": args.days,
+        "simulation.end_date": args.end_date,
+        "simulation.drift_day": args.drift_day,
+    }
+    config = _config(args, flags)
     paths = _paths()
     summary = simulate(config.simulation, config.resolved_raw_dir(paths), paths.truth)
     print(summary)
@@ -114,9 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "run", help="the main job: simulate -> dbt build -> feast -> training set"
     ).set_defaults(func=cmd_run)
-    sub.add_parser("simulate", help="write simulated raw data (and its ground truth)").set_defaults(
-        func=cmd_simulate
+    sim = sub.add_parser(
+        "simulate",
+        help="write simulated raw data and its ground truth (flags override simulation.*)",
     )
+    sim.add_argument("--seed", type=int)
+    sim.add_argument("--impressions", type=int, help="total impressions over all days")
+    sim.add_argument("--users", type=int)
+    sim.add_argument("--items", type=int)
+    sim.add_argument("--days", type=int)
+    sim.add_argument("--end-date", help="exclusive UTC end day, YYYY-MM-DD (default: today)")
+    sim.add_argument("--drift-day", type=int, help="0-based day from which the truth drifts")
+    sim.set_defaults(func=cmd_simulate)
     sub.add_parser(
         "validate", help="check the raw data against docs/data-contract.md"
     ).set_defaults(func=cmd_validate)

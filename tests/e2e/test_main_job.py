@@ -1,0 +1,107 @@
+"""The main job as a user runs it: ``python -m rankflow run`` in a fresh process.
+
+Real simulator, contract check, dbt build, feast apply / materialize and point-in-time
+retrieval on a small dataset; then the failure paths a user meets with their own data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from rankflow.paths import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+SMALL = [
+    "--set", "simulation.n_users=400",
+    "--set", "simulation.n_items=150",
+    "--set", "simulation.n_impressions=30000",
+    "--set", "simulation.days=10",
+    "--set", "simulation.end_date=2026-03-11",
+    "--set", "training_set.valid_days=2",
+    "--set", "training_set.test_days=2",
+]  # fmt: skip
+
+
+def _rankflow(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RANKFLOW_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "rankflow", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _digest(paths: list[Path]) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(paths)}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    home = tmp_path_factory.mktemp("main-job")
+    result = _rankflow(home, *SMALL, "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home, result
+
+
+def test_main_job_prints_training_set_shape_and_positive_rate(first_run) -> None:
+    home, result = first_run
+    out = result.stdout
+    for split in ("train", "valid", "test"):
+        assert f"training set {split}" in out
+    assert "positive rate" in out
+    summary_files = list((home / "runs").glob("*/summary.json"))
+    assert len(summary_files) == 1
+    summary = json.loads(summary_files[0].read_text())
+    splits = summary["details"]["training_set"]["splits"]
+    assert sum(s["rows"] for s in splits.values()) == 30000  # every impression, none lost
+    assert all(0.0 < s["positive_rate"] < 0.2 for s in splits.values())
+    assert splits["train"]["end"] < splits["valid"]["start"] <= splits["valid"]["end"]
+    assert splits["valid"]["end"] < splits["test"]["start"]
+    # Everything generated stayed under the state dir.
+    for sub in ("raw", "truth", "warehouse", "exports", "feast"):
+        assert (home / sub).exists(), sub
+
+
+def test_config_typo_is_an_error_naming_the_key(tmp_path: Path) -> None:
+    result = _rankflow(tmp_path, "--set", "simulation.n_userz=5", "run")
+    assert result.returncode == 2
+    assert "simulation.n_userz" in result.stderr
+    assert "unknown key" in result.stderr
+    assert not (tmp_path / "warehouse").exists()
+
+
+def test_bad_raw_file_fails_clearly_and_keeps_the_good_warehouse(first_run, tmp_path) -> None:
+    home, _ = first_run
+    live = [home / "warehouse" / "rankflow.duckdb", *sorted((home / "exports").glob("*.parquet"))]
+    before = _digest(live)
+
+    # A user's new day arrives without the `device` column.
+    good_day = sorted((home / "raw" / "impressions").iterdir())[-1]
+    table = pq.read_table(next(good_day.glob("*.parquet")))
+    bad_day = home / "raw" / "impressions" / "event_date=2026-03-11"
+    bad_day.mkdir()
+    bad_file = bad_day / "part-0.parquet"
+    pq.write_table(table.drop(["device"]).slice(0, 20), bad_file)
+    try:
+        result = _rankflow(home, *SMALL, "--set", "source=raw", "run")
+    finally:
+        bad_file.unlink()
+        bad_day.rmdir()
+
+    assert result.returncode == 1
+    assert "event_date=2026-03-11/part-0.parquet" in result.stderr
+    assert "'device'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _digest(live) == before

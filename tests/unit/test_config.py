@@ -1,0 +1,58 @@
+"""The pipeline config: the shipped YAML is valid, typos name their key, overrides apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rankflow.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from rankflow.paths import StatePaths
+
+
+def test_shipped_config_loads_with_the_documented_defaults() -> None:
+    config = load_config(DEFAULT_CONFIG_PATH)
+    assert config.source == "simulate"
+    assert config.simulation.n_impressions == 1_000_000
+    assert config.training_set.test_days == 3
+    assert config.resolved_model_config_path().is_file()
+
+
+def test_unknown_nested_key_names_the_dotted_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("simulation:\n  n_userz: 10\nwarehouse:\n  ctr_prior: 2\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert "simulation.n_userz: unknown key" in message
+    assert "warehouse.ctr_prior" in message  # every problem at once, not just the first
+
+
+def test_dotted_overrides_apply_and_are_validated() -> None:
+    config = load_config(overrides={"simulation.days": 9, "source": "raw"})
+    assert config.simulation.days == 9
+    assert config.source == "raw"
+    with pytest.raises(ConfigError, match=r"simulation\.days"):
+        load_config(overrides={"simulation.days": 0})
+
+
+def test_flat_view_has_dotted_keys_for_run_parameters() -> None:
+    flat = load_config().flat()
+    assert flat["simulation.seed"] == 7
+    assert flat["warehouse.lookback_days"] == 1
+    assert all(not isinstance(v, dict) for v in flat.values())
+
+
+def test_raw_dir_defaults_to_the_state_dir(tmp_path: Path) -> None:
+    paths = StatePaths(tmp_path)
+    assert load_config().resolved_raw_dir(paths) == tmp_path / "raw"
+    custom = load_config(overrides={"raw_dir": str(tmp_path / "mine")})
+    assert custom.resolved_raw_dir(paths) == tmp_path / "mine"
+
+
+def test_not_a_mapping_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(path)

@@ -1,0 +1,17 @@
+"""rankflow models: feature spec, Wide & Deep and DCN-V2 in PyTorch, training, checkpoints.
+
+Modules, in the order data flows through them:
+
+- ``config``: the declarative model config (``configs/model.yaml``), validated on load.
+- ``hashing``: stable (cross-process, cross-machine) hashing of categorical values.
+- ``spec``: ``FeatureSpec`` - fitted on the train split, turns raw feature rows into tensors.
+- ``layers`` / ``networks``: small typed ``nn.Module`` s and the two models built from them.
+- ``train``: the CPU training loop (pre-built tensors, Adam, early stopping, resumable).
+- ``checkpoint`` / ``warm_start``: safetensors + JSON checkpoints; warm start by name and shape.
+- ``metrics`` / ``baseline``: AUC, logloss, NE, calibration, oracle gap; logistic regression.
+- ``scoring``: ``Scorer`` - a checkpoint that scores raw feature rows.
+- ``synthetic``: a small generator of training-set-shaped frames with a known truth.
+
+Submodules are imported on use (``from models.train import train_model``) so that importing
+the package does not pull in torch.
+"""

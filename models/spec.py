@@ -1,0 +1,556 @@
+"""The feature spec: fitted on the train split, it turns raw feature rows into model tensors.
+
+``FeatureSpec.fit(schema, train_df, config)`` combines the feature service schema (feature
+name -> Feast value type), the entity columns of the training set and the declarative
+``features`` section of the model config:
+
+- categorical columns -> integer ids per column (``sparse``, one column per feature), by a
+  vocabulary fitted on train or by a stable hash into a fixed number of buckets;
+- numeric columns -> float columns (``dense``): fill, clip, signed log1p, standardise with
+  train statistics, and an optional 0/1 missing indicator after each;
+- declared crosses -> hashed ids of the combined raw values (``cross``), for the wide part.
+
+The spec is plain data (JSON via ``to_json``), saved with every checkpoint, and is all that
+scoring needs: ``spec.transform(raw_df)`` gives the same tensors in any process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.config import FeaturesConfig, ModelConfig
+from models.hashing import (
+    CROSS_SEPARATOR,
+    NULL_TOKEN,
+    canonical_strings,
+    hash_buckets,
+    value_kind,
+)
+
+log = logging.getLogger(__name__)
+
+SPEC_FORMAT_VERSION = 1
+
+# Entity and request columns every training-set frame carries; usable as features when the
+# config declares them. The feature service schema does not list them (they are join keys or
+# request data), so their types are fixed here, as in the training-set contract.
+ENTITY_SCHEMA: dict[str, str] = {
+    "user_id": "INT64",
+    "item_id": "INT64",
+    "category": "STRING",
+    "position": "INT32",
+    "device": "STRING",
+    "hour_of_day": "INT32",
+    "day_of_week": "INT32",
+}
+
+# Reserved ids of a vocabulary-encoded feature; hashed features reserve only NULL_ID.
+NULL_ID = 0
+OOV_ID = 1
+
+
+class FeatureSpecError(ValueError):
+    """Raw data or a schema that does not fit the spec; the message names column and key."""
+
+
+@dataclass(frozen=True)
+class CategoricalSpec:
+    name: str
+    value_type: str
+    encoding: str  # "vocab" | "hash"
+    embedding_dim: int
+    wide: bool
+    vocab: tuple[str, ...] = ()
+    buckets: int | None = None
+
+    @property
+    def num_embeddings(self) -> int:
+        if self.encoding == "vocab":
+            return len(self.vocab) + 2  # + null and out-of-vocabulary rows
+        assert self.buckets is not None
+        return self.buckets + 1  # + the null row
+
+    def row_keys(self) -> list[str] | None:
+        """What each embedding row stands for (vocab only): lets warm start remap rows."""
+        if self.encoding != "vocab":
+            return None
+        return ["\x00<null>", "\x00<oov>", *self.vocab]
+
+
+@dataclass(frozen=True)
+class NumericSpec:
+    name: str
+    value_type: str
+    fill_value: float
+    clip_low: float | None
+    clip_high: float | None
+    log1p: bool
+    standardize: bool
+    mean: float
+    std: float
+    missing_indicator: bool
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.name, f"{self.name}__missing"] if self.missing_indicator else [self.name]
+
+
+@dataclass(frozen=True)
+class CrossSpec:
+    name: str
+    features: tuple[str, ...]
+    value_types: tuple[str, ...]
+    buckets: int
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.buckets
+
+
+@dataclass
+class FeatureTensors:
+    """Model inputs for N rows: ``sparse`` [N, S] int64, ``dense`` [N, D] float32,
+    ``cross`` [N, C] int64 and, when the frame had one, ``label`` [N] float32."""
+
+    sparse: torch.Tensor
+    dense: torch.Tensor
+    cross: torch.Tensor
+    label: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.sparse.shape[0])
+
+    def take(self, index: torch.Tensor) -> FeatureTensors:
+        """Rows ``index`` (a gather: one copy, done once per epoch rather than per batch)."""
+        return FeatureTensors(
+            self.sparse[index],
+            self.dense[index],
+            self.cross[index],
+            None if self.label is None else self.label[index],
+        )
+
+    def slice(self, start: int, stop: int) -> FeatureTensors:
+        """Rows ``start:stop`` as views (no copy)."""
+        return FeatureTensors(
+            self.sparse[start:stop],
+            self.dense[start:stop],
+            self.cross[start:stop],
+            None if self.label is None else self.label[start:stop],
+        )
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    categorical: tuple[CategoricalSpec, ...]
+    numeric: tuple[NumericSpec, ...]
+    crosses: tuple[CrossSpec, ...]
+    label: str = "label"
+    ignored_features: tuple[str, ...] = ()
+    n_train_rows: int = 0
+    format_version: int = SPEC_FORMAT_VERSION
+
+    # ----------------------------------------------------------------------------- fitting
+    @classmethod
+    def fit(
+        cls,
+        schema: Mapping[str, str],
+        train_df: pd.DataFrame,
+        config: ModelConfig | FeaturesConfig,
+    ) -> FeatureSpec:
+        """Fit vocabularies, fill values and standardisation statistics on ``train_df``."""
+        features = config.features if isinstance(config, ModelConfig) else config
+        types = _merged_schema(schema)
+        _check_declared(features, types, schema)
+        needed = sorted(
+            set(features.categorical)
+            | set(features.numeric)
+            | {name for cross in features.crosses for name in cross.features}
+        )
+        _require_columns(train_df, needed, "training frame")
+        if len(train_df) == 0:
+            raise FeatureSpecError("training frame is empty; cannot fit the feature spec")
+
+        categorical = tuple(
+            _fit_categorical(name, types[name], decl, train_df[name])
+            for name, decl in features.categorical.items()
+        )
+        numeric = tuple(
+            _fit_numeric(name, types[name], decl, train_df[name])
+            for name, decl in features.numeric.items()
+        )
+        crosses = tuple(
+            CrossSpec(
+                name=cross.resolved_name,
+                features=tuple(cross.features),
+                value_types=tuple(types[name] for name in cross.features),
+                buckets=cross.buckets,
+            )
+            for cross in features.crosses
+        )
+        used = set(needed) | {features.label}
+        ignored = tuple(sorted(name for name in schema if name not in used))
+        if ignored:
+            log.warning("feature spec ignores undeclared features: %s", ", ".join(ignored))
+        return cls(
+            categorical=categorical,
+            numeric=numeric,
+            crosses=crosses,
+            label=features.label,
+            ignored_features=ignored,
+            n_train_rows=len(train_df),
+        )
+
+    # -------------------------------------------------------------------------- transform
+    @property
+    def input_columns(self) -> list[str]:
+        """Raw columns ``transform`` reads (the label is optional)."""
+        names = [c.name for c in self.categorical] + [n.name for n in self.numeric]
+        names += [name for cross in self.crosses for name in cross.features]
+        return list(dict.fromkeys(names))
+
+    @property
+    def dense_columns(self) -> list[str]:
+        return [column for spec in self.numeric for column in spec.columns]
+
+    @property
+    def wide_sparse_index(self) -> list[int]:
+        """Positions (in ``sparse``) of the categorical features that feed the wide part."""
+        return [i for i, spec in enumerate(self.categorical) if spec.wide]
+
+    def transform(self, df: pd.DataFrame, *, require_label: bool = False) -> FeatureTensors:
+        """Raw feature rows -> tensors. Extra columns are ignored; missing ones are an error."""
+        _require_columns(df, self.input_columns, "raw feature frame")
+        n = len(df)
+        sparse = np.zeros((n, len(self.categorical)), dtype=np.int64)
+        for j, spec in enumerate(self.categorical):
+            sparse[:, j] = _encode_categorical(spec, df[spec.name])
+        dense = np.zeros((n, len(self.dense_columns)), dtype=np.float32)
+        j = 0
+        for spec in self.numeric:
+            values, missing = _encode_numeric(spec, df[spec.name])
+            dense[:, j] = values
+            j += 1
+            if spec.missing_indicator:
+                dense[:, j] = missing
+                j += 1
+        cross = np.zeros((n, len(self.crosses)), dtype=np.int64)
+        for j, spec in enumerate(self.crosses):
+            cross[:, j] = _encode_cross(spec, df)
+        label = None
+        if self.label in df.columns:
+            label = torch.from_numpy(_encode_label(df[self.label], self.label))
+        elif require_label:
+            raise FeatureSpecError(f"raw feature frame has no label column {self.label!r}")
+        return FeatureTensors(
+            torch.from_numpy(sparse), torch.from_numpy(dense), torch.from_numpy(cross), label
+        )
+
+    # ------------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "label": self.label,
+            "n_train_rows": self.n_train_rows,
+            "ignored_features": list(self.ignored_features),
+            "categorical": [asdict(spec) for spec in self.categorical],
+            "numeric": [asdict(spec) for spec in self.numeric],
+            "crosses": [asdict(spec) for spec in self.crosses],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<spec>") -> FeatureSpec:
+        version = data.get("format_version")
+        if version != SPEC_FORMAT_VERSION:
+            raise FeatureSpecError(
+                f"{source}: feature spec format_version {version!r}, this code reads "
+                f"{SPEC_FORMAT_VERSION}"
+            )
+        try:
+            return cls(
+                categorical=tuple(
+                    CategoricalSpec(**{**c, "vocab": tuple(c["vocab"])})
+                    for c in data["categorical"]
+                ),
+                numeric=tuple(NumericSpec(**n) for n in data["numeric"]),
+                crosses=tuple(
+                    CrossSpec(
+                        **{
+                            **c,
+                            "features": tuple(c["features"]),
+                            "value_types": tuple(c["value_types"]),
+                        }
+                    )
+                    for c in data["crosses"]
+                ),
+                label=data["label"],
+                ignored_features=tuple(data["ignored_features"]),
+                n_train_rows=int(data["n_train_rows"]),
+            )
+        except (KeyError, TypeError) as error:
+            raise FeatureSpecError(f"{source}: malformed feature spec: {error}") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<spec>") -> FeatureSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise FeatureSpecError(f"{source}: feature spec is not valid JSON: {error}") from None
+        return cls.from_dict(data, source)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSpec:
+        return cls.from_json(Path(path).read_text(), str(path))
+
+    def fingerprint(self) -> str:
+        return hashlib.blake2b(self.to_json().encode(), digest_size=16).hexdigest()
+
+
+# ------------------------------------------------------------------------------- helpers
+def infer_schema(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> dict[str, str]:
+    """Feast-style value types from pandas dtypes, for when no feature service is at hand."""
+    out: dict[str, str] = {}
+    for name, dtype in df.dtypes.items():
+        if name in exclude:
+            continue
+        if pd.api.types.is_bool_dtype(dtype):
+            out[str(name)] = "BOOL"
+        elif pd.api.types.is_integer_dtype(dtype):
+            out[str(name)] = "INT64"
+        elif pd.api.types.is_float_dtype(dtype):
+            out[str(name)] = "FLOAT64"
+        elif pd.api.types.is_string_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
+            out[str(name)] = "STRING"
+    return out
+
+
+def _merged_schema(schema: Mapping[str, str]) -> dict[str, str]:
+    merged = dict(ENTITY_SCHEMA)
+    merged.update(schema)
+    for name, value_type in merged.items():
+        try:
+            value_kind(value_type)
+        except ValueError as error:
+            raise FeatureSpecError(f"schema feature {name!r}: {error}") from None
+    return merged
+
+
+def _check_declared(
+    features: FeaturesConfig, types: Mapping[str, str], schema: Mapping[str, str]
+) -> None:
+    known = sorted(types)
+    problems: list[str] = []
+    declared = [("categorical", name) for name in features.categorical]
+    declared += [("numeric", name) for name in features.numeric]
+    declared += [
+        (f"crosses.{cross.resolved_name}", name)
+        for cross in features.crosses
+        for name in cross.features
+    ]
+    for section, name in declared:
+        if name not in types:
+            problems.append(
+                f"features.{section}: {name!r} is neither in the feature service schema nor an "
+                f"entity column (known: {', '.join(known)})"
+            )
+    for name in features.numeric:
+        if name in types and value_kind(types[name]) == "string":
+            problems.append(
+                f"features.numeric.{name}: column type {types[name]} is not numeric; declare it "
+                "under features.categorical"
+            )
+    if features.label in set(features.categorical) | set(features.numeric):
+        problems.append(f"features: the label {features.label!r} cannot also be a feature")
+    if features.undeclared == "error":
+        used = set(features.categorical) | set(features.numeric)
+        used |= {name for cross in features.crosses for name in cross.features}
+        missing = sorted(set(schema) - used - {features.label})
+        if missing:
+            problems.append(
+                "features.undeclared is 'error' and the feature service has features the config "
+                f"does not declare: {', '.join(missing)}"
+            )
+    if problems:
+        raise FeatureSpecError("model config does not fit the schema:\n  " + "\n  ".join(problems))
+
+
+def _require_columns(df: pd.DataFrame, columns: list[str], what: str) -> None:
+    missing = [name for name in columns if name not in df.columns]
+    if missing:
+        raise FeatureSpecError(
+            f"{what} is missing column(s) {missing} required by the feature spec "
+            f"(it has {len(df.columns)} columns: {', '.join(map(str, df.columns[:12]))}"
+            f"{', ...' if len(df.columns) > 12 else ''})"
+        )
+
+
+def _factorize(series: pd.Series, spec_name: str, value_type: str) -> tuple[np.ndarray, list[str]]:
+    """Codes per row (-1 = null) and the canonical text of each distinct value."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    try:
+        canon = canonical_strings(list(uniques), value_type)
+    except ValueError as error:
+        raise FeatureSpecError(f"column {spec_name!r}: {error}") from None
+    return np.asarray(codes, dtype=np.int64), canon
+
+
+def _fit_categorical(name: str, value_type: str, decl: Any, column: pd.Series) -> CategoricalSpec:
+    if decl.encoding == "hash":
+        return CategoricalSpec(
+            name=name,
+            value_type=value_type,
+            encoding="hash",
+            embedding_dim=decl.embedding_dim,
+            wide=decl.wide,
+            buckets=decl.buckets,
+        )
+    codes, canon = _factorize(column, name, value_type)
+    per_code = np.bincount(codes[codes >= 0], minlength=len(canon))
+    counts: dict[str, int] = {}
+    for text, count in zip(canon, per_code.tolist(), strict=True):
+        counts[text] = counts.get(text, 0) + count  # 42 and 42.0 are one value
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # deterministic order
+    vocab = [text for text, count in ranked if count >= decl.min_count]
+    if decl.max_vocab is not None:
+        vocab = vocab[: decl.max_vocab]
+    return CategoricalSpec(
+        name=name,
+        value_type=value_type,
+        encoding="vocab",
+        embedding_dim=decl.embedding_dim,
+        wide=decl.wide,
+        vocab=tuple(vocab),
+    )
+
+
+def _encode_categorical(spec: CategoricalSpec, column: pd.Series) -> np.ndarray:
+    codes, canon = _factorize(column, spec.name, spec.value_type)
+    if spec.encoding == "vocab":
+        index = pd.Index(spec.vocab, dtype=object)
+        found = index.get_indexer(pd.Index(canon, dtype=object)) if canon else np.empty(0, int)
+        per_unique = np.where(found < 0, OOV_ID, found + 2).astype(np.int64)
+    else:
+        assert spec.buckets is not None
+        per_unique = hash_buckets(canon, spec.buckets, salt=spec.name) + 1
+    return np.where(codes < 0, NULL_ID, per_unique[np.maximum(codes, 0)] if len(canon) else 0)
+
+
+def _numeric_values(column: pd.Series, name: str) -> np.ndarray:
+    """float64 values with NaN for null; non-numeric values are an error naming the column."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(values) & ~column.isna().to_numpy()
+    if bad.any():
+        examples = column[bad].astype(str).unique()[:3].tolist()
+        raise FeatureSpecError(
+            f"column {name!r}: {int(bad.sum())} value(s) are not numeric (e.g. {examples})"
+        )
+    if np.isinf(values).any():
+        raise FeatureSpecError(f"column {name!r}: {int(np.isinf(values).sum())} infinite value(s)")
+    return values
+
+
+def _clip_log(values: np.ndarray, low: float | None, high: float | None, log1p: bool) -> np.ndarray:
+    if low is not None or high is not None:
+        values = np.clip(values, low, high)
+    if log1p:
+        # Signed, so negative values (a lift below zero, a refund) stay finite and ordered.
+        values = np.sign(values) * np.log1p(np.abs(values))
+    return values
+
+
+def _fit_numeric(name: str, value_type: str, decl: Any, column: pd.Series) -> NumericSpec:
+    values = _numeric_values(column, name)
+    present = values[~np.isnan(values)]
+    if isinstance(decl.fill, float | int):
+        fill = float(decl.fill)
+    elif decl.fill == "zero":
+        fill = 0.0
+    else:
+        if present.size == 0:
+            raise FeatureSpecError(
+                f"features.numeric.{name}: every train value of column {name!r} is null; "
+                f"cannot fit fill '{decl.fill}' (use a constant fill or drop the feature)"
+            )
+        fill = float(np.mean(present) if decl.fill == "mean" else np.median(present))
+    low, high = decl.clip if decl.clip is not None else (None, None)
+    transformed = _clip_log(np.where(np.isnan(values), fill, values), low, high, decl.log1p)
+    mean, std = 0.0, 1.0
+    if decl.standardize:
+        mean = float(np.mean(transformed))
+        std = float(np.std(transformed))
+        if not std > 1e-12:
+            std = 1.0  # a constant column: centre it, do not blow it up
+    return NumericSpec(
+        name=name,
+        value_type=value_type,
+        fill_value=fill,
+        clip_low=None if low is None else float(low),
+        clip_high=None if high is None else float(high),
+        log1p=decl.log1p,
+        standardize=decl.standardize,
+        mean=mean,
+        std=std,
+        missing_indicator=decl.missing_indicator,
+    )
+
+
+def _encode_numeric(spec: NumericSpec, column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    values = _numeric_values(column, spec.name)
+    missing = np.isnan(values)
+    values = _clip_log(
+        np.where(missing, spec.fill_value, values), spec.clip_low, spec.clip_high, spec.log1p
+    )
+    values = (values - spec.mean) / spec.std
+    return values.astype(np.float32), missing.astype(np.float32)
+
+
+def _encode_cross(spec: CrossSpec, df: pd.DataFrame) -> np.ndarray:
+    """Hash of the combined canonical values; a null part is spelt NULL_TOKEN."""
+    combined: np.ndarray | None = None
+    parts: list[tuple[np.ndarray, list[str]]] = []
+    for name, value_type in zip(spec.features, spec.value_types, strict=True):
+        codes, canon = _factorize(df[name], name, value_type)
+        parts.append((codes, canon))
+        shifted = codes + 1  # 0 = null
+        if combined is None:
+            combined = shifted
+        else:
+            # Re-factorise after each step so the combined key stays small (no int64 overflow).
+            combined = pd.factorize(combined * (len(canon) + 1) + shifted)[0].astype(np.int64)
+    assert combined is not None
+    keys, first_row, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    texts = []
+    for row in first_row:
+        tokens = [canon[codes[row]] if codes[row] >= 0 else NULL_TOKEN for codes, canon in parts]
+        texts.append(CROSS_SEPARATOR.join(tokens))
+    per_key = hash_buckets(texts, spec.buckets, salt=spec.name) if len(keys) else np.empty(0)
+    return per_key[inverse].astype(np.int64) if len(keys) else np.zeros(len(df), np.int64)
+
+
+def _encode_label(column: pd.Series, name: str) -> np.ndarray:
+    if column.isna().any():
+        raise FeatureSpecError(f"label column {name!r} has {int(column.isna().sum())} null(s)")
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        raise FeatureSpecError(
+            f"label column {name!r}: {int(bad.sum())} value(s) are not 0/1 "
+            f"(e.g. {column[bad].unique()[:3].tolist()})"
+        )
+    return values.astype(np.float32)

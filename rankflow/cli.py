@@ -103,7 +103,10 @@ def cmd_training_set(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("train", "valid", "test"):
             getattr(training_set, name).to_parquet(out / f"{name}.parquet", index=False)
-        print(f"wrote {out}/{{train,valid,test}}.parquet")
+        # The feature service's types, so `python -m models train --schema` need not guess them
+        # from parquet dtypes (an int feature with nulls reads back as float).
+        (out / "schema.json").write_text(json.dumps(training_set.feature_types, indent=2))
+        print(f"wrote {out}/{{train,valid,test}}.parquet and {out}/schema.json")
     return 0
 
 

@@ -1,0 +1,50 @@
+"""Real data for ``bench/bench_models.py``: the simulator -> dbt -> Feast training set.
+
+    .state/venv/bin/python bench/bench_models.py --source feast_source:load --rows 1000000
+
+Runs the main job's stages (simulate with ``rows`` impressions and ``seed``, dbt build, feast
+apply + materialize, point-in-time training set) in ``$RANKFLOW_HOME`` (default
+``.state/bench/models``) and joins the simulator's true click probabilities for oracle metrics.
+A state dir already built for the same rows and seed is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def load(rows: int, seed: int) -> SimpleNamespace:
+    os.environ.setdefault("RANKFLOW_HOME", str(REPO / ".state" / "bench" / "models"))
+    from rankflow.config import load_config
+    from rankflow.paths import StatePaths
+    from rankflow.pipeline import build_warehouse_step, feature_store_step, simulate_step
+    from rankflow.training_set import build_training_set
+
+    config = load_config(overrides={"simulation.n_impressions": rows, "simulation.seed": seed or 7})
+    paths = StatePaths.default()
+    marker = paths.root / "bench-source.json"
+    wanted = {"rows": rows, "seed": seed, "simulation": config.simulation.model_dump(mode="json")}
+    if not marker.is_file() or json.loads(marker.read_text()) != wanted:
+        simulate_step(config, paths)
+        build_warehouse_step(config, paths, full_refresh=True)
+        feature_store_step(paths)
+        marker.write_text(json.dumps(wanted))
+    training_set = build_training_set(paths, config.training_set)
+    truth = pd.read_parquet(paths.truth / "impressions", columns=["event_id", "p_click"])
+    return SimpleNamespace(
+        train=training_set.train,
+        valid=training_set.valid,
+        test=training_set.test,
+        schema=dict(training_set.feature_types),
+        truth=truth.set_index("event_id")["p_click"],
+    )

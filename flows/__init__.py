@@ -1,0 +1,21 @@
+"""Prefect flows over the rankflow library: thin, they sequence library calls and hold no logic.
+
+- ``flows.build_features.build_features``: simulate (or take the raw data as it is) -> contract
+  check -> dbt build -> ``feast apply`` + ``materialize-incremental``;
+- ``flows.train.train``: point-in-time training set -> Wide & Deep and DCN-V2 -> MLflow run,
+  registry, first champion (``rankflow.train_step.train_and_register``);
+- ``flows.pipeline.pipeline``: both, in order, returning one summary.
+
+Every flow takes ``config`` (:class:`flows.params.ConfigParams`: a YAML path and dotted-key
+overrides), validated before any work starts, and records the resolved config with the run
+(a Prefect artifact and ``$RANKFLOW_HOME/runs/<time>-<flow>/summary.json``).
+
+Run them as plain Python with ``python -m flows`` (Prefect's temporary server, ``PREFECT_HOME``
+under the state dir) or as the deployments in ``prefect.yaml`` (``python -m flows.deploy``).
+This package's ``__init__`` imports nothing heavy (not even Prefect), so ``python -m flows`` can
+set Prefect's environment before Prefect reads it.
+
+Modules: ``params`` (the validated ``config`` parameter), ``tasks`` (one task per stage),
+``policies`` (what is retried and cached, on which keys), ``records`` (config artifact, run
+summary), ``deploy`` (``prefect deploy`` with a fix for the locked FastAPI).
+"""

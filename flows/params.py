@@ -1,0 +1,71 @@
+"""Flow parameters: which rankflow config a run uses, validated before the run does any work.
+
+A flow's ``config`` parameter is a :class:`ConfigParams`: the YAML file and dotted-key
+overrides, exactly what ``python -m rankflow --config FILE --set KEY=VALUE`` takes. Prefect
+validates flow parameters with Pydantic before the flow body starts, and validating a
+``ConfigParams`` loads the config, so an unknown key, a bad value or a missing file fails the
+flow run in its parameter check, with the message of :class:`rankflow.config.ConfigError`
+naming the file and key, before a single task runs. Deployments add
+``enforce_parameter_schema: true``, so the server rejects wrongly typed parameters even earlier,
+when the run is created.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rankflow.config import DEFAULT_CONFIG_PATH, RankflowConfig, load_config
+from rankflow.paths import REPO_ROOT
+
+
+class ConfigParams(BaseModel):
+    """The rankflow config of a flow run: a YAML file plus dotted-key overrides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config_path: str | None = Field(
+        None,
+        description="Pipeline config YAML; a relative path is read from the repository root "
+        "(the worker's working directory does not matter). Default: configs/rankflow.yaml",
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Dotted keys overriding the file, e.g. {'simulation.n_impressions': 200000}",
+    )
+
+    @model_validator(mode="after")
+    def _loads(self) -> ConfigParams:
+        # Loading is the validation: every key and value of the resolved config is checked.
+        # ConfigError is a ValueError, so Pydantic reports it as this parameter's error.
+        self.load()
+        return self
+
+    @classmethod
+    def default(cls) -> ConfigParams:
+        """The default value of a flow's ``config`` parameter: ``configs/rankflow.yaml`` as is.
+
+        Built without validation, so importing a flow module never reads the config file; the
+        flow's first step (:meth:`load`) reads and validates it.
+        """
+        return cls.model_construct(config_path=None, overrides={})
+
+    def resolved_path(self) -> Path:
+        if not self.config_path:
+            return DEFAULT_CONFIG_PATH
+        path = Path(self.config_path).expanduser()
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    def load(self) -> RankflowConfig:
+        """Read and validate the config; raises ``ConfigError`` naming the file and key."""
+        return load_config(self.resolved_path(), dict(self.overrides))
+
+    def describe(self) -> dict[str, Any]:
+        """What the run was asked for (recorded next to the resolved config)."""
+        return {"config_path": str(self.resolved_path()), "overrides": dict(self.overrides)}
+
+
+# The default of every flow's ``config`` parameter (configs/rankflow.yaml, no overrides).
+DEFAULT_CONFIG = ConfigParams.default()

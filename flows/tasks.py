@@ -1,0 +1,141 @@
+"""The Prefect tasks of the flows: one per pipeline stage, each a call into the library.
+
+Retry and cache choices (see :mod:`flows.policies`):
+
+| task | retries (transient failures only) | cache |
+|---|---|---|
+| ``simulate`` | yes | config + output folders; refreshed if the files changed since |
+| ``contract-check`` | yes | fingerprint of the raw files |
+| ``dbt-build`` | **no**: a failed model or dbt test fails the same way again | no |
+| ``feast-apply`` | yes (registry / online-store files) | no |
+| ``feast-materialize`` | yes (online store locks, Redis) | no: incremental by itself |
+| ``training-set`` | yes | no (data frames) |
+| ``train-and-register`` | yes (MLflow tracking / registry) | no: the registry is the record |
+
+Tasks take the validated :class:`~rankflow.config.RankflowConfig` and the
+:class:`~rankflow.paths.StatePaths`; none takes or keys on a data frame except
+``train-and-register``, which receives the training set in memory and is never cached.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.policies import (
+    CACHE_EXPIRATION,
+    TRANSIENT_RETRIES,
+    TRANSIENT_RETRY_DELAYS,
+    contract_cache_key,
+    retry_if_transient,
+    simulate_cache_key,
+)
+from rankflow import pipeline
+
+if TYPE_CHECKING:
+    from rankflow.config import RankflowConfig
+    from rankflow.contract import RawInventory
+    from rankflow.feature_store import ApplySummary, MaterializeSummary
+    from rankflow.paths import StatePaths
+    from rankflow.simulate import SimulationSummary
+    from rankflow.training_set import TrainingSet
+    from rankflow.warehouse import WarehouseResult
+
+_TRANSIENT: dict[str, Any] = {
+    "retries": TRANSIENT_RETRIES,
+    "retry_delay_seconds": TRANSIENT_RETRY_DELAYS,
+    "retry_condition_fn": retry_if_transient,
+}
+
+
+@task(
+    name="simulate",
+    cache_key_fn=simulate_cache_key,
+    cache_expiration=CACHE_EXPIRATION,
+    persist_result=True,
+    **_TRANSIENT,
+)
+def simulate(config: RankflowConfig, paths: StatePaths) -> SimulationSummary:
+    """Write the simulator's raw data (and ground truth) for ``config.simulation``."""
+    summary = pipeline.simulate_step(config, paths)
+    get_run_logger().info("%s", summary)
+    return summary
+
+
+@task(
+    name="contract-check",
+    cache_key_fn=contract_cache_key,
+    cache_expiration=CACHE_EXPIRATION,
+    persist_result=True,
+    **_TRANSIENT,
+)
+def contract_check(config: RankflowConfig, paths: StatePaths) -> RawInventory:
+    """Check the raw folder against docs/data-contract.md; ``ContractError`` lists every problem."""
+    inventory = pipeline.validate_step(config, paths)
+    get_run_logger().info("%s", inventory)
+    return inventory
+
+
+@task(name="dbt-build", cache_policy=NO_CACHE, persist_result=False, retries=0)
+def dbt_build(config: RankflowConfig, paths: StatePaths, full_refresh: bool) -> WarehouseResult:
+    """dbt build of the warehouse and the parquet exports (swapped in only on success)."""
+    result = pipeline.build_warehouse_step(config, paths, full_refresh=full_refresh)
+    get_run_logger().info("%s", result)
+    return result
+
+
+@task(name="feast-apply", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
+def feast_apply(paths: StatePaths) -> ApplySummary:
+    """``feast apply``: register the feature repo's definitions for this state dir."""
+    from rankflow import feature_store
+
+    applied = feature_store.apply_feature_repo(paths)
+    get_run_logger().info(
+        "applied project %s: %d feature views, services %s",
+        applied.project,
+        len(applied.feature_views),
+        ", ".join(applied.feature_services),
+    )
+    return applied
+
+
+@task(name="feast-materialize", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
+def feast_materialize(paths: StatePaths) -> MaterializeSummary:
+    """``materialize-incremental`` up to the exports' as-of time (not the wall clock)."""
+    from rankflow import feature_store
+
+    end = feature_store.exports_as_of(paths)
+    materialized = feature_store.materialize_incremental(paths, end)
+    get_run_logger().info(
+        "materialized up to %s: %s",
+        end,
+        ", ".join(f"{view} {m.mode}" for view, m in sorted(materialized.views.items())),
+    )
+    return materialized
+
+
+@task(name="training-set", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
+def training_set(config: RankflowConfig, paths: StatePaths) -> TrainingSet:
+    """The point-in-time training set through the feature service, split by time."""
+    built = pipeline.training_set_step(config, paths)
+    get_run_logger().info("training set: %s", built.describe())
+    return built
+
+
+@task(name="train-and-register", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
+def train_and_register(
+    config: RankflowConfig, paths: StatePaths, training: TrainingSet | None = None
+) -> Any:
+    """Train Wide & Deep and DCN-V2, log both to MLflow, register them, set the first champion.
+
+    A transient failure (the tracking server or its database) retries the whole call, which
+    is safe: it moves no alias before both candidates are logged, registered and gated, and a
+    model whose inputs already have a registry version is reused, not trained again.
+    """
+    from rankflow.train_step import train_and_register as train_and_register_models
+
+    outcome = train_and_register_models(config, paths, training_set=training)
+    get_run_logger().info("%s", outcome.render())
+    return outcome

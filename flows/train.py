@@ -1,0 +1,42 @@
+"""The ``train`` flow: point-in-time training set -> Wide & Deep and DCN-V2 -> MLflow + registry.
+
+It reads what ``build-features`` left in the state dir (the exports and the Feast registry), so
+it runs after it: on its own schedule, or inside the ``pipeline`` flow. Training, evaluation,
+MLflow logging, registration and the first champion are
+:func:`rankflow.train_step.train_and_register`; this flow only sequences and records.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows import tasks
+from flows.params import DEFAULT_CONFIG, ConfigParams
+from flows.records import RunRecord
+from rankflow.paths import StatePaths
+from rankflow.pipeline import MainJobSummary
+
+FLOW_NAME = "train"
+
+
+@flow(name=FLOW_NAME, validate_parameters=True, log_prints=False)
+def train(config: ConfigParams = DEFAULT_CONFIG) -> MainJobSummary:
+    """Training set through the feature service -> train, log, register (first champion).
+
+    Args:
+        config: the rankflow config (YAML path and dotted-key overrides), validated first.
+    """
+    resolved, paths = config.load(), StatePaths.default()
+    record = RunRecord(FLOW_NAME, config, resolved, paths)
+    training = record.run(
+        "training_set",
+        lambda: tasks.training_set(resolved, paths),
+        detail=lambda built: built.describe(),
+    )
+    outcome = record.run(
+        "train",
+        lambda: tasks.train_and_register(resolved, paths, training),
+        detail=lambda done: done.to_dict(),
+    )
+    record.summary.details["train_report"] = outcome.render()
+    return record.write()

@@ -1,0 +1,336 @@
+"""The Prefect flows as plain Python, on Prefect's test harness, over tiny simulated data.
+
+One temporary Prefect server for the session (``prefect_test_harness``); each test has its own
+``RANKFLOW_HOME``. The flows run the real library: simulator, contract check, dbt, Feast and,
+in the pipeline test, training and the MLflow registry.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import TaskRun
+from prefect.client.schemas.sorting import TaskRunSort
+from prefect.exceptions import ParameterTypeError
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import State
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.build_features import build_features
+from flows.params import ConfigParams
+from flows.pipeline import pipeline
+from flows.policies import (
+    is_transient,
+    outputs_intact,
+    record_outputs,
+    simulate_key,
+)
+from flows.records import render
+from flows.train import train
+from rankflow import feature_store
+from rankflow.config import ConfigError, load_config
+from rankflow.contract import ContractError
+from rankflow.feature_store import EXPORT_SCHEMAS, FeatureStoreError
+from rankflow.paths import StatePaths
+from rankflow.simulate import SimulationConfig, simulate
+from rankflow.warehouse import WarehouseBuildError
+
+pytestmark = pytest.mark.integration
+
+TINY: dict[str, Any] = {
+    "simulation.n_users": 200,
+    "simulation.n_items": 60,
+    "simulation.n_impressions": 3000,
+    "simulation.days": 6,
+    "simulation.end_date": "2026-03-07",
+    "training_set.valid_days": 1,
+    "training_set.test_days": 1,
+}
+BUILD_TASKS = {"simulate", "contract-check", "dbt-build", "feast-apply", "feast-materialize"}
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Prefect's temporary server and a temporary home (results, database) for the session."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    settings = {
+        "home": home,
+        "results.local_storage_path": home / "storage",
+        "server.analytics_enabled": False,
+    }
+    with temporary_settings(updates=settings), prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@dataclass
+class Built:
+    home: Path
+    state: State
+
+
+@pytest.fixture(scope="module")
+def built(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """One build-features run on tiny data; tests may run more flows in the same state dir."""
+    home = tmp_path_factory.mktemp("flows-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RANKFLOW_HOME", str(home))
+        state = build_features(config=ConfigParams(overrides=TINY), return_state=True)
+    return Built(home, state)
+
+
+def task_runs(state: State) -> dict[str, list[TaskRun]]:
+    """The task runs of a flow run, by task name (``simulate-1a2`` -> ``simulate``)."""
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=200,
+            offset=0,
+        )
+    grouped: dict[str, list[TaskRun]] = {}
+    for run in runs:
+        grouped.setdefault(run.name.rsplit("-", 1)[0], []).append(run)
+    return grouped
+
+
+def artifacts(flow_run_id: UUID) -> dict[str, str]:
+    """The artifacts of a flow run by key. Plain HTTP: Prefect 3.8.8's client sends nulls for the
+    filters it leaves out, which the locked FastAPI rejects (see flows/deploy.py)."""
+    response = httpx.post(
+        f"{PREFECT_API_URL.value()}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}},
+    )
+    response.raise_for_status()
+    return {a["key"]: str(a["data"]) for a in response.json() if a["key"]}
+
+
+# --------------------------------------------------------------------------------------------
+# build-features
+
+
+def test_build_features_completes_and_writes_exports(built: Built) -> None:
+    assert built.state.is_completed(), built.state.message
+    summary = built.state.result()
+    paths = StatePaths(built.home)
+
+    for name in EXPORT_SCHEMAS:
+        export = paths.exports / f"{name}.parquet"
+        assert export.is_file(), export
+        assert pq.read_metadata(export).num_rows > 0, export
+    assert (paths.feast / "online_store.db").is_file()
+    views = summary.details["feature_store"]["materialize"]["views"]
+    assert views and all(v["mode"] == "initial" for v in views.values())
+
+    runs = task_runs(built.state)
+    assert set(runs) == BUILD_TASKS
+    assert all(r.state.is_completed() and r.run_count == 1 for rs in runs.values() for r in rs)
+
+    # the config is recorded with the run: summary.json and an artifact on the flow run
+    assert summary.summary_path.is_file() and summary.summary_path.parent.parent == paths.runs
+    assert summary.details["flow"]["overrides"] == TINY
+    assert summary.details["config"]["simulation.n_impressions"] == 3000
+    recorded = artifacts(built.state.state_details.flow_run_id)
+    assert "n_impressions: 3000" in recorded["build-features-config"]
+    assert "build-features-summary" in recorded
+
+
+def test_rerun_is_served_from_cache_and_retries_a_transient_failure(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANKFLOW_HOME", str(built.home))
+    calls: list[int] = []
+    real = feature_store.materialize_incremental
+
+    def locked_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(feature_store, "materialize_incremental", locked_once)
+    state = build_features(config=ConfigParams(overrides=TINY), return_state=True)
+
+    assert state.is_completed(), state.message
+    runs = task_runs(state)
+    # same config, raw files untouched: no new simulation, no new contract check
+    for name in ("simulate", "contract-check"):
+        (run,) = runs[name]
+        assert run.state.name == "Cached", (name, run.state)
+    # the build itself runs (dbt is incremental by itself)
+    assert runs["dbt-build"][0].state.name == "Completed"
+    # a locked online store is transient: retried once, then completed
+    (materialize,) = runs["feast-materialize"]
+    assert materialize.state.is_completed()
+    assert materialize.run_count == 2
+    assert len(calls) == 2
+
+
+def test_simulation_cache_is_refreshed_when_its_files_change(tmp_path: Path) -> None:
+    paths = StatePaths(tmp_path)
+    config = load_config(None, {**TINY, "simulation.days": 2})
+    simulate(config.simulation, paths.raw, paths.truth)
+    key = simulate_key(config, paths)
+    assert not outputs_intact(paths, "simulate", key, paths.raw, paths.truth)  # nothing recorded
+    record_outputs(paths, "simulate", key, paths.raw, paths.truth)
+    assert outputs_intact(paths, "simulate", key, paths.raw, paths.truth)
+
+    other = load_config(None, {**TINY, "simulation.days": 2, "simulation.seed": 8})
+    assert not outputs_intact(paths, "simulate", simulate_key(other, paths), paths.raw, paths.truth)
+    users = paths.raw / "users" / "users.parquet"
+    pq.write_table(pq.read_table(users).slice(0, 10), users)  # someone rewrote a raw file
+    assert not outputs_intact(paths, "simulate", key, paths.raw, paths.truth)
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters and failures
+
+
+@pytest.mark.parametrize(
+    ("flow", "parameters", "named"),
+    [
+        (
+            build_features,
+            {"config": {"overrides": {"simulation.n_userz": 5}}},
+            "simulation.n_userz",
+        ),
+        (build_features, {"config": {"overrides": {"simulation.n_users": -1}}}, "n_users"),
+        (build_features, {"config": {"config_path": "configs/nope.yaml"}}, "not found"),
+        (build_features, {"config": {"overridez": {}}}, "overridez"),
+        (build_features, {"full_refresh": "sometimes"}, "full_refresh"),
+        (train, {"config": {"overrides": {"registry.select_by": "accuracy"}}}, "select_by"),
+        (pipeline, {"config": {"overrides": {"training_set.test_days": 0}}}, "test_days"),
+    ],
+    ids=[
+        "unknown-key",
+        "bad-value",
+        "missing-file",
+        "unknown-field",
+        "bad-type",
+        "train",
+        "pipeline",
+    ],
+)
+def test_a_bad_parameter_fails_before_any_work(
+    prefect_api: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flow: Any,
+    parameters: dict[str, Any],
+    named: str,
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("RANKFLOW_HOME", str(home))
+
+    state = flow(**parameters, return_state=True)
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, ParameterTypeError), repr(error)
+    assert named in str(error)
+    assert task_runs(state) == {}  # not a single task started
+    assert not home.exists() or not any(home.iterdir())  # and nothing was written
+
+
+def test_a_contract_error_is_not_retried(
+    prefect_api: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, truth = tmp_path / "raw", tmp_path / "truth"
+    simulate(SimulationConfig(n_users=50, n_items=20, n_impressions=300, days=2), raw, truth)
+    users = raw / "users" / "users.parquet"
+    pq.write_table(pq.read_table(users).drop_columns(["segment"]), users)
+    monkeypatch.setenv("RANKFLOW_HOME", str(tmp_path / "home"))
+
+    state = build_features(
+        config=ConfigParams(overrides={"source": "raw", "raw_dir": str(raw)}), return_state=True
+    )
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, ContractError) and "segment" in str(error)
+    runs = task_runs(state)
+    assert set(runs) == {"contract-check"}  # stopped there: no dbt, no Feast
+    (check,) = runs["contract-check"]
+    assert check.state.is_failed()
+    assert check.run_count == 1  # the task allows retries, but not of a contract error
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (ConnectionResetError("peer reset"), True),
+        (TimeoutError("read timed out"), True),
+        (sqlite3.OperationalError("database is locked"), True),
+        (sqlite3.OperationalError("no such table: feature_view"), False),
+        (ContractError(Path("raw"), []), False),
+        (WarehouseBuildError("dbt test not_null_stg_users_user_id failed"), False),
+        (ConfigError("configs/rankflow.yaml: unknown key"), False),
+        (FileNotFoundError("exports/user_attributes.parquet"), False),
+        (ValueError("no champion"), False),
+    ],
+)
+def test_only_transient_failures_are_retried(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
+
+
+def test_transient_cause_counts_unless_the_library_reported_it() -> None:
+    class TrackingError(RuntimeError):
+        pass
+
+    try:
+        try:
+            raise ConnectionRefusedError("mlflow server down")
+        except ConnectionRefusedError as cause:
+            raise TrackingError("MLflow tracking at http://mlflow:5000") from cause
+    except TrackingError as wrapped:
+        assert is_transient(wrapped)
+    try:
+        try:
+            raise ConnectionRefusedError("redis down")
+        except ConnectionRefusedError as cause:
+            raise FeatureStoreError("invalid Feast configuration") from cause
+    except FeatureStoreError as reported:
+        assert not is_transient(reported)
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline = build-features + train
+
+
+@pytest.mark.slow
+def test_pipeline_runs_build_features_then_train(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANKFLOW_HOME", str(built.home))
+
+    state = pipeline(config=ConfigParams(overrides=TINY), return_state=True)
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert set(summary.stage_seconds) == {
+        "simulate",
+        "validate",
+        "warehouse",
+        "feature_store",
+        "training_set",
+        "train",
+    }
+    splits = summary.details["training_set"]["splits"]
+    assert sum(s["rows"] for s in splits.values()) == 3000
+    train_outcome = summary.details["train"]
+    assert set(train_outcome["candidates"]) == {"wide_deep", "dcn"}
+    assert all(c["version"] for c in train_outcome["candidates"].values())
+    for sub in summary.details["subflow_summaries"].values():
+        assert Path(sub).is_file()
+    text = render(summary)
+    assert "MLflow UI:" in text and "champion:" in text

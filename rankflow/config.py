@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.simulate import SimulationConfig
@@ -42,6 +42,90 @@ class WarehouseConfig(_Strict):
     )
 
 
+class TrackingConfig(_Strict):
+    """Where runs are tracked (``tracking:``). The tracking URI is, first found:
+    ``$MLFLOW_TRACKING_URI`` (the server profile), ``uri`` below, else the embedded default
+    ``sqlite:///$RANKFLOW_HOME/mlflow/mlflow.db`` with artifacts in ``$RANKFLOW_HOME/mlflow/artifacts``."""
+
+    uri: str | None = Field(
+        None, description="Tracking URI; null = $MLFLOW_TRACKING_URI or the SQLite file"
+    )
+    experiment: str = Field("rankflow-ctr", min_length=1, description="MLflow experiment name")
+    segment_columns: list[str] = Field(
+        default_factory=lambda: ["user_segment", "device"],
+        description="Test-split columns to report AUC per value of (auc_by_<col>/<value>)",
+    )
+    plot_bins: int = Field(15, ge=2, le=100, description="Equal-mass bins of calibration plots")
+    input_example_rows: int = Field(5, ge=1, le=100, description="Rows in the logged example")
+
+
+class QualityGates(_Strict):
+    """Absolute test-split gates a model must pass to become ``champion`` (null = not checked)."""
+
+    min_auc: float | None = Field(0.6, ge=0, le=1, description="Lowest acceptable test AUC")
+    max_ne: float | None = Field(
+        0.99, gt=0, description="Highest test normalised entropy (1.0 = base-rate predictor)"
+    )
+    max_ece: float | None = Field(
+        0.02, ge=0, description="Highest expected calibration error (equal-mass bins)"
+    )
+    calibration_ratio: tuple[float, float] | None = Field(
+        (0.8, 1.25), description="[low, high] bounds of mean prediction / observed CTR"
+    )
+    min_auc_lift_over_baseline: float | None = Field(
+        0.0, description="Test AUC minus the logistic-regression baseline's, at least"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QualityGates:
+        if self.calibration_ratio and self.calibration_ratio[0] > self.calibration_ratio[1]:
+            raise ValueError(f"calibration_ratio {list(self.calibration_ratio)}: low > high")
+        return self
+
+
+class ModelNames(_Strict):
+    """The registered model of each model family (every trained candidate is a version)."""
+
+    wide_deep: str = Field("rankflow-wide-deep", min_length=1)
+    dcn: str = Field("rankflow-dcn", min_length=1)
+
+    def of(self, kind: str) -> str:
+        return {"wide_deep": self.wide_deep, "dcn": self.dcn}[kind]
+
+
+class RegistryConfig(_Strict):
+    """Registered model names, gates and who may move aliases (``registry:``).
+
+    Every trained candidate becomes a version of its family's model (``model_names``); the
+    model a scoring service loads, ``models:/<serving_model>@champion``, holds the
+    ``champion`` / ``challenger`` / ``previous`` aliases."""
+
+    model_names: ModelNames = Field(default_factory=ModelNames)
+    serving_model: str = Field(
+        "rankflow-ctr", min_length=1, description="Registered model holding the aliases"
+    )
+    select_by: Literal["auc", "logloss", "ne"] = Field(
+        "auc", description="Test metric that picks the better of the gated candidates"
+    )
+    gates: QualityGates = Field(default_factory=QualityGates)
+    when_champion_exists: Literal["register", "challenger"] = Field(
+        "register",
+        description="Later runs: 'register' only adds versions (promotion is the canary's); "
+        "'challenger' also points the challenger alias at the better gated candidate",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RegistryConfig:
+        names = self.model_names
+        if names.wide_deep == names.dcn:
+            raise ValueError(f"model_names: wide_deep and dcn are both {names.dcn!r}")
+        if self.serving_model in (names.wide_deep, names.dcn):
+            raise ValueError(
+                f"serving_model {self.serving_model!r} must differ from the family model names"
+            )
+        return self
+
+
 class RankflowConfig(_Strict):
     """The whole pipeline configuration."""
 
@@ -59,6 +143,8 @@ class RankflowConfig(_Strict):
     model_config_path: Path = Field(
         Path("configs/model.yaml"), description="Model config, relative to the repo root"
     )
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     def resolved_raw_dir(self, paths: StatePaths) -> Path:
         return Path(self.raw_dir).expanduser().resolve() if self.raw_dir else paths.raw

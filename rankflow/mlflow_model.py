@@ -1,0 +1,266 @@
+"""The MLflow pyfunc form of a rankflow model: raw feature-service rows in, click probabilities out.
+
+The logged model holds the rankflow checkpoint directory as its only artifact (safetensors
+state_dict, the fitted feature spec, the model config: all a ``Scorer`` needs, and what a
+warm start reads), the ``models`` and ``rankflow`` packages as code, and a short model-from-code
+file that builds :class:`RankflowCTRModel`. Nothing is pickled, so it loads in any process that
+has the pinned requirements::
+
+    model = mlflow.pyfunc.load_model("models:/rankflow-ctr@champion")
+    p_click = model.predict(feature_rows)          # numpy float64, one per row
+
+``feature_rows`` is what the feature service returns plus the request columns (``user_id``,
+``item_id``, ``category``, ``position``, ``device``, ``hour_of_day``, ``day_of_week``); extra
+columns are ignored. The signature declares every numeric feature as an optional double, so
+nulls (a new user without stats) and integer columns both pass MLflow's schema check; the
+spec fills nulls as it did in training. :func:`checkpoint_of` finds the checkpoint inside a
+downloaded model, for warm-starting the next model from a registered one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from rankflow.paths import REPO_ROOT
+
+if TYPE_CHECKING:
+    from mlflow.models.model import ModelInfo
+    from mlflow.models.signature import ModelSignature
+
+    from models.scoring import Scorer
+    from models.spec import FeatureSpec
+
+CHECKPOINT_ARTIFACT = "checkpoint"
+OUTPUT_COLUMN = "p_click"
+# Packages copied into the logged model (code_paths): the model code, and this wrapper.
+CODE_PACKAGES = ("models", "rankflow")
+# Distributions the scoring path imports (models.scoring -> checkpoint, spec, networks, config;
+# this module), pinned to the versions installed here. Explicit, because inferring them costs
+# MLflow 30-40 s per model.
+REQUIRED_DISTRIBUTIONS = (
+    "mlflow",
+    "torch",
+    "safetensors",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "PyYAML",
+    "cloudpickle",
+)
+
+_MODEL_CODE = '''"""rankflow CTR model, MLflow model-from-code entry point (see rankflow/mlflow_model.py)."""
+import mlflow
+
+from rankflow.mlflow_model import RankflowCTRModel
+
+mlflow.models.set_model(RankflowCTRModel())
+'''
+
+
+class RankflowCTRModel(mlflow.pyfunc.PythonModel):
+    """Scores raw feature rows with the checkpoint in the model's ``checkpoint`` artifact."""
+
+    def __init__(self) -> None:
+        self._scorer: Scorer | None = None
+
+    def load_context(self, context: Any) -> None:
+        from models.scoring import Scorer
+
+        self._scorer = Scorer.from_checkpoint(Path(context.artifacts[CHECKPOINT_ARTIFACT]))
+
+    @property
+    def scorer(self) -> Scorer:
+        if self._scorer is None:
+            raise RuntimeError("RankflowCTRModel: load_context() has not run")
+        return self._scorer
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        # A DataFrame hint: MLflow validates input against the logged signature, not the hint.
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return np.asarray(self.scorer.predict_proba(frame), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Signature, requirements, code
+# --------------------------------------------------------------------------------------------
+
+
+def _mlflow_type(name: str, value_type: str, categorical: bool) -> tuple[str, bool]:
+    """(MLflow column type, required) of a raw input column."""
+    from models.hashing import value_kind
+    from models.spec import ENTITY_SCHEMA
+
+    kind = value_kind(value_type)
+    if kind == "string":
+        return "string", False
+    if kind == "bool":
+        return "boolean", False
+    if kind == "int" and categorical and name in ENTITY_SCHEMA:
+        return "long", True  # request / join-key columns: always present, never null
+    # Numeric features (and any other integer column) as optional doubles: a null count
+    # arrives as NaN in a float column, which MLflow would refuse for a 'long'.
+    return "double", False
+
+
+def input_columns(spec: FeatureSpec) -> dict[str, tuple[str, bool]]:
+    """Raw column -> (MLflow type, required), in the order the spec reads them."""
+    categorical = {c.name: c.value_type for c in spec.categorical}
+    numeric = {n.name: n.value_type for n in spec.numeric}
+    crossed = {
+        name: value_type
+        for cross in spec.crosses
+        for name, value_type in zip(cross.features, cross.value_types, strict=True)
+    }
+    out: dict[str, tuple[str, bool]] = {}
+    for name in spec.input_columns:
+        if name in numeric:
+            out[name] = _mlflow_type(name, numeric[name], categorical=False)
+        else:
+            value_type = categorical.get(name) or crossed[name]
+            out[name] = _mlflow_type(name, value_type, categorical=True)
+    return out
+
+
+def model_signature(spec: FeatureSpec) -> ModelSignature:
+    """Input: one column per raw input of the spec; output: a float64 vector of P(click)."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    inputs = Schema(
+        [
+            ColSpec(dtype, name, required=required)
+            for name, (dtype, required) in input_columns(spec).items()
+        ]
+    )
+    outputs = Schema([TensorSpec(np.dtype(np.float64), (-1,), OUTPUT_COLUMN)])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def input_example(spec: FeatureSpec, frame: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """The first ``rows`` rows of ``frame``, only the spec's inputs, typed as the signature says."""
+    columns = input_columns(spec)
+    example = frame.loc[:, list(columns)].head(rows).reset_index(drop=True)
+    for name, (dtype, _) in columns.items():
+        if dtype == "double":
+            example[name] = pd.to_numeric(example[name]).astype("float64")
+        elif dtype == "long":
+            example[name] = example[name].astype("int64")
+        elif dtype == "string":
+            example[name] = example[name].astype(object).where(example[name].notna(), None)
+    return example
+
+
+def pip_requirements() -> list[str]:
+    """``name==version`` of the scoring path's distributions as installed here (no local tag)."""
+    out = []
+    for name in REQUIRED_DISTRIBUTIONS:
+        version = importlib.metadata.version(name).split("+", 1)[0]
+        out.append(f"{name}=={version}")
+    return out
+
+
+def _stage_code(folder: Path) -> list[str]:
+    """Copy the code packages (sources only, no caches) into ``folder``; their paths."""
+    staged = []
+    for package in CODE_PACKAGES:
+        target = folder / package
+        shutil.copytree(
+            REPO_ROOT / package,
+            target,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*"),
+        )
+        staged.append(str(target))
+    return staged
+
+
+# --------------------------------------------------------------------------------------------
+# Logging and loading
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_artifact_progress() -> Iterator[None]:
+    """No per-file download progress bars (they flood flow and CI logs) inside the block."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def log_pyfunc_model(
+    checkpoint: Path,
+    *,
+    example_frame: pd.DataFrame,
+    name: str = "model",
+    example_rows: int = 5,
+    metadata: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> ModelInfo:
+    """Log ``checkpoint`` (a checkpoint directory or a training folder) as a pyfunc model.
+
+    Call inside an active MLflow run. ``example_frame``: raw rows (e.g. the test split) whose
+    first ``example_rows`` rows become the input example. Returns MLflow's ``ModelInfo``
+    (``model_uri`` is ``models:/<model_id>``), which the registry step registers.
+    """
+    from models.checkpoint import resolve_checkpoint
+    from models.scoring import Scorer
+
+    checkpoint = resolve_checkpoint(Path(checkpoint))
+    scorer = Scorer.from_checkpoint(checkpoint)
+    signature = model_signature(scorer.spec)
+    example = input_example(scorer.spec, example_frame, example_rows)
+    with tempfile.TemporaryDirectory(prefix="rankflow-pyfunc-") as tmp, _quiet_artifact_progress():
+        folder = Path(tmp)
+        code_paths = _stage_code(folder / "code")
+        model_code = folder / "rankflow_ctr_model.py"
+        model_code.write_text(_MODEL_CODE)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(model_code),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+            code_paths=code_paths,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            metadata={"rankflow_kind": scorer.kind, **dict(metadata or {})},
+            tags=dict(tags or {}),
+        )
+
+
+def checkpoint_of(model_uri: str, dst: Path | None = None) -> Path:
+    """Download a logged rankflow model's checkpoint (``models:/name@alias`` etc.); its path.
+
+    The result is a checkpoint directory that ``Scorer.from_checkpoint`` and
+    ``train_model(..., warm_start_from=...)`` read.
+    """
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
+
+    with _quiet_artifact_progress():
+        local = Path(download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None))
+    flavor = Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
+    entry = (flavor.get("artifacts") or {}).get(CHECKPOINT_ARTIFACT) or {}
+    path = local / entry["path"] if "path" in entry else None
+    if path is None or not path.is_dir():
+        raise FileNotFoundError(f"{model_uri}: no {CHECKPOINT_ARTIFACT!r} artifact in {local}")
+    return path

@@ -1,0 +1,261 @@
+"""MLflow tracking of the train step on real pipeline output (simulator -> dbt -> Feast).
+
+One small pipeline run and one ``train_and_register`` per module; the tests read what they
+left: the SQLite store and artifacts under the state dir, the runs' params / metrics /
+artifacts / lineage tags, and the champion as a pyfunc loaded in a fresh process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from models.scoring import Scorer
+from models.synthetic import small_model_config
+from rankflow.config import RankflowConfig, load_config
+from rankflow.mlflow_model import checkpoint_of
+from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.pipeline import MainJobSummary, run_main_job
+from rankflow.train_step import TrainOutcome, train_and_register
+from rankflow.training_set import TrainingSet, build_training_set
+
+pytestmark = pytest.mark.integration
+
+SMALL = {
+    "simulation.n_users": 400,
+    "simulation.n_items": 150,
+    "simulation.n_impressions": 20000,
+    "simulation.days": 10,
+    "simulation.end_date": "2026-03-11",
+    "simulation.seed": 5,
+    "training_set.valid_days": 2,
+    "training_set.test_days": 2,
+    # Loose gates: two epochs on 12k rows. The gate logic is tested in test_registry.py.
+    "registry.gates.max_ece": 0.1,
+    "registry.gates.calibration_ratio": [0.5, 2.0],
+    "registry.gates.min_auc_lift_over_baseline": None,
+}
+
+
+@dataclass
+class Trained:
+    home: Path
+    config: RankflowConfig
+    summary: MainJobSummary
+    outcome: TrainOutcome
+    client: MlflowClient
+    training_set: TrainingSet
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    home = tmp_path_factory.mktemp("tracking-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RANKFLOW_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        config = load_config(overrides=SMALL)
+        paths = StatePaths(home)
+        summary = run_main_job(config, paths)
+        training_set = build_training_set(paths, config.training_set)
+        outcome = train_and_register(
+            config,
+            paths,
+            training_set=training_set,
+            model_config=small_model_config({"training.max_epochs": 2}),
+        )
+        client = MlflowClient(tracking_uri=outcome.tracking_uri, registry_uri=outcome.tracking_uri)
+        yield Trained(home, config, summary, outcome, client, training_set)
+
+
+def _local(uri: str) -> Path:
+    return Path(unquote(urlparse(uri).path))
+
+
+def test_runs_and_artifacts_live_in_the_state_dir(trained: Trained) -> None:
+    outcome = trained.outcome
+    assert outcome.tracking_uri == f"sqlite:///{trained.home.resolve()}/mlflow/mlflow.db"
+    assert (trained.home / "mlflow" / "mlflow.db").is_file()
+    experiment = trained.client.get_experiment(outcome.experiment_id)
+    assert experiment.name == "rankflow-ctr"
+    root = (trained.home / "mlflow" / "artifacts").resolve()
+    assert _local(experiment.artifact_location) == root
+    for candidate in outcome.candidates.values():
+        run = trained.client.get_run(candidate.run_id)
+        assert _local(run.info.artifact_uri).is_relative_to(root)
+        assert run.info.status == "FINISHED"
+
+
+def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Trained) -> None:
+    outcome, client = trained.outcome, trained.client
+    window = trained.summary.details["training_set"]["window"]
+    manifest = trained.home / "dbt" / "target" / "manifest.json"
+    git = subprocess.run(
+        ["git", "--no-optional-locks", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for kind, candidate in outcome.candidates.items():
+        run = client.get_run(candidate.run_id)
+        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+
+        # Flattened configs as params.
+        assert params["kind"] == kind
+        assert params["rankflow.simulation.seed"] == "5"
+        assert params["rankflow.simulation.n_impressions"] == "20000"
+        assert params["rankflow.registry.serving_model"] == "rankflow-ctr"
+        assert params["model.training.max_epochs"] == "2"
+        assert params["model.features.categorical.user_id.encoding"] == "hash"
+
+        # Per-epoch metrics, step = epoch.
+        history = client.get_metric_history(candidate.run_id, "valid_logloss")
+        assert [m.step for m in history] == list(range(1, len(history) + 1))
+        assert len(history) == 2
+        assert len(client.get_metric_history(candidate.run_id, "train_loss")) == 2
+
+        # Final test metrics, the baseline's and the oracle's (simulated data), per segment.
+        for key in ("auc", "logloss", "ne", "ece", "calibration_ratio", "baseline_auc"):
+            assert np.isfinite(metrics[f"test_{key}"]), key
+        assert metrics["test_oracle_auc"] > metrics["test_auc"] > 0.5
+        assert metrics["test_auc"] == pytest.approx(candidate.metrics["auc"])
+        assert "test_gap_closed_auc" in metrics
+        segments = [k for k in metrics if k.startswith("test_auc_by_user_segment/")]
+        assert len(segments) >= 3
+        assert any(k.startswith("test_auc_by_device/") for k in metrics)
+
+        # Artifacts.
+        artifacts = _local(run.info.artifact_uri)
+        for name in (
+            "feature_spec.json",
+            "config/rankflow.yaml",
+            "config/model.yaml",
+            "data/data_profile.json",
+            "data/training_set.json",
+            "metrics/test_metrics.json",
+            "metrics/history.json",
+            "checkpoint/model.safetensors",
+            "checkpoint/spec.json",
+            "checkpoint/manifest.json",
+        ):
+            assert (artifacts / name).is_file(), name
+        for plot in ("plots/roc.png", "plots/calibration.png"):
+            assert (artifacts / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
+        profile = json.loads((artifacts / "data/data_profile.json").read_text())
+        assert profile["training_set"]["splits"]["train"]["rows"] > 0
+        assert 0 <= profile["columns"]["user_ctr_7d"]["null_share"]["train"] <= 1
+        assert "casual" in json.dumps(profile["columns"]["user_segment"]["top"])
+
+        # Lineage.
+        assert tags["rankflow.feature_service"] == "ctr_ranker_v1"
+        assert tags["rankflow.feast_project"] == "rankflow"
+        assert tags["rankflow.data_window"] == f"{window['start']}..{window['end']}"
+        assert tags["rankflow.simulator_seed"] == "5"
+        assert (
+            tags["rankflow.dbt_manifest_sha256"]
+            == hashlib.sha256(manifest.read_bytes()).hexdigest()
+        )
+        assert tags["rankflow.fingerprint"] == candidate.fingerprint
+        if git.returncode == 0:
+            assert tags["rankflow.git_sha"] == git.stdout.strip()
+
+
+def test_the_baseline_has_its_own_run(trained: Trained) -> None:
+    outcome = trained.outcome
+    assert outcome.baseline_run_id is not None
+    run = trained.client.get_run(outcome.baseline_run_id)
+    assert run.data.tags["rankflow.model_kind"] == "lr_baseline"
+    assert run.data.metrics["test_auc"] == pytest.approx(outcome.baseline_metrics["auc"])
+    assert (_local(run.info.artifact_uri) / "plots" / "roc.png").is_file()
+
+
+_SCORE = """
+import json, sys
+import mlflow
+import pandas as pd
+
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model("models:/rankflow-ctr@champion")
+frame = pd.read_parquet(sys.argv[2])
+p = model.predict(frame)
+import models, rankflow
+print(json.dumps({
+    "p": [float(x) for x in p],
+    "type": type(p).__name__,
+    "models": models.__file__,
+    "rankflow": rankflow.__file__,
+}))
+"""
+
+
+def test_the_champion_scores_raw_feature_rows_in_a_fresh_process(
+    trained: Trained, tmp_path: Path
+) -> None:
+    import mlflow
+
+    outcome = trained.outcome
+    champion = outcome.champion
+    assert champion is not None
+    checkpoint = outcome.candidates[champion["kind"]].checkpoint_path
+    assert checkpoint is not None
+
+    # Raw rows as the feature service and the request give them, with a new user's nulls.
+    frame = trained.training_set.test.head(300).reset_index(drop=True)
+    for column in ("user_impressions_7d", "user_ctr_7d", "user_days_since_last_click"):
+        frame.loc[0, column] = np.nan
+    frame.loc[1, "user_segment"] = None
+    rows = tmp_path / "rows.parquet"
+    frame.to_parquet(rows)
+    expected = Scorer.from_checkpoint(checkpoint).predict_proba(frame)
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    script = tmp_path / "score.py"
+    script.write_text(_SCORE)
+    result = subprocess.run(
+        [sys.executable, str(script), outcome.tracking_uri, str(rows)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["type"] == "ndarray"
+    np.testing.assert_allclose(answer["p"], expected, rtol=1e-6, atol=1e-9)
+    assert all(0 < p < 1 for p in answer["p"])
+    # models / rankflow came from the logged model's code, not from the checkout.
+    root = str((trained.home / "mlflow" / "artifacts").resolve())
+    assert answer["models"].startswith(root), answer["models"]
+    assert answer["rankflow"].startswith(root), answer["rankflow"]
+
+    # The registered model's checkpoint is a warm-start / Scorer source as it is.
+    downloaded = checkpoint_of(
+        f"models:/{outcome.serving_model}@champion", tmp_path / "champion-download"
+    )
+    np.testing.assert_allclose(Scorer.from_checkpoint(downloaded).predict_proba(frame), expected)
+
+    # Logged with a signature, an input example and explicit, pinned requirements.
+    uri = f"models:/{outcome.serving_model}@champion"
+    mlflow.set_tracking_uri(outcome.tracking_uri)
+    info = mlflow.models.get_model_info(uri)
+    assert info.signature is not None
+    inputs = {spec.name: spec for spec in info.signature.inputs.inputs}
+    assert inputs["user_id"].type.name == "long" and inputs["user_id"].required
+    assert inputs["user_impressions_7d"].type.name == "double"
+    assert not inputs["user_impressions_7d"].required
+    assert info.saved_input_example_info is not None
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text().splitlines()
+    assert any(line.startswith("torch==") for line in requirements)
+    assert any(line.startswith("mlflow==") for line in requirements)
+    assert all("==" in line for line in requirements if line and not line.startswith("#"))

@@ -15,7 +15,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help install run test test-unit test-integration lint format lock bench docs clean clean-state
+.PHONY: help install run test test-unit test-integration lint format lock bench docs clean clean-state \
+	browser-deps mlflow-ui
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,7 +33,7 @@ install: $(INSTALLED) ## Create .state/venv from requirements.lock (only when th
 run: $(INSTALLED) ## Set up if needed, then run the main job on the embedded defaults
 	$(PY) -m rankflow run
 
-test: $(INSTALLED) ## Run every test (unit, integration, e2e)
+test: $(INSTALLED) browser-deps ## Run every test (unit, integration, e2e)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED) ## Run the unit tests only
@@ -52,6 +53,44 @@ format: $(INSTALLED) ## ruff autofix + format
 lock: ## Re-resolve requirements.lock from pyproject.toml (needs uv; torch pinned to the on-disk CPU wheel)
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 		--find-links /opt/wheels -P 'torch==2.13.0+cpu' -o requirements.lock
+
+# The browser test (tests/e2e/test_mlflow_ui.py) drives Debian's chromium through Playwright for
+# Python (in the lock); Playwright's own browser download is never used.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell test "$$(id -u)" -eq 0 || echo sudo)
+
+browser-deps: ## Install Debian's chromium for the browser test (only if it is missing)
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
+
+MLFLOW_PORT ?= 5000
+mlflow-ui: $(INSTALLED) ## Serve the MLflow UI over the state dir on http://127.0.0.1:$(MLFLOW_PORT)
+	PYTHONPATH=$(CURDIR) $(PY) -m rankflow.tracking serve --port $(MLFLOW_PORT)
+
+# Prefect (README.md, "Scheduled runs with Prefect"): a server, a process worker, the deployments
+# of prefect.yaml. Prefect's home (database, results, profiles) is the state dir's prefect/.
+.PHONY: pipeline prefect-server prefect-worker deploy
+RANKFLOW_STATE := $(or $(RANKFLOW_HOME),$(CURDIR)/.state)
+PREFECT_PORT ?= 4200
+PREFECT_POOL := rankflow-process
+PREFECT_CLI := PREFECT_HOME=$(RANKFLOW_STATE)/prefect PYTHONPATH=$(CURDIR) $(VENV)/bin/prefect
+prefect-server prefect-worker deploy: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+
+pipeline: $(INSTALLED) ## Run the whole pipeline flow (build-features + train) on Prefect's temporary server
+	PREFECT_HOME=$(RANKFLOW_STATE)/prefect PYTHONPATH=$(CURDIR) $(PY) -m flows pipeline
+
+prefect-server: $(INSTALLED) ## Start a Prefect server on http://127.0.0.1:$(PREFECT_PORT) (UI and API)
+	$(PREFECT_CLI) server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+prefect-worker: $(INSTALLED) ## Start a worker of the rankflow-process pool (creates the pool if needed)
+	@$(PREFECT_CLI) work-pool inspect $(PREFECT_POOL) >/dev/null 2>&1 || \
+		$(PREFECT_CLI) work-pool create $(PREFECT_POOL) --type process
+	$(PREFECT_CLI) worker start --pool $(PREFECT_POOL) --type process
+
+deploy: $(INSTALLED) ## Create or update the deployments of prefect.yaml on the Prefect server
+	@$(PREFECT_CLI) work-pool inspect $(PREFECT_POOL) >/dev/null 2>&1 || \
+		$(PREFECT_CLI) work-pool create $(PREFECT_POOL) --type process
+	PREFECT_HOME=$(RANKFLOW_STATE)/prefect PYTHONPATH=$(CURDIR) $(PY) -m flows.deploy --all
 
 bench: $(INSTALLED) ## Run the benchmarks under bench/ (on demand; prints ratios)
 	$(PY) bench/bench_pipeline.py

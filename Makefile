@@ -90,7 +90,7 @@ prefect-worker: $(INSTALLED) ## Start a worker of the rankflow-process pool (cre
 deploy: $(INSTALLED) ## Create or update the deployments of prefect.yaml on the Prefect server
 	@$(PREFECT_CLI) work-pool inspect $(PREFECT_POOL) >/dev/null 2>&1 || \
 		$(PREFECT_CLI) work-pool create $(PREFECT_POOL) --type process
-	PREFECT_HOME=$(RANKFLOW_STATE)/prefect PYTHONPATH=$(CURDIR) $(PY) -m flows.deploy --all
+	$(PREFECT_CLI) --no-prompt deploy --all
 
 bench: $(INSTALLED) ## Run the benchmarks under bench/ (on demand; prints ratios)
 	$(PY) bench/bench_pipeline.py

@@ -105,8 +105,7 @@ def task_runs(state: State) -> dict[str, list[TaskRun]]:
 
 
 def artifacts(flow_run_id: UUID) -> dict[str, str]:
-    """The artifacts of a flow run by key. Plain HTTP: Prefect 3.8.8's client sends nulls for the
-    filters it leaves out, which the locked FastAPI rejects (see flows/deploy.py)."""
+    """The artifacts of a flow run by key, read over the REST API the UI uses."""
     response = httpx.post(
         f"{PREFECT_API_URL.value()}/artifacts/filter",
         json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}},

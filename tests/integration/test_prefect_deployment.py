@@ -3,8 +3,7 @@
 One ``prefect server start`` on a free loopback port for the module, with its home and SQLite
 database in a temporary folder and its services off (no scheduler: the cron schedules are
 checked as data, and no scheduled run can reach the worker). The deployments are created from
-``prefect.yaml`` with ``python -m flows.deploy`` (``prefect --no-prompt deploy --all``, see
-flows/deploy.py), the ``features-daily`` deployment is run on tiny data through its parameters,
+``prefect.yaml`` with Prefect's own ``prefect --no-prompt deploy --all``, the ``features-daily`` deployment is run on tiny data through its parameters,
 and a process worker started with ``--run-once`` from outside the checkout executes it.
 Server and worker are stopped in teardown, also when a test fails.
 """
@@ -171,7 +170,7 @@ def deployed(server: Server) -> Server:
     )
     assert created.returncode == 0, created.stdout
     result = _run(
-        [sys.executable, "-m", "flows.deploy", "--all"], server.env, cwd=server.root, timeout=300
+        [PREFECT, "--no-prompt", "deploy", "--all"], server.env, cwd=REPO_ROOT, timeout=300
     )
     assert result.returncode == 0, result.stdout[-4000:]
     return server

@@ -69,15 +69,12 @@ mlflow-ui: $(INSTALLED) ## Serve the MLflow UI over the state dir on http://127.
 
 # Prefect (README.md, "Scheduled runs with Prefect"): a server, a process worker, the deployments
 # of prefect.yaml. Prefect's home (database, results, profiles) is the state dir's prefect/.
-.PHONY: pipeline prefect-server prefect-worker deploy
+.PHONY: prefect-server prefect-worker deploy
 RANKFLOW_STATE := $(or $(RANKFLOW_HOME),$(CURDIR)/.state)
 PREFECT_PORT ?= 4200
 PREFECT_POOL := rankflow-process
 PREFECT_CLI := PREFECT_HOME=$(RANKFLOW_STATE)/prefect PYTHONPATH=$(CURDIR) $(VENV)/bin/prefect
 prefect-server prefect-worker deploy: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
-
-pipeline: $(INSTALLED) ## Run the whole pipeline flow (build-features + train) on Prefect's temporary server
-	PREFECT_HOME=$(RANKFLOW_STATE)/prefect PYTHONPATH=$(CURDIR) $(PY) -m flows pipeline
 
 prefect-server: $(INSTALLED) ## Start a Prefect server on http://127.0.0.1:$(PREFECT_PORT) (UI and API)
 	$(PREFECT_CLI) server start --host 127.0.0.1 --port $(PREFECT_PORT)

@@ -34,12 +34,25 @@ def _paths():
     return StatePaths.default()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from rankflow.pipeline import run_main_job
+def _run_flow(args: argparse.Namespace, flow: str) -> int:
+    """Hand over to ``python -m flows``: the same flow, config and overrides, one code path."""
+    from flows.__main__ import main as run_flow
 
-    summary = run_main_job(_config(args), _paths())
-    print(summary.render())
-    return 0
+    argv = ["--config", str(args.config)] if args.config else []
+    for item in args.set or []:
+        argv += ["--set", item]
+    argv.append(flow)
+    if getattr(args, "full_refresh", False):
+        argv.append("--full-refresh")
+    return run_flow(argv)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_flow(args, "pipeline")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _run_flow(args, "train")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -123,9 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    run = sub.add_parser(
+        "run",
+        help="the main job, the Prefect `pipeline` flow: simulate -> dbt -> Feast -> training "
+        "set -> Wide & Deep + DCN -> MLflow registry",
+    )
+    run.add_argument("--full-refresh", action="store_true", help="rebuild incremental models")
+    run.set_defaults(func=cmd_run)
     sub.add_parser(
-        "run", help="the main job: simulate -> dbt build -> feast -> training set"
-    ).set_defaults(func=cmd_run)
+        "train",
+        help="the Prefect `train` flow: training set -> Wide & Deep + DCN -> MLflow registry",
+    ).set_defaults(func=cmd_train)
     sim = sub.add_parser(
         "simulate",
         help="write simulated raw data and its ground truth (flags override simulation.*)",

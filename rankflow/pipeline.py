@@ -157,7 +157,12 @@ def training_set_step(config: RankflowConfig, paths: StatePaths):
 
 
 def run_main_job(config: RankflowConfig, paths: StatePaths) -> MainJobSummary:
-    """simulate (if configured) -> contract check -> dbt build -> Feast -> training set."""
+    """The feature half of the main job without Prefect, in-process: simulate (if configured)
+    -> contract check -> dbt build -> Feast -> training set.
+
+    ``rankflow run`` runs the Prefect ``pipeline`` flow (these stages as tasks, then training);
+    this function is for notebooks and tests that want a built state dir without a server.
+    """
     summary = MainJobSummary(started_at=datetime.now(UTC), state_dir=paths.root)
     summary.details["config"] = config.flat()
     timer = _Timer(summary)

@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.yaml_config import flatten, read_yaml, set_dotted, validate
 
 ModelKind = Literal["wide_deep", "dcn"]
 MODEL_KINDS: tuple[str, ...] = ("wide_deep", "dcn")
@@ -202,7 +203,7 @@ class ModelConfig(_Strict):
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view, for logging as run parameters."""
-        return _flatten(self.to_dict())
+        return flatten(self.to_dict())
 
     def fingerprint(self, *sections: str) -> str:
         """Hash of the given sections (all if none), to detect a resumed run's config change."""
@@ -216,7 +217,7 @@ class ModelConfig(_Strict):
         """A copy with dotted keys replaced (``{"training.max_epochs": 3}``), re-validated."""
         data = self.to_dict()
         for dotted, value in overrides.items():
-            _set_dotted(data, dotted, value)
+            set_dotted(data, dotted, value, ModelConfigError)
         return parse_model_config(data, "<overrides>")
 
 
@@ -226,56 +227,13 @@ def _positive_units(value: list[int]) -> list[int]:
     return value
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, child in value.items():
-            out.update(_flatten(child, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
-
-
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ModelConfigError(f"override {dotted}: {part} is not a section")
-    node[leaf] = value
-
-
-def _describe(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid model configuration"]
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<root>"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling)")
-        else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
-
-
 def parse_model_config(data: dict[str, Any] | None, source: str = "<dict>") -> ModelConfig:
-    try:
-        return ModelConfig.model_validate(data or {})
-    except ValidationError as error:
-        raise ModelConfigError(_describe(error, source)) from None
+    return validate(ModelConfig, data, source, ModelConfigError, "model configuration")
 
 
 def load_model_config(path: Path | str, overrides: dict[str, Any] | None = None) -> ModelConfig:
     """Read and validate a model config YAML; ``overrides`` are dotted keys."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelConfigError(f"{path}: model config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ModelConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ModelConfigError(
-            f"{path}: expected a mapping at the top level, got {type(data).__name__}"
-        )
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
-    return parse_model_config(data, str(path))
+    return parse_model_config(
+        read_yaml(path, ModelConfigError, "model config", overrides), str(path)
+    )

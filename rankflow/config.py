@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.yaml_config import flatten, read_yaml, validate
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.simulate import SimulationConfig
 from rankflow.training_set import SplitConfig
@@ -155,34 +155,11 @@ class RankflowConfig(_Strict):
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view of the config, for logging as run parameters."""
-        return _flatten(json.loads(self.model_dump_json()))
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, child in value.items():
-            out.update(_flatten(child, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
-
-
-def _describe(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<root>"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling)")
-        else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
+        return flatten(json.loads(self.model_dump_json()))
 
 
 def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RankflowConfig:
-    try:
-        return RankflowConfig.model_validate(data or {})
-    except ValidationError as error:
-        raise ConfigError(_describe(error, source)) from None
+    return validate(RankflowConfig, data, source, ConfigError)
 
 
 def load_config(
@@ -190,24 +167,4 @@ def load_config(
 ) -> RankflowConfig:
     """Read and validate the YAML config; ``overrides`` are dotted keys (``simulation.days``)."""
     path = Path(path) if path else DEFAULT_CONFIG_PATH
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
-    return parse_config(data, str(path))
-
-
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted}: {part} is not a section")
-    node[leaf] = value
+    return parse_config(read_yaml(path, ConfigError, "config", overrides), str(path))

@@ -163,7 +163,10 @@ def test_distillation_pulls_the_student_towards_the_teacher(production, splits, 
             small_model_config(
                 {
                     "warm_start.distill_weight": weight,
-                    "training.learning_rate": 0.02,
+                    # Moderate: at 0.02 Adam's normalised steps on the near-zero gradients
+                    # of a student that starts at its teacher wander off (ratio ~0.5 on some
+                    # CPUs); at 0.005 the ratio is ~0.2.
+                    "training.learning_rate": 0.005,
                     "training.max_epochs": 3,
                     "training.patience": 10,
                 }

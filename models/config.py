@@ -142,6 +142,12 @@ class DCNConfig(_Strict):
     structure: Literal["stacked", "parallel"] = "parallel"
     hidden_units: list[int] = Field(default_factory=lambda: [256, 128])
     dropout: float = Field(0.0, ge=0, lt=1)
+    wide: Literal["none", "ids", "ids_and_crosses"] = Field(
+        "none",
+        description="A linear part added to the logit, as in Wide & Deep: 'ids' = one weight per "
+        "id of the categorical features declared wide (a per-user / per-item bias), "
+        "'ids_and_crosses' = also the declared feature crosses",
+    )
 
     @field_validator("hidden_units")
     @classmethod

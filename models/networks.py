@@ -64,6 +64,26 @@ class RankingModel(nn.Module):
         return axes
 
 
+def _wide_part(spec: FeatureSpec, with_crosses: bool) -> WideLinear:
+    """The linear part over the ids of the categorical features declared ``wide`` (and, with
+    ``with_crosses``, the declared crosses): its input is ``_wide_ids(sparse, cross)``."""
+    tables = [
+        (spec.categorical[i].name, spec.categorical[i].num_embeddings)
+        for i in spec.wide_sparse_index
+    ]
+    if with_crosses:
+        tables += [(c.name, c.num_embeddings) for c in spec.crosses]
+    return WideLinear(tables)
+
+
+def _wide_axes(spec: FeatureSpec) -> dict[str, tuple[AxisKeys, ...]]:
+    axes: dict[str, tuple[AxisKeys, ...]] = {}
+    for i in spec.wide_sparse_index:
+        c = spec.categorical[i]
+        axes[f"wide.tables.{c.name}.weight"] = (c.row_keys(), None)
+    return axes
+
+
 def _first_linear(mlp: MLP, prefix: str) -> str | None:
     return f"{prefix}.layers.0.weight" if len(mlp.layers) else None
 
@@ -79,12 +99,7 @@ class WideAndDeep(RankingModel):
 
     def __init__(self, spec: FeatureSpec, config: WideDeepConfig) -> None:
         super().__init__(spec)
-        wide_tables = [
-            (spec.categorical[i].name, spec.categorical[i].num_embeddings)
-            for i in spec.wide_sparse_index
-        ]
-        wide_tables += [(c.name, c.num_embeddings) for c in spec.crosses]
-        self.wide = WideLinear(wide_tables)
+        self.wide = _wide_part(spec, with_crosses=True)
         self.register_buffer(
             "wide_index", torch.tensor(spec.wide_sparse_index, dtype=torch.long), persistent=False
         )
@@ -98,16 +113,14 @@ class WideAndDeep(RankingModel):
         self, sparse: torch.Tensor, dense: torch.Tensor, cross: torch.Tensor
     ) -> torch.Tensor:
         deep = self.head(self.deep(self.embed(sparse, dense))).squeeze(-1)
-        wide_ids = torch.cat(
-            [sparse.index_select(1, cast(torch.Tensor, self.wide_index)), cross], 1
-        )
-        return deep + self.wide(wide_ids)
+        return deep + self.wide(self.wide_ids(sparse, cross))
+
+    def wide_ids(self, sparse: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+        return torch.cat([sparse.index_select(1, cast(torch.Tensor, self.wide_index)), cross], 1)
 
     def param_axes(self) -> dict[str, tuple[AxisKeys, ...]]:
         axes = super().param_axes()
-        for i in self._spec.wide_sparse_index:
-            c = self._spec.categorical[i]
-            axes[f"wide.tables.{c.name}.weight"] = (c.row_keys(), None)
+        axes.update(_wide_axes(self._spec))
         first = _first_linear(self.deep, "deep") or "head.weight"
         axes[first] = (None, self.x0_keys())
         return axes
@@ -119,7 +132,11 @@ class DCN(RankingModel):
     x0 [B, D] -> cross network (``num_cross_layers`` cross layers) -> x_L [B, D].
     stacked:  logit = head(MLP(x_L))               head: [H] -> 1
     parallel: logit = head([x_L | MLP(x0)])        head: [D + H] -> 1
-    Declared wide crosses are not used: the cross network learns its own.
+    ``wide: ids`` adds a linear part over the ids of the features declared wide (one weight per
+    id: a per-user / per-item bias the network need not squeeze through an embedding), and
+    ``wide: ids_and_crosses`` also over the declared crosses, as in Wide & Deep:
+    logit = head(...) + wide(ids [, crosses]). With ``wide: none`` (default) declared crosses are
+    not used: the cross network learns its own.
     """
 
     kind = "dcn"
@@ -133,6 +150,15 @@ class DCN(RankingModel):
         self.mlp = MLP(self.input_dim, config.hidden_units, config.dropout)
         head_in = self.mlp.output_dim + (self.input_dim if self.structure == "parallel" else 0)
         self.head = nn.Linear(head_in, 1)
+        self.wide_mode = config.wide
+        self.wide: WideLinear | None = None
+        if config.wide != "none":
+            self.wide = _wide_part(spec, with_crosses=config.wide == "ids_and_crosses")
+            self.register_buffer(
+                "wide_index",
+                torch.tensor(spec.wide_sparse_index, dtype=torch.long),
+                persistent=False,
+            )
 
     def output_bias(self) -> nn.Parameter:
         return self.head.bias
@@ -142,11 +168,21 @@ class DCN(RankingModel):
     ) -> torch.Tensor:
         x0 = self.embed(sparse, dense)
         if self.structure == "stacked":
-            return self.head(self.mlp(self.cross(x0))).squeeze(-1)
-        return self.head(torch.cat([self.cross(x0), self.mlp(x0)], dim=1)).squeeze(-1)
+            logit = self.head(self.mlp(self.cross(x0))).squeeze(-1)
+        else:
+            logit = self.head(torch.cat([self.cross(x0), self.mlp(x0)], dim=1)).squeeze(-1)
+        if self.wide is None:
+            return logit
+        return logit + self.wide(self.wide_ids(sparse, cross))
+
+    def wide_ids(self, sparse: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+        ids = sparse.index_select(1, cast(torch.Tensor, self.wide_index))
+        return torch.cat([ids, cross], 1) if self.wide_mode == "ids_and_crosses" else ids
 
     def param_axes(self) -> dict[str, tuple[AxisKeys, ...]]:
         axes = super().param_axes()
+        if self.wide is not None:
+            axes.update(_wide_axes(self._spec))
         x0 = self.x0_keys()
         for index, layer in enumerate(self.cross.layers):
             prefix = f"cross.layers.{index}"

@@ -80,6 +80,8 @@ MODEL_VARIANTS = [
     ("dcn", {"dcn.structure": "parallel"}),
     ("dcn", {"dcn.structure": "stacked", "dcn.low_rank": 3}),
     ("dcn", {"dcn.cross_type": "v1", "dcn.dropout": 0.3}),
+    ("dcn", {"dcn.wide": "ids"}),
+    ("dcn", {"dcn.wide": "ids_and_crosses", "dcn.structure": "stacked"}),
 ]
 
 
@@ -132,6 +134,33 @@ def test_embedding_tables_share_names_across_model_kinds(fitted) -> None:
     }
     dcn = {n for n in build_model("dcn", spec, config).state_dict() if n.startswith("embeddings.")}
     assert wd == dcn == {f"embeddings.tables.{c.name}.weight" for c in spec.categorical}
+
+
+@pytest.mark.parametrize("mode", ["ids", "ids_and_crosses"])
+def test_dcn_wide_part_adds_one_weight_per_id_to_the_logit(fitted, mode: str) -> None:
+    spec, tensors = fitted
+    torch.manual_seed(0)
+    plain = build_model("dcn", spec, small_model_config())
+    torch.manual_seed(0)
+    model = build_model("dcn", spec, small_model_config({"dcn.wide": mode}))
+    assert plain.wide is None and model.wide is not None
+    wide_ids = [spec.categorical[i].name for i in spec.wide_sparse_index]
+    crosses = [c.name for c in spec.crosses] if mode == "ids_and_crosses" else []
+    assert list(model.wide.tables) == wide_ids + crosses
+    # Zero-initialised: the same logits as the DCN without a wide part...
+    args = (tensors.sparse, tensors.dense, tensors.cross)
+    with torch.no_grad():
+        torch.testing.assert_close(model(*args), plain(*args))
+        # ...and a weight on one id moves exactly the rows holding that id, by that weight.
+        column = spec.wide_sparse_index[0]
+        token = int(tensors.sparse[0, column])
+        model.wide.tables[wide_ids[0]].weight[token] = 0.75
+        delta = model(*args) - plain(*args)
+    hit = tensors.sparse[:, column] == token
+    torch.testing.assert_close(delta[hit], torch.full((int(hit.sum()),), 0.75))
+    torch.testing.assert_close(delta[~hit], torch.zeros(int((~hit).sum())))
+    # The warm start matches its rows by id, as for Wide & Deep.
+    assert f"wide.tables.{wide_ids[0]}.weight" in model.param_axes()
 
 
 def test_unknown_kind_is_an_error(fitted) -> None:

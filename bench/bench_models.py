@@ -2,13 +2,15 @@
 
     .state/venv/bin/python bench/bench_models.py                       # all three, synthetic data
     .state/venv/bin/python bench/bench_models.py --only speed --rows 100000
+    .state/venv/bin/python bench/bench_models.py --source feast_source:load --rows 1000000 \
+        --only quality --seeds 5                  # paired DCN - W&D over 5 training seeds
     .state/venv/bin/python bench/bench_models.py --source mypkg.data:load_splits
 
 Every number is compared with a baseline measured in the same run, and printed as a ratio:
 
 - quality: logistic regression vs Wide & Deep vs DCN vs the oracle (true p_click) on the test
   split. Goals: DCN within 0.005 AUC of the oracle, and ahead of Wide & Deep when the truth
-  has crosses.
+  has crosses. ``bench/oracle_bound.py`` measures how much of the oracle is reachable at all.
 - warm start: a champion is trained on an earlier window; on the next window a cold start
   and a warm start (from the champion) are trained with the same settings. Reported: steps
   the warm start needs to reach the cold start's best valid logloss, as a fraction of the
@@ -90,26 +92,39 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------ quality
-def bench_quality(data: Any, config: ModelConfig, workdir: Path) -> dict[str, Any]:
-    """LR vs Wide & Deep vs DCN vs oracle on the test split; gaps are vs the base rate."""
+def bench_quality(data: Any, config: ModelConfig, workdir: Path, seeds: int = 1) -> dict[str, Any]:
+    """LR vs Wide & Deep vs DCN vs oracle on the test split; gaps are vs the base rate.
+
+    With ``seeds`` > 1 each network is trained once per training seed on the same data, the
+    table shows the mean, and DCN - Wide & Deep is reported per seed (paired: same seed, same
+    data) with its mean and standard error: a single run's difference is within seed noise.
+    """
     truth = data.truth
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     lr = train_logistic_regression(data.train, data.schema, config)
     rows.append({"model": "logistic", **_quality_row(lr.predict_proba(data.test), data, truth)})
     rows[-1]["train_s"] = time.perf_counter() - t0
-    for kind in ("wide_deep", "dcn"):
-        t0 = time.perf_counter()
-        result = train_model(
-            kind, data.train, data.valid, data.schema, config,
-            checkpoint_dir=workdir / f"quality-{kind}", resume=False,
-        )  # fmt: skip
-        probs = torch.sigmoid(
-            torch.from_numpy(_logits(result.model, result.spec.transform(data.test)))
-        ).numpy()
-        rows.append({"model": kind, **_quality_row(probs, data, truth)})
-        rows[-1]["train_s"] = time.perf_counter() - t0
-        rows[-1]["steps"] = int(result.best_metrics["steps"])
+    per_seed: dict[str, list[dict[str, Any]]] = {"wide_deep": [], "dcn": []}
+    for k in range(seeds):
+        seeded = config.with_overrides({"training.seed": config.training.seed + k})
+        for kind in ("wide_deep", "dcn"):
+            t0 = time.perf_counter()
+            result = train_model(
+                kind, data.train, data.valid, data.schema, seeded,
+                checkpoint_dir=workdir / f"quality-{kind}-{k}", resume=False,
+            )  # fmt: skip
+            probs = torch.sigmoid(
+                torch.from_numpy(_logits(result.model, result.spec.transform(data.test)))
+            ).numpy()
+            run = _quality_row(probs, data, truth)
+            run["train_s"] = time.perf_counter() - t0
+            run["steps"] = int(result.best_metrics["steps"])
+            per_seed[kind].append(run)
+    for kind, runs in per_seed.items():
+        rows.append(
+            {"model": kind, **{key: float(np.mean([r[key] for r in runs])) for key in runs[0]}}
+        )
     if truth is not None:
         oracle = truth.reindex(data.test["event_id"].to_numpy()).to_numpy()
         rows.append({"model": "oracle", **_quality_row(oracle, data, truth)})
@@ -117,21 +132,32 @@ def bench_quality(data: Any, config: ModelConfig, workdir: Path) -> dict[str, An
     for row in rows:  # ratios against the baseline measured in this run
         row["auc_minus_logistic"] = row["auc"] - by_model["logistic"]["auc"]
         row["logloss_over_logistic"] = row["logloss"] / by_model["logistic"]["logloss"]
-    print("\n== quality (test split; gap_closed: share of base-rate -> oracle gap) ==")
+    print(
+        f"\n== quality (test split; networks: mean of {seeds} training seed(s); "
+        "gap_closed: share of base-rate -> oracle gap) =="
+    )
     columns = ["model", "auc", "logloss", "ne", "ece", "calibration_ratio", "auc_minus_logistic",
                "logloss_over_logistic", "gap_closed_auc", "gap_closed_logloss", "train_s"]  # fmt: skip
     print(_table(rows, columns))
     dcn, wd = by_model["dcn"], by_model["wide_deep"]
+    differences = [
+        d["auc"] - w["auc"] for d, w in zip(per_seed["dcn"], per_seed["wide_deep"], strict=True)
+    ]
+    stderr = float(np.std(differences, ddof=1) / math.sqrt(seeds)) if seeds > 1 else None
     summary: dict[str, Any] = {
         "dcn_minus_wide_deep_auc": dcn["auc"] - wd["auc"],
+        "dcn_minus_wide_deep_auc_per_seed": differences,
+        "dcn_minus_wide_deep_auc_stderr": stderr,
         "dcn_minus_logistic_auc": dcn["auc_minus_logistic"],
         "goal_dcn_ahead_of_wide_deep": dcn["auc"] > wd["auc"],
     }
+    if stderr is not None:  # ahead by more than two standard errors of the paired difference
+        summary["dcn_ahead_beyond_2_stderr"] = dcn["auc"] - wd["auc"] > 2 * stderr
     if truth is not None:
         summary["oracle_minus_dcn_auc"] = by_model["oracle"]["auc"] - dcn["auc"]
         summary["goal_dcn_within_0.005_of_oracle"] = summary["oracle_minus_dcn_auc"] <= 0.005
     print(json.dumps(summary, indent=1))
-    return {"rows": rows, "summary": summary}
+    return {"rows": rows, "per_seed": per_seed, "summary": summary}
 
 
 def _quality_row(probs: np.ndarray, data: Any, truth: Any) -> dict[str, float]:
@@ -338,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=200_000, help="rows asked of the source")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="quality: training seeds per network (paired)"
+    )
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "model.yaml"))
     parser.add_argument("--only", default="quality,warm,speed", help="comma list of benchmarks")
     parser.add_argument("--kind", default="dcn", help="model kind for the warm-start benchmark")
@@ -366,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         wanted = set(args.only.split(","))
         if "quality" in wanted:
-            results["quality"] = bench_quality(data, config, work / "quality")
+            results["quality"] = bench_quality(data, config, work / "quality", args.seeds)
         if "warm" in wanted:
             results["warm_start"] = bench_warm_start(data, config, work / "warm", args.kind)
         if "speed" in wanted:

@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help install run test test-unit test-integration lint format lock bench docs clean clean-state \
+.PHONY: help install run test test-unit test-integration lint format lock bench bench-models docs clean clean-state \
 	browser-deps mlflow-ui
 
 help: ## Show this help
@@ -89,8 +89,12 @@ deploy: $(INSTALLED) ## Create or update the deployments of prefect.yaml on the 
 		$(PREFECT_CLI) work-pool create $(PREFECT_POOL) --type process
 	$(PREFECT_CLI) --no-prompt deploy --all
 
-bench: $(INSTALLED) ## Run the benchmarks under bench/ (on demand; prints ratios)
+bench: $(INSTALLED) ## Run the pipeline benchmarks under bench/ (on demand; prints ratios)
 	$(PY) bench/bench_pipeline.py
+
+bench-models: $(INSTALLED) ## Model benchmarks on the 1M pipeline training set: quality (5 seeds), warm start, speed, oracle bound (~25 min)
+	$(PY) bench/bench_models.py --source feast_source:load --rows 1000000 --seeds 5
+	$(PY) bench/oracle_bound.py --rows 1000000
 
 docs: $(INSTALLED) ## Generate dbt docs (written to $$RANKFLOW_HOME/dbt/docs)
 	$(PY) -m rankflow dbt-docs

@@ -192,7 +192,9 @@ class BaselineConfig(_Strict):
     """scikit-learn logistic regression on the same spec (one-hot ids + dense columns)."""
 
     C: float = Field(1.0, gt=0)
-    max_iter: int = Field(300, ge=1)
+    max_iter: int = Field(
+        1000, ge=1, description="lbfgs iterations; it stops earlier once converged"
+    )
     use_crosses: bool = False
 
 

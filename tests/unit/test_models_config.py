@@ -24,7 +24,7 @@ def test_shipped_config_declares_every_feature_of_the_service() -> None:
     config = load_model_config(SHIPPED)
     declared = set(config.features.categorical) | set(config.features.numeric)
     assert set(CTR_RANKER_V1_SCHEMA) <= declared
-    assert config.features.categorical["user_id"].encoding == "hash"
+    assert config.features.categorical["item_id"].encoding == "hash"
     assert config.dcn.cross_type == "v2"
 
 
@@ -80,7 +80,7 @@ def test_overrides_are_validated_and_flat_view_is_dotted(tmp_path: Path) -> None
     assert config.training.max_epochs == 3
     flat = config.flat()
     assert flat["training.max_epochs"] == 3
-    assert flat["features.categorical.user_id.buckets"] == 50000
+    assert flat["features.categorical.item_id.buckets"] == 20000
     with pytest.raises(ModelConfigError, match=r"training\.max_epochs"):
         config.with_overrides({"training.max_epochs": -1})
     assert small_model_config({"training.seed": 7}).training.seed == 7

@@ -44,6 +44,30 @@ class RankingModel(nn.Module):
         )
         self.input_dim = self.embeddings.output_dim + len(spec.dense_columns)
         self._spec = spec
+        self.wide: WideLinear | None = None
+        self._wide_crosses = False
+
+    def _add_wide_part(self, with_crosses: bool) -> None:
+        """A linear part over the ids of the categorical features declared ``wide`` (one weight
+        per id) and, ``with_crosses``, the declared crosses; read by ``wide_logit``."""
+        spec = self._spec
+        tables = [
+            (spec.categorical[i].name, spec.categorical[i].num_embeddings)
+            for i in spec.wide_sparse_index
+        ]
+        if with_crosses:
+            tables += [(c.name, c.num_embeddings) for c in spec.crosses]
+        self.wide = WideLinear(tables)
+        self._wide_crosses = with_crosses
+        self.register_buffer(
+            "wide_index", torch.tensor(spec.wide_sparse_index, dtype=torch.long), persistent=False
+        )
+
+    def wide_logit(self, sparse: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+        """The wide part's contribution to the logit: [B]."""
+        assert self.wide is not None
+        ids = sparse.index_select(1, cast(torch.Tensor, self.wide_index))
+        return self.wide(torch.cat([ids, cross], 1) if self._wide_crosses else ids)
 
     def output_bias(self) -> nn.Parameter:
         """The bias added to every logit (set to the base-rate logit before training)."""
@@ -61,27 +85,11 @@ class RankingModel(nn.Module):
         axes: dict[str, tuple[AxisKeys, ...]] = {}
         for c in self._spec.categorical:
             axes[f"embeddings.tables.{c.name}.weight"] = (c.row_keys(), None)
+        if self.wide is not None:  # wide rows are matched by id too (crosses: by index)
+            for i in self._spec.wide_sparse_index:
+                c = self._spec.categorical[i]
+                axes[f"wide.tables.{c.name}.weight"] = (c.row_keys(), None)
         return axes
-
-
-def _wide_part(spec: FeatureSpec, with_crosses: bool) -> WideLinear:
-    """The linear part over the ids of the categorical features declared ``wide`` (and, with
-    ``with_crosses``, the declared crosses): its input is ``_wide_ids(sparse, cross)``."""
-    tables = [
-        (spec.categorical[i].name, spec.categorical[i].num_embeddings)
-        for i in spec.wide_sparse_index
-    ]
-    if with_crosses:
-        tables += [(c.name, c.num_embeddings) for c in spec.crosses]
-    return WideLinear(tables)
-
-
-def _wide_axes(spec: FeatureSpec) -> dict[str, tuple[AxisKeys, ...]]:
-    axes: dict[str, tuple[AxisKeys, ...]] = {}
-    for i in spec.wide_sparse_index:
-        c = spec.categorical[i]
-        axes[f"wide.tables.{c.name}.weight"] = (c.row_keys(), None)
-    return axes
 
 
 def _first_linear(mlp: MLP, prefix: str) -> str | None:
@@ -99,10 +107,7 @@ class WideAndDeep(RankingModel):
 
     def __init__(self, spec: FeatureSpec, config: WideDeepConfig) -> None:
         super().__init__(spec)
-        self.wide = _wide_part(spec, with_crosses=True)
-        self.register_buffer(
-            "wide_index", torch.tensor(spec.wide_sparse_index, dtype=torch.long), persistent=False
-        )
+        self._add_wide_part(with_crosses=True)
         self.deep = MLP(self.input_dim, config.hidden_units, config.dropout)
         self.head = nn.Linear(self.deep.output_dim, 1)
 
@@ -113,14 +118,10 @@ class WideAndDeep(RankingModel):
         self, sparse: torch.Tensor, dense: torch.Tensor, cross: torch.Tensor
     ) -> torch.Tensor:
         deep = self.head(self.deep(self.embed(sparse, dense))).squeeze(-1)
-        return deep + self.wide(self.wide_ids(sparse, cross))
-
-    def wide_ids(self, sparse: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
-        return torch.cat([sparse.index_select(1, cast(torch.Tensor, self.wide_index)), cross], 1)
+        return deep + self.wide_logit(sparse, cross)
 
     def param_axes(self) -> dict[str, tuple[AxisKeys, ...]]:
         axes = super().param_axes()
-        axes.update(_wide_axes(self._spec))
         first = _first_linear(self.deep, "deep") or "head.weight"
         axes[first] = (None, self.x0_keys())
         return axes
@@ -150,15 +151,8 @@ class DCN(RankingModel):
         self.mlp = MLP(self.input_dim, config.hidden_units, config.dropout)
         head_in = self.mlp.output_dim + (self.input_dim if self.structure == "parallel" else 0)
         self.head = nn.Linear(head_in, 1)
-        self.wide_mode = config.wide
-        self.wide: WideLinear | None = None
         if config.wide != "none":
-            self.wide = _wide_part(spec, with_crosses=config.wide == "ids_and_crosses")
-            self.register_buffer(
-                "wide_index",
-                torch.tensor(spec.wide_sparse_index, dtype=torch.long),
-                persistent=False,
-            )
+            self._add_wide_part(with_crosses=config.wide == "ids_and_crosses")
 
     def output_bias(self) -> nn.Parameter:
         return self.head.bias
@@ -171,18 +165,10 @@ class DCN(RankingModel):
             logit = self.head(self.mlp(self.cross(x0))).squeeze(-1)
         else:
             logit = self.head(torch.cat([self.cross(x0), self.mlp(x0)], dim=1)).squeeze(-1)
-        if self.wide is None:
-            return logit
-        return logit + self.wide(self.wide_ids(sparse, cross))
-
-    def wide_ids(self, sparse: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
-        ids = sparse.index_select(1, cast(torch.Tensor, self.wide_index))
-        return torch.cat([ids, cross], 1) if self.wide_mode == "ids_and_crosses" else ids
+        return logit if self.wide is None else logit + self.wide_logit(sparse, cross)
 
     def param_axes(self) -> dict[str, tuple[AxisKeys, ...]]:
         axes = super().param_axes()
-        if self.wide is not None:
-            axes.update(_wide_axes(self._spec))
         x0 = self.x0_keys()
         for index, layer in enumerate(self.cross.layers):
             prefix = f"cross.layers.{index}"

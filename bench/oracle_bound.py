@@ -39,16 +39,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from scipy.special import expit
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))  # bench/ itself is on the path as the script's folder
 
 from models.metrics import auc, logloss  # noqa: E402
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 def user_parts(
@@ -82,7 +78,7 @@ def fit_map(
     theta = np.zeros((n_groups, k))
     for _ in range(iterations):
         z = offset + np.einsum("nk,nk->n", design, theta[group])
-        p = _sigmoid(z)
+        p = expit(z)
         gradient = members @ (design * (label - p)[:, None]) - theta * prior_precision
         hessian = (members @ (outer * (p * (1 - p))[:, None])).reshape(n_groups, k, k)
         hessian += precision
@@ -155,9 +151,9 @@ def bound(rows: int, seed: int) -> dict[str, dict[str, float]]:
     y = label[is_test]
     scores = {
         "oracle": p_true[is_test],
-        "user_map_rolling": _sigmoid(rolling[is_test]),
-        "user_item_map_rolling": _sigmoid(rolling_ids[is_test]),
-        "no_user_info": _sigmoid(rest[is_test]),
+        "user_map_rolling": expit(rolling[is_test]),
+        "user_item_map_rolling": expit(rolling_ids[is_test]),
+        "no_user_info": expit(rest[is_test]),
     }
     clicks_per_user = np.bincount(u[~is_test], weights=label[~is_test], minlength=len(users))
     print(

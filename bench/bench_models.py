@@ -23,7 +23,7 @@ Every number is compared with a baseline measured in the same run, and printed a
 ``--source module:function``: a function ``(rows: int, seed: int) -> splits`` where splits has
 ``train``, ``valid``, ``test`` (training-set frames), ``schema`` (feature -> Feast type) and
 ``truth`` (p_click indexed by event_id, or None): e.g. a wrapper around
-``rankflow.training_set.build_training_set`` plus the simulator's truth files.
+``rankflow.features.training_set.build_training_set`` plus the simulator's truth files.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every export lives under ``$RANKFLOW_HOME/exports/`` (the state layout of ``rankflow.paths``), so
 the absolute paths are resolved when Feast imports this module (``feast apply``) and stored in
-the registry, which lives in the same state directory. ``rankflow.feature_store`` imports this
+the registry, which lives in the same state directory. ``rankflow.features.store`` imports this
 module afresh for every apply, so one process can serve several state directories.
 
 ``feature_ts`` is the time a row became true (UTC midnight for the daily aggregates, which only

@@ -3,7 +3,7 @@
 - ``flows.build_features.build_features``: simulate (or take the raw data as it is) -> contract
   check -> dbt build -> ``feast apply`` + ``materialize-incremental``;
 - ``flows.train.train``: point-in-time training set -> Wide & Deep and DCN-V2 -> MLflow run,
-  registry, first champion (``rankflow.train_step.train_and_register``);
+  registry, first champion (``rankflow.training.step.train_and_register``);
 - ``flows.pipeline.pipeline``: both, in order, returning one summary.
 
 Every flow takes ``config`` (:class:`flows.params.ConfigParams`: a YAML path and dotted-key

@@ -103,10 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from rankflow.config import ConfigError
-    from rankflow.contract import ContractError
-    from rankflow.feature_store import FeatureStoreError
-    from rankflow.training_set import TrainingSetError
-    from rankflow.warehouse import WarehouseError
+    from rankflow.data.contract import ContractError
+    from rankflow.features.store import FeatureStoreError
+    from rankflow.features.training_set import TrainingSetError
+    from rankflow.warehouse.build import WarehouseError
 
     return (ConfigError, ContractError, WarehouseError, FeatureStoreError, TrainingSetError)
 

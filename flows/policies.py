@@ -63,10 +63,10 @@ def _permanent_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
     from rankflow.config import ConfigError
-    from rankflow.contract import ContractError
-    from rankflow.feature_store import FeatureStoreError
-    from rankflow.training_set import TrainingSetError
-    from rankflow.warehouse import WarehouseError
+    from rankflow.data.contract import ContractError
+    from rankflow.features.store import FeatureStoreError
+    from rankflow.features.training_set import TrainingSetError
+    from rankflow.warehouse.build import WarehouseError
 
     return (
         ConfigError,
@@ -171,7 +171,7 @@ def _key(name: str, payload: dict[str, Any]) -> str:
 
 def simulate_key(config: RankflowConfig, paths: StatePaths) -> str:
     """The simulator's inputs: its config (with "today" resolved), the output folders, its code."""
-    from rankflow import simulate
+    from rankflow.data import simulate
 
     simulation = config.simulation.model_dump(mode="json")
     simulation["end_date"] = config.simulation.resolved_end_date().isoformat()
@@ -188,7 +188,7 @@ def simulate_key(config: RankflowConfig, paths: StatePaths) -> str:
 
 def contract_key(config: RankflowConfig, paths: StatePaths) -> str:
     """The contract check's inputs: the raw files (fingerprinted) and the checker's code."""
-    from rankflow import contract
+    from rankflow.data import contract
 
     raw_dir = config.resolved_raw_dir(paths)
     return _key(

@@ -144,7 +144,7 @@ def where_to_look(train: dict[str, Any] | None) -> list[str]:
     """The MLflow UI command and URL, and the champion, from a training outcome's dict."""
     if not train:
         return []
-    from rankflow.tracking import is_local_store
+    from rankflow.tracking.setup import is_local_store
 
     uri = str(train.get("tracking_uri") or "")
     experiment = (train.get("experiment") or {}).get("id")

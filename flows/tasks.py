@@ -36,12 +36,12 @@ from rankflow import pipeline
 
 if TYPE_CHECKING:
     from rankflow.config import RankflowConfig
-    from rankflow.contract import RawInventory
-    from rankflow.feature_store import ApplySummary, MaterializeSummary
+    from rankflow.data.contract import RawInventory
+    from rankflow.features.store import ApplySummary, MaterializeSummary
     from rankflow.paths import StatePaths
-    from rankflow.simulate import SimulationSummary
-    from rankflow.training_set import TrainingSet
-    from rankflow.warehouse import WarehouseResult
+    from rankflow.data.simulate import SimulationSummary
+    from rankflow.features.training_set import TrainingSet
+    from rankflow.warehouse.build import WarehouseResult
 
 _TRANSIENT: dict[str, Any] = {
     "retries": TRANSIENT_RETRIES,
@@ -89,7 +89,7 @@ def dbt_build(config: RankflowConfig, paths: StatePaths, full_refresh: bool) -> 
 @task(name="feast-apply", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
 def feast_apply(paths: StatePaths) -> ApplySummary:
     """``feast apply``: register the feature repo's definitions for this state dir."""
-    from rankflow import feature_store
+    from rankflow.features import store as feature_store
 
     applied = feature_store.apply_feature_repo(paths)
     get_run_logger().info(
@@ -104,7 +104,7 @@ def feast_apply(paths: StatePaths) -> ApplySummary:
 @task(name="feast-materialize", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
 def feast_materialize(paths: StatePaths) -> MaterializeSummary:
     """``materialize-incremental`` up to the exports' as-of time (not the wall clock)."""
-    from rankflow import feature_store
+    from rankflow.features import store as feature_store
 
     end = feature_store.exports_as_of(paths)
     materialized = feature_store.materialize_incremental(paths, end)
@@ -134,7 +134,7 @@ def train_and_register(
     is safe: it moves no alias before both candidates are logged, registered and gated, and a
     model whose inputs already have a registry version is reused, not trained again.
     """
-    from rankflow.train_step import train_and_register as train_and_register_models
+    from rankflow.training.step import train_and_register as train_and_register_models
 
     outcome = train_and_register_models(config, paths, training_set=training)
     get_run_logger().info("%s", outcome.render())

@@ -3,7 +3,7 @@
 It reads what ``build-features`` left in the state dir (the exports and the Feast registry), so
 it runs after it: on its own schedule, or inside the ``pipeline`` flow. Training, evaluation,
 MLflow logging, registration and the first champion are
-:func:`rankflow.train_step.train_and_register`; this flow only sequences and records.
+:func:`rankflow.training.step.train_and_register`; this flow only sequences and records.
 """
 
 from __future__ import annotations

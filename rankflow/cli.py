@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from rankflow.simulate import simulate
+    from rankflow.data.simulate import simulate
 
     flags = {
         "simulation.seed": args.seed,
@@ -75,7 +75,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from rankflow.contract import validate_raw
+    from rankflow.data.contract import validate_raw
 
     config = _config(args)
     inventory = validate_raw(config.resolved_raw_dir(_paths()))
@@ -92,7 +92,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_dbt_docs(args: argparse.Namespace) -> int:
-    from rankflow.warehouse import generate_docs
+    from rankflow.warehouse.build import generate_docs
 
     print(generate_docs(_paths()))
     return 0
@@ -106,7 +106,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_training_set(args: argparse.Namespace) -> int:
-    from rankflow.training_set import build_training_set
+    from rankflow.features.training_set import build_training_set
 
     config = _config(args)
     training_set = build_training_set(_paths(), config.training_set)
@@ -192,10 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from rankflow.config import ConfigError
-    from rankflow.contract import ContractError
-    from rankflow.feature_store import FeatureStoreError
-    from rankflow.training_set import TrainingSetError
-    from rankflow.warehouse import WarehouseError
+    from rankflow.data.contract import ContractError
+    from rankflow.features.store import FeatureStoreError
+    from rankflow.features.training_set import TrainingSetError
+    from rankflow.warehouse.build import WarehouseError
 
     return (
         ConfigError,

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.yaml_config import flatten, read_yaml, validate
 from rankflow.paths import REPO_ROOT, StatePaths
-from rankflow.simulate import SimulationConfig
-from rankflow.training_set import SplitConfig
+from rankflow.data.simulate import SimulationConfig
+from rankflow.features.training_set import SplitConfig
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "rankflow.yaml"
 

@@ -97,13 +97,13 @@ class _Timer:
 
 
 def simulate_step(config: RankflowConfig, paths: StatePaths):
-    from rankflow.simulate import simulate
+    from rankflow.data.simulate import simulate
 
     return simulate(config.simulation, config.resolved_raw_dir(paths), paths.truth)
 
 
 def validate_step(config: RankflowConfig, paths: StatePaths):
-    from rankflow.contract import validate_raw
+    from rankflow.data.contract import validate_raw
 
     return validate_raw(config.resolved_raw_dir(paths))
 
@@ -115,7 +115,7 @@ def build_warehouse_step(
     full_refresh: bool = False,
     as_of: datetime | None = None,
 ):
-    from rankflow.warehouse import build_warehouse
+    from rankflow.warehouse.build import build_warehouse
 
     return build_warehouse(
         paths,
@@ -138,7 +138,7 @@ def feature_store_step(paths: StatePaths) -> FeatureStoreStepResult:
     The end of the load is the newest feature timestamp dbt built, not the wall clock: the data
     may be a backfill or a simulation that ended days ago.
     """
-    from rankflow.feature_store import apply_feature_repo, exports_as_of, materialize_incremental
+    from rankflow.features.store import apply_feature_repo, exports_as_of, materialize_incremental
 
     applied = apply_feature_repo(paths)
     materialized = materialize_incremental(paths, exports_as_of(paths))
@@ -146,7 +146,7 @@ def feature_store_step(paths: StatePaths) -> FeatureStoreStepResult:
 
 
 def training_set_step(config: RankflowConfig, paths: StatePaths):
-    from rankflow.training_set import build_training_set
+    from rankflow.features.training_set import build_training_set
 
     return build_training_set(paths, config.training_set)
 

@@ -35,7 +35,7 @@
 
 
 {% macro export_location(file_stem) -%}
-  {#- Exports go to $RANKFLOW_EXPORTS_DIR, which rankflow.warehouse points at a fresh folder per
+  {#- Exports go to $RANKFLOW_EXPORTS_DIR, which rankflow.warehouse.build points at a fresh folder per
       build and swaps in only after every model and test passed. -#}
   {{- env_var('RANKFLOW_EXPORTS_DIR') ~ '/' ~ file_stem ~ '.parquet' -}}
 {%- endmacro %}

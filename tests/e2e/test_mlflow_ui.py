@@ -21,8 +21,8 @@ from models.synthetic import small_model_config
 from rankflow.config import load_config
 from rankflow.paths import StatePaths
 from rankflow.pipeline import run_main_job
-from rankflow.tracking import MlflowServer, start_mlflow_server
-from rankflow.train_step import TrainOutcome, train_and_register
+from rankflow.tracking.setup import MlflowServer, start_mlflow_server
+from rankflow.training.step import TrainOutcome, train_and_register
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rankflow.feature_store import (
+from rankflow.features.store import (
     EXPORT_SCHEMAS,
     FEATURE_REPO,
     ExportError,

@@ -37,13 +37,13 @@ from flows.policies import (
 )
 from flows.records import render
 from flows.train import train
-from rankflow import feature_store
+from rankflow.features import store as feature_store
 from rankflow.config import ConfigError, load_config
-from rankflow.contract import ContractError
-from rankflow.feature_store import EXPORT_SCHEMAS, FeatureStoreError
+from rankflow.data.contract import ContractError
+from rankflow.features.store import EXPORT_SCHEMAS, FeatureStoreError
 from rankflow.paths import StatePaths
-from rankflow.simulate import SimulationConfig, simulate
-from rankflow.warehouse import WarehouseBuildError
+from rankflow.data.simulate import SimulationConfig, simulate
+from rankflow.warehouse.build import WarehouseBuildError
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from rankflow.feature_store import EXPORT_SCHEMAS
+from rankflow.features.store import EXPORT_SCHEMAS
 from rankflow.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration

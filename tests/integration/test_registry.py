@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from models.synthetic import make_splits, small_model_config
 from rankflow.config import RankflowConfig, parse_config
 from rankflow.paths import REPO_ROOT, StatePaths
-from rankflow.registry import (
+from rankflow.registry.gates import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
@@ -32,14 +32,14 @@ from rankflow.registry import (
     promote_champion,
     versions,
 )
-from rankflow.train_step import (
+from rankflow.training.step import (
     TrainOutcome,
     code_fingerprint,
     data_fingerprint,
     model_fingerprint,
     train_and_register,
 )
-from rankflow.training_set import DateWindow, TrainingSet
+from rankflow.features.training_set import DateWindow, TrainingSet
 
 pytestmark = pytest.mark.integration
 
@@ -243,7 +243,7 @@ from pathlib import Path
 from models.synthetic import small_model_config
 from rankflow.config import parse_config
 from rankflow.paths import StatePaths
-from rankflow.train_step import train_and_register
+from rankflow.training.step import train_and_register
 
 home, ts_file, marker, overrides = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
 training_set = pickle.loads(Path(ts_file).read_bytes())

@@ -24,11 +24,11 @@ from mlflow import MlflowClient
 from models.scoring import Scorer
 from models.synthetic import small_model_config
 from rankflow.config import RankflowConfig, load_config
-from rankflow.mlflow_model import checkpoint_of
+from rankflow.tracking.pyfunc import checkpoint_of
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.pipeline import MainJobSummary, run_main_job
-from rankflow.train_step import TrainOutcome, train_and_register
-from rankflow.training_set import TrainingSet, build_training_set
+from rankflow.training.step import TrainOutcome, train_and_register
+from rankflow.features.training_set import TrainingSet, build_training_set
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Train
         assert params["kind"] == kind
         assert params["rankflow.simulation.seed"] == "5"
         assert params["rankflow.simulation.n_impressions"] == "20000"
-        assert params["rankflow.registry.serving_model"] == "rankflow-ctr"
+        assert params["rankflow.registry.gates.serving_model"] == "rankflow-ctr"
         assert params["model.training.max_epochs"] == "2"
         assert params["model.features.categorical.user_id.encoding"] == "hash"
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rankflow.feature_store import EXPORT_SCHEMAS, ExportError, apply_feature_repo, export_path
+from rankflow.features.store import EXPORT_SCHEMAS, ExportError, apply_feature_repo, export_path
 from rankflow.paths import StatePaths
-from rankflow.training_set import (
+from rankflow.features.training_set import (
     ENTITY_COLUMNS,
     SplitConfig,
     TrainingSetError,

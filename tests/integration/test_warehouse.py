@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rankflow.paths import StatePaths
-from rankflow.warehouse import (
+from rankflow.warehouse.build import (
     WarehouseBuildError,
     WarehouseResult,
     build_warehouse,

@@ -12,9 +12,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from rankflow.contract import CONTRACT, ContractError, RawInventory, validate_raw
+from rankflow.data.contract import CONTRACT, ContractError, RawInventory, validate_raw
 from rankflow.paths import REPO_ROOT
-from rankflow.simulate import SimulationConfig, simulate
+from rankflow.data.simulate import SimulationConfig, simulate
 
 END = date(2024, 3, 5)
 DAYS = [END - timedelta(days=k) for k in range(4, 0, -1)]

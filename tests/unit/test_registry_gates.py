@@ -9,8 +9,8 @@ import pytest
 
 from rankflow.config import ConfigError, QualityGates, parse_config
 from rankflow.paths import StatePaths
-from rankflow.registry import Candidate, GateResult, check_gates, comparison, pick_best
-from rankflow.tracking import default_tracking_uri, resolve_tracking_uri
+from rankflow.registry.gates import Candidate, GateResult, check_gates, comparison, pick_best
+from rankflow.tracking.setup import default_tracking_uri, resolve_tracking_uri
 
 GOOD = {
     "auc": 0.72,

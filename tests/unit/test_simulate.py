@@ -14,9 +14,9 @@ import pytest
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
-import rankflow.simulate as simulate_module
-from rankflow.contract import CONTRACT, arrow_schema
-from rankflow.simulate import (
+import rankflow.data.simulate as simulate_module
+from rankflow.data.contract import CONTRACT, arrow_schema
+from rankflow.data.simulate import (
     MARKER_FILE,
     SimulationConfig,
     SimulationSummary,

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 from pydantic import ValidationError
 
-from rankflow.training_set import DateWindow, SplitConfig, TrainingSetError, plan_split
+from rankflow.features.training_set import DateWindow, SplitConfig, TrainingSetError, plan_split
 
 
 def test_defaults_and_unknown_keys() -> None:

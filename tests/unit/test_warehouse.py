@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rankflow import warehouse
+from rankflow.warehouse import build as warehouse
 from rankflow.paths import StatePaths
-from rankflow.warehouse import NodeFailure, WarehouseBuildError, write_raw
+from rankflow.warehouse.build import NodeFailure, WarehouseBuildError, write_raw
 
 
 def _live_and_build(tmp_path: Path) -> tuple[Path, Path, Path, Path]:

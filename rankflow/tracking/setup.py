@@ -11,7 +11,7 @@ Two profiles, switched by configuration only:
   artifacts go. ``tracking.uri`` in ``configs/rankflow.yaml`` is the same switch in YAML.
 
 :func:`start_mlflow_server` serves the UI over a state dir on loopback (``make mlflow-ui``
-and the browser test use it); ``python -m rankflow.tracking serve`` is its command line.
+and the browser test use it); ``python -m rankflow.tracking.setup serve`` is its command line.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from rankflow.config import RankflowConfig
-    from rankflow.training_set import TrainingSet
+    from rankflow.features.training_set import TrainingSet
 
 TRACKING_ENV_VAR = "MLFLOW_TRACKING_URI"
 DEFAULT_EXPERIMENT = "rankflow-ctr"
@@ -426,13 +426,13 @@ def _tail(file: Path, lines: int = 30) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Command line: python -m rankflow.tracking serve [--port N]
+# Command line: python -m rankflow.tracking.setup serve [--port N]
 # --------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rankflow.tracking", description="MLflow UI over the rankflow state dir"
+        prog="python -m rankflow.tracking.setup", description="MLflow UI over the rankflow state dir"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the MLflow UI on loopback until Ctrl-C")

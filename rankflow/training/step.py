@@ -46,7 +46,7 @@ import yaml
 
 from rankflow.config import RankflowConfig
 from rankflow.paths import REPO_ROOT, StatePaths
-from rankflow.registry import (
+from rankflow.registry.gates import (
     CHALLENGER,
     CHAMPION,
     KIND_TITLES,
@@ -70,11 +70,11 @@ from rankflow.registry import (
     set_alias,
     version_description,
 )
-from rankflow.tracking import Tracking, lineage_tags, setup_tracking
+from rankflow.tracking.setup import Tracking, lineage_tags, setup_tracking
 
 if TYPE_CHECKING:
     from models.config import ModelConfig
-    from rankflow.training_set import TrainingSet
+    from rankflow.features.training_set import TrainingSet
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ TAG_MODEL_URI = "rankflow.model_uri"
 TAG_STATUS = "rankflow.status"
 # Code whose change may change a trained model, its metrics or its logged form (hashed into
 # the fingerprint); the training set's own contents are hashed separately.
-CODE_PATHS = ("models", "rankflow/train_step.py", "rankflow/mlflow_model.py")
+CODE_PATHS = ("models", "rankflow/training", "rankflow/tracking/pyfunc.py")
 MAX_PARAM_LENGTH = 6000
 
 StepHook = Callable[[str, int, float], None]
@@ -262,7 +262,7 @@ def _digest(*parts: bytes) -> str:
 
 def data_fingerprint(training_set: TrainingSet) -> str:
     """Hash of the training set: every split's columns, dtypes and values, and its schema."""
-    from rankflow.training_set import SPLITS
+    from rankflow.features.training_set import SPLITS
 
     meta = {
         "feature_service": training_set.feature_service,
@@ -597,7 +597,7 @@ def train_and_register(
     elif model_overrides:
         model_config = model_config.with_overrides(dict(model_overrides))
     if training_set is None:
-        from rankflow.training_set import build_training_set
+        from rankflow.features.training_set import build_training_set
 
         training_set = build_training_set(paths, config.training_set)
 
@@ -779,7 +779,7 @@ def _train_log_register(
 
     from models.scoring import Scorer
     from models.train import train_model
-    from rankflow.mlflow_model import log_pyfunc_model
+    from rankflow.tracking.pyfunc import log_pyfunc_model
 
     ts = ctx.training_set
     config = ctx.config

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rankflow.contract import DEVICES, arrow_schema, partition_dir
+from rankflow.data.contract import DEVICES, arrow_schema, partition_dir
 
 log = logging.getLogger(__name__)
 

@@ -60,10 +60,10 @@ REQUIRED_DISTRIBUTIONS = (
     "cloudpickle",
 )
 
-_MODEL_CODE = '''"""rankflow CTR model, MLflow model-from-code entry point (see rankflow/mlflow_model.py)."""
+_MODEL_CODE = '''"""rankflow CTR model, MLflow model-from-code entry point (see rankflow/tracking/pyfunc.py)."""
 import mlflow
 
-from rankflow.mlflow_model import RankflowCTRModel
+from rankflow.tracking.pyfunc import RankflowCTRModel
 
 mlflow.models.set_model(RankflowCTRModel())
 '''

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rankflow.feature_store import (
+from rankflow.features.store import (
     DEFAULT_FEATURE_SERVICE,
     check_export,
     coerce_features,

@@ -1,0 +1,136 @@
+"""Where rankflow runs: the one module that reads the process environment.
+
+Everything that differs between a laptop and a server (the state directory, the MLflow tracking
+URI, the Feast online store, the Redis / Postgres / service addresses) is a field of
+:class:`Settings`, resolved once and handed to every stage. Each field is taken from the first
+of these that sets it:
+
+1. an explicit argument (``Settings.resolve(home=...)``, a CLI flag, a test fixture);
+2. the environment variable named in :data:`ENV_VARS`;
+3. the config file (``settings:`` in ``configs/rankflow.yaml``; ``tracking.uri`` for MLflow);
+4. the default below, which is the embedded profile: everything in files under ``.state/``.
+
+``profile: server`` only changes defaults (Redis as the online store) and requires the server
+URIs to be given; no other code branches on it. Nothing in rankflow writes ``os.environ``:
+child processes (dbt, ``mlflow server``, the Feast CLI) get :meth:`Settings.child_env`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from rankflow.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+Profile = Literal["local", "server"]
+OnlineStore = Literal["sqlite", "redis"]
+
+# field -> environment variable (the documented names; README "Configuration")
+ENV_VARS: dict[str, str] = {
+    "home": "RANKFLOW_HOME",
+    "profile": "RANKFLOW_PROFILE",
+    "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+    "feast_online_store": "RANKFLOW_FEAST_PROFILE",
+    "redis_url": "RANKFLOW_REDIS",
+    "postgres_url": "RANKFLOW_POSTGRES_URL",
+    "prefect_api_url": "PREFECT_API_URL",
+    "service_url": "RANKFLOW_SERVICE_URL",
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "profile": ("local", "server"),
+    "feast_online_store": ("sqlite", "redis"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved environment of one rankflow process (immutable; use :meth:`replace`)."""
+
+    home: Path
+    profile: Profile = "local"
+    mlflow_tracking_uri: str | None = None  # None: the embedded SQLite store under home
+    feast_online_store: OnlineStore = "sqlite"
+    redis_url: str = "localhost:6379"
+    postgres_url: str | None = None
+    prefect_api_url: str | None = None  # None: Prefect's temporary server per run
+    service_url: str = "http://127.0.0.1:8080"
+
+    @classmethod
+    def resolve(
+        cls,
+        explicit: Mapping[str, Any] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        file: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Settings:
+        """Resolve every field by the precedence in the module docstring.
+
+        ``explicit`` and ``kwargs`` are explicit arguments (``None`` values are ignored);
+        ``environ`` defaults to the process environment; ``file`` is the config file's layer.
+        """
+        environ = os.environ if environ is None else environ
+        given = {k: v for k, v in {**(explicit or {}), **kwargs}.items() if v is not None}
+        unknown = sorted(set(given) - set(ENV_VARS)) + sorted(set(file or {}) - set(ENV_VARS))
+        if unknown:
+            raise ConfigError(f"settings: unknown key(s) {unknown}; expected {sorted(ENV_VARS)}")
+        values: dict[str, Any] = {}
+        for name, var in ENV_VARS.items():
+            if name in given:
+                values[name] = given[name]
+            elif environ.get(var, "").strip():
+                values[name] = environ[var].strip()
+            elif file and file.get(name) is not None:
+                values[name] = file[name]
+        for name, choices in _CHOICES.items():
+            if name in values and values[name] not in choices:
+                source = "argument" if name in given else ENV_VARS[name]
+                raise ConfigError(
+                    f"settings.{name}: {values[name]!r} (from {source}) is not one of {choices}"
+                )
+        if values.get("profile") == "server":
+            values.setdefault("feast_online_store", "redis")
+        home = Path(values.pop("home", REPO_ROOT / ".state")).expanduser().resolve()
+        return cls(home=home, **values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def paths(self):  # -> StatePaths (imported here: paths imports nothing from settings)
+        from rankflow.paths import StatePaths
+
+        return StatePaths(self.home)
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment variables that carry them to a child process."""
+        out: dict[str, str] = {}
+        for name, value in asdict(self).items():
+            if value is not None:
+                out[ENV_VARS[name]] = str(value)
+        return out
+
+    def child_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment for a child process: this process's, with these settings on top."""
+        return {**os.environ, **self.as_env(), **(extra or {})}
+
+    def describe(self) -> dict[str, str | None]:
+        """Printable, with any password in a URI masked."""
+        return {f.name: _mask(getattr(self, f.name)) for f in fields(self)}
+
+
+def _mask(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in credentials else text
+    return text

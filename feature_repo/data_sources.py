@@ -1,9 +1,16 @@
 """FileSources over the parquet exports that the dbt project writes.
 
-Every export lives under ``$RANKFLOW_HOME/exports/`` (the state layout of ``rankflow.paths``), so
-the absolute paths are resolved when Feast imports this module (``feast apply``) and stored in
-the registry, which lives in the same state directory. ``rankflow.features.store`` imports this
-module afresh for every apply, so one process can serve several state directories.
+Every export lives under ``<state dir>/exports/``. Two doors import this module:
+
+- rankflow (``rankflow.features.store.apply_feature_repo``) imports the repo as the package
+  ``feature_repo`` and points every FileSource at the exports of the state directory it was
+  given (its :class:`~rankflow.settings.Settings`), whatever this module says;
+- the Feast CLI (``RANKFLOW_HOME=$PWD/.state feast -c feature_repo apply``) imports the files as
+  top-level modules; like ``${RANKFLOW_HOME}`` in ``feature_store.yaml``, which Feast expands
+  from the environment, the paths below then come from ``RANKFLOW_HOME``.
+
+Without ``RANKFLOW_HOME`` the paths are relative (``exports/<name>.parquet``), which Feast
+resolves against the repo config's ``repo_path``.
 
 ``feature_ts`` is the time a row became true (UTC midnight for the daily aggregates, which only
 count events strictly before it); ``created_ts`` is when dbt built the row and only breaks ties
@@ -16,23 +23,10 @@ from pathlib import Path
 from feast import FileSource
 from feast.data_format import ParquetFormat
 
-from rankflow.paths import STATE_ENV_VAR, StatePaths
-
-
-def _exports_dir() -> Path:
-    # feature_store.yaml resolves ${RANKFLOW_HOME} through Feast's env expansion; an unset
-    # variable would leave a literal "${RANKFLOW_HOME}" path there, so refuse early and loudly.
-    root = os.environ.get(STATE_ENV_VAR)
-    if not root:
-        raise RuntimeError(
-            f"feature_repo/data_sources.py: {STATE_ENV_VAR} is not set. The registry, online "
-            f"store and parquet exports all live under it; run e.g. "
-            f"`{STATE_ENV_VAR}=$PWD/.state feast -c feature_repo apply`."
-        )
-    return StatePaths(Path(root).expanduser().resolve()).exports
-
-
-EXPORTS_DIR = _exports_dir()
+# Read only for the Feast CLI door, the same variable Feast's own ${RANKFLOW_HOME} expansion of
+# feature_store.yaml reads; rankflow re-points the sources itself and never relies on it.
+_HOME = os.environ.get("RANKFLOW_HOME")
+EXPORTS_DIR = Path(_HOME).expanduser().resolve() / "exports" if _HOME else Path("exports")
 
 
 def _export(name: str, description: str) -> FileSource:

@@ -5,25 +5,23 @@ new service (``ctr_ranker_v2``), never an edit of a live one.
 """
 
 from feast import FeatureService
-from features import (
-    item_attributes,
-    item_daily_stats,
-    user_attributes,
-    user_category_affinity,
-    user_daily_stats,
-)
-from on_demand_features import request_features
+
+if __package__:  # imported as the package feature_repo (rankflow.features.store)
+    from . import features, on_demand_features
+else:  # imported by `feast apply` as top-level modules of the repo folder
+    import features
+    import on_demand_features
 
 ctr_ranker_v1 = FeatureService(
     name="ctr_ranker_v1",
     features=[
-        user_attributes,
+        features.user_attributes,
         # item_category is left out: the entity rows already carry the shown item's category.
-        item_attributes[["item_price"]],
-        user_daily_stats,
-        item_daily_stats,
-        user_category_affinity,
-        request_features,
+        features.item_attributes[["item_price"]],
+        features.user_daily_stats,
+        features.item_daily_stats,
+        features.user_category_affinity,
+        on_demand_features.request_features,
     ],
     description="Wide & Deep / DCN click-through-rate ranker, feature set v1",
 )

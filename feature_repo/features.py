@@ -10,23 +10,21 @@ TTL is how far back a point-in-time join may look from an impression for a row o
 
 from datetime import timedelta
 
-from data_sources import (
-    item_attributes_source,
-    item_daily_features_source,
-    user_attributes_source,
-    user_category_daily_features_source,
-    user_daily_features_source,
-)
-from entities import category, item, user
 from feast import FeatureView, Field
 from feast.types import Float64, Int64, String
+
+if __package__:  # imported as the package feature_repo (rankflow.features.store)
+    from . import data_sources, entities
+else:  # imported by `feast apply` as top-level modules of the repo folder
+    import data_sources
+    import entities
 
 DAILY_TTL = timedelta(days=1)
 NO_TTL = timedelta(0)
 
 user_attributes = FeatureView(
     name="user_attributes",
-    entities=[user],
+    entities=[entities.user],
     ttl=NO_TTL,
     schema=[
         Field(name="user_id", dtype=Int64),
@@ -34,21 +32,21 @@ user_attributes = FeatureView(
         Field(name="user_age_bucket", dtype=String, description="Null when unknown"),
         Field(name="user_region", dtype=String, description="Null when unknown"),
     ],
-    source=user_attributes_source,
+    source=data_sources.user_attributes_source,
     online=True,
     description="Profile attributes known since signup",
 )
 
 item_attributes = FeatureView(
     name="item_attributes",
-    entities=[item],
+    entities=[entities.item],
     ttl=NO_TTL,
     schema=[
         Field(name="item_id", dtype=Int64),
         Field(name="item_category", dtype=String),
         Field(name="item_price", dtype=Float64),
     ],
-    source=item_attributes_source,
+    source=data_sources.item_attributes_source,
     online=True,
     description="Catalogue attributes known since the item was created",
 )
@@ -57,7 +55,7 @@ _WINDOWS = ("1d", "7d", "28d")
 
 user_daily_stats = FeatureView(
     name="user_daily_stats",
-    entities=[user],
+    entities=[entities.user],
     ttl=DAILY_TTL,
     schema=[
         Field(name="user_id", dtype=Int64),
@@ -71,14 +69,14 @@ user_daily_stats = FeatureView(
             description="Null when the user has not clicked in the last 28 days",
         ),
     ],
-    source=user_daily_features_source,
+    source=data_sources.user_daily_features_source,
     online=True,
     description="User activity before each UTC midnight",
 )
 
 item_daily_stats = FeatureView(
     name="item_daily_stats",
-    entities=[item],
+    entities=[entities.item],
     ttl=DAILY_TTL,
     schema=[
         Field(name="item_id", dtype=Int64),
@@ -87,14 +85,14 @@ item_daily_stats = FeatureView(
         Field(name="item_ctr_7d", dtype=Float64, description="Smoothed toward the CTR prior"),
         Field(name="item_ctr_28d", dtype=Float64, description="Smoothed toward the CTR prior"),
     ],
-    source=item_daily_features_source,
+    source=data_sources.item_daily_features_source,
     online=True,
     description="Item popularity before each UTC midnight",
 )
 
 user_category_affinity = FeatureView(
     name="user_category_affinity",
-    entities=[user, category],
+    entities=[entities.user, entities.category],
     ttl=DAILY_TTL,
     schema=[
         Field(name="user_id", dtype=Int64),
@@ -103,7 +101,7 @@ user_category_affinity = FeatureView(
         Field(name="uc_clicks_28d", dtype=Int64),
         Field(name="uc_ctr_28d", dtype=Float64, description="Smoothed toward the CTR prior"),
     ],
-    source=user_category_daily_features_source,
+    source=data_sources.user_category_daily_features_source,
     online=True,
     description="How much a user engaged with a category in the 28 days before each midnight",
 )

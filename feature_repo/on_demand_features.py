@@ -12,7 +12,11 @@ from typing import Any
 from feast import Field, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int32, String
-from features import user_category_affinity, user_daily_stats
+
+if __package__:  # imported as the package feature_repo (rankflow.features.store)
+    from . import features
+else:  # imported by `feast apply` as top-level modules of the repo folder
+    import features
 
 request_context = RequestSource(
     name="request_context",
@@ -28,8 +32,8 @@ request_context = RequestSource(
 @on_demand_feature_view(
     sources=[
         request_context,
-        user_daily_stats[["user_ctr_28d"]],
-        user_category_affinity[["uc_ctr_28d"]],
+        features.user_daily_stats[["user_ctr_28d"]],
+        features.user_category_affinity[["uc_ctr_28d"]],
     ],
     # No per-field descriptions here: Feast 0.67 checks this schema against fields it infers
     # by calling the UDF, and that comparison includes the (empty) inferred descriptions.

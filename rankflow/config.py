@@ -15,15 +15,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.yaml_config import flatten, read_yaml, validate
-from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.data.simulate import SimulationConfig
+from rankflow.errors import ConfigError
 from rankflow.features.training_set import SplitConfig
+from rankflow.paths import REPO_ROOT, StatePaths
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "rankflow.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration file that does not match the schema; the message names file and key."""
 
 
 class _Strict(BaseModel):

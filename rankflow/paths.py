@@ -1,25 +1,19 @@
-"""Where rankflow keeps its state.
+"""Where rankflow keeps its state: the fixed layout under one state directory.
 
 Everything the pipeline generates (raw data, ground truth, the DuckDB warehouse, parquet
 exports, the Feast registry and online store, MLflow and Prefect stores) lives under one
-git-ignored directory: ``$RANKFLOW_HOME`` if set, else ``.state/`` in the checkout.
+git-ignored directory, :attr:`rankflow.settings.Settings.home`: ``$RANKFLOW_HOME`` if set, else
+``.state/`` in the checkout.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-STATE_ENV_VAR = "RANKFLOW_HOME"
+from rankflow.settings import REPO_ROOT
 
-
-def state_dir() -> Path:
-    """The root of all generated state, created on first use."""
-    root = Path(os.environ.get(STATE_ENV_VAR) or REPO_ROOT / ".state").resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+__all__ = ["REPO_ROOT", "StatePaths"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +24,12 @@ class StatePaths:
 
     @classmethod
     def default(cls) -> StatePaths:
-        return cls(state_dir())
+        """The layout under the resolved settings' state dir (created on first use)."""
+        from rankflow.settings import Settings
+
+        root = Settings.resolve().home
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root)
 
     @property
     def raw(self) -> Path:

@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rankflow.errors import RankflowError
+
 CONTRACT_DOC: Final = "docs/data-contract.md"
 
 LogicalType = Literal["int64", "int32", "int8", "float64", "string", "timestamp"]
@@ -152,7 +154,7 @@ class ContractProblem:
         return text
 
 
-class ContractError(ValueError):
+class ContractError(RankflowError, ValueError):
     """Raw data that does not follow docs/data-contract.md; lists every structural problem."""
 
     def __init__(self, raw_dir: Path, problems: list[ContractProblem]) -> None:

@@ -18,10 +18,7 @@ connection before returning (SQLite allows one writer; a scorer must not hold a 
 from __future__ import annotations
 
 import contextlib
-import os
 import string
-import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,10 +31,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from rankflow.paths import REPO_ROOT, STATE_ENV_VAR, StatePaths
+from rankflow.errors import RankflowError
+from rankflow.paths import StatePaths
+from rankflow.settings import REPO_ROOT, Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
+    from feast.repo_contents import RepoContents
 
 # Feast itself is imported inside the functions that use it: importing it takes seconds, and
 # rankflow.config imports this module (through training_set.SplitConfig) for every CLI command.
@@ -46,24 +46,17 @@ FEATURE_REPO = REPO_ROOT / "feature_repo"
 DEFAULT_FEATURE_SERVICE = "ctr_ranker_v1"
 
 Profile = Literal["sqlite", "redis"]
-PROFILE_ENV_VAR = "RANKFLOW_FEAST_PROFILE"
 PROFILE_FILES: dict[str, str] = {
     "sqlite": "feature_store.yaml",
     "redis": "feature_store.redis.yaml",
 }
-REDIS_ENV_VAR = "RANKFLOW_REDIS"
-DEFAULT_REDIS = "localhost:6379"
 
 # Where a view that was never materialized starts when it has no TTL (attribute views): early
 # enough for any signup or item creation, so the first load is complete.
 _NO_TTL_START = datetime(1970, 1, 1, tzinfo=UTC)
 
-# Feast's repo import is process-global (sys.path, sys.modules, cwd, the RANKFLOW_HOME the
-# definitions read), so two applies in one process take turns.
-_REPO_IMPORT_LOCK = threading.Lock()
 
-
-class FeatureStoreError(RuntimeError):
+class FeatureStoreError(RankflowError, RuntimeError):
     """The feature repo, its configuration or its inputs are not usable; the message says why."""
 
 
@@ -241,38 +234,39 @@ def exports_as_of(paths: StatePaths) -> datetime:
 # --------------------------------------------------------------------------------------------
 
 
-def _resolve_profile(profile: str | None) -> str:
-    chosen = profile or os.environ.get(PROFILE_ENV_VAR) or "sqlite"
-    if chosen not in PROFILE_FILES:
-        source = "profile" if profile else PROFILE_ENV_VAR
-        raise FeatureStoreError(
-            f"unknown Feast profile {chosen!r} (from {source}); expected one of "
-            f"{sorted(PROFILE_FILES)}"
-        )
-    return chosen
+def _settings_for(paths: StatePaths | None, settings: Settings | None) -> Settings:
+    """``settings`` bound to ``paths``' state dir (``paths`` wins: it is the explicit argument)."""
+    if settings is None:
+        settings = Settings.resolve(home=paths.root if paths else None)
+    elif paths is not None and paths.root != settings.home:
+        settings = settings.replace(home=paths.root)
+    return settings
 
 
 def repo_config(
     paths: StatePaths | None = None,
     *,
     profile: Profile | None = None,
+    settings: Settings | None = None,
     repo_path: Path = FEATURE_REPO,
 ) -> RepoConfig:
-    """The ``RepoConfig`` of ``feature_store[.redis].yaml`` with ``${RANKFLOW_HOME}`` = ``paths.root``.
+    """The ``RepoConfig`` of ``feature_store[.redis].yaml`` for one state dir.
 
-    Mirrors ``feast.repo_config.load_repo_config`` (which expands variables from the process
-    environment) but takes the state dir from ``paths``, so it never depends on, nor changes,
-    the caller's environment.
+    Mirrors ``feast.repo_config.load_repo_config``, which expands ``${VAR}`` from the process
+    environment, but takes the values from :class:`~rankflow.settings.Settings` (state dir,
+    Redis address), so it never depends on, nor changes, the caller's environment. ``profile``
+    (default ``settings.feast_online_store``) picks the online store.
     """
     from feast import RepoConfig
 
-    paths = paths or StatePaths.default()
-    config_file = repo_path / PROFILE_FILES[_resolve_profile(profile)]
-    variables = {
-        **os.environ,
-        REDIS_ENV_VAR: os.environ.get(REDIS_ENV_VAR) or DEFAULT_REDIS,
-        STATE_ENV_VAR: str(paths.root),
-    }
+    settings = _settings_for(paths, settings)
+    chosen = profile or settings.feast_online_store
+    if chosen not in PROFILE_FILES:
+        raise FeatureStoreError(
+            f"unknown Feast online store {chosen!r}; expected one of {sorted(PROFILE_FILES)}"
+        )
+    config_file = repo_path / PROFILE_FILES[chosen]
+    variables = {"RANKFLOW_HOME": str(settings.home), "RANKFLOW_REDIS": settings.redis_url}
     rendered = string.Template(config_file.read_text()).safe_substitute(variables)
     try:
         config = RepoConfig(**yaml.safe_load(rendered))
@@ -286,18 +280,18 @@ def get_store(
     paths: StatePaths | None = None,
     *,
     profile: Profile | None = None,
+    settings: Settings | None = None,
     repo_path: Path = FEATURE_REPO,
 ) -> FeatureStore:
     """A ``FeatureStore`` over ``feature_repo/`` whose registry and online store live under ``paths``.
 
     The caller owns the store; prefer :func:`open_store`, which closes its connections.
-    ``profile`` (default ``$RANKFLOW_FEAST_PROFILE`` or ``sqlite``) picks the online store.
     """
     from feast import FeatureStore
 
-    paths = paths or StatePaths.default()
-    paths.feast.mkdir(parents=True, exist_ok=True)
-    config = repo_config(paths, profile=profile, repo_path=repo_path)
+    settings = _settings_for(paths, settings)
+    settings.paths.feast.mkdir(parents=True, exist_ok=True)
+    config = repo_config(profile=profile, settings=settings, repo_path=repo_path)
     return FeatureStore(repo_path=str(repo_path), config=config)
 
 
@@ -339,10 +333,13 @@ def _release_offline_engine() -> None:
 
 @contextlib.contextmanager
 def open_store(
-    paths: StatePaths | None = None, *, profile: Profile | None = None
+    paths: StatePaths | None = None,
+    *,
+    profile: Profile | None = None,
+    settings: Settings | None = None,
 ) -> Iterator[FeatureStore]:
     """``with open_store(paths) as store:`` - a store whose connections close on exit."""
-    store = get_store(paths, profile=profile)
+    store = get_store(paths, profile=profile, settings=settings)
     try:
         yield store
     finally:
@@ -368,62 +365,102 @@ class ApplySummary:
     sources: dict[str, str]
 
 
-@contextlib.contextmanager
-def _repo_importable(repo_path: Path, paths: StatePaths) -> Iterator[None]:
-    """Let Feast import the definitions as ``feast apply`` does, for ``paths``' state dir.
+# The definition modules of feature_repo/, in import order (what `feast apply` would import).
+DEFINITION_MODULES = (
+    "entities",
+    "data_sources",
+    "features",
+    "on_demand_features",
+    "feature_services",
+)
 
-    The CLI imports the repo's files as top-level modules (``entities``, ``features``, ...) with
-    the repo as working directory and on ``sys.path``, and ``data_sources`` reads
-    ``RANKFLOW_HOME`` at import. Here the same happens inside a lock, with stale copies of those
-    modules dropped first (another state dir may have been applied earlier in this process) and
-    the process's cwd, sys.path, modules and environment restored afterwards.
+
+def load_definitions(paths: StatePaths) -> RepoContents:
+    """The feature repo's Feast objects, with every FileSource pointed at ``paths.exports``.
+
+    Imports ``feature_repo`` as a package (once per process; no change to the working
+    directory, ``sys.path``, ``sys.modules`` or the environment), collects its objects as
+    ``feast.repo_operations.parse_repo`` does (each object once, by identity), and returns deep
+    copies whose file sources read this state dir's exports, so one process can apply several
+    state dirs and the shared module objects are never mutated.
     """
-    from feast.repo_operations import get_repo_files
+    import copy
+    import importlib
 
-    modules = [
-        ".".join(file.relative_to(repo_path).with_suffix("").parts)
-        for file in get_repo_files(repo_path)
+    from feast import Entity, FeatureService, FeatureView, FileSource, OnDemandFeatureView
+    from feast.data_source import DataSource
+    from feast.feature_view import DUMMY_ENTITY
+    from feast.project import Project
+    from feast.repo_contents import RepoContents
+
+    contents = RepoContents(
+        projects=[], data_sources=[], entities=[], feature_views=[], feature_services=[],
+        on_demand_feature_views=[], stream_feature_views=[], label_views=[], permissions=[],
+    )  # fmt: skip
+    buckets: list[tuple[type, list[Any]]] = [
+        (Project, contents.projects),
+        (OnDemandFeatureView, contents.on_demand_feature_views),
+        (FeatureView, contents.feature_views),
+        (FeatureService, contents.feature_services),
+        (Entity, contents.entities),
+        (DataSource, contents.data_sources),
     ]
-    with _REPO_IMPORT_LOCK:
-        saved_env = os.environ.get(STATE_ENV_VAR)
-        saved_modules = {name: sys.modules.pop(name) for name in modules if name in sys.modules}
-        os.environ[STATE_ENV_VAR] = str(paths.root)
-        sys.path.insert(0, str(repo_path))
-        try:
-            with contextlib.chdir(repo_path):
-                yield
-        finally:
-            sys.path.remove(str(repo_path))
-            for name in modules:
-                sys.modules.pop(name, None)
-            sys.modules.update(saved_modules)
-            if saved_env is None:
-                os.environ.pop(STATE_ENV_VAR, None)
-            else:
-                os.environ[STATE_ENV_VAR] = saved_env
+    for name in DEFINITION_MODULES:
+        module = importlib.import_module(f"feature_repo.{name}")
+        for attribute in dir(module):
+            obj = getattr(module, attribute)
+            for kind, bucket in buckets:
+                if isinstance(obj, kind):
+                    if not any(obj is seen for seen in bucket):
+                        bucket.append(obj)
+                    break
+    for view in contents.feature_views:  # sources defined inline with a view
+        source = view.batch_source
+        if source is not None and not any(source is seen for seen in contents.data_sources):
+            contents.data_sources.append(source)
+    contents = copy.deepcopy(contents)
+    for view in contents.feature_views:
+        _point_at_exports(view.batch_source, paths)
+    for source in contents.data_sources:
+        _point_at_exports(source, paths)
+    if any(
+        isinstance(s, FileSource) and not Path(s.path).is_absolute() for s in contents.data_sources
+    ):
+        raise FeatureStoreError(
+            "feature_repo: a FileSource kept a relative path"
+        )  # pragma: no cover
+    contents.entities.append(DUMMY_ENTITY)
+    return contents
+
+
+def _point_at_exports(source: Any, paths: StatePaths) -> None:
+    from feast import FileSource
+
+    if isinstance(source, FileSource):
+        source.file_options.uri = str(paths.exports / Path(source.path).name)
 
 
 def apply_feature_repo(
     paths: StatePaths | None = None,
     *,
     profile: Profile | None = None,
+    settings: Settings | None = None,
     repo_path: Path = FEATURE_REPO,
 ) -> ApplySummary:
     """``feast apply`` for the state dir of ``paths``: register the definitions, create tables.
 
-    Runs Feast's own apply path (``parse_repo`` + ``apply_total_with_repo_instance``, as the CLI
-    does), after checking that the parquet exports exist with the expected columns. Re-applying
-    keeps each view's materialization intervals (pinned by tests, see feast-dev/feast#2905).
+    Runs Feast's own apply path (:func:`load_definitions`, the package-import counterpart of
+    ``parse_repo``, then ``apply_total_with_repo_instance``, as the CLI does), after checking that the parquet exports exist with the expected
+    columns. Re-applying keeps each view's materialization intervals (pinned by tests, see feast-dev/feast#2905).
     """
     from feast import Project
-    from feast.repo_operations import apply_total_with_repo_instance, parse_repo
+    from feast.repo_operations import apply_total_with_repo_instance
 
     paths = paths or StatePaths.default()
     repo_path = repo_path.resolve()
     check_exports(paths)
-    with _repo_importable(repo_path, paths):
-        repo = parse_repo(repo_path)
-    store = get_store(paths, profile=profile, repo_path=repo_path)
+    repo = load_definitions(paths)
+    store = get_store(paths, profile=profile, settings=settings, repo_path=repo_path)
     try:
         project = store.config.project
         names = {p.name for p in repo.projects}

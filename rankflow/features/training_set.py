@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rankflow.errors import RankflowError
 from rankflow.features.store import (
     DEFAULT_FEATURE_SERVICE,
     check_export,
@@ -48,7 +49,7 @@ ENTITY_COLUMNS: tuple[str, ...] = (
 LABEL = "label"
 
 
-class TrainingSetError(ValueError):
+class TrainingSetError(RankflowError, ValueError):
     """The training set cannot be built as configured; the message names the file or key."""
 
 

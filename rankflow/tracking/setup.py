@@ -432,7 +432,8 @@ def _tail(file: Path, lines: int = 30) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rankflow.tracking.setup", description="MLflow UI over the rankflow state dir"
+        prog="python -m rankflow.tracking.setup",
+        description="MLflow UI over the rankflow state dir",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the MLflow UI on loopback until Ctrl-C")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
+from rankflow.errors import RankflowError
 from rankflow.paths import REPO_ROOT, StatePaths
 
 if TYPE_CHECKING:  # dbt is imported lazily: it is slow to import and only needed to build
@@ -53,7 +54,7 @@ EXPORT_MODELS: dict[str, str] = {
 _FAILED_STATUSES = {"error", "fail", "runtime error"}
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(RankflowError, RuntimeError):
     """A warehouse operation (build or docs) that did not complete."""
 
 

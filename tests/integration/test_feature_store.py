@@ -200,6 +200,7 @@ def request_rows() -> list[dict[str, Any]]:
 
 
 def test_apply_registers_the_repo_under_the_state_dir(paths: StatePaths) -> None:
+    cwd_before, sys_path_before, environ_before = Path.cwd(), list(sys.path), dict(os.environ)
     summary = apply_feature_repo(paths)
 
     assert summary.project == "rankflow"
@@ -226,8 +227,15 @@ def test_apply_registers_the_repo_under_the_state_dir(paths: StatePaths) -> None
             "user_category_daily_features",
         )
     }
-    # The apply leaves the process as it found it.
-    assert Path.cwd() != FEATURE_REPO
+    # The apply leaves the process as it found it: no cwd, sys.path or environment change, and
+    # the definitions come from the package, not from top-level modules of the repo folder.
+    assert Path.cwd() == cwd_before
+    assert sys.path == sys_path_before
+    # (Feast's own feast.metrics sets PROMETHEUS_MULTIPROC[ESS]_DIR when first imported.)
+    changed = {
+        k for k in {*os.environ, *environ_before} if os.environ.get(k) != environ_before.get(k)
+    }
+    assert changed <= {"PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR"}
     assert "data_sources" not in sys.modules
 
     with open_store(paths) as store:
@@ -370,7 +378,7 @@ def test_redis_profile_shares_registry_and_offline_store(paths: StatePaths) -> N
     assert redis.registry.path == sqlite.registry.path == str(paths.feast / "registry.db")
     assert redis.offline_store.type == sqlite.offline_store.type == "duckdb"
     assert redis.entity_key_serialization_version == 3
-    with pytest.raises(FeatureStoreError, match="unknown Feast profile 'mysql'"):
+    with pytest.raises(FeatureStoreError, match="unknown Feast online store 'mysql'"):
         repo_config(paths, profile="mysql")  # type: ignore[arg-type]
 
 

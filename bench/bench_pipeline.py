@@ -56,6 +56,7 @@ def main() -> None:
 
     from rankflow.config import load_config
     from rankflow.features.store import open_store
+    from rankflow.features.training_set import ENTITY_COLUMNS, load_entity_df
     from rankflow.paths import StatePaths
     from rankflow.pipeline import (
         build_warehouse_step,
@@ -63,7 +64,6 @@ def main() -> None:
         simulate_step,
         validate_step,
     )
-    from rankflow.features.training_set import ENTITY_COLUMNS, load_entity_df
 
     config = load_config(overrides={"simulation.n_impressions": args.impressions})
     paths = StatePaths.default()

@@ -26,9 +26,9 @@ if str(REPO) not in sys.path:
 def load(rows: int, seed: int) -> SimpleNamespace:
     os.environ.setdefault("RANKFLOW_HOME", str(REPO / ".state" / "bench" / "models"))
     from rankflow.config import load_config
+    from rankflow.features.training_set import build_training_set
     from rankflow.paths import StatePaths
     from rankflow.pipeline import build_warehouse_step, feature_store_step, simulate_step
-    from rankflow.features.training_set import build_training_set
 
     config = load_config(overrides={"simulation.n_impressions": rows, "simulation.seed": seed or 7})
     paths = StatePaths.default()

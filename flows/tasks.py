@@ -37,10 +37,10 @@ from rankflow import pipeline
 if TYPE_CHECKING:
     from rankflow.config import RankflowConfig
     from rankflow.data.contract import RawInventory
-    from rankflow.features.store import ApplySummary, MaterializeSummary
-    from rankflow.paths import StatePaths
     from rankflow.data.simulate import SimulationSummary
+    from rankflow.features.store import ApplySummary, MaterializeSummary
     from rankflow.features.training_set import TrainingSet
+    from rankflow.paths import StatePaths
     from rankflow.warehouse.build import WarehouseResult
 
 _TRANSIENT: dict[str, Any] = {

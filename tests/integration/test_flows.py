@@ -37,12 +37,12 @@ from flows.policies import (
 )
 from flows.records import render
 from flows.train import train
-from rankflow.features import store as feature_store
 from rankflow.config import ConfigError, load_config
 from rankflow.data.contract import ContractError
+from rankflow.data.simulate import SimulationConfig, simulate
+from rankflow.features import store as feature_store
 from rankflow.features.store import EXPORT_SCHEMAS, FeatureStoreError
 from rankflow.paths import StatePaths
-from rankflow.data.simulate import SimulationConfig, simulate
 from rankflow.warehouse.build import WarehouseBuildError
 
 pytestmark = pytest.mark.integration

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 
 from models.synthetic import make_splits, small_model_config
 from rankflow.config import RankflowConfig, parse_config
+from rankflow.features.training_set import DateWindow, TrainingSet
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.registry.gates import (
     CHALLENGER,
@@ -39,7 +40,6 @@ from rankflow.training.step import (
     model_fingerprint,
     train_and_register,
 )
-from rankflow.features.training_set import DateWindow, TrainingSet
 
 pytestmark = pytest.mark.integration
 

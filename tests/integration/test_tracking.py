@@ -24,11 +24,11 @@ from mlflow import MlflowClient
 from models.scoring import Scorer
 from models.synthetic import small_model_config
 from rankflow.config import RankflowConfig, load_config
-from rankflow.tracking.pyfunc import checkpoint_of
+from rankflow.features.training_set import TrainingSet, build_training_set
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.pipeline import MainJobSummary, run_main_job
+from rankflow.tracking.pyfunc import checkpoint_of
 from rankflow.training.step import TrainOutcome, train_and_register
-from rankflow.features.training_set import TrainingSet, build_training_set
 
 pytestmark = pytest.mark.integration
 

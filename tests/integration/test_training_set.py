@@ -17,13 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from rankflow.features.store import EXPORT_SCHEMAS, ExportError, apply_feature_repo, export_path
-from rankflow.paths import StatePaths
 from rankflow.features.training_set import (
     ENTITY_COLUMNS,
     SplitConfig,
     TrainingSetError,
     build_training_set,
 )
+from rankflow.paths import StatePaths
 
 pytestmark = pytest.mark.integration
 

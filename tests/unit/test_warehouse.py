@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rankflow.warehouse import build as warehouse
 from rankflow.paths import StatePaths
+from rankflow.warehouse import build as warehouse
 from rankflow.warehouse.build import NodeFailure, WarehouseBuildError, write_raw
 
 

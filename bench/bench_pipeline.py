@@ -55,36 +55,33 @@ def main() -> None:
     from pit_floor import asof_join, service_views
 
     from rankflow.config import load_config
-    from rankflow.features.store import open_store
+    from rankflow.data.contract import validate_raw
+    from rankflow.data.simulate import simulate
+    from rankflow.features.store import open_store, refresh_online_store
     from rankflow.features.training_set import ENTITY_COLUMNS, load_entity_df
     from rankflow.paths import StatePaths
-    from rankflow.pipeline import (
-        build_warehouse_step,
-        feature_store_step,
-        simulate_step,
-        validate_step,
-    )
+    from rankflow.warehouse.build import build_warehouse
 
     config = load_config(overrides={"simulation.n_impressions": args.impressions})
     paths = StatePaths.default()
     seconds: dict[str, float] = {}
+    raw_dir = config.resolved_raw_dir(paths)
 
-    seconds["simulate"], _ = timed(lambda: simulate_step(config, paths))
-    seconds["validate"], _ = timed(lambda: validate_step(config, paths))
+    def build_warehouse_step() -> object:
+        return build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=raw_dir)
+
+    seconds["simulate"], _ = timed(lambda: simulate(config.simulation, raw_dir, paths.truth))
+    seconds["validate"], _ = timed(lambda: validate_raw(raw_dir))
 
     # Hold the newest day back, build everything before it, then add it incrementally.
     partitions = sorted((paths.raw / "impressions").iterdir())
     held = args.home / "held-back" / partitions[-1].name
     held.parent.mkdir()
     partitions[-1].rename(held)
-    seconds["dbt full build (all days but one)"], _ = timed(
-        lambda: build_warehouse_step(config, paths)
-    )
+    seconds["dbt full build (all days but one)"], _ = timed(build_warehouse_step)
     held.rename(partitions[-1])
-    seconds["dbt incremental build (+1 day)"], _ = timed(
-        lambda: build_warehouse_step(config, paths)
-    )
-    seconds["feast apply + materialize"], _ = timed(lambda: feature_store_step(paths))
+    seconds["dbt incremental build (+1 day)"], _ = timed(build_warehouse_step)
+    seconds["feast apply + materialize"], _ = timed(lambda: refresh_online_store(paths))
 
     entity_df = load_entity_df(paths)
     with open_store(paths) as store:

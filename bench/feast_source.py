@@ -26,18 +26,23 @@ if str(REPO) not in sys.path:
 def load(rows: int, seed: int) -> SimpleNamespace:
     os.environ.setdefault("RANKFLOW_HOME", str(REPO / ".state" / "bench" / "models"))
     from rankflow.config import load_config
+    from rankflow.data.simulate import simulate
+    from rankflow.features.store import refresh_online_store
     from rankflow.features.training_set import build_training_set
     from rankflow.paths import StatePaths
-    from rankflow.pipeline import build_warehouse_step, feature_store_step, simulate_step
+    from rankflow.warehouse.build import build_warehouse
 
     config = load_config(overrides={"simulation.n_impressions": rows, "simulation.seed": seed or 7})
     paths = StatePaths.default()
     marker = paths.root / "bench-source.json"
     wanted = {"rows": rows, "seed": seed, "simulation": config.simulation.model_dump(mode="json")}
     if not marker.is_file() or json.loads(marker.read_text()) != wanted:
-        simulate_step(config, paths)
-        build_warehouse_step(config, paths, full_refresh=True)
-        feature_store_step(paths)
+        raw_dir = config.resolved_raw_dir(paths)
+        simulate(config.simulation, raw_dir, paths.truth)
+        build_warehouse(
+            paths, full_refresh=True, vars=config.warehouse.model_dump(), raw_dir=raw_dir
+        )
+        refresh_online_store(paths)
         marker.write_text(json.dumps(wanted))
     training_set = build_training_set(paths, config.training_set)
     truth = pd.read_parquet(paths.truth / "impressions", columns=["event_id", "p_click"])

@@ -15,17 +15,14 @@ from prefect import flow
 from flows import tasks
 from flows.params import DEFAULT_CONFIG, ConfigParams
 from flows.policies import outputs_intact, record_outputs, simulate_key
-from flows.records import RunRecord
+from flows.records import RunRecord, RunSummary
 from rankflow.paths import StatePaths
-from rankflow.pipeline import MainJobSummary
 
 FLOW_NAME = "build-features"
 
 
 @flow(name=FLOW_NAME, validate_parameters=True, log_prints=False)
-def build_features(
-    config: ConfigParams = DEFAULT_CONFIG, full_refresh: bool = False
-) -> MainJobSummary:
+def build_features(config: ConfigParams = DEFAULT_CONFIG, full_refresh: bool = False) -> RunSummary:
     """Simulate or ingest -> contract check -> dbt build -> feast apply + materialize-incremental.
 
     Args:

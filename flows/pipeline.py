@@ -11,16 +11,15 @@ from prefect import flow
 
 from flows.build_features import build_features
 from flows.params import DEFAULT_CONFIG, ConfigParams
-from flows.records import RunRecord
+from flows.records import RunRecord, RunSummary
 from flows.train import train
 from rankflow.paths import StatePaths
-from rankflow.pipeline import MainJobSummary
 
 FLOW_NAME = "pipeline"
 
 
 @flow(name=FLOW_NAME, validate_parameters=True, log_prints=False)
-def pipeline(config: ConfigParams = DEFAULT_CONFIG, full_refresh: bool = False) -> MainJobSummary:
+def pipeline(config: ConfigParams = DEFAULT_CONFIG, full_refresh: bool = False) -> RunSummary:
     """build-features (simulate/ingest -> contract -> dbt -> Feast), then train (-> registry).
 
     Args:

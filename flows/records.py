@@ -2,8 +2,8 @@
 
 Each run records the config it resolved twice: as a Prefect markdown artifact
 (``<flow>-config``, on the flow run's page in the UI) and inside
-``$RANKFLOW_HOME/runs/<UTC time>-<flow>-<run id>/summary.json``, the same layout the CLI's main
-job writes (:class:`rankflow.pipeline.MainJobSummary`).
+``$RANKFLOW_HOME/runs/<UTC time>-<flow>-<run id>/summary.json`` (:class:`RunSummary`), which
+is also what the flow returns and what ``rankflow run`` prints.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,29 +23,60 @@ from prefect.runtime import deployment, flow_run
 
 from flows.params import ConfigParams
 from rankflow.config import RankflowConfig
+from rankflow.jsonable import to_jsonable
 from rankflow.paths import StatePaths
-from rankflow.pipeline import MainJobSummary
 
 T = TypeVar("T")
 
 
-def plain(value: Any) -> Any:
-    """``value`` as JSON-ready data: dataclasses, paths, dates and numpy scalars included."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return plain(asdict(value))
-    if hasattr(value, "model_dump"):
-        return plain(value.model_dump(mode="json"))
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [plain(v) for v in value]
-    if isinstance(value, Path | datetime | date):
-        return str(value)
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    if hasattr(value, "item"):  # numpy scalar
-        return value.item()
-    return str(value)
+@dataclass
+class RunSummary:
+    """What one flow run did: stage timings and each stage's result, printed and saved as JSON."""
+
+    started_at: datetime
+    state_dir: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    summary_path: Path | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(to_jsonable(self), indent=2, sort_keys=True)
+
+    def render(self) -> str:
+        """The printout: stages, quarantine, training set, training outcome, where to look."""
+        flow = self.details.get("flow", {}).get("name") or "main job"
+        lines = [f"rankflow {flow} flow - state in {self.state_dir}"]
+        lines += [f"  {stage:<14} {sec:7.1f} s" for stage, sec in self.stage_seconds.items()]
+        lines += _quarantine_lines(self.details.get("warehouse") or {})
+        lines += _training_set_lines(self.details.get("training_set") or {})
+        if self.summary_path:
+            lines.append(f"summary: {self.summary_path}")
+        report = self.details.get("train_report")
+        if report:
+            lines += ["training:", *(f"  {line}" for line in str(report).splitlines())]
+        lines += where_to_look(self.details.get("train"))
+        return "\n".join(lines)
+
+    __str__ = render
+
+
+def _quarantine_lines(warehouse: dict[str, Any]) -> list[str]:
+    if "quarantine_counts" not in warehouse:
+        return []
+    counts = warehouse.get("quarantine_counts") or {}
+    if not counts:
+        return ["quarantined rows: none"]
+    return ["quarantined rows by reason:"] + [
+        f"  {reason:<28} {count}" for reason, count in sorted(counts.items())
+    ]
+
+
+def _training_set_lines(training: dict[str, Any]) -> list[str]:
+    return [
+        f"training set {split:<5}: {info['rows']} rows x {info['columns']} columns, "
+        f"positive rate {info['positive_rate']:.4f}, {info['start']} .. {info['end']}"
+        for split, info in (training.get("splits") or {}).items()
+    ]
 
 
 class RunRecord:
@@ -56,7 +87,7 @@ class RunRecord:
     ) -> None:
         self.flow_name = flow_name
         self.paths = paths
-        self.summary = MainJobSummary(started_at=datetime.now(UTC), state_dir=paths.root)
+        self.summary = RunSummary(started_at=datetime.now(UTC), state_dir=paths.root)
         self.summary.details["flow"] = {
             "name": flow_name,
             "flow_run_id": str(flow_run.id) if flow_run.id else None,
@@ -80,10 +111,10 @@ class RunRecord:
         """Run one stage, time it and keep ``detail(result)`` (default: the result) as its detail."""
         with self.stage(name):
             result = fn()
-        self.summary.details[name] = plain(detail(result) if detail else result)
+        self.summary.details[name] = to_jsonable(detail(result) if detail else result)
         return result
 
-    def write(self) -> MainJobSummary:
+    def write(self) -> RunSummary:
         """Save ``summary.json`` and the summary artifact; return the summary."""
         stamp = self.summary.started_at.strftime("%Y%m%dT%H%M%SZ")
         run_id = (self.summary.details["flow"]["flow_run_id"] or "local")[:8]
@@ -93,7 +124,7 @@ class RunRecord:
         self.summary.summary_path.write_text(self.summary.to_json())
         create_markdown_artifact(
             key=f"{self.flow_name}-summary",
-            markdown=f"```\n{render(self.summary)}\n```",
+            markdown=f"```\n{self.summary.render()}\n```",
             description=f"rankflow {self.flow_name}: stage timings and results",
         )
         return self.summary
@@ -125,19 +156,6 @@ def record_config(
         markdown=markdown,
         description=f"The validated rankflow config the {flow_name} run used",
     )
-
-
-def render(summary: MainJobSummary) -> str:
-    """The main job's printout, plus the training outcome and where to look, if there was one."""
-    flow = summary.details.get("flow", {}).get("name")
-    lines = summary.render().splitlines()
-    if flow:
-        lines[0] = lines[0].replace("rankflow main job", f"rankflow {flow} flow", 1)
-    report = summary.details.get("train_report")
-    if report:
-        lines += ["training:", *(f"  {line}" for line in str(report).splitlines())]
-    lines += where_to_look(summary.details.get("train"))
-    return "\n".join(lines)
 
 
 def where_to_look(train: dict[str, Any] | None) -> list[str]:

@@ -32,7 +32,6 @@ from flows.policies import (
     retry_if_transient,
     simulate_cache_key,
 )
-from rankflow import pipeline
 
 if TYPE_CHECKING:
     from rankflow.config import RankflowConfig
@@ -59,7 +58,9 @@ _TRANSIENT: dict[str, Any] = {
 )
 def simulate(config: RankflowConfig, paths: StatePaths) -> SimulationSummary:
     """Write the simulator's raw data (and ground truth) for ``config.simulation``."""
-    summary = pipeline.simulate_step(config, paths)
+    from rankflow.data.simulate import simulate as simulate_raw
+
+    summary = simulate_raw(config.simulation, config.resolved_raw_dir(paths), paths.truth)
     get_run_logger().info("%s", summary)
     return summary
 
@@ -73,7 +74,9 @@ def simulate(config: RankflowConfig, paths: StatePaths) -> SimulationSummary:
 )
 def contract_check(config: RankflowConfig, paths: StatePaths) -> RawInventory:
     """Check the raw folder against docs/data-contract.md; ``ContractError`` lists every problem."""
-    inventory = pipeline.validate_step(config, paths)
+    from rankflow.data.contract import validate_raw
+
+    inventory = validate_raw(config.resolved_raw_dir(paths))
     get_run_logger().info("%s", inventory)
     return inventory
 
@@ -81,7 +84,14 @@ def contract_check(config: RankflowConfig, paths: StatePaths) -> RawInventory:
 @task(name="dbt-build", cache_policy=NO_CACHE, persist_result=False, retries=0)
 def dbt_build(config: RankflowConfig, paths: StatePaths, full_refresh: bool) -> WarehouseResult:
     """dbt build of the warehouse and the parquet exports (swapped in only on success)."""
-    result = pipeline.build_warehouse_step(config, paths, full_refresh=full_refresh)
+    from rankflow.warehouse.build import build_warehouse
+
+    result = build_warehouse(
+        paths,
+        full_refresh=full_refresh,
+        vars=config.warehouse.model_dump(),
+        raw_dir=config.resolved_raw_dir(paths),
+    )
     get_run_logger().info("%s", result)
     return result
 
@@ -119,7 +129,9 @@ def feast_materialize(paths: StatePaths) -> MaterializeSummary:
 @task(name="training-set", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
 def training_set(config: RankflowConfig, paths: StatePaths) -> TrainingSet:
     """The point-in-time training set through the feature service, split by time."""
-    built = pipeline.training_set_step(config, paths)
+    from rankflow.features.training_set import build_training_set
+
+    built = build_training_set(paths, config.training_set)
     get_run_logger().info("training set: %s", built.describe())
     return built
 

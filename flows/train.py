@@ -12,15 +12,14 @@ from prefect import flow
 
 from flows import tasks
 from flows.params import DEFAULT_CONFIG, ConfigParams
-from flows.records import RunRecord
+from flows.records import RunRecord, RunSummary
 from rankflow.paths import StatePaths
-from rankflow.pipeline import MainJobSummary
 
 FLOW_NAME = "train"
 
 
 @flow(name=FLOW_NAME, validate_parameters=True, log_prints=False)
-def train(config: ConfigParams = DEFAULT_CONFIG) -> MainJobSummary:
+def train(config: ConfigParams = DEFAULT_CONFIG) -> RunSummary:
     """Training set through the feature service -> train, log, register (first champion).
 
     Args:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from models.synthetic import ENTITY_COLUMNS
+from models.schema import TRAINING_FRAME_COLUMNS as ENTITY_COLUMNS
 
 log = logging.getLogger("models")
 

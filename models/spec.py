@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models import schema
 from models.config import FeaturesConfig, ModelConfig
 from models.hashing import (
     CROSS_SEPARATOR,
@@ -41,18 +42,9 @@ log = logging.getLogger(__name__)
 
 SPEC_FORMAT_VERSION = 1
 
-# Entity and request columns every training-set frame carries; usable as features when the
-# config declares them. The feature service schema does not list them (they are join keys or
-# request data), so their types are fixed here, as in the training-set contract.
-ENTITY_SCHEMA: dict[str, str] = {
-    "user_id": "INT64",
-    "item_id": "INT64",
-    "category": "STRING",
-    "position": "INT32",
-    "device": "STRING",
-    "hour_of_day": "INT32",
-    "day_of_week": "INT32",
-}
+# Entity and request columns (models.schema): usable as features when the config declares them;
+# the feature service schema does not list them (they are join keys or request data).
+ENTITY_SCHEMA = schema.ENTITY_SCHEMA
 
 # Reserved ids of a vocabulary-encoded feature; hashed features reserve only NULL_ID.
 NULL_ID = 0

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models import schema
 from models.config import ModelConfig, parse_model_config
 
 # The feature service schema of ``ctr_ranker_v1`` (feature -> Feast value type).
@@ -50,18 +51,7 @@ CTR_RANKER_V1_SCHEMA: dict[str, str] = {
     "hour_cos": "FLOAT64",
     "uc_ctr_lift": "FLOAT64",
 }
-ENTITY_COLUMNS: list[str] = [
-    "event_id",
-    "event_timestamp",
-    "user_id",
-    "item_id",
-    "category",
-    "position",
-    "device",
-    "hour_of_day",
-    "day_of_week",
-    "label",
-]
+ENTITY_COLUMNS: list[str] = list(schema.TRAINING_FRAME_COLUMNS)
 SEGMENTS = ("casual", "power", "deal_seeker")
 DEVICES = ("mobile", "desktop", "tablet")
 AGE_BUCKETS = ("18-24", "25-34", "35-44", "45-54", "55+")

@@ -1,7 +1,13 @@
-"""The ``rankflow`` command line: each pipeline stage on its own, and ``run`` for the main job.
+"""The ``rankflow`` command line: the one entry point for every stage and flow.
 
-Imports are local to each command so ``rankflow --help`` answers without loading dbt, Feast
-and torch.
+``rankflow run`` is the main job (the Prefect ``pipeline`` flow); ``train`` and
+``build-features`` run the other flows; the rest run one stage in-process. Flows are started by
+their ``prefect.yaml`` entrypoints, as a Prefect worker would start them, so the library never
+imports the orchestration layer; this module is the composition root. Imports are local to each
+command so ``rankflow --help`` answers without loading dbt, Feast or torch.
+
+Every :class:`~rankflow.errors.RankflowError` (bad config, bad input, a failed check) prints as
+one line naming the file, key or check, and exits with the error's code (2 for configuration).
 """
 
 from __future__ import annotations
@@ -9,46 +15,76 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from rankflow.errors import RankflowError
+
+# The flows' entrypoints: the same dotted paths as the deployments in prefect.yaml (a test
+# keeps the two in step).
+FLOW_ENTRYPOINTS: dict[str, str] = {
+    "build-features": "flows.build_features.build_features",
+    "train": "flows.train.train",
+    "pipeline": "flows.pipeline.pipeline",
+}
+
+
+def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as a dict of dotted keys to YAML-parsed values."""
+    import yaml
+
+    from rankflow.errors import ConfigError
+
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(raw)
+    return overrides
 
 
 def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None):
     from rankflow.config import load_config
 
-    overrides: dict[str, Any] = {k: v for k, v in (extra or {}).items() if v is not None}
-    for item in args.set or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        import yaml
-
-        overrides[key] = yaml.safe_load(raw)
+    overrides = {k: v for k, v in (extra or {}).items() if v is not None}
+    overrides.update(parse_overrides(args.set))
     return load_config(args.config, overrides)
 
 
-def _paths():
-    from rankflow.paths import StatePaths
+def _settings(args: argparse.Namespace):
+    from rankflow.settings import Settings
 
-    return StatePaths.default()
+    return Settings.resolve(home=args.home)
 
 
-def _run_flow(args: argparse.Namespace, flow: str) -> int:
-    """Hand over to ``python -m flows``: the same flow, config and overrides, one code path."""
-    from flows.__main__ import main as run_flow
+def _run_flow(args: argparse.Namespace, name: str, **parameters: Any) -> int:
+    """Validate the config here (a one-line error before Prefect starts), then run the flow."""
+    from rankflow.settings import configure_process
 
-    argv = ["--config", str(args.config)] if args.config else []
-    for item in args.set or []:
-        argv += ["--set", item]
-    argv.append(flow)
-    if getattr(args, "full_refresh", False):
-        argv.append("--full-refresh")
-    return run_flow(argv)
+    _config(args)
+    settings = _settings(args)
+    configure_process(settings)  # before Prefect is imported: it reads its settings at import
+    from prefect.utilities.importtools import import_object
+
+    flow = import_object(FLOW_ENTRYPOINTS[name])
+    config = {
+        # on the command line a relative --config is relative to the current directory
+        "config_path": str(Path(args.config).resolve()) if args.config else None,
+        "overrides": parse_overrides(args.set),
+    }
+    summary = flow(config=config, **parameters)
+    print(summary.render())
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_flow(args, "pipeline")
+    return _run_flow(args, "pipeline", full_refresh=args.full_refresh)
+
+
+def cmd_build_features(args: argparse.Namespace) -> int:
+    return _run_flow(args, "build-features", full_refresh=args.full_refresh)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -68,9 +104,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "simulation.drift_day": args.drift_day,
     }
     config = _config(args, flags)
-    paths = _paths()
-    summary = simulate(config.simulation, config.resolved_raw_dir(paths), paths.truth)
-    print(summary)
+    paths = _settings(args).paths
+    print(simulate(config.simulation, config.resolved_raw_dir(paths), paths.truth))
     return 0
 
 
@@ -78,15 +113,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from rankflow.data.contract import validate_raw
 
     config = _config(args)
-    inventory = validate_raw(config.resolved_raw_dir(_paths()))
-    print(inventory)
+    print(validate_raw(config.resolved_raw_dir(_settings(args).paths)))
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from rankflow.pipeline import build_warehouse_step
+    from rankflow.data.contract import validate_raw
+    from rankflow.warehouse.build import build_warehouse
 
-    result = build_warehouse_step(_config(args), _paths(), full_refresh=args.full_refresh)
+    config = _config(args)
+    paths = _settings(args).paths
+    raw_dir = config.resolved_raw_dir(paths)
+    validate_raw(raw_dir)  # every build checks the contract first
+    result = build_warehouse(
+        paths,
+        full_refresh=args.full_refresh,
+        vars=config.warehouse.model_dump(),
+        raw_dir=raw_dir,
+    )
     print(result)
     return 0
 
@@ -94,14 +138,16 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_dbt_docs(args: argparse.Namespace) -> int:
     from rankflow.warehouse.build import generate_docs
 
-    print(generate_docs(_paths()))
+    print(generate_docs(_settings(args).paths))
     return 0
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from rankflow.pipeline import feature_store_step
+    from rankflow.features.store import refresh_online_store
 
-    print(feature_store_step(_paths()))
+    settings = _settings(args)
+    for summary in refresh_online_store(settings.paths, settings=settings):
+        print(summary)
     return 0
 
 
@@ -109,7 +155,7 @@ def cmd_training_set(args: argparse.Namespace) -> int:
     from rankflow.features.training_set import build_training_set
 
     config = _config(args)
-    training_set = build_training_set(_paths(), config.training_set)
+    training_set = build_training_set(_settings(args).paths, config.training_set)
     print(json.dumps(training_set.describe(), indent=2, default=str))
     if args.out:
         out = Path(args.out)
@@ -123,8 +169,30 @@ def cmd_training_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    print(json.dumps(_settings(args).describe(), indent=2))
+    return 0
+
+
+def _add(
+    sub: argparse._SubParsersAction,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    help_text: str,
+    *,
+    full_refresh: bool = False,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text)
+    if full_refresh:
+        parser.add_argument(
+            "--full-refresh", action="store_true", help="rebuild incremental models from scratch"
+        )
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rankflow", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rankflow", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--config", type=Path, default=None, help="YAML config (default configs/rankflow.yaml)"
     )
@@ -134,23 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set simulation.n_impressions=200000",
     )
+    parser.add_argument(
+        "--home", type=Path, default=None, help="state directory (default $RANKFLOW_HOME or .state)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser(
-        "run",
-        help="the main job, the Prefect `pipeline` flow: simulate -> dbt -> Feast -> training "
-        "set -> Wide & Deep + DCN -> MLflow registry",
-    )
-    run.add_argument("--full-refresh", action="store_true", help="rebuild incremental models")
-    run.set_defaults(func=cmd_run)
-    sub.add_parser(
-        "train",
-        help="the Prefect `train` flow: training set -> Wide & Deep + DCN -> MLflow registry",
-    ).set_defaults(func=cmd_train)
-    sim = sub.add_parser(
-        "simulate",
-        help="write simulated raw data and its ground truth (flags override simulation.*)",
-    )
+    _add(sub, "run", cmd_run, "the main job, the Prefect `pipeline` flow: simulate -> dbt -> "
+         "Feast -> training set -> Wide & Deep + DCN -> MLflow registry", full_refresh=True)  # fmt: skip
+    _add(sub, "build-features", cmd_build_features, "the Prefect `build-features` flow: "
+         "simulate -> contract -> dbt -> Feast", full_refresh=True)  # fmt: skip
+    _add(sub, "train", cmd_train, "the Prefect `train` flow: training set -> Wide & Deep + DCN "
+         "-> MLflow registry")  # fmt: skip
+    sim = _add(sub, "simulate", cmd_simulate, "write simulated raw data and its ground truth "
+               "(flags override simulation.*)")  # fmt: skip
     sim.add_argument("--seed", type=int)
     sim.add_argument("--impressions", type=int, help="total impressions over all days")
     sim.add_argument("--users", type=int)
@@ -158,24 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--days", type=int)
     sim.add_argument("--end-date", help="exclusive UTC end day, YYYY-MM-DD (default: today)")
     sim.add_argument("--drift-day", type=int, help="0-based day from which the truth drifts")
-    sim.set_defaults(func=cmd_simulate)
-    sub.add_parser(
-        "validate", help="check the raw data against docs/data-contract.md"
-    ).set_defaults(func=cmd_validate)
-    build = sub.add_parser("build", help="dbt build of the warehouse and the Feast exports")
-    build.add_argument(
-        "--full-refresh", action="store_true", help="rebuild incremental models from scratch"
-    )
-    build.set_defaults(func=cmd_build)
-    sub.add_parser("dbt-docs", help="dbt docs generate").set_defaults(func=cmd_dbt_docs)
-    sub.add_parser("features", help="feast apply + materialize-incremental").set_defaults(
-        func=cmd_features
-    )
-    ts = sub.add_parser(
-        "training-set", help="point-in-time training set through the feature service"
-    )
+    _add(sub, "validate", cmd_validate, "check the raw data against docs/data-contract.md")
+    _add(sub, "build", cmd_build, "contract check, then dbt build of the warehouse and the "
+         "Feast exports", full_refresh=True)  # fmt: skip
+    _add(sub, "dbt-docs", cmd_dbt_docs, "dbt docs generate")
+    _add(sub, "features", cmd_features, "feast apply + materialize-incremental")
+    ts = _add(sub, "training-set", cmd_training_set, "point-in-time training set through the "
+              "feature service")  # fmt: skip
     ts.add_argument("--out", help="write train/valid/test parquet files into this folder")
-    ts.set_defaults(func=cmd_training_set)
+    _add(sub, "settings", cmd_settings, "print the resolved settings (secrets masked)")
     return parser
 
 
@@ -183,25 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except _user_errors() as error:
-        # Bad config, bad input or a failed gate: the message names the file / key / check,
+    except RankflowError as error:
+        # Bad config, bad input or a failed check: the message names the file / key / check,
         # so a traceback would only bury it.
         print(f"error: {error}", file=sys.stderr)
-        return 2 if type(error).__name__ == "ConfigError" else 1
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from rankflow.config import ConfigError
-    from rankflow.data.contract import ContractError
-    from rankflow.features.store import FeatureStoreError
-    from rankflow.features.training_set import TrainingSetError
-    from rankflow.warehouse.build import WarehouseError
-
-    return (
-        ConfigError,
-        ContractError,
-        WarehouseError,
-        FeatureStoreError,
-        TrainingSetError,
-        FileExistsError,
-    )
+        return error.exit_code
+    except FileExistsError as error:  # the simulator refusing to replace data it did not write
+        print(f"error: {error}", file=sys.stderr)
+        return 1

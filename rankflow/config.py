@@ -9,6 +9,7 @@ names the key and the file instead of a silently ignored setting.
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.yaml_config import flatten, read_yaml, validate
 from rankflow.data.simulate import SimulationConfig
 from rankflow.errors import ConfigError
-from rankflow.features.training_set import SplitConfig
 from rankflow.paths import REPO_ROOT, StatePaths
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "rankflow.yaml"
@@ -25,6 +25,26 @@ DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "rankflow.yaml"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class SplitConfig(_Strict):
+    """Which days of labelled impressions to use and how to split them (``training_set:`` in
+    configs/rankflow.yaml). Dates are UTC calendar days, both ends inclusive."""
+
+    valid_days: int = Field(3, ge=1, description="Days right before the test days, validation")
+    test_days: int = Field(3, ge=1, description="Last days of the window, test")
+    start_date: date | None = Field(
+        None, description="First day used (default: first day in the data)"
+    )
+    end_date: date | None = Field(
+        None, description="Last day used, inclusive (default: last day in the data)"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SplitConfig:
+        if self.start_date and self.end_date and self.start_date > self.end_date:
+            raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date}")
+        return self
 
 
 class WarehouseConfig(_Strict):

@@ -134,3 +134,18 @@ def _mask(value: Any) -> str | None:
         user = credentials.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}" if ":" in credentials else text
     return text
+
+
+def configure_process(settings: Settings) -> None:
+    """Set the tools' own environment once, at process start, before they are imported.
+
+    Prefect reads its settings when it is imported, so the CLI calls this before it starts a
+    flow: Prefect's home under the state dir, no telemetry (it would try the network), and the
+    API URL of the server profile; and the resolved settings themselves, so the flows it starts
+    (and their child processes) resolve the same ones. Existing values of the tools' own
+    variables win (a deployment's worker sets its own).
+    """
+    os.environ.update(settings.as_env())
+    os.environ.setdefault("PREFECT_HOME", str(settings.paths.prefect))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -25,3 +25,20 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         mp.setenv("FEAST_USAGE", "False")
         mp.setenv("PREFECT_HOME", str(home / "prefect"))
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Prefect's temporary server and a temporary home (results, database) for the session,
+    shared by every test that runs a real flow."""
+    from prefect.settings import temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    settings = {
+        "home": home,
+        "results.local_storage_path": home / "storage",
+        "server.analytics_enabled": False,
+    }
+    with temporary_settings(updates=settings), prefect_test_harness(server_startup_timeout=180):
+        yield

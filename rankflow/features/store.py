@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from models import schema
 from rankflow.errors import RankflowError
 from rankflow.paths import StatePaths
 from rankflow.settings import REPO_ROOT, Settings
@@ -39,8 +40,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
     from feast.repo_contents import RepoContents
 
-# Feast itself is imported inside the functions that use it: importing it takes seconds, and
-# rankflow.config imports this module (through training_set.SplitConfig) for every CLI command.
+# Feast itself is imported inside the functions that use it: importing it takes seconds.
 
 FEATURE_REPO = REPO_ROOT / "feature_repo"
 DEFAULT_FEATURE_SERVICE = "ctr_ranker_v1"
@@ -71,6 +71,8 @@ class ExportError(FeatureStoreError):
 # --------------------------------------------------------------------------------------------
 
 _TS = pa.timestamp("us", tz="UTC")
+# Feast value type names (models.schema) -> the Arrow types of the exports.
+_ARROW = {"INT64": pa.int64(), "INT32": pa.int32(), "STRING": pa.string(), "FLOAT64": pa.float64()}
 
 
 def _daily(key_fields: list[tuple[str, pa.DataType]], prefix: str, with_recency: bool) -> pa.Schema:
@@ -89,17 +91,11 @@ def _daily(key_fields: list[tuple[str, pa.DataType]], prefix: str, with_recency:
 EXPORT_SCHEMAS: dict[str, pa.Schema] = {
     "labelled_impressions": pa.schema(
         [
-            ("event_id", pa.string()),
-            ("event_timestamp", _TS),
+            (schema.EVENT_ID, pa.string()),
+            (schema.EVENT_TIMESTAMP, _TS),
             ("event_date", pa.date32()),
-            ("user_id", pa.int64()),
-            ("item_id", pa.int64()),
-            ("category", pa.string()),
-            ("position", pa.int32()),
-            ("device", pa.string()),
-            ("hour_of_day", pa.int32()),
-            ("day_of_week", pa.int32()),
-            ("label", pa.int32()),
+            *((name, _ARROW[kind]) for name, kind in schema.ENTITY_SCHEMA.items()),
+            (schema.LABEL, _ARROW[schema.LABEL_TYPE]),
         ]
     ),
     "user_attributes": pa.schema(
@@ -639,3 +635,15 @@ def online_features(
         [pd.DataFrame(rows, columns=keys), response[list(schema)].reset_index(drop=True)], axis=1
     )
     return coerce_features(frame, schema)
+
+
+def refresh_online_store(
+    paths: StatePaths, *, settings: Settings | None = None
+) -> tuple[ApplySummary, MaterializeSummary]:
+    """``feast apply`` then ``materialize-incremental`` up to the exports' as-of time.
+
+    The end of the load is the newest feature timestamp dbt built, not the wall clock: the data
+    may be a backfill or a simulation that ended days ago.
+    """
+    applied = apply_feature_repo(paths, settings=settings)
+    return applied, materialize_incremental(paths, exports_as_of(paths))

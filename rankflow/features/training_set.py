@@ -16,8 +16,9 @@ from datetime import date, timedelta
 from typing import Any, Literal, NamedTuple
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models import schema
+from rankflow.config import SplitConfig
 from rankflow.errors import RankflowError
 from rankflow.features.store import (
     DEFAULT_FEATURE_SERVICE,
@@ -34,45 +35,12 @@ SPLITS: tuple[SplitName, ...] = ("train", "valid", "test")
 
 ENTITY_EXPORT = "labelled_impressions"
 # The entity/label columns every split carries, in this order, before the features.
-ENTITY_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "event_timestamp",
-    "user_id",
-    "item_id",
-    "category",
-    "position",
-    "device",
-    "hour_of_day",
-    "day_of_week",
-    "label",
-)
-LABEL = "label"
+ENTITY_COLUMNS: tuple[str, ...] = schema.TRAINING_FRAME_COLUMNS
+LABEL = schema.LABEL
 
 
 class TrainingSetError(RankflowError, ValueError):
     """The training set cannot be built as configured; the message names the file or key."""
-
-
-class SplitConfig(BaseModel):
-    """Which days of labelled impressions to use and how to split them (``training_set:`` in
-    configs/rankflow.yaml). Dates are UTC calendar days, both ends inclusive."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    valid_days: int = Field(3, ge=1, description="Days right before the test days, validation")
-    test_days: int = Field(3, ge=1, description="Last days of the window, test")
-    start_date: date | None = Field(
-        None, description="First day used (default: first day in the data)"
-    )
-    end_date: date | None = Field(
-        None, description="Last day used, inclusive (default: last day in the data)"
-    )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SplitConfig:
-        if self.start_date and self.end_date and self.start_date > self.end_date:
-            raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date}")
-        return self
 
 
 class DateWindow(NamedTuple):

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from flows.build_features import build_features
+from flows.params import ConfigParams
 from models.synthetic import small_model_config
 from rankflow.config import load_config
 from rankflow.paths import StatePaths
-from rankflow.pipeline import run_main_job
 from rankflow.tracking.setup import MlflowServer, start_mlflow_server
 from rankflow.training.step import TrainOutcome, train_and_register
 
@@ -61,7 +62,7 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     if not CHROMIUM.is_file():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)")
     home = tmp_path_factory.mktemp("mlflow-ui-home")
@@ -70,7 +71,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         config = load_config(overrides=SMALL)
         paths = StatePaths(home)
-        run_main_job(config, paths)
+        build_features(config=ConfigParams(overrides=SMALL))
         outcome = train_and_register(
             config, paths, model_config=small_model_config({"training.max_epochs": 1})
         )

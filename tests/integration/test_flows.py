@@ -8,7 +8,6 @@ in the pipeline test, training and the MLflow registry.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
 from prefect.client.schemas.sorting import TaskRunSort
 from prefect.exceptions import ParameterTypeError
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL
 from prefect.states import State
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.build_features import build_features
 from flows.params import ConfigParams
@@ -35,7 +33,6 @@ from flows.policies import (
     record_outputs,
     simulate_key,
 )
-from flows.records import render
 from flows.train import train
 from rankflow.config import ConfigError, load_config
 from rankflow.data.contract import ContractError
@@ -57,19 +54,6 @@ TINY: dict[str, Any] = {
     "training_set.test_days": 1,
 }
 BUILD_TASKS = {"simulate", "contract-check", "dbt-build", "feast-apply", "feast-materialize"}
-
-
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Prefect's temporary server and a temporary home (results, database) for the session."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    settings = {
-        "home": home,
-        "results.local_storage_path": home / "storage",
-        "server.analytics_enabled": False,
-    }
-    with temporary_settings(updates=settings), prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 @dataclass
@@ -331,5 +315,5 @@ def test_pipeline_runs_build_features_then_train(
     assert all(c["version"] for c in train_outcome["candidates"].values())
     for sub in summary.details["subflow_summaries"].values():
         assert Path(sub).is_file()
-    text = render(summary)
+    text = summary.render()
     assert "MLflow UI:" in text and "champion:" in text

@@ -21,12 +21,14 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from flows.build_features import build_features
+from flows.params import ConfigParams
+from flows.records import RunSummary
 from models.scoring import Scorer
 from models.synthetic import small_model_config
 from rankflow.config import RankflowConfig, load_config
 from rankflow.features.training_set import TrainingSet, build_training_set
 from rankflow.paths import REPO_ROOT, StatePaths
-from rankflow.pipeline import MainJobSummary, run_main_job
 from rankflow.tracking.pyfunc import checkpoint_of
 from rankflow.training.step import TrainOutcome, train_and_register
 
@@ -52,21 +54,21 @@ SMALL = {
 class Trained:
     home: Path
     config: RankflowConfig
-    summary: MainJobSummary
+    summary: RunSummary
     outcome: TrainOutcome
     client: MlflowClient
     training_set: TrainingSet
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+def trained(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     home = tmp_path_factory.mktemp("tracking-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RANKFLOW_HOME", str(home))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         config = load_config(overrides=SMALL)
         paths = StatePaths(home)
-        summary = run_main_job(config, paths)
+        summary = build_features(config=ConfigParams(overrides=SMALL))
         training_set = build_training_set(paths, config.training_set)
         outcome = train_and_register(
             config,
@@ -98,7 +100,7 @@ def test_runs_and_artifacts_live_in_the_state_dir(trained: Trained) -> None:
 
 def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Trained) -> None:
     outcome, client = trained.outcome, trained.client
-    window = trained.summary.details["training_set"]["window"]
+    window = trained.training_set.describe()["window"]
     manifest = trained.home / "dbt" / "target" / "manifest.json"
     git = subprocess.run(
         ["git", "--no-optional-locks", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
@@ -114,7 +116,7 @@ def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Train
         assert params["kind"] == kind
         assert params["rankflow.simulation.seed"] == "5"
         assert params["rankflow.simulation.n_impressions"] == "20000"
-        assert params["rankflow.registry.gates.serving_model"] == "rankflow-ctr"
+        assert params["rankflow.registry.serving_model"] == "rankflow-ctr"
         assert params["model.training.max_epochs"] == "2"
         assert params["model.features.categorical.user_id.encoding"] == "hash"
 

@@ -1,0 +1,42 @@
+"""The one command line: flows by their deployment entrypoints, one-line user errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rankflow.cli import FLOW_ENTRYPOINTS, build_parser, main, parse_overrides
+from rankflow.errors import ConfigError
+from rankflow.settings import REPO_ROOT
+
+
+def test_flow_entrypoints_are_the_deployments_entrypoints() -> None:
+    spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+    deployed = {d["entrypoint"] for d in spec["deployments"]}
+    assert set(FLOW_ENTRYPOINTS.values()) <= deployed
+
+
+def test_overrides_parse_yaml_values_and_reject_bad_items() -> None:
+    assert parse_overrides(["a.b=3", "c=[1, 2]", "d=null"]) == {"a.b": 3, "c": [1, 2], "d": None}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["no-equals-sign"])
+
+
+def test_a_config_error_is_a_short_message_with_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("simulation:\n  n_impresions: 10\n")
+    code = main(["--home", str(tmp_path), "--config", str(bad), "run"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and "Traceback" not in err and err.count("\n") <= 3
+    assert "n_impresions" in err and str(bad) in err
+
+
+def test_every_command_has_help() -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"run", "train", "build-features", "build", "validate", "settings"} <= set(commands)

@@ -48,15 +48,12 @@ def _schema(args: argparse.Namespace, train: pd.DataFrame, label: str) -> dict[s
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --set {pair!r}: expected key=value")
-        import yaml
+    from models.yaml_config import parse_overrides
 
-        out[key] = yaml.safe_load(value)
-    return out
+    try:
+        return parse_overrides(pairs)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:

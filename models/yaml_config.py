@@ -38,6 +38,19 @@ def set_dotted(
     node[leaf] = value
 
 
+def parse_overrides(
+    items: list[str] | tuple[str, ...] | None, error: type[Exception] = ValueError
+) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as dotted keys to YAML-parsed values (``a.b=[1, 2]``)."""
+    overrides: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(raw)
+    return overrides
+
+
 def describe(error: ValidationError, source: str, what: str = "configuration") -> str:
     """One line per problem, each naming its dotted key."""
     lines = [f"{source}: invalid {what}"]

@@ -32,17 +32,10 @@ FLOW_ENTRYPOINTS: dict[str, str] = {
 
 def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
     """``--set KEY=VALUE`` items as a dict of dotted keys to YAML-parsed values."""
-    import yaml
-
+    from models.yaml_config import parse_overrides as parse
     from rankflow.errors import ConfigError
 
-    overrides: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(raw)
-    return overrides
+    return parse(list(items or ()), ConfigError)
 
 
 def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None):

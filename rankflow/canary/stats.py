@@ -1,0 +1,262 @@
+"""Statistics for promoting a challenger: pure functions over arrays, no I/O.
+
+Offline: champion and challenger scored on the same holdout rows. :func:`paired_bootstrap`
+resamples the rows (Poisson(1) weights, the same weights for both models, so the pair's
+correlation is kept) and gives a percentile interval for the difference of AUC or log loss.
+Non-inferiority holds when the whole interval is on the acceptable side of ``-margin``.
+
+Online: clicks per arm, looked at after every batch of traffic. A fixed-horizon test peeked at
+repeatedly rejects far more often than its alpha; the mixture sequential probability ratio test
+(mSPRT; Robbins 1970, Johari et al., "Peeking at A/B tests", KDD 2017) gives an always-valid
+p-value instead. With d = ctr_B - ctr_A, its variance V = ctr_A(1-ctr_A)/n_A +
+ctr_B(1-ctr_B)/n_B and a N(0, tau^2) mixture over the true difference,
+
+    Lambda_n = sqrt(V / (V + tau^2)) * exp(tau^2 d^2 / (2 V (V + tau^2)))
+
+and p_n = min(1, 1 / max_{m <= n} Lambda_m). Stopping the first time p_n <= alpha keeps the
+type-I error at most alpha whenever and however often one looks (under the normal approximation,
+which the minimum sample size protects).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Metric = Literal["auc", "logloss"]
+_EPS = 1e-7
+
+
+# --------------------------------------------------------------------------------------------
+# Offline: paired bootstrap
+
+
+@dataclass(frozen=True)
+class Interval:
+    """``challenger - champion`` for one metric: the point estimate and a percentile interval."""
+
+    metric: str
+    difference: float
+    low: float
+    high: float
+    level: float
+    resamples: int
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {
+            "metric": self.metric,
+            "difference": self.difference,
+            "low": self.low,
+            "high": self.high,
+            "level": self.level,
+            "resamples": self.resamples,
+        }
+
+
+class _WeightedAUC:
+    """AUC of fixed scores under any row weights in O(n): ties grouped once, then per weight
+    vector AUC = sum_g P_g (N_below_g + N_g / 2) / (P N) over groups g of equal score."""
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        order = np.argsort(scores, kind="stable")
+        sorted_scores = scores[order]
+        self.order = order
+        self.labels = labels[order]
+        self.starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+
+    def __call__(self, weights: np.ndarray) -> float:
+        w = weights[self.order]
+        pos = np.add.reduceat(w * self.labels, self.starts)
+        neg = np.add.reduceat(w * (1.0 - self.labels), self.starts)
+        total_pos, total_neg = pos.sum(), neg.sum()
+        if total_pos <= 0 or total_neg <= 0:
+            return float("nan")
+        below = np.cumsum(neg) - neg
+        return float(np.sum(pos * (below + 0.5 * neg)) / (total_pos * total_neg))
+
+
+def _row_logloss(labels: np.ndarray, p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+
+
+def paired_bootstrap(
+    labels: np.ndarray,
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    *,
+    metrics: tuple[Metric, ...] = ("auc", "logloss"),
+    resamples: int = 500,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Interval]:
+    """Percentile intervals of ``metric(challenger) - metric(champion)`` on the same rows."""
+    labels = np.asarray(labels, dtype=np.float64)
+    champion = np.asarray(champion, dtype=np.float64)
+    challenger = np.asarray(challenger, dtype=np.float64)
+    if not labels.shape == champion.shape == challenger.shape or labels.ndim != 1:
+        raise ValueError("labels, champion and challenger must be 1-d arrays of one length")
+    if labels.size == 0:
+        raise ValueError("no rows to compare on")
+    rng = np.random.default_rng(seed)
+    stats = {
+        "auc": (_WeightedAUC(champion, labels), _WeightedAUC(challenger, labels)),
+        "logloss": (_row_logloss(labels, champion), _row_logloss(labels, challenger)),
+    }
+
+    def value(metric: str, which: int, weights: np.ndarray) -> float:
+        stat = stats[metric][which]
+        if metric == "auc":
+            return stat(weights)
+        return float(np.sum(weights * stat) / np.sum(weights))
+
+    ones = np.ones_like(labels)
+    draws: dict[str, list[float]] = {m: [] for m in metrics}
+    for _ in range(resamples):
+        weights = rng.poisson(1.0, labels.size).astype(np.float64)
+        for metric in metrics:
+            draws[metric].append(value(metric, 1, weights) - value(metric, 0, weights))
+    tail = (1 - level) / 2
+    out: dict[str, Interval] = {}
+    for metric in metrics:
+        sample = np.asarray(draws[metric])
+        sample = sample[np.isfinite(sample)]
+        low, high = np.quantile(sample, [tail, 1 - tail]) if sample.size else (np.nan, np.nan)
+        out[metric] = Interval(
+            metric=metric,
+            difference=value(metric, 1, ones) - value(metric, 0, ones),
+            low=float(low),
+            high=float(high),
+            level=level,
+            resamples=resamples,
+        )
+    return out
+
+
+def non_inferior(interval: Interval, margin: float) -> bool:
+    """True if the challenger is at worst ``margin`` worse, at the interval's confidence.
+
+    Higher is better for AUC (the low end must be above ``-margin``); lower is better for log
+    loss (the high end must be below ``+margin``)."""
+    if interval.metric == "auc":
+        return bool(interval.low > -margin)
+    return bool(interval.high < margin)
+
+
+# --------------------------------------------------------------------------------------------
+# Online: always-valid test of the CTR difference
+
+
+def msprt_likelihood_ratios(
+    clicks_a: np.ndarray,
+    views_a: np.ndarray,
+    clicks_b: np.ndarray,
+    views_b: np.ndarray,
+    tau: float,
+) -> np.ndarray:
+    """Lambda at each look, from cumulative clicks and views per arm (arrays, one per look)."""
+    clicks_a, views_a, clicks_b, views_b = (
+        np.asarray(x, dtype=np.float64) for x in (clicks_a, views_a, clicks_b, views_b)
+    )
+    if tau <= 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ctr_a = clicks_a / views_a
+        ctr_b = clicks_b / views_b
+        # Smoothed rates in the variance only, so a zero-click start has a finite variance.
+        sa = (clicks_a + 0.5) / (views_a + 1.0)
+        sb = (clicks_b + 0.5) / (views_b + 1.0)
+        variance = sa * (1 - sa) / views_a + sb * (1 - sb) / views_b
+        diff = ctr_b - ctr_a
+        tau2 = tau * tau
+        ratio = np.sqrt(variance / (variance + tau2)) * np.exp(
+            tau2 * diff**2 / (2 * variance * (variance + tau2))
+        )
+    return np.where((views_a > 0) & (views_b > 0), ratio, 1.0)
+
+
+def always_valid_p_values(
+    clicks_a: np.ndarray,
+    views_a: np.ndarray,
+    clicks_b: np.ndarray,
+    views_b: np.ndarray,
+    tau: float,
+    min_views: int = 0,
+) -> np.ndarray:
+    """The running always-valid p-value ``min(1, 1 / max Lambda)`` at each look; looks where
+    either arm has fewer than ``min_views`` views do not count (p stays 1 until then)."""
+    ratio = msprt_likelihood_ratios(clicks_a, views_a, clicks_b, views_b, tau)
+    counted = (np.asarray(views_a) >= min_views) & (np.asarray(views_b) >= min_views)
+    ratio = np.where(counted, ratio, 1.0)
+    return np.minimum(1.0, 1.0 / np.maximum.accumulate(ratio))
+
+
+Verdict = Literal["promote", "reject", "continue"]
+
+
+@dataclass(frozen=True)
+class OnlineDecision:
+    """What the canary phase decides after the looks so far, and why."""
+
+    verdict: Verdict
+    reason: str
+    p_value: float
+    ctr_champion: float
+    ctr_challenger: float
+    views_champion: int
+    views_challenger: int
+    looks: int
+
+
+def decide_online(
+    clicks_champion: np.ndarray,
+    views_champion: np.ndarray,
+    clicks_challenger: np.ndarray,
+    views_challenger: np.ndarray,
+    *,
+    alpha: float,
+    tau: float,
+    min_views: int,
+    max_views: int,
+) -> OnlineDecision:
+    """Promote when the always-valid test shows the challenger's CTR higher, reject when lower;
+    keep the champion (reject) once the challenger arm reaches ``max_views`` without evidence;
+    otherwise ask for more traffic. Arrays are cumulative counts at each look, in order."""
+    ca, va, cb, vb = (np.atleast_1d(np.asarray(x)) for x in (
+        clicks_champion, views_champion, clicks_challenger, views_challenger))  # fmt: skip
+    p = always_valid_p_values(ca, va, cb, vb, tau, min_views)
+    last_p = float(p[-1])
+    ctr_a = float(ca[-1] / va[-1]) if va[-1] else float("nan")
+    ctr_b = float(cb[-1] / vb[-1]) if vb[-1] else float("nan")
+    common = dict(
+        p_value=last_p,
+        ctr_champion=ctr_a,
+        ctr_challenger=ctr_b,
+        views_champion=int(va[-1]),
+        views_challenger=int(vb[-1]),
+        looks=int(p.size),
+    )
+    rule = f"mSPRT alpha={alpha} tau={tau}"
+    if last_p <= alpha:
+        better = ctr_b > ctr_a
+        return OnlineDecision(
+            verdict="promote" if better else "reject",
+            reason=f"{rule}: always-valid p={last_p:.4g} <= {alpha}; challenger CTR "
+            f"{ctr_b:.5f} {'>' if better else '<'} champion {ctr_a:.5f}",
+            **common,
+        )
+    if min(va[-1], vb[-1]) >= max_views:
+        return OnlineDecision(
+            verdict="reject",
+            reason=f"{rule}: no evidence (p={last_p:.4g}) at the horizon of {max_views} views "
+            "per arm; the champion stays",
+            **common,
+        )
+    return OnlineDecision(
+        verdict="continue",
+        reason=f"{rule}: p={last_p:.4g} > {alpha} with {int(vb[-1])} challenger views "
+        f"(min {min_views}, horizon {max_views}); more traffic needed",
+        **common,
+    )

@@ -143,6 +143,62 @@ class RegistryConfig(_Strict):
         return self
 
 
+class OfflineGateConfig(_Strict):
+    """Champion vs challenger on the same fresh holdout (``canary.offline:``)."""
+
+    auc_margin: float = Field(
+        0.002, ge=0, description="Non-inferiority: lower end of the AUC difference above -margin"
+    )
+    logloss_margin: float = Field(
+        0.001, ge=0, description="Non-inferiority: upper end of the log-loss difference below it"
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap intervals")
+    bootstrap_resamples: int = Field(300, ge=50, le=10_000, description="Paired resamples")
+    max_ece_increase: float = Field(
+        0.005, ge=0, description="Calibration guardrail: challenger ECE at most champion's + this"
+    )
+    blocking_gap_checks: list[str] = Field(
+        default_factory=lambda: ["feature_skew", "score_skew", "freshness"],
+        description="Gap checks whose latest 'fail' blocks a promotion (broken data, not drift)",
+    )
+
+
+class OnlineGateConfig(_Strict):
+    """The canary phase's decision rule (``canary.online:``): an always-valid mSPRT on the
+    difference of online CTR, valid however often it is looked at."""
+
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Type-I error over the whole canary")
+    tau: float = Field(
+        0.005, gt=0, description="Mixture sd of the CTR difference (absolute CTR units)"
+    )
+    min_views: int = Field(2000, ge=100, description="Impressions per arm before any decision")
+    max_views: int = Field(
+        200_000, ge=1000, description="Horizon per arm: no evidence by then keeps the champion"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OnlineGateConfig:
+        if self.min_views > self.max_views:
+            raise ValueError(f"min_views {self.min_views} > max_views {self.max_views}")
+        return self
+
+
+class CanaryConfig(_Strict):
+    """Canary retraining (``canary:``): warm start, offline gate, traffic share, online rule."""
+
+    families: list[Literal["wide_deep", "dcn"]] | None = Field(
+        None, description="Families to retrain; null = the champion's family"
+    )
+    share: float = Field(
+        0.1, gt=0, le=0.5, description="Share of users (stable hash) served by @challenger"
+    )
+    distill_weight: float = Field(
+        0.0, ge=0, le=1, description="Weight of distillation from the champion's predictions"
+    )
+    offline: OfflineGateConfig = Field(default_factory=OfflineGateConfig)
+    online: OnlineGateConfig = Field(default_factory=OnlineGateConfig)
+
+
 class RankflowConfig(_Strict):
     """The whole pipeline configuration."""
 
@@ -162,6 +218,7 @@ class RankflowConfig(_Strict):
     )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
 
     def resolved_raw_dir(self, paths: StatePaths) -> Path:
         return Path(self.raw_dir).expanduser().resolve() if self.raw_dir else paths.raw

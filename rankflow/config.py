@@ -184,13 +184,11 @@ class OnlineGateConfig(_Strict):
 
 
 class CanaryConfig(_Strict):
-    """Canary retraining (``canary:``): warm start, offline gate, traffic share, online rule."""
+    """Canary retraining (``canary:``): warm start, offline gate, online rule. The traffic share
+    the service sends to ``@challenger`` is ``serving.canary_share``."""
 
     families: list[Literal["wide_deep", "dcn"]] | None = Field(
         None, description="Families to retrain; null = the champion's family"
-    )
-    share: float = Field(
-        0.1, gt=0, le=0.5, description="Share of users (stable hash) served by @challenger"
     )
     distill_weight: float = Field(
         0.0, ge=0, le=1, description="Weight of distillation from the champion's predictions"

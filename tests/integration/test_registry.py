@@ -24,22 +24,12 @@ from models.synthetic import make_splits, small_model_config
 from rankflow.config import RankflowConfig, parse_config
 from rankflow.features.training_set import DateWindow, TrainingSet
 from rankflow.paths import REPO_ROOT, StatePaths
-from rankflow.registry.gates import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
-    TAG_FINGERPRINT,
-    aliases_of,
-    promote_champion,
-    versions,
-)
-from rankflow.training.step import (
-    TrainOutcome,
-    code_fingerprint,
-    data_fingerprint,
-    model_fingerprint,
-    train_and_register,
-)
+from rankflow.registry.aliases import aliases_of, promote_champion
+from rankflow.registry.promotion import CHALLENGER, CHAMPION, PREVIOUS
+from rankflow.registry.versions import TAG_FINGERPRINT, versions
+from rankflow.training.fingerprints import code_fingerprint, data_fingerprint, model_fingerprint
+from rankflow.training.outcome import TrainOutcome
+from rankflow.training.step import train_and_register
 
 pytestmark = pytest.mark.integration
 

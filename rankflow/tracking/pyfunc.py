@@ -35,6 +35,7 @@ from rankflow.paths import REPO_ROOT
 from rankflow.settings import apply_process_defaults
 from rankflow.tracking import ctr_wrapper
 from rankflow.tracking.ctr_wrapper import CHECKPOINT_ARTIFACT, RankflowCTRModel
+from rankflow.tracking.setup import TrackingError
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
@@ -230,5 +231,7 @@ def checkpoint_of(model_uri: str, dst: Path | None = None) -> Path:
     entry = (flavor.get("artifacts") or {}).get(CHECKPOINT_ARTIFACT) or {}
     path = local / entry["path"] if "path" in entry else None
     if path is None or not path.is_dir():
-        raise FileNotFoundError(f"{model_uri}: no {CHECKPOINT_ARTIFACT!r} artifact in {local}")
+        raise TrackingError(
+            f"{model_uri}: no {CHECKPOINT_ARTIFACT!r} artifact in {local}: not a rankflow model"
+        )
     return path

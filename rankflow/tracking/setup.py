@@ -103,10 +103,6 @@ class Tracking:
 
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
-    @property
-    def embedded(self) -> bool:
-        return is_local_store(self.uri)
-
 
 def setup_tracking(
     config: RankflowConfig | None, settings: Settings | StatePaths | None = None

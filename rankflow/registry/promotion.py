@@ -91,7 +91,8 @@ class PromotionPlan:
     expected_champion: str | None = None  # @champion's version the decision was taken against
 
     def describe(self, name: str, versions: Mapping[str, str | None] | None = None) -> str:
-        """One line: the reason, then each move with the version it resolved to."""
+        """One line: the reason, then each move with the version it resolved to (the model's
+        name once: in the reason if there is one, else on the first move)."""
         versions = versions or {}
         parts = [self.reason] if self.reason else []
         for move in self.moves:
@@ -102,7 +103,7 @@ class PromotionPlan:
             if version is None and move.candidate is not None:
                 label = f"{move.candidate.name} v{move.candidate.version}"
             else:
-                label = f"{name} v{version}"
+                label = f"v{version}" if parts else f"{name} v{version}"
             parts.append(f"@{move.alias} -> {label}: {move.reason}")
         return "; ".join(parts)
 

@@ -111,7 +111,7 @@ def test_champion_exists_challenger_points_challenger_at_the_best() -> None:
     assert move.reason.startswith("challenger: DCN-V2 passed the quality gates")
     text = plan.describe(SERVING, {CHALLENGER: "4"})
     assert text.startswith("champion stays rankflow-ctr v3")
-    assert "@challenger -> rankflow-ctr v4: challenger:" in text
+    assert "; @challenger -> v4: challenger:" in text
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,10 @@
 
 The logged model holds the rankflow checkpoint directory as its only artifact (safetensors
 state_dict, the fitted feature spec, the model config: all a ``Scorer`` needs, and what a
-warm start reads), as code the ``models`` package and the wrapper
-(:mod:`rankflow.tracking.ctr_wrapper`, staged as a top-level module; not the ``rankflow``
-package), and a short model-from-code file that builds :class:`RankflowCTRModel`. Nothing is
-pickled, so it loads in any process that has the pinned requirements::
+warm start reads), the ``models`` package as code, and as its model-from-code file the
+wrapper :mod:`rankflow.tracking.ctr_wrapper` plus the ``set_model`` line that builds
+:class:`RankflowCTRModel`. Nothing of the ``rankflow`` package ships or is imported at scoring
+time, and nothing is pickled, so it loads in any process that has the pinned requirements::
 
     model = mlflow.pyfunc.load_model("models:/rankflow-ctr@champion")
     p_click = model.predict(feature_rows)          # numpy float64, one per row
@@ -50,7 +50,7 @@ CODE_PACKAGES = ("models",)
 WRAPPER_FILE = Path(ctr_wrapper.__file__)
 MODEL_CODE_FILE = "rankflow_ctr_model.py"
 # Distributions the scoring path imports (models.scoring -> checkpoint, spec, networks, config;
-# this module), pinned to the versions installed here. Explicit, because inferring them costs
+# the wrapper), pinned to the versions installed here. Explicit, because inferring them costs
 # MLflow 30-40 s per model.
 REQUIRED_DISTRIBUTIONS = (
     "mlflow",

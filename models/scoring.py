@@ -17,6 +17,8 @@ from models.checkpoint import load_checkpoint, resolve_checkpoint
 from models.networks import RankingModel, predict_logits
 from models.spec import FeatureSpec
 
+DEFAULT_BATCH_SIZE = 16384
+
 
 @dataclass
 class Scorer:
@@ -24,18 +26,22 @@ class Scorer:
     spec: FeatureSpec
     kind: str
     path: Path | None = None
-    batch_size: int = 16384
+    batch_size: int = DEFAULT_BATCH_SIZE
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str, *, batch_size: int = 16384) -> Scorer:
-        """A checkpoint directory, or a training folder (its best checkpoint)."""
+    def from_checkpoint(cls, path: Path | str, *, batch_size: int | None = None) -> Scorer:
+        """A checkpoint directory, or a training folder (its best checkpoint).
+
+        ``batch_size``: rows per forward pass; default the checkpoint's
+        ``training.eval_batch_size``, the size the model was validated with during training.
+        """
         checkpoint = load_checkpoint(Path(path))
         return cls(
             model=checkpoint.model.eval(),
             spec=checkpoint.spec,
             kind=checkpoint.kind,
             path=resolve_checkpoint(Path(path)),
-            batch_size=batch_size,
+            batch_size=batch_size or checkpoint.config.training.eval_batch_size,
         )
 
     def predict_logits(self, raw_df: pd.DataFrame) -> np.ndarray:

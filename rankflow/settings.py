@@ -11,7 +11,9 @@ of these that sets it:
 4. the default below, which is the embedded profile: everything in files under ``.state/``.
 
 ``profile: server`` only changes defaults (Redis as the online store) and requires the server
-URIs to be given; no other code branches on it. Nothing in rankflow writes ``os.environ``:
+URIs to be given; no other code branches on it. Only this module writes ``os.environ``, once
+per process (:func:`configure_process` at the CLI's start; :func:`apply_process_defaults` for
+library switches that exist only as environment variables, never overriding a user's value):
 child processes (dbt, ``mlflow server``, the Feast CLI) get :meth:`Settings.child_env`.
 """
 
@@ -41,6 +43,10 @@ ENV_VARS: dict[str, str] = {
     "prefect_api_url": "PREFECT_API_URL",
     "service_url": "RANKFLOW_SERVICE_URL",
 }
+# Library behaviour whose only switch is an environment variable (read on every use), set once
+# per process by apply_process_defaults: MLflow's per-file artifact progress bars flood flow
+# and CI logs (mlflow.environment_variables.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR).
+PROCESS_DEFAULTS: dict[str, str] = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "profile": ("local", "server"),
     "feast_online_store": ("sqlite", "redis"),
@@ -124,6 +130,16 @@ class Settings:
         return {f.name: _mask(getattr(self, f.name)) for f in fields(self)}
 
 
+def apply_process_defaults() -> None:
+    """Set :data:`PROCESS_DEFAULTS` in this process's environment where the user has not.
+
+    Idempotent; called by the stages that use those libraries (MLflow tracking set-up,
+    logging and downloading models) rather than patched around each call.
+    """
+    for name, value in PROCESS_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 def _mask(value: Any) -> str | None:
     if value is None:
         return None
@@ -149,3 +165,4 @@ def configure_process(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_HOME", str(settings.paths.prefect))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    apply_process_defaults()

@@ -2,9 +2,10 @@
 
 The logged model holds the rankflow checkpoint directory as its only artifact (safetensors
 state_dict, the fitted feature spec, the model config: all a ``Scorer`` needs, and what a
-warm start reads), the ``models`` and ``rankflow`` packages as code, and a short model-from-code
-file that builds :class:`RankflowCTRModel`. Nothing is pickled, so it loads in any process that
-has the pinned requirements::
+warm start reads), the ``models`` package as code, and as its model-from-code file the
+wrapper :mod:`rankflow.tracking.ctr_wrapper` plus the ``set_model`` line that builds
+:class:`RankflowCTRModel`. Nothing of the ``rankflow`` package ships or is imported at scoring
+time, and nothing is pickled, so it loads in any process that has the pinned requirements::
 
     model = mlflow.pyfunc.load_model("models:/rankflow-ctr@champion")
     p_click = model.predict(feature_rows)          # numpy float64, one per row
@@ -19,12 +20,10 @@ downloaded model, for warm-starting the next model from a registered one.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,20 +32,25 @@ import numpy as np
 import pandas as pd
 
 from rankflow.paths import REPO_ROOT
+from rankflow.settings import apply_process_defaults
+from rankflow.tracking import ctr_wrapper
+from rankflow.tracking.ctr_wrapper import CHECKPOINT_ARTIFACT, RankflowCTRModel
+from rankflow.tracking.setup import TrackingError
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
     from mlflow.models.signature import ModelSignature
 
-    from models.scoring import Scorer
     from models.spec import FeatureSpec
 
-CHECKPOINT_ARTIFACT = "checkpoint"
 OUTPUT_COLUMN = "p_click"
-# Packages copied into the logged model (code_paths): the model code, and this wrapper.
-CODE_PACKAGES = ("models", "rankflow")
+# Code copied into the logged model (code_paths): the model package. The wrapper travels as
+# the model-from-code file. Scoring imports nothing else of the repo.
+CODE_PACKAGES = ("models",)
+WRAPPER_FILE = Path(ctr_wrapper.__file__)
+MODEL_CODE_FILE = "rankflow_ctr_model.py"
 # Distributions the scoring path imports (models.scoring -> checkpoint, spec, networks, config;
-# this module), pinned to the versions installed here. Explicit, because inferring them costs
+# the wrapper), pinned to the versions installed here. Explicit, because inferring them costs
 # MLflow 30-40 s per model.
 REQUIRED_DISTRIBUTIONS = (
     "mlflow",
@@ -60,38 +64,7 @@ REQUIRED_DISTRIBUTIONS = (
     "cloudpickle",
 )
 
-_MODEL_CODE = '''"""rankflow CTR model, MLflow model-from-code entry point (see rankflow/tracking/pyfunc.py)."""
-import mlflow
-
-from rankflow.tracking.pyfunc import RankflowCTRModel
-
-mlflow.models.set_model(RankflowCTRModel())
-'''
-
-
-class RankflowCTRModel(mlflow.pyfunc.PythonModel):
-    """Scores raw feature rows with the checkpoint in the model's ``checkpoint`` artifact."""
-
-    def __init__(self) -> None:
-        self._scorer: Scorer | None = None
-
-    def load_context(self, context: Any) -> None:
-        from models.scoring import Scorer
-
-        self._scorer = Scorer.from_checkpoint(Path(context.artifacts[CHECKPOINT_ARTIFACT]))
-
-    @property
-    def scorer(self) -> Scorer:
-        if self._scorer is None:
-            raise RuntimeError("RankflowCTRModel: load_context() has not run")
-        return self._scorer
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> np.ndarray:
-        # A DataFrame hint: MLflow validates input against the logged signature, not the hint.
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return np.asarray(self.scorer.predict_proba(frame), dtype=np.float64)
+__all__ = ["CHECKPOINT_ARTIFACT", "RankflowCTRModel", "checkpoint_of", "log_pyfunc_model"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,24 +160,20 @@ def _stage_code(folder: Path) -> list[str]:
     return staged
 
 
+def _write_model_code(file: Path) -> Path:
+    """The wrapper's source plus the ``set_model`` call MLflow's model-from-code expects.
+
+    Self-contained (MLflow also executes it while logging, before code paths are importable),
+    and importing :mod:`rankflow.tracking.ctr_wrapper` itself stays free of that side effect.
+    """
+    source = WRAPPER_FILE.read_text()
+    file.write_text(source.rstrip() + "\n\n\nmlflow.models.set_model(RankflowCTRModel())\n")
+    return file
+
+
 # --------------------------------------------------------------------------------------------
 # Logging and loading
 # --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_artifact_progress() -> Iterator[None]:
-    """No per-file download progress bars (they flood flow and CI logs) inside the block."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def log_pyfunc_model(
@@ -229,11 +198,11 @@ def log_pyfunc_model(
     scorer = Scorer.from_checkpoint(checkpoint)
     signature = model_signature(scorer.spec)
     example = input_example(scorer.spec, example_frame, example_rows)
-    with tempfile.TemporaryDirectory(prefix="rankflow-pyfunc-") as tmp, _quiet_artifact_progress():
+    apply_process_defaults()  # no per-file artifact progress bars in flow and CI logs
+    with tempfile.TemporaryDirectory(prefix="rankflow-pyfunc-") as tmp:
         folder = Path(tmp)
         code_paths = _stage_code(folder / "code")
-        model_code = folder / "rankflow_ctr_model.py"
-        model_code.write_text(_MODEL_CODE)
+        model_code = _write_model_code(folder / MODEL_CODE_FILE)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(model_code),
@@ -256,11 +225,13 @@ def checkpoint_of(model_uri: str, dst: Path | None = None) -> Path:
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
 
-    with _quiet_artifact_progress():
-        local = Path(download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None))
+    apply_process_defaults()  # no per-file download progress bars
+    local = Path(download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None))
     flavor = Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
     entry = (flavor.get("artifacts") or {}).get(CHECKPOINT_ARTIFACT) or {}
     path = local / entry["path"] if "path" in entry else None
     if path is None or not path.is_dir():
-        raise FileNotFoundError(f"{model_uri}: no {CHECKPOINT_ARTIFACT!r} artifact in {local}")
+        raise TrackingError(
+            f"{model_uri}: no {CHECKPOINT_ARTIFACT!r} artifact in {local}: not a rankflow model"
+        )
     return path

@@ -22,7 +22,7 @@ from flows.params import ConfigParams
 from models.synthetic import small_model_config
 from rankflow.config import load_config
 from rankflow.paths import StatePaths
-from rankflow.tracking.setup import MlflowServer, start_mlflow_server
+from rankflow.tracking.server import MlflowServer, start_mlflow_server
 from rankflow.training.step import TrainOutcome, train_and_register
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,5 @@
-"""The registry through ``train_and_register``: first champion, gates, re-runs, a killed run.
+"""The registry through ``train_and_register``: first champion, gates, re-runs, a killed run,
+and a logged model scoring in a fresh process that cannot import rankflow.
 
 Real MLflow (SQLite store in a temporary state dir), real training on a small synthetic
 training set (``models.synthetic``: the training-set contract's columns, no dbt or Feast),
@@ -17,29 +18,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from models.scoring import Scorer
 from models.synthetic import make_splits, small_model_config
 from rankflow.config import RankflowConfig, parse_config
 from rankflow.features.training_set import DateWindow, TrainingSet
 from rankflow.paths import REPO_ROOT, StatePaths
-from rankflow.registry.gates import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
-    TAG_FINGERPRINT,
-    aliases_of,
-    promote_champion,
-    versions,
-)
-from rankflow.training.step import (
-    TrainOutcome,
-    code_fingerprint,
-    data_fingerprint,
-    model_fingerprint,
-    train_and_register,
-)
+from rankflow.registry.aliases import aliases_of, promote_champion
+from rankflow.registry.promotion import CHALLENGER, CHAMPION, PREVIOUS
+from rankflow.registry.versions import TAG_FINGERPRINT, versions
+from rankflow.training.fingerprints import code_fingerprint, data_fingerprint, model_fingerprint
+from rankflow.training.outcome import TrainOutcome
+from rankflow.training.step import train_and_register
 
 pytestmark = pytest.mark.integration
 
@@ -354,3 +347,86 @@ def test_a_model_logged_but_not_registered_is_registered_from_its_run(
     assert again.candidates["dcn"].version == "2"
     assert _run_count(client, again) == runs  # nothing trained or logged again
     assert again.aliases == first.aliases
+
+
+EVAL_BATCH = 97  # not the default: the scorer must take it from the checkpoint's config
+_SCORE = """
+import importlib.abc, json, sys
+
+class NoRankflow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "rankflow" or name.startswith(("rankflow.", "flows")):
+            raise ImportError(f"scoring tried to import {name}")
+        return None
+
+sys.meta_path.insert(0, NoRankflow())
+
+import mlflow
+import pandas as pd
+
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+p = model.predict(pd.read_parquet(sys.argv[3]))
+import models
+print(json.dumps({
+    "p": [float(x) for x in p],
+    "type": type(p).__name__,
+    "models": models.__file__,
+    "rankflow_loaded": any(m == "rankflow" or m.startswith("rankflow.") for m in sys.modules),
+    "batch": model.unwrap_python_model().scorer.batch_size,
+}))
+"""
+
+
+def test_a_logged_model_scores_in_a_fresh_process_without_rankflow(
+    paths: StatePaths, training_set: TrainingSet, tmp_path: Path
+) -> None:
+    """Only the lock and the logged model: an isolated child (``-I``: no PYTHONPATH) in
+    another folder, where ``import rankflow`` fails, loads the champion and scores rows."""
+    import mlflow
+
+    outcome = _train(_config(), paths, training_set, **{"training.eval_batch_size": EVAL_BATCH})
+    assert outcome.champion is not None, outcome.decision
+    champion = outcome.candidates[outcome.champion["kind"]]
+    assert champion.checkpoint_path is not None
+    frame = training_set.test.head(200).reset_index(drop=True)
+    for column in ("user_impressions_7d", "user_ctr_7d", "user_days_since_last_click"):
+        frame.loc[0, column] = np.nan  # a new user's missing stats
+    frame.loc[1, "user_segment"] = None
+    rows = tmp_path / "rows.parquet"
+    frame.to_parquet(rows)
+    expected = Scorer.from_checkpoint(champion.checkpoint_path).predict_proba(frame)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = elsewhere / "score.py"
+    script.write_text(_SCORE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-I", str(script), outcome.tracking_uri, outcome.champion_uri, str(rows)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["type"] == "ndarray"
+    np.testing.assert_allclose(answer["p"], expected, rtol=1e-6, atol=1e-9)
+    assert answer["rankflow_loaded"] is False
+    # models came from the logged model's code, not from the checkout.
+    artifacts = str((paths.mlflow / "artifacts").resolve())
+    assert answer["models"].startswith(artifacts), answer["models"]
+    assert answer["batch"] == EVAL_BATCH
+
+    # What the model ships: the models package as code, the wrapper as its model code.
+    mlflow.set_tracking_uri(outcome.tracking_uri)
+    local = Path(
+        mlflow.artifacts.download_artifacts(outcome.champion_uri, dst_path=str(tmp_path / "dl"))
+    )
+    assert sorted(p.name for p in (local / "code").iterdir()) == ["models"]
+    (model_code,) = [p for p in local.rglob("*.py") if "code" not in p.relative_to(local).parts]
+    source = model_code.read_text()
+    assert "class RankflowCTRModel" in source and "set_model(RankflowCTRModel())" in source
+    assert "import rankflow" not in source and "from rankflow" not in source

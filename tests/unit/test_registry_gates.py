@@ -10,7 +10,8 @@ import pytest
 from rankflow.config import ConfigError, QualityGates, parse_config
 from rankflow.paths import StatePaths
 from rankflow.registry.gates import Candidate, GateResult, check_gates, comparison, pick_best
-from rankflow.tracking.setup import default_tracking_uri, resolve_tracking_uri
+from rankflow.settings import Settings
+from rankflow.tracking.setup import default_tracking_uri, resolve_tracking_uri, settings_of
 
 GOOD = {
     "auc": 0.72,
@@ -117,12 +118,25 @@ def test_registry_and_tracking_sections_are_validated() -> None:
     assert partial.registry.model_names.wide_deep == "rankflow-wide-deep"
 
 
-def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tracking_uri_precedence(tmp_path: Path) -> None:
+    """explicit argument > MLFLOW_TRACKING_URI (via Settings) > tracking.uri > SQLite default."""
     paths = StatePaths(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    plain = Settings.resolve(home=tmp_path, environ={})
     assert default_tracking_uri(paths) == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
-    assert resolve_tracking_uri(parse_config({}), paths) == default_tracking_uri(paths)
+    assert resolve_tracking_uri(parse_config({}), plain) == default_tracking_uri(paths)
     configured = parse_config({"tracking": {"uri": "http://mlflow.internal:5000"}})
-    assert resolve_tracking_uri(configured, paths) == "http://mlflow.internal:5000"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
-    assert resolve_tracking_uri(configured, paths) == "http://127.0.0.1:5001"
+    assert resolve_tracking_uri(configured, plain) == "http://mlflow.internal:5000"
+    from_env = Settings.resolve(
+        home=tmp_path, environ={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5001"}
+    )
+    assert from_env.mlflow_tracking_uri == "http://127.0.0.1:5001"
+    assert resolve_tracking_uri(configured, from_env) == "http://127.0.0.1:5001"
+    assert resolve_tracking_uri(configured, from_env, "http://x:1") == "http://x:1"
+    explicit = Settings.resolve(
+        mlflow_tracking_uri="http://explicit:1",
+        home=tmp_path,
+        environ={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5001"},
+    )
+    assert resolve_tracking_uri(configured, explicit) == "http://explicit:1"
+    # A bare StatePaths resolves its settings with that home (and the process environment).
+    assert settings_of(paths).home == tmp_path.resolve()

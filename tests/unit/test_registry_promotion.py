@@ -1,0 +1,184 @@
+"""Promotion as a pure decision: every branch of decide_promotion and promote_to_champion."""
+
+from __future__ import annotations
+
+import pytest
+
+from rankflow.config import RegistryConfig, parse_config
+from rankflow.registry.gates import Candidate, GateResult
+from rankflow.registry.promotion import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    AliasMove,
+    AliasTarget,
+    PromotionPlan,
+    ServingState,
+    decide_promotion,
+    promote_to_champion,
+)
+
+PASSED = GateResult(checks={"min_auc": "pass: AUC 0.7 >= 0.6"}, failures=())
+FAILED = GateResult(checks={"min_auc": "FAIL"}, failures=("min_auc: AUC 0.5 >= 0.6",))
+SERVING = "rankflow-ctr"
+
+
+def candidate(kind: str, auc: float, gate: GateResult = PASSED, version: str = "1") -> Candidate:
+    return Candidate(
+        kind=kind,
+        name=f"rankflow-{kind}",
+        version=version,
+        run_id=f"run-{kind}",
+        source=f"models:/m-{kind}",
+        model_id=f"m-{kind}",
+        fingerprint=f"fp-{kind}-{version}",
+        metrics={"auc": auc, "logloss": 0.4},
+        gate=gate,
+    )
+
+
+def registry(**overrides: object) -> RegistryConfig:
+    return parse_config({"registry": overrides}).registry
+
+
+def state(**aliases: AliasTarget) -> ServingState:
+    return ServingState(SERVING, aliases)
+
+
+WD, DCN = candidate("wide_deep", 0.71), candidate("dcn", 0.72)
+CHAMP = AliasTarget("3", fingerprint="fp-old", kind="wide_deep")
+
+
+def test_no_champion_yet_the_better_gated_candidate_becomes_champion() -> None:
+    plan = decide_promotion([WD, DCN], state(), registry())
+    assert plan.decision == "first_champion"
+    assert plan.promoted == CHAMPION
+    assert plan.expected_champion is None
+    (move,) = plan.moves
+    assert move.alias == CHAMPION and move.candidate == DCN and move.version is None
+    assert move.reason.startswith("first champion: DCN-V2 (rankflow-dcn v1) passed")
+    assert "best test auc" in move.reason
+    # The version is known only once the apply step has registered it in the serving model.
+    assert plan.describe(SERVING, {CHAMPION: "1"}).startswith("@champion -> rankflow-ctr v1: ")
+
+
+def test_select_by_a_lower_is_better_metric() -> None:
+    wd = Candidate(**{**WD.__dict__, "metrics": {"auc": 0.71, "logloss": 0.30}})
+    plan = decide_promotion([wd, DCN], state(), registry(select_by="logloss"))
+    assert plan.moves[0].candidate == wd
+
+
+def test_only_the_candidate_that_passes_its_gates_can_be_champion() -> None:
+    failing_better = candidate("dcn", 0.80, FAILED)
+    plan = decide_promotion([WD, failing_better], state(), registry())
+    assert plan.moves[0].candidate == WD
+
+
+def test_none_pass_moves_nothing_and_names_the_failures() -> None:
+    plan = decide_promotion(
+        [candidate("wide_deep", 0.5, FAILED), candidate("dcn", 0.5, FAILED)], state(), registry()
+    )
+    assert plan.decision == "no_champion"
+    assert plan.moves == () and plan.promoted is None
+    assert plan.reason.startswith("no champion: no candidate passed the quality gates")
+    assert "wide_deep: min_auc" in plan.reason and "dcn: min_auc" in plan.reason
+    assert plan.describe(SERVING) == plan.reason
+
+
+def test_a_tie_goes_to_the_earlier_kind_name_in_either_order() -> None:
+    a, b = candidate("wide_deep", 0.7), candidate("dcn", 0.7)
+    for order in ([a, b], [b, a]):
+        assert decide_promotion(order, state(), registry()).moves[0].candidate == b
+
+
+def test_champion_exists_register_only_moves_nothing() -> None:
+    plan = decide_promotion([WD, DCN], state(champion=CHAMP), registry())
+    assert plan.decision == "champion_kept"
+    assert plan.moves == () and plan.promoted is None
+    assert plan.expected_champion == "3"
+    assert plan.reason.startswith("champion stays rankflow-ctr v3 (wide_deep)")
+    assert "this run registered [wide_deep v1 auc 0.7100" in plan.reason
+
+
+def test_champion_exists_challenger_points_challenger_at_the_best() -> None:
+    plan = decide_promotion(
+        [WD, DCN], state(champion=CHAMP), registry(when_champion_exists="challenger")
+    )
+    assert plan.decision == "challenger" and plan.promoted == CHALLENGER
+    assert plan.expected_champion == "3"
+    (move,) = plan.moves
+    assert move.alias == CHALLENGER and move.candidate == DCN
+    assert move.reason.startswith("challenger: DCN-V2 passed the quality gates")
+    text = plan.describe(SERVING, {CHALLENGER: "4"})
+    assert text.startswith("champion stays rankflow-ctr v3")
+    assert "; @challenger -> v4: challenger:" in text
+
+
+@pytest.mark.parametrize(
+    ("aliases", "expected"),
+    [
+        ({"champion": AliasTarget("3", fingerprint=DCN.fingerprint)}, "is the champion itself"),
+        (
+            {"champion": CHAMP, "challenger": AliasTarget("4", fingerprint=DCN.fingerprint)},
+            "@challenger is already v4",
+        ),
+    ],
+)
+def test_challenger_is_not_moved_when_it_would_change_nothing(
+    aliases: dict[str, AliasTarget], expected: str
+) -> None:
+    plan = decide_promotion(
+        [WD, DCN], state(**aliases), registry(when_champion_exists="challenger")
+    )
+    assert plan.moves == () and plan.promoted is None
+    assert expected in plan.reason
+
+
+def test_challenger_mode_with_no_passing_candidate_moves_nothing() -> None:
+    plan = decide_promotion(
+        [candidate("dcn", 0.5, FAILED)],
+        state(champion=CHAMP),
+        registry(when_champion_exists="challenger"),
+    )
+    assert plan.moves == ()
+    assert "no challenger: no candidate passed the gates" in plan.reason
+
+
+def test_a_champion_whose_version_vanished_counts_as_no_champion() -> None:
+    gone = AliasTarget("3", exists=False)
+    plan = decide_promotion([WD, DCN], state(champion=gone), registry())
+    assert plan.decision == "first_champion"
+    # No @previous for a version that no longer exists; the apply step checks @champion is v3.
+    assert [m.alias for m in plan.moves] == [CHAMPION]
+    assert plan.expected_champion == "3"
+
+    failed = [candidate("dcn", 0.5, FAILED)]
+    plan = decide_promotion(failed, state(champion=gone), registry())
+    assert plan.decision == "no_champion"
+    (move,) = plan.moves
+    assert move.alias == CHAMPION and move.deletes
+    assert "v3 no longer exists" in move.reason
+    assert "@champion removed: v3 no longer exists" in plan.describe(SERVING)
+
+
+def test_promote_to_champion_writes_previous_before_champion() -> None:
+    plan = promote_to_champion(state(champion=CHAMP, challenger=AliasTarget("5")), "5", "won")
+    assert plan.decision == "promote" and plan.promoted == CHAMPION
+    assert plan.expected_champion == "3"
+    assert [(m.alias, m.version) for m in plan.moves] == [(PREVIOUS, "3"), (CHAMPION, "5")]
+    assert plan.moves[0].reason == "replaced as champion by v5"
+    assert plan.moves[1].reason == "won"
+
+
+def test_promote_to_champion_without_a_champion_or_when_already_champion() -> None:
+    first = promote_to_champion(state(), "2", "first")
+    assert [(m.alias, m.version) for m in first.moves] == [(CHAMPION, "2")]
+    same = promote_to_champion(state(champion=CHAMP), 3, "again")  # versions compare as strings
+    assert same.moves == () and same.promoted is None
+
+
+def test_a_move_names_a_version_or_a_candidate_not_both() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        AliasMove(CHAMPION, "x", version="1", candidate=WD)
+    assert AliasMove(CHAMPION, "x").deletes
+    assert isinstance(PromotionPlan("no_champion", "r"), PromotionPlan)

@@ -65,7 +65,7 @@ browser-deps: ## Install Debian's chromium for the browser test (only if it is m
 
 MLFLOW_PORT ?= 5000
 mlflow-ui: $(INSTALLED) ## Serve the MLflow UI over the state dir on http://127.0.0.1:$(MLFLOW_PORT)
-	PYTHONPATH=$(CURDIR) $(PY) -m rankflow.tracking.server --port $(MLFLOW_PORT)
+	$(PY) -m rankflow mlflow-ui --port $(MLFLOW_PORT)
 
 # Prefect (README.md, "Scheduled runs with Prefect"): a server, a process worker, the deployments
 # of prefect.yaml. Prefect's home (database, results, profiles) is the state dir's prefect/.

@@ -162,6 +162,12 @@ def cmd_training_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mlflow_ui(args: argparse.Namespace) -> int:
+    from rankflow.tracking.server import serve_ui
+
+    return serve_ui(_settings(args), port=args.port, host=args.host)
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     print(json.dumps(_settings(args).describe(), indent=2))
     return 0
@@ -222,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts = _add(sub, "training-set", cmd_training_set, "point-in-time training set through the "
               "feature service")  # fmt: skip
     ts.add_argument("--out", help="write train/valid/test parquet files into this folder")
+    ui = _add(sub, "mlflow-ui", cmd_mlflow_ui, "serve the MLflow UI over the state dir's store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
     _add(sub, "settings", cmd_settings, "print the resolved settings (secrets masked)")
     return parser
 

@@ -8,7 +8,6 @@ waits for ``/health``; :class:`MlflowServer` stops the whole group. :func:`serve
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -18,7 +17,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,19 +229,3 @@ def serve_ui(settings: Settings | StatePaths, port: int = 5000, host: str = LOOP
     finally:
         server.stop()
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rankflow.tracking.server [--host H] [--port N]`` (``make mlflow-ui``)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m rankflow.tracking.server",
-        description="MLflow UI over the rankflow state dir",
-    )
-    parser.add_argument("--host", default=LOOPBACK)
-    parser.add_argument("--port", type=int, default=5000)
-    args = parser.parse_args(argv)
-    return serve_ui(settings_of(None), port=args.port, host=args.host)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -43,6 +43,7 @@ from rankflow.config import RankflowConfig
 from rankflow.paths import StatePaths
 from rankflow.registry.aliases import alias_version, apply_plan, read_serving_state
 from rankflow.registry.gates import KIND_TITLES
+from rankflow.registry.lock import promotion_lock
 from rankflow.registry.promotion import CHAMPION, decide_promotion
 from rankflow.registry.versions import TAG_KIND, ensure_registered_model, find_version
 from rankflow.tracking.lineage import lineage_tags
@@ -115,7 +116,7 @@ def train_and_register(
         sources: dict[str, Source] = {}
         for kind in MODEL_KINDS:
             outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
-    return _promote(ctx, outcomes, sources, started)
+    return _promote(ctx, outcomes, sources, started, settings_of(paths, settings))
 
 
 def _model_config(
@@ -174,12 +175,20 @@ def _promote(
     outcomes: dict[str, CandidateOutcome],
     sources: dict[str, Source],
     started: float,
+    settings: Settings,
 ) -> TrainOutcome:
-    """Decide the alias moves (pure), apply them, and report where the aliases are."""
+    """Decide the alias moves (pure), apply them, and report where the aliases are.
+
+    Read, decide and write under the promotion lock (a file lock locally, a Postgres advisory
+    lock in the server profile): MLflow has no compare-and-set, and a concurrent canary or
+    train run must not decide on aliases that are about to move.
+    """
     client, serving = ctx.tracking.client, ctx.config.registry.serving_model
     candidates = [outcomes[k].candidate(*sources[k]) for k in MODEL_KINDS]
-    plan = decide_promotion(candidates, read_serving_state(client, serving), ctx.config.registry)
-    applied = apply_plan(client, serving, plan)
+    with promotion_lock(settings, serving):
+        state = read_serving_state(client, serving)
+        plan = decide_promotion(candidates, state, ctx.config.registry)
+        applied = apply_plan(client, serving, plan)
     decision = applied.describe(serving)
     outcome = TrainOutcome(
         tracking_uri=ctx.tracking.uri,

@@ -32,6 +32,14 @@ def train(config: ConfigParams = DEFAULT_CONFIG) -> RunSummary:
         lambda: tasks.training_set(resolved, paths),
         detail=lambda built: built.describe(),
     )
+    if resolved.scale_out.task_runner == "dask":
+        from flows.scale_out import train_families_in_parallel
+
+        record.run(
+            "train_families",
+            lambda: train_families_in_parallel(resolved, paths, training),
+            detail=lambda families: families,
+        )
     outcome = record.run(
         "train",
         lambda: tasks.train_and_register(resolved, paths, training),

@@ -41,7 +41,12 @@ from typing import TYPE_CHECKING, Any
 
 from rankflow.config import RankflowConfig
 from rankflow.paths import StatePaths
-from rankflow.registry.aliases import alias_version, apply_plan, read_serving_state
+from rankflow.registry.aliases import (
+    alias_version,
+    aliases_of,
+    apply_plan,
+    read_serving_state,
+)
 from rankflow.registry.gates import KIND_TITLES
 from rankflow.registry.lock import promotion_lock
 from rankflow.registry.promotion import CHAMPION, decide_promotion
@@ -52,6 +57,7 @@ from rankflow.training.baseline import prepare_shared
 from rankflow.training.candidate import (
     Source,
     StepHook,
+    logged_model_id,
     register_from_run,
     reused,
     train_candidate,
@@ -80,6 +86,8 @@ def train_and_register(
     model_overrides: Mapping[str, Any] | None = None,
     on_train_step: StepHook | None = None,
     settings: Settings | None = None,
+    families: tuple[str, ...] = MODEL_KINDS,
+    promote: bool = True,
 ) -> TrainOutcome:
     """Train, evaluate, log and register Wide & Deep and DCN; name a first champion.
 
@@ -88,6 +96,9 @@ def train_and_register(
     ``model_overrides`` applied). ``on_train_step(kind, step, loss)`` runs after every
     training step (progress reporting; tests use it to kill the process mid-training).
     ``settings``: where MLflow is (default: resolved for ``paths``' home).
+    ``families`` / ``promote=False``: train and register only these families and move no alias
+    (the Dask option trains each family in its own process this way; then one call with every
+    family reuses the registered versions and decides).
     """
     started = time.perf_counter()
     tracking = setup_tracking(config, settings_of(paths, settings))
@@ -114,8 +125,10 @@ def train_and_register(
         )
         outcomes: dict[str, CandidateOutcome] = {}
         sources: dict[str, Source] = {}
-        for kind in MODEL_KINDS:
+        for kind in families:
             outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
+    if not promote:
+        return _unpromoted(ctx, outcomes, started)
     return _promote(ctx, outcomes, sources, started, settings_of(paths, settings))
 
 
@@ -165,7 +178,8 @@ def _candidate(
             log.info("%s: run %s was logged but not registered", kind, run.info.run_id)
             existing = register_from_run(ctx, kind, fingerprint, run)
     if existing is not None:
-        return reused(ctx, kind, existing), (existing.source, getattr(existing, "model_id", None))
+        model_id = getattr(existing, "model_id", None) or logged_model_id(existing.source)
+        return reused(ctx, kind, existing), (existing.source, model_id)
     prepare_shared(ctx)
     return train_candidate(ctx, kind, fingerprint, on_train_step)
 
@@ -207,6 +221,27 @@ def _promote(
     )
     log.info("train step done in %.1f s: %s", outcome.seconds, decision)
     return outcome
+
+
+def _unpromoted(
+    ctx: StepContext, outcomes: dict[str, CandidateOutcome], started: float
+) -> TrainOutcome:
+    """The outcome of a call that trained some families and moved no alias (Dask tasks)."""
+    client, serving = ctx.tracking.client, ctx.config.registry.serving_model
+    return TrainOutcome(
+        tracking_uri=ctx.tracking.uri,
+        experiment_name=ctx.tracking.experiment_name,
+        experiment_id=ctx.tracking.experiment_id,
+        data_fingerprint=ctx.data_fp,
+        candidates=outcomes,
+        serving_model=serving,
+        aliases=aliases_of(client, serving),
+        promoted=None,
+        decision=f"no alias moved: trained {sorted(outcomes)} only; the caller decides",
+        baseline_metrics=ctx.baseline_metrics,
+        baseline_run_id=ctx.baseline_run_id,
+        seconds=round(time.perf_counter() - started, 2),
+    )
 
 
 def _champion_info(client: Any, serving: str) -> dict[str, Any] | None:

@@ -6,7 +6,9 @@
   refuses root); databases ``mlflow``, ``prefect`` and ``rankflow`` (the promotion lock).
 - ``mlflow_server``: ``mlflow server`` over Postgres (``postgresql+psycopg://``), serving the
   artifacts itself (``--serve-artifacts``), as in docker/compose.yaml.
-- ``prefect_server``: ``prefect server start`` over Postgres (``postgresql+asyncpg://``).
+- ``prefect_server``: ``prefect server start`` over Postgres (``postgresql+asyncpg://``), with
+  its services (the task-run recorder turns the events of Dask workers' task runs into rows)
+  but no scheduler (no deployments here).
 
 Each is session-scoped and started only when a test asks for it. A server that cannot start
 fails the tests that need it with its log's tail; none is mocked.
@@ -247,7 +249,7 @@ def prefect_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory)
     folder = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", LOOPBACK,
-               "--port", str(port), "--no-services"]  # fmt: skip
+               "--port", str(port), "--no-scheduler", "--no-late-runs"]  # fmt: skip
     env = quiet_env(
         PREFECT_HOME=str(folder / "home"),
         PREFECT_API_DATABASE_CONNECTION_URL=postgres.url("prefect", "asyncpg"),

@@ -3,8 +3,10 @@
 The same command as ``make run``; only the environment differs (what docker/compose.yaml sets):
 ``RANKFLOW_PROFILE=server``, Redis as Feast's online store, ``mlflow server`` on Postgres for
 tracking, registry and artifacts, a Prefect server on Postgres for the flow runs, and Postgres
-for the promotion lock. The assertions read each server back to show the run really used it
-and left nothing in the embedded stores.
+for the promotion lock. The run also takes the Dask option (``scale_out.task_runner: dask``),
+which needs the real Prefect server: the two model families train in two Dask worker processes.
+The assertions read each server back to show the run really used it and left nothing in the
+embedded stores.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -64,7 +67,7 @@ def server_run(tmp_path_factory, postgres, redis_server, mlflow_server, prefect_
     home = tmp_path_factory.mktemp("server-profile")
     env = server_env(home, postgres, redis_server, mlflow_server, prefect_server)
     result = subprocess.run(
-        [sys.executable, "-m", "rankflow", *SMALL, "run"],
+        [sys.executable, "-m", "rankflow", *SMALL, "--set", "scale_out.task_runner=dask", "run"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -132,3 +135,29 @@ def test_the_flow_runs_are_on_the_prefect_server(server_run, prefect_server) -> 
     assert by_flow.get("build-features") == "COMPLETED", by_flow
     assert by_flow.get("train") == "COMPLETED", by_flow
     assert not (server_run[0] / "prefect" / "prefect.db").exists()  # no temporary server's DB
+
+
+def test_the_families_trained_in_parallel_dask_processes(server_run, prefect_server) -> None:
+    home, _, _ = server_run
+    summary = json.loads(next((home / "runs").glob("*-pipeline-*/summary.json")).read_text())
+    families = summary["details"]["train_families"]
+    assert set(families) == {"wide_deep", "dcn"}
+    assert not any(f["reused"] for f in families.values())  # each was trained in its task
+    pids = {f["pid"] for f in families.values()}
+    assert len(pids) == 2  # two worker processes, neither of them the flow's
+    # The train-and-register step after them reused both versions and made the decision.
+    candidates = summary["details"]["train"]["candidates"]
+    assert all(c["reused"] for c in candidates.values())
+    assert {k: c["version"] for k, c in candidates.items()} == {
+        k: f["version"] for k, f in families.items()
+    }
+    assert summary["details"]["train"]["aliases"].get("champion")
+    # Task runs reach the server as events, recorded by its services shortly after.
+    family_runs: list[dict[str, Any]] = []
+    for _ in range(120):
+        task_runs = _post(f"{prefect_server}/task_runs/filter", {"limit": 200})
+        family_runs = [r for r in task_runs if r["name"].startswith("train-family")]
+        if len(family_runs) == 2 and all(r["state_type"] == "COMPLETED" for r in family_runs):
+            break
+        time.sleep(0.5)
+    assert sorted(r["state_type"] for r in family_runs) == ["COMPLETED", "COMPLETED"]

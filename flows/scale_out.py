@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from rankflow.config import RankflowConfig
     from rankflow.features.training_set import TrainingSet
     from rankflow.paths import StatePaths
+    from rankflow.settings import Settings
 
 
 @task(name="train-family", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
@@ -51,6 +52,24 @@ def train_family(
         "seconds": round(time.perf_counter() - started, 2),
         "pid": os.getpid(),  # the Dask worker process it ran in
     }
+
+
+def check_ready(config: RankflowConfig, settings: Settings) -> None:
+    """Refuse the Dask option up front, in one line, where it cannot work (see module doc)."""
+    from rankflow.errors import ConfigError
+    from rankflow.tracking.setup import is_local_store
+
+    if not settings.prefect_api_url:
+        raise ConfigError(
+            "scale_out.task_runner: dask needs a Prefect server (set PREFECT_API_URL); the "
+            "Dask worker processes cannot use Prefect's temporary per-run server"
+        )
+    tracking = settings.mlflow_tracking_uri or config.tracking.uri
+    if not tracking or is_local_store(tracking):
+        raise ConfigError(
+            "scale_out.task_runner: dask needs an MLflow tracking server (MLFLOW_TRACKING_URI "
+            f"or tracking.uri), not {tracking or 'the embedded SQLite store'}: it takes one writer"
+        )
 
 
 def train_families_in_parallel(

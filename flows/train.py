@@ -26,6 +26,11 @@ def train(config: ConfigParams = DEFAULT_CONFIG) -> RunSummary:
         config: the rankflow config (YAML path and dotted-key overrides), validated first.
     """
     resolved, paths = config.load(), StatePaths.default()
+    if resolved.scale_out.task_runner == "dask":  # fail before any work if it cannot run
+        from flows.scale_out import check_ready
+        from rankflow.settings import Settings
+
+        check_ready(resolved, Settings.resolve(home=paths.root))
     record = RunRecord(FLOW_NAME, config, resolved, paths)
     training = record.run(
         "training_set",

@@ -127,9 +127,7 @@ def train_and_register(
         sources: dict[str, Source] = {}
         for kind in families:
             outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
-    if not promote:
-        return _unpromoted(ctx, outcomes, started)
-    return _promote(ctx, outcomes, sources, started, settings_of(paths, settings))
+    return _promote(ctx, outcomes, sources, started, settings_of(paths, settings), promote)
 
 
 def _model_config(
@@ -190,20 +188,27 @@ def _promote(
     sources: dict[str, Source],
     started: float,
     settings: Settings,
+    promote: bool = True,
 ) -> TrainOutcome:
     """Decide the alias moves (pure), apply them, and report where the aliases are.
 
     Read, decide and write under the promotion lock (a file lock locally, a Postgres advisory
     lock in the server profile): MLflow has no compare-and-set, and a concurrent canary or
-    train run must not decide on aliases that are about to move.
+    train run must not decide on aliases that are about to move. ``promote=False`` (a call
+    that trained some families only, e.g. a Dask task) reports the aliases and moves none.
     """
     client, serving = ctx.tracking.client, ctx.config.registry.serving_model
-    candidates = [outcomes[k].candidate(*sources[k]) for k in MODEL_KINDS]
-    with promotion_lock(settings, serving):
-        state = read_serving_state(client, serving)
-        plan = decide_promotion(candidates, state, ctx.config.registry)
-        applied = apply_plan(client, serving, plan)
-    decision = applied.describe(serving)
+    promoted: str | None = None
+    if promote:
+        candidates = [outcomes[k].candidate(*sources[k]) for k in MODEL_KINDS]
+        with promotion_lock(settings, serving):
+            state = read_serving_state(client, serving)
+            plan = decide_promotion(candidates, state, ctx.config.registry)
+            applied = apply_plan(client, serving, plan)
+        aliases, promoted, decision = applied.aliases, plan.promoted, applied.describe(serving)
+    else:
+        aliases = aliases_of(client, serving)
+        decision = f"no alias moved: trained {sorted(outcomes)} only; the caller decides"
     outcome = TrainOutcome(
         tracking_uri=ctx.tracking.uri,
         experiment_name=ctx.tracking.experiment_name,
@@ -211,8 +216,8 @@ def _promote(
         data_fingerprint=ctx.data_fp,
         candidates=outcomes,
         serving_model=serving,
-        aliases=applied.aliases,
-        promoted=plan.promoted,
+        aliases=aliases,
+        promoted=promoted,
         decision=decision,
         baseline_metrics=ctx.baseline_metrics,
         baseline_run_id=ctx.baseline_run_id,
@@ -221,27 +226,6 @@ def _promote(
     )
     log.info("train step done in %.1f s: %s", outcome.seconds, decision)
     return outcome
-
-
-def _unpromoted(
-    ctx: StepContext, outcomes: dict[str, CandidateOutcome], started: float
-) -> TrainOutcome:
-    """The outcome of a call that trained some families and moved no alias (Dask tasks)."""
-    client, serving = ctx.tracking.client, ctx.config.registry.serving_model
-    return TrainOutcome(
-        tracking_uri=ctx.tracking.uri,
-        experiment_name=ctx.tracking.experiment_name,
-        experiment_id=ctx.tracking.experiment_id,
-        data_fingerprint=ctx.data_fp,
-        candidates=outcomes,
-        serving_model=serving,
-        aliases=aliases_of(client, serving),
-        promoted=None,
-        decision=f"no alias moved: trained {sorted(outcomes)} only; the caller decides",
-        baseline_metrics=ctx.baseline_metrics,
-        baseline_run_id=ctx.baseline_run_id,
-        seconds=round(time.perf_counter() - started, 2),
-    )
 
 
 def _champion_info(client: Any, serving: str) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from rankflow.registry.gates import TAG_KIND
+from rankflow.registry.versions import TAG_KIND
 from rankflow.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e]

@@ -16,6 +16,8 @@ fails the tests that need it with its log's tail; none is mocked.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import pwd
 import shutil
@@ -90,6 +92,13 @@ class Server:
                 self.process.wait(timeout=30)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies (even by SIGKILL), so an
+    aborted session leaves no server behind (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def start(name: str, command: list[str], log: Path, address: str, **kwargs) -> Server:
     handle = log.open("wb")
     process = subprocess.Popen(
@@ -98,6 +107,7 @@ def start(name: str, command: list[str], log: Path, address: str, **kwargs) -> S
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
         **kwargs,
     )
     handle.close()  # the child keeps its own descriptor

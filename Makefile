@@ -16,7 +16,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: help install run test test-unit test-integration lint format lock bench bench-models docs clean clean-state \
-	browser-deps mlflow-ui
+	browser-deps redis-deps mlflow-ui
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,7 +33,7 @@ install: $(INSTALLED) ## Create .state/venv from requirements.lock (only when th
 run: $(INSTALLED) ## Set up if needed, then run the main job on the embedded defaults
 	$(PY) -m rankflow run
 
-test: $(INSTALLED) browser-deps ## Run every test (unit, integration, e2e)
+test: $(INSTALLED) browser-deps redis-deps ## Run every test (unit, integration, e2e, server)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED) ## Run the unit tests only
@@ -62,6 +62,14 @@ SUDO := $(shell test "$$(id -u)" -eq 0 || echo sudo)
 browser-deps: ## Install Debian's chromium for the browser test (only if it is missing)
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
+
+# The server-profile tests (tests/server) start a real redis-server (Debian's 7.0) and
+# PostgreSQL 15 (on these machines already) on loopback, and stop them afterwards.
+REDIS_SERVER := /usr/bin/redis-server
+
+redis-deps: ## Install Debian's redis-server for the server-profile tests (only if it is missing)
+	@test -x $(REDIS_SERVER) || { $(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y redis-server; }
 
 MLFLOW_PORT ?= 5000
 mlflow-ui: $(INSTALLED) ## Serve the MLflow UI over the state dir on http://127.0.0.1:$(MLFLOW_PORT)

@@ -26,12 +26,25 @@ def train(config: ConfigParams = DEFAULT_CONFIG) -> RunSummary:
         config: the rankflow config (YAML path and dotted-key overrides), validated first.
     """
     resolved, paths = config.load(), StatePaths.default()
+    if resolved.scale_out.task_runner == "dask":  # fail before any work if it cannot run
+        from flows.scale_out import check_ready
+        from rankflow.settings import Settings
+
+        check_ready(resolved, Settings.resolve(home=paths.root))
     record = RunRecord(FLOW_NAME, config, resolved, paths)
     training = record.run(
         "training_set",
         lambda: tasks.training_set(resolved, paths),
         detail=lambda built: built.describe(),
     )
+    if resolved.scale_out.task_runner == "dask":
+        from flows.scale_out import train_families_in_parallel
+
+        record.run(
+            "train_families",
+            lambda: train_families_in_parallel(resolved, paths, training),
+            detail=lambda families: families,
+        )
     outcome = record.run(
         "train",
         lambda: tasks.train_and_register(resolved, paths, training),

@@ -197,6 +197,18 @@ class CanaryConfig(_Strict):
     online: OnlineGateConfig = Field(default_factory=OnlineGateConfig)
 
 
+class ScaleOutConfig(_Strict):
+    """How the train step spreads its work (``scale_out:``; docs/scale-out.md)."""
+
+    task_runner: Literal["sequential", "dask"] = Field(
+        "sequential",
+        description="'dask': train the model families in parallel on a local Dask cluster of "
+        "processes (needs a Prefect server: PREFECT_API_URL; and a tracking server, since "
+        "SQLite takes one writer); 'sequential': one after the other in the flow's process",
+    )
+    dask_workers: int = Field(2, ge=1, le=64, description="Dask worker processes (one thread each)")
+
+
 class RankflowConfig(_Strict):
     """The whole pipeline configuration."""
 
@@ -217,6 +229,7 @@ class RankflowConfig(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    scale_out: ScaleOutConfig = Field(default_factory=ScaleOutConfig)
 
     def resolved_raw_dir(self, paths: StatePaths) -> Path:
         return Path(self.raw_dir).expanduser().resolve() if self.raw_dir else paths.raw

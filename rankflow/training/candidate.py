@@ -260,11 +260,21 @@ def _version_tags(
     return {k: v[:5000] for k, v in tags.items()}
 
 
+def logged_model_id(model_uri: str | None) -> str | None:
+    """``models:/m-abc`` -> ``m-abc``, the logged model's id (None for other URIs).
+
+    A version read back over REST may lack ``model_id``, and an MLflow server refuses to
+    register a ``models:/m-...`` source without it: the source names it.
+    """
+    if model_uri and model_uri.startswith("models:/m-"):
+        return model_uri.removeprefix("models:/")
+    return None
+
+
 def register_from_run(ctx: StepContext, kind: str, fingerprint: str, run: Any) -> Any:
     """Register the model a finished run logged (its process died before registering)."""
     model_uri = run.data.tags[TAG_MODEL_URI]
-    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    return _register(ctx, kind, fingerprint, run.info.run_id, model_uri, model_id)
+    return _register(ctx, kind, fingerprint, run.info.run_id, model_uri, logged_model_id(model_uri))
 
 
 def reused(ctx: StepContext, kind: str, version: Any) -> CandidateOutcome:

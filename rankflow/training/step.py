@@ -41,8 +41,14 @@ from typing import TYPE_CHECKING, Any
 
 from rankflow.config import RankflowConfig
 from rankflow.paths import StatePaths
-from rankflow.registry.aliases import alias_version, apply_plan, read_serving_state
+from rankflow.registry.aliases import (
+    alias_version,
+    aliases_of,
+    apply_plan,
+    read_serving_state,
+)
 from rankflow.registry.gates import KIND_TITLES
+from rankflow.registry.lock import promotion_lock
 from rankflow.registry.promotion import CHAMPION, decide_promotion
 from rankflow.registry.versions import TAG_KIND, ensure_registered_model, find_version
 from rankflow.tracking.lineage import lineage_tags
@@ -51,6 +57,7 @@ from rankflow.training.baseline import prepare_shared
 from rankflow.training.candidate import (
     Source,
     StepHook,
+    logged_model_id,
     register_from_run,
     reused,
     train_candidate,
@@ -79,6 +86,8 @@ def train_and_register(
     model_overrides: Mapping[str, Any] | None = None,
     on_train_step: StepHook | None = None,
     settings: Settings | None = None,
+    families: tuple[str, ...] = MODEL_KINDS,
+    promote: bool = True,
 ) -> TrainOutcome:
     """Train, evaluate, log and register Wide & Deep and DCN; name a first champion.
 
@@ -87,6 +96,9 @@ def train_and_register(
     ``model_overrides`` applied). ``on_train_step(kind, step, loss)`` runs after every
     training step (progress reporting; tests use it to kill the process mid-training).
     ``settings``: where MLflow is (default: resolved for ``paths``' home).
+    ``families`` / ``promote=False``: train and register only these families and move no alias
+    (the Dask option trains each family in its own process this way; then one call with every
+    family reuses the registered versions and decides).
     """
     started = time.perf_counter()
     tracking = setup_tracking(config, settings_of(paths, settings))
@@ -113,9 +125,9 @@ def train_and_register(
         )
         outcomes: dict[str, CandidateOutcome] = {}
         sources: dict[str, Source] = {}
-        for kind in MODEL_KINDS:
+        for kind in families:
             outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
-    return _promote(ctx, outcomes, sources, started)
+    return _promote(ctx, outcomes, sources, started, settings_of(paths, settings), promote)
 
 
 def _model_config(
@@ -164,7 +176,8 @@ def _candidate(
             log.info("%s: run %s was logged but not registered", kind, run.info.run_id)
             existing = register_from_run(ctx, kind, fingerprint, run)
     if existing is not None:
-        return reused(ctx, kind, existing), (existing.source, getattr(existing, "model_id", None))
+        model_id = getattr(existing, "model_id", None) or logged_model_id(existing.source)
+        return reused(ctx, kind, existing), (existing.source, model_id)
     prepare_shared(ctx)
     return train_candidate(ctx, kind, fingerprint, on_train_step)
 
@@ -174,13 +187,28 @@ def _promote(
     outcomes: dict[str, CandidateOutcome],
     sources: dict[str, Source],
     started: float,
+    settings: Settings,
+    promote: bool = True,
 ) -> TrainOutcome:
-    """Decide the alias moves (pure), apply them, and report where the aliases are."""
+    """Decide the alias moves (pure), apply them, and report where the aliases are.
+
+    Read, decide and write under the promotion lock (a file lock locally, a Postgres advisory
+    lock in the server profile): MLflow has no compare-and-set, and a concurrent canary or
+    train run must not decide on aliases that are about to move. ``promote=False`` (a call
+    that trained some families only, e.g. a Dask task) reports the aliases and moves none.
+    """
     client, serving = ctx.tracking.client, ctx.config.registry.serving_model
-    candidates = [outcomes[k].candidate(*sources[k]) for k in MODEL_KINDS]
-    plan = decide_promotion(candidates, read_serving_state(client, serving), ctx.config.registry)
-    applied = apply_plan(client, serving, plan)
-    decision = applied.describe(serving)
+    promoted: str | None = None
+    if promote:
+        candidates = [outcomes[k].candidate(*sources[k]) for k in MODEL_KINDS]
+        with promotion_lock(settings, serving):
+            state = read_serving_state(client, serving)
+            plan = decide_promotion(candidates, state, ctx.config.registry)
+            applied = apply_plan(client, serving, plan)
+        aliases, promoted, decision = applied.aliases, plan.promoted, applied.describe(serving)
+    else:
+        aliases = aliases_of(client, serving)
+        decision = f"no alias moved: trained {sorted(outcomes)} only; the caller decides"
     outcome = TrainOutcome(
         tracking_uri=ctx.tracking.uri,
         experiment_name=ctx.tracking.experiment_name,
@@ -188,8 +216,8 @@ def _promote(
         data_fingerprint=ctx.data_fp,
         candidates=outcomes,
         serving_model=serving,
-        aliases=applied.aliases,
-        promoted=plan.promoted,
+        aliases=aliases,
+        promoted=promoted,
         decision=decision,
         baseline_metrics=ctx.baseline_metrics,
         baseline_run_id=ctx.baseline_run_id,

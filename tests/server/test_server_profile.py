@@ -1,0 +1,204 @@
+"""The main job in the server profile: ``rankflow run`` against real servers on loopback.
+
+The same command as ``make run``; only the environment differs (what docker/compose.yaml sets):
+``RANKFLOW_PROFILE=server``, Redis as Feast's online store, ``mlflow server`` on Postgres for
+tracking, registry and artifacts, a Prefect server on Postgres for the flow runs, and Postgres
+for the promotion lock. The run also takes the Dask option (``scale_out.task_runner: dask``),
+which needs the real Prefect server: the two model families train in two Dask worker processes.
+The assertions read each server back to show the run really used it and left nothing in the
+embedded stores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rankflow.registry.versions import TAG_KIND
+from rankflow.settings import REPO_ROOT
+
+pytestmark = [pytest.mark.server, pytest.mark.e2e]
+
+SMALL = [
+    "--set", "simulation.n_users=300",
+    "--set", "simulation.n_items=120",
+    "--set", "simulation.n_impressions=20000",
+    "--set", "simulation.days=8",
+    "--set", "simulation.end_date=2026-03-11",
+    "--set", "training_set.valid_days=2",
+    "--set", "training_set.test_days=2",
+]  # fmt: skip
+
+
+def server_env(home: Path, postgres, redis_server: str, mlflow_server, prefect_server: str) -> dict:
+    """The server profile's environment, as the compose file gives it to rankflow services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANKFLOW_", "MLFLOW_"))}
+    return {
+        **env,
+        "RANKFLOW_PROFILE": "server",
+        "RANKFLOW_HOME": str(home),
+        "RANKFLOW_REDIS": redis_server,
+        "RANKFLOW_POSTGRES_URL": postgres.url("rankflow"),
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_HOME": str(home / "prefect"),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+
+
+def _post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def server_run(tmp_path_factory, postgres, redis_server, mlflow_server, prefect_server):
+    home = tmp_path_factory.mktemp("server-profile")
+    env = server_env(home, postgres, redis_server, mlflow_server, prefect_server)
+    result = subprocess.run(
+        [sys.executable, "-m", "rankflow", *SMALL, "--set", "scale_out.task_runner=dask", "run"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return home, env, result
+
+
+def test_settings_resolve_to_the_server_profile(server_run) -> None:
+    home, env, _ = server_run
+    shown = subprocess.run(
+        [sys.executable, "-m", "rankflow", "settings"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    settings = json.loads(shown)
+    assert settings["profile"] == "server"
+    assert settings["feast_online_store"] == "redis"
+    assert settings["home"] == str(home)
+
+
+def test_the_models_went_to_the_mlflow_server_on_postgres(server_run, postgres, mlflow_server):
+    import psycopg
+    from mlflow import MlflowClient
+
+    home, _, _ = server_run
+    client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
+    champion = client.get_model_version_by_alias("rankflow-ctr", "champion")
+    assert champion.version
+    experiment = client.get_experiment_by_name("rankflow-ctr")
+    assert experiment is not None
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
+    runs = client.search_runs([experiment.experiment_id])
+    kinds = {r.data.tags.get(TAG_KIND) for r in runs}
+    assert {"wide_deep", "dcn"} <= kinds, kinds
+    assert all(r.info.status == "FINISHED" for r in runs)
+    # The server stored the uploaded artifacts in its own folder, the rows in Postgres.
+    assert any(mlflow_server.artifacts.rglob("MLmodel"))
+    with psycopg.connect(postgres.url("mlflow")) as connection:
+        names = {row[0] for row in connection.execute("SELECT name FROM registered_models")}
+    assert {"rankflow-ctr", "rankflow-wide-deep", "rankflow-dcn"} <= names
+    # Nothing went to the embedded store.
+    assert not (home / "mlflow" / "mlflow.db").exists()
+    assert not (home / "mlflow" / "artifacts").exists() or not any(
+        (home / "mlflow" / "artifacts").iterdir()
+    )
+
+
+def test_the_online_store_is_redis(server_run, redis_server) -> None:
+    import redis
+
+    home, _, _ = server_run
+    host, port = redis_server.split(":")
+    keys = redis.Redis(host=host, port=int(port)).keys("*")
+    assert len(keys) >= 300  # one hash per entity key (users and items), at least
+    assert not (home / "feast" / "online_store.db").exists()
+
+
+def test_the_flow_runs_are_on_the_prefect_server(server_run, prefect_server) -> None:
+    runs = _post(f"{prefect_server}/flow_runs/filter", {"limit": 50})
+    flows = {f["id"]: f["name"] for f in _post(f"{prefect_server}/flows/filter", {"limit": 50})}
+    by_flow = {flows[r["flow_id"]]: r["state_type"] for r in runs}
+    assert by_flow.get("pipeline") == "COMPLETED", by_flow
+    assert by_flow.get("build-features") == "COMPLETED", by_flow
+    assert by_flow.get("train") == "COMPLETED", by_flow
+    assert not (server_run[0] / "prefect" / "prefect.db").exists()  # no temporary server's DB
+
+
+def test_the_families_trained_in_parallel_dask_processes(server_run, prefect_server) -> None:
+    home, _, _ = server_run
+    summary = json.loads(next((home / "runs").glob("*-pipeline-*/summary.json")).read_text())
+    families = summary["details"]["train_families"]
+    assert set(families) == {"wide_deep", "dcn"}
+    assert not any(f["reused"] for f in families.values())  # each was trained in its task
+    pids = {f["pid"] for f in families.values()}
+    assert len(pids) == 2  # two worker processes, neither of them the flow's
+    # The train-and-register step after them reused both versions and made the decision.
+    candidates = summary["details"]["train"]["candidates"]
+    assert all(c["reused"] for c in candidates.values())
+    assert {k: c["version"] for k, c in candidates.items()} == {
+        k: f["version"] for k, f in families.items()
+    }
+    assert summary["details"]["train"]["aliases"].get("champion")
+    # Task runs reach the server as events, recorded by its services shortly after.
+    family_runs: list[dict[str, Any]] = []
+    for _ in range(120):
+        task_runs = _post(f"{prefect_server}/task_runs/filter", {"limit": 200})
+        family_runs = [r for r in task_runs if r["name"].startswith("train-family")]
+        if len(family_runs) == 2 and all(r["state_type"] == "COMPLETED" for r in family_runs):
+            break
+        time.sleep(0.5)
+    assert sorted(r["state_type"] for r in family_runs) == ["COMPLETED", "COMPLETED"]
+
+
+def test_online_reads_from_redis_match_the_offline_store(
+    server_run, redis_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's read path (Feast SDK over Redis) gives what point-in-time retrieval gives
+    at the materialization end: the Redis online store holds the right values, not just keys."""
+    import pandas as pd
+
+    from rankflow.features.store import (
+        coerce_features,
+        exports_as_of,
+        feature_service_schema,
+        online_features,
+        open_store,
+    )
+    from rankflow.paths import StatePaths
+
+    home, _, _ = server_run
+    monkeypatch.setenv("RANKFLOW_REDIS", redis_server)
+    paths = StatePaths(home)
+    users = pd.read_parquet(home / "raw" / "users").sort_values("user_id").head(8)
+    items = pd.read_parquet(home / "raw" / "items").sort_values("item_id").head(8)
+    rows = [
+        {"user_id": int(u), "item_id": int(i), "category": str(c), "position": 1 + n % 3,
+         "device": "mobile", "hour_of_day": 12}
+        for n, (u, i, c) in enumerate(zip(users.user_id, items.item_id, items.category, strict=True))
+    ]  # fmt: skip
+    online = online_features(paths, rows, profile="redis")
+    end = exports_as_of(paths)
+    entity_df = pd.DataFrame(rows).assign(event_timestamp=pd.Timestamp(end))
+    entity_df[["position", "hour_of_day"]] = entity_df[["position", "hour_of_day"]].astype("int32")
+    with open_store(paths, profile="redis") as store:
+        schema = feature_service_schema(store)
+        offline = store.get_historical_features(
+            entity_df=entity_df, features=store.get_feature_service("ctr_ranker_v1")
+        ).to_df()
+    offline = coerce_features(offline, schema).set_index("user_id").sort_index()
+    online = online.set_index("user_id").sort_index()
+    assert online["user_segment"].notna().all()  # attributes came back from Redis
+    pd.testing.assert_frame_equal(online[list(schema)], offline[list(schema)], check_exact=False)

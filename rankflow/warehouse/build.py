@@ -66,6 +66,7 @@ EXPORT_MODELS: dict[str, str] = {
     "export_user_category_daily_features": "user_category_daily_features.parquet",
 }
 
+
 class WarehouseError(RankflowError, RuntimeError):
     """A warehouse operation (build or docs) that did not complete."""
 
@@ -97,7 +98,6 @@ class WarehouseResult:
     elapsed_seconds: float = 0.0
     plan: str = ""  # what the build redid: full (why) or which days
     skipped: list[str] = field(default_factory=list)  # raw paths that are not data
-
 
     def __str__(self) -> str:
         lines = [

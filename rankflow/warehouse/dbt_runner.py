@@ -153,5 +153,3 @@ def invocation_id() -> str:
     from dbt_common.invocation import get_invocation_id
 
     return get_invocation_id()
-
-

@@ -76,7 +76,9 @@ def load_days(
     con: duckdb.DuckDBPyConnection, listing: RawListing, days: Iterable[date] | None
 ) -> None:
     """Append the impressions files of ``days`` (None: every partition) to ``raw.impressions``."""
-    wanted = listing.partitions if days is None else {d: listing.partitions.get(d, []) for d in days}
+    wanted = (
+        listing.partitions if days is None else {d: listing.partitions.get(d, []) for d in days}
+    )
     load_files(con, "impressions", [path for files in wanted.values() for path in files])
 
 

@@ -17,11 +17,13 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rankflow.data.contract import ContractError
+from rankflow.data.simulate import SimulationConfig, simulate
 from rankflow.paths import StatePaths
 from rankflow.warehouse.build import EXPORT_MODELS, WarehouseResult, build_warehouse
 
@@ -221,3 +223,191 @@ def apply_op(
         day_rows(pick, 501).to_parquet(folder / ".x.parquet")
         (folder / "extra.csv").write_text("event_id\nnope\n")
     return days, clock
+
+
+# --- the cases of issue #9, one by one ---------------------------------------------------------
+
+
+@pytest.fixture
+def three_days(tmp_path: Path) -> tuple[StatePaths, list[date], datetime]:
+    paths = StatePaths(tmp_path / "state")
+    days = [START + timedelta(days=k) for k in range(3)]
+    new_raw(paths.raw, days)
+    clock = at(days[-1], 20)
+    build(paths, clock)
+    return paths, days, clock
+
+
+def test_a_future_partition_never_stops_later_days(
+    three_days: tuple[StatePaths, list[date], datetime], tmp_path: Path
+) -> None:
+    paths, days, clock = three_days
+    future = days[-1] + timedelta(days=5)
+    put_day(paths.raw, future, day_rows(future, 1))
+    build(paths, clock)
+    future_sql = (
+        "select count(*) from quarantined_impressions "
+        f"where reason = 'future_ts' and event_date = '{future}'"
+    )
+    assert count(paths, future_sql) == 6
+    # the next days arrive and the clock moves on: they load although a later day exists
+    later = [days[-1] + timedelta(days=k) for k in (1, 2)]
+    for day in later:
+        put_day(paths.raw, day, day_rows(day, 1))
+    clock = at(later[-1], 22)
+    build(paths, clock)
+    assert (
+        count(
+            paths, f"select count(*) from fct_labelled_impressions where event_date = '{later[-1]}'"
+        )
+        > 0
+    )
+    # the bad partition is removed: it leaves the quarantine, nothing else needed
+    shutil.rmtree(paths.raw / "impressions" / f"event_date={future}")
+    build(paths, clock)
+    assert count(paths, future_sql) == 0
+    assert count(paths, f"select count(*) from stg_impressions where event_date = '{future}'") == 0
+    assert_equals_full_build(paths, clock, tmp_path / "full")
+
+
+def test_a_rewritten_older_partition_replaces_that_day(
+    three_days: tuple[StatePaths, list[date], datetime], tmp_path: Path
+) -> None:
+    paths, days, clock = three_days
+    put_day(paths.raw, days[0], day_rows(days[0], 0).head(1))  # outside the 1-day lookback
+    result = build(paths, clock)
+    assert not result.full_refresh
+    assert count(paths, f"select count(*) from stg_impressions where event_date = '{days[0]}'") == 1
+    assert_equals_full_build(paths, clock, tmp_path / "full")
+
+
+def test_resimulating_with_a_later_end_date_keeps_no_old_day(tmp_path: Path) -> None:
+    """The simulator's own output, re-run one day later, whatever it does with existing days."""
+    paths = StatePaths(tmp_path / "state")
+    end = date(2024, 3, 8)
+    config = SimulationConfig(n_users=40, n_items=20, n_impressions=700, days=4, end_date=end)
+    simulate(config, paths.raw, paths.truth)
+    build(paths, at(end, 1))
+    later = config.model_copy(update={"end_date": end + timedelta(days=1)})
+    simulate(later, paths.raw, paths.truth)
+    clock = at(end + timedelta(days=1), 1)
+    build(paths, clock)
+    raw_days = sorted(
+        p.name.split("=")[1] for p in (paths.raw / "impressions").iterdir() if p.is_dir()
+    )
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        built = [
+            str(r[0])
+            for r in con.execute(
+                "select distinct event_date from stg_impressions order by 1"
+            ).fetchall()
+        ]
+        truth_ids = set(pd.read_parquet(paths.truth / "impressions")["event_id"])
+        ids = {
+            r[0] for r in con.execute("select event_id from fct_labelled_impressions").fetchall()
+        }
+    finally:
+        con.close()
+    assert built == raw_days
+    assert ids <= truth_ids  # every label in the warehouse belongs to today's simulation
+    assert_equals_full_build(paths, clock, tmp_path / "full")
+
+
+def test_files_the_contract_skips_are_never_loaded(
+    three_days: tuple[StatePaths, list[date], datetime], tmp_path: Path
+) -> None:
+    paths, days, clock = three_days
+    before = count(paths, "select count(*) from stg_impressions")
+    folder = paths.raw / "impressions" / f"event_date={days[1]}"
+    day_rows(days[1], 7).to_parquet(folder / "_x.parquet")
+    day_rows(days[1], 8).to_parquet(folder / ".x.parquet")
+    (folder / "extra.csv").write_text("event_id\nx\n")
+    spark = paths.raw / "impressions" / "_temporary" / "0"
+    spark.mkdir(parents=True)
+    day_rows(days[1], 9).to_parquet(spark / "part-0.parquet")
+    result = build(paths, clock)
+    assert count(paths, "select count(*) from stg_impressions") == before
+    prefix = f"raw/impressions/event_date={days[1]}/"
+    assert {prefix + "_x.parquet", prefix + ".x.parquet", prefix + "extra.csv"} <= set(
+        result.skipped
+    )
+    assert "raw/impressions/_temporary" in result.skipped
+    assert "skipped raw paths (not data)" in str(result)
+    assert_equals_full_build(paths, clock, tmp_path / "full")
+
+
+def test_a_file_with_corrupt_pages_fails_the_contract_check_by_name(
+    three_days: tuple[StatePaths, list[date], datetime],
+) -> None:
+    paths, days, clock = three_days
+    path = paths.raw / "impressions" / f"event_date={days[1]}" / "part-0.parquet"
+    pq.write_table(pq.read_table(path), path, write_page_checksum=True)
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    for k in range(64, len(data) - footer - 64, 97):  # damage the pages, keep the footer valid
+        data[k] ^= 0xFF
+    path.write_bytes(bytes(data))
+    pq.read_metadata(path)  # the footer still reads: only a page-by-page read finds the damage
+    before = tables_of(paths)
+    with pytest.raises(
+        ContractError, match=rf"event_date={days[1]}/part-0.parquet: is not a readable"
+    ):
+        build(paths, clock)
+    after = tables_of(paths)
+    assert all(before[k].equals(after[k]) for k in before)
+
+
+def test_build_checks_the_contract_and_a_fixed_day_leaves_the_quarantine(
+    three_days: tuple[StatePaths, list[date], datetime], tmp_path: Path
+) -> None:
+    paths, days, clock = three_days
+    good = day_rows(days[0], 0)
+    put_day(paths.raw, days[0], good.drop(columns=["device"]))
+    with pytest.raises(ContractError, match="column 'device' is missing"):
+        build(paths, clock)
+    # a day of rows with a bad device value is quarantined, then fixed
+    put_day(paths.raw, days[0], good.assign(device="fridge"))
+    result = build(paths, clock)
+    assert result.quarantine_counts.get("invalid_device", 0) > 0
+    put_day(paths.raw, days[0], good)
+    result = build(paths, clock)
+    assert "invalid_device" not in result.quarantine_counts
+    assert (
+        count(paths, "select count(*) from quarantined_impressions where reason = 'invalid_device'")
+        == 0
+    )
+    assert_equals_full_build(paths, clock, tmp_path / "full")
+
+
+def test_a_raw_folder_named_with_a_quote_a_space_and_a_semicolon(tmp_path: Path) -> None:
+    raw = tmp_path / "it's raw; data"
+    days = [START, START + timedelta(days=1)]
+    new_raw(raw, days)
+    paths = StatePaths(tmp_path / "state")
+    result = build_warehouse(paths, as_of=at(days[-1], 23), raw_dir=raw)
+    assert result.row_counts["stg_impressions"] == 12
+    put_day(raw, days[0], day_rows(days[0], 3).head(2))
+    result = build_warehouse(paths, as_of=at(days[-1], 23), raw_dir=raw)
+    assert result.row_counts["stg_impressions"] == 8
+    assert (
+        count(
+            paths,
+            "select count(*) from stg_impressions where _source_file like '%it''s raw; data%'",
+        )
+        == 8
+    )
+
+
+def test_an_unchanged_raw_folder_rebuilds_only_the_lookback(
+    three_days: tuple[StatePaths, list[date], datetime],
+) -> None:
+    paths, days, clock = three_days
+    result = build(paths, clock)
+    assert result.plan.startswith("incremental: 0 changed day(s), 1 day(s) reloaded")
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        reloaded = con.execute("select day from _rankflow.reload_days").fetchall()
+    finally:
+        con.close()
+    assert reloaded == [(days[-1],)]

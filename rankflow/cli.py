@@ -243,7 +243,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad config, bad input or a failed check: the message names the file / key / check,
         # so a traceback would only bury it.
         print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    except FileExistsError as error:  # the simulator refusing to replace data it did not write
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2 if type(error).__name__ == "ConfigError" else 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from rankflow.config import ConfigError
+    from rankflow.data.contract import ContractError
+    from rankflow.errors import RankflowError
+    from rankflow.features.store import FeatureStoreError
+    from rankflow.features.training_set import TrainingSetError
+    from rankflow.warehouse.build import WarehouseError
+
+    return (
+        RankflowError,  # LockedError and every other user-facing error: one line
+        ConfigError,
+        ContractError,
+        WarehouseError,
+        FeatureStoreError,
+        TrainingSetError,
+        FileExistsError,
+    )

@@ -18,15 +18,12 @@ and ``as_of`` (the lineage columns ``_load_id``, ``_loaded_at`` and ``created_ts
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -39,6 +36,7 @@ import pyarrow.parquet as pq
 from rankflow.data.contract import validate_raw
 from rankflow.data.raw_files import list_raw
 from rankflow.errors import RankflowError
+from rankflow.locks import exclusive, warehouse_lock
 from rankflow.paths import StatePaths
 from rankflow.warehouse import changes, raw_load
 from rankflow.warehouse.dbt_runner import (
@@ -147,7 +145,7 @@ def build_warehouse(
 
     live_db, live_exports = paths.warehouse, paths.exports
     live_db.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(live_db.parent / ".build.lock", "warehouse build"):
+    with warehouse_lock(paths):
         # Fixed scratch paths (the lock makes them private): dbt's partial parsing keys on the
         # env vars, so stable paths let consecutive builds skip a full parse. The database keeps
         # the live file's name, in a folder of its own: DuckDB names the database after the file
@@ -312,7 +310,7 @@ def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
     del raw_dir  # kept for callers; the docs read the warehouse copy, not raw files
     docs_dir = paths.root / "dbt" / "docs"
     live_db.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(live_db.parent / ".docs.lock", "dbt docs generate"):
+    with exclusive(live_db.parent / ".docs.lock", "dbt docs generate"):
         scratch = live_db.parent / ".docs"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
@@ -450,22 +448,6 @@ def _swap_in(build_db: Path, live_db: Path, build_exports: Path, live_exports: P
         raise
     if had_exports:
         shutil.rmtree(old_exports, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path, what: str) -> Iterator[None]:
-    """One `what` per state dir at a time; a second one fails fast instead of racing the first."""
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WarehouseBuildError(
-                f"another {what} holds {lock_path}; wait for it to finish"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --- small helpers ------------------------------------------------------------------------------

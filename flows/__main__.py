@@ -37,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flows.pipeline import pipeline
     from flows.records import render
     from flows.train import train
+    from rankflow.temp_server import guard_temporary_server
 
+    for note in guard_temporary_server():  # no temporary server outlives a killed run
+        print(f"note: {note}", file=sys.stderr)
     try:
         if args.flow == "build-features":
             summary = build_features(config=params, full_refresh=args.full_refresh)

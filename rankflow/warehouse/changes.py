@@ -69,6 +69,7 @@ class BuildPlan:
     changed_days: set[date] = field(default_factory=set)  # added / rewritten / removed
     changed_files: list[Path] = field(default_factory=list)  # new or rewritten: validate deeply
     skipped: list[str] = field(default_factory=list)  # raw paths that are not data (noted)
+    as_of: datetime | None = None  # "now" of the build (naive UTC), handed to dbt as a table
 
     def describe(self) -> str:
         if self.full:
@@ -188,10 +189,13 @@ def read_state(con: duckdb.DuckDBPyConnection) -> BuildState | None:
 
 
 def write_plan_tables(
-    con: duckdb.DuckDBPyConnection, plan: BuildPlan, previous: BuildState | None
+    con: duckdb.DuckDBPyConnection, plan: BuildPlan, previous: BuildState | None, as_of: datetime
 ) -> None:
-    """Hand the plan to dbt: the reload days and the previous feature cutoff, as tables."""
+    """Hand the plan to dbt as tables: the reload days, the previous feature cutoff and "now"
+    (``as_of``, naive UTC) - tables rather than dbt vars, so dbt's partial parsing holds."""
     con.execute(f"create schema if not exists {STATE_SCHEMA}")
+    con.execute(f"create or replace table {STATE_SCHEMA}.build_clock (as_of timestamp)")
+    con.execute(f"insert into {STATE_SCHEMA}.build_clock values (?)", [as_of])
     con.execute(f"create or replace table {STATE_SCHEMA}.reload_days (day date primary key)")
     con.executemany(
         f"insert into {STATE_SCHEMA}.reload_days values (?)",

@@ -62,20 +62,10 @@ _CLIENT_MODULES = ("requests", "urllib3", "httpx", "httpcore", "redis", "grpc", 
 def _permanent_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
-    from rankflow.config import ConfigError
-    from rankflow.data.contract import ContractError
     from rankflow.errors import RankflowError
-    from rankflow.features.store import FeatureStoreError
-    from rankflow.features.training_set import TrainingSetError
-    from rankflow.warehouse.build import WarehouseError
 
     return (
-        RankflowError,  # LockedError included: the other run holds the lock, retrying races it
-        ConfigError,
-        ContractError,
-        WarehouseError,  # includes a failed dbt build or dbt test
-        FeatureStoreError,
-        TrainingSetError,
+        RankflowError,  # config, contract, dbt build or test, Feast, training set, gates, locks
         ValidationError,
         # OSErrors that describe the file system, not a hiccup
         FileExistsError,

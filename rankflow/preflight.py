@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rankflow.config import ConfigError  # the class the CLI and flows report as one line
+from rankflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from rankflow.config import RankflowConfig

@@ -106,7 +106,8 @@ def settings_key(project_dir: Path, dbt_vars: dict[str, Any], raw_dir: Path) -> 
     digest.update(json.dumps(dbt_vars, sort_keys=True, default=str).encode())
     digest.update(str(raw_dir).encode())
     for path in sorted(project_dir.rglob("*")):
-        if path.suffix in (".sql", ".yml", ".yaml") and path.is_file():
+        generated = {"target", "logs", "dbt_packages"} & set(path.relative_to(project_dir).parts)
+        if path.suffix in (".sql", ".yml", ".yaml") and path.is_file() and not generated:
             digest.update(path.relative_to(project_dir).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()

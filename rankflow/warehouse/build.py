@@ -25,12 +25,11 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 import pyarrow.parquet as pq
 
 from rankflow.data.contract import validate_raw
@@ -48,6 +47,7 @@ from rankflow.warehouse.dbt_runner import (
     invocation_id,
     invoke_dbt,
 )
+from rankflow.warehouse.raw_load import write_raw as write_raw  # re-export for tests, demos
 
 if TYPE_CHECKING:  # dbt is imported lazily: it is slow to import and only needed to build
     from dbt.cli.main import dbtRunnerResult
@@ -146,17 +146,7 @@ def build_warehouse(
     live_db, live_exports = paths.warehouse, paths.exports
     live_db.parent.mkdir(parents=True, exist_ok=True)
     with warehouse_lock(paths):
-        # Fixed scratch paths (the lock makes them private): dbt's partial parsing keys on the
-        # env vars, so stable paths let consecutive builds skip a full parse. The database keeps
-        # the live file's name, in a folder of its own: DuckDB names the database after the file
-        # and dbt writes that name into every view, so the views keep working after the swap.
-        build_dir = live_db.parent / ".build"
-        build_db = build_dir / live_db.name
-        build_exports = paths.root / ".exports-build"
-        for leftover in (build_dir, build_exports):  # from a build that was killed
-            shutil.rmtree(leftover, ignore_errors=True)
-        build_dir.mkdir()
-        build_exports.mkdir(parents=True)
+        build_dir, build_db, build_exports = _fresh_scratch(paths)
         try:
             _refuse_open_live_db(live_db)
             if live_db.exists() and not full_refresh:
@@ -187,8 +177,7 @@ def build_warehouse(
             shutil.rmtree(build_dir, ignore_errors=True)
             shutil.rmtree(build_exports, ignore_errors=True)
 
-    statuses = Counter(str(r.status) for r in run.result.results)
-    return WarehouseResult(
+    base = WarehouseResult(
         warehouse_path=live_db,
         exports_dir=live_exports,
         raw_dir=raw_dir,
@@ -198,16 +187,42 @@ def build_warehouse(
         row_counts=row_counts,
         quarantine_counts=quarantine,
         exports=exports,
-        run_summary=dict(statuses),
+        run_summary={},
         dbt_target_dir=paths.root / "dbt" / "target",
-        warnings=[
-            f"{r.node.unique_id}: {r.message}"
-            for r in run.result.results
-            if str(r.status) == "warn"
-        ],
-        elapsed_seconds=round(time.perf_counter() - started, 2),
         plan=plan.describe(),
         skipped=list(plan.skipped),
+    )
+    return _with_run(base, run, round(time.perf_counter() - started, 2))
+
+
+def _fresh_scratch(paths: StatePaths) -> tuple[Path, Path, Path]:
+    """Empty scratch folders for one build: (folder, database path, exports folder).
+
+    Fixed paths (the build lock makes them private): dbt's partial parsing keys on the env
+    vars, so stable paths let consecutive builds skip a full parse. The database keeps the live
+    file's name, in a folder of its own: DuckDB names the database after the file and dbt
+    writes that name into every view, so the views keep working after the swap.
+    """
+    live_db = paths.warehouse
+    build_dir = live_db.parent / ".build"
+    build_exports = paths.root / ".exports-build"
+    for leftover in (build_dir, build_exports):  # from a build that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    build_dir.mkdir()
+    build_exports.mkdir(parents=True)
+    return build_dir, build_dir / live_db.name, build_exports
+
+
+def _with_run(result: WarehouseResult, run: dbtRunnerResult, elapsed: float) -> WarehouseResult:
+    """The result with dbt's node counts, its warnings and the elapsed time filled in."""
+    from dataclasses import replace
+
+    results = run.result.results
+    return replace(
+        result,
+        run_summary=dict(Counter(str(r.status) for r in results)),
+        warnings=[f"{r.node.unique_id}: {r.message}" for r in results if str(r.status) == "warn"],
+        elapsed_seconds=elapsed,
     )
 
 
@@ -335,35 +350,6 @@ def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
     return docs_dir
 
 
-def write_raw(
-    raw_dir: Path,
-    users: pd.DataFrame,
-    items: pd.DataFrame,
-    impressions: pd.DataFrame,
-    *,
-    file_name: str = "part-0.parquet",
-) -> None:
-    """Write small raw tables in the contract layout (docs/data-contract.md), for tests and demos.
-
-    Impressions go to ``impressions/event_date=YYYY-MM-DD/<file_name>`` by the UTC day of ``ts``
-    (pass an ``event_date`` column to force a partition, e.g. to test a misplaced row); an
-    existing partition file of the same name is replaced, like a rewritten day.
-    """
-    raw_dir = Path(raw_dir)
-    for name, frame in (("users", users), ("items", items)):
-        (raw_dir / name).mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(raw_dir / name / file_name, index=False)
-    frame = impressions.copy()
-    if "event_date" in frame.columns:
-        days = pd.to_datetime(frame.pop("event_date")).dt.date
-    else:
-        days = pd.to_datetime(frame["ts"], utc=True).dt.date
-    for day, part in frame.groupby(days, sort=True):
-        folder = raw_dir / "impressions" / f"event_date={_iso(day)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        part.to_parquet(folder / file_name, index=False)
-
-
 # --- after a good build: inspect, swap -----------------------------------------------------
 
 
@@ -485,7 +471,3 @@ def sql_literal(value: object) -> str:
 
 def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _iso(day: object) -> str:
-    return day.isoformat() if isinstance(day, date) else str(day)

@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from rankflow.data.contract import CONTRACT, PARTITION_KEY
 from rankflow.data.raw_files import RawListing
@@ -85,3 +86,36 @@ def load_days(
 def empty_impressions(con: duckdb.DuckDBPyConnection) -> None:
     """Drop the loaded impressions rows (they live on in ``stg_impressions``)."""
     con.execute(f'delete from {RAW_SCHEMA}."impressions"')
+
+
+def write_raw(
+    raw_dir: Path,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    impressions: pd.DataFrame,
+    *,
+    file_name: str = "part-0.parquet",
+) -> None:
+    """Write small raw tables in the contract layout (docs/data-contract.md), for tests and demos.
+
+    Impressions go to ``impressions/event_date=YYYY-MM-DD/<file_name>`` by the UTC day of ``ts``
+    (pass an ``event_date`` column to force a partition, e.g. to test a misplaced row); an
+    existing partition file of the same name is replaced, like a rewritten day.
+    """
+    raw_dir = Path(raw_dir)
+    for name, frame in (("users", users), ("items", items)):
+        (raw_dir / name).mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(raw_dir / name / file_name, index=False)
+    frame = impressions.copy()
+    if "event_date" in frame.columns:
+        days = pd.to_datetime(frame.pop("event_date")).dt.date
+    else:
+        days = pd.to_datetime(frame["ts"], utc=True).dt.date
+    for day, part in frame.groupby(days, sort=True):
+        folder = raw_dir / "impressions" / f"event_date={_iso(day)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        part.to_parquet(folder / file_name, index=False)
+
+
+def _iso(day: object) -> str:
+    return day.isoformat() if isinstance(day, date) else str(day)

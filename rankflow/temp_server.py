@@ -17,6 +17,7 @@ pid of another program is never touched. Linux only (``/proc``), like the rest o
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -49,14 +50,16 @@ def start_guarded_server(prefect_home: Path) -> list[str]:
 
     record = Path(prefect_home) / RECORD_NAME
     with exclusive(record.with_suffix(".lock"), "temporary server record", wait_seconds=30):
-        notes = reap_orphans(record)
+        notes, killed = reap_orphans(record)
     server = SubprocessASGIServer()
-    server.start()
+    server.start(timeout=180)  # a loaded machine needs more than the default 20 s
     if server.server_process is None:
         return notes
     server_pid, owner = server.server_process.pid, os.getpid()
     with exclusive(record.with_suffix(".lock"), "temporary server record", wait_seconds=30):
+        others_alive = bool(_read(record))
         _write(record, [*_read(record), {"server_pid": server_pid, "owner_pid": owner}])
+    atexit.register(_forget, record, owner)  # a clean exit leaves no record behind
     subprocess.Popen(
         [sys.executable, "-m", "rankflow.temp_server", str(owner), str(server_pid)],
         stdin=subprocess.DEVNULL,
@@ -64,24 +67,58 @@ def start_guarded_server(prefect_home: Path) -> list[str]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # survives a kill of the owner's process group
     )
+    if killed and not others_alive:  # only a killed run can have left flow runs RUNNING here
+        notes += mark_crashed_runs()
     return notes
 
 
-def reap_orphans(record: Path) -> list[str]:
-    """Stop every recorded server whose owner is dead; keep the records of live owners."""
-    notes, alive = [], []
+def mark_crashed_runs() -> list[str]:
+    """Flow runs left RUNNING by a killed process become CRASHED (the engine never got to it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    running = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+    )
+    notes = []
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=running):
+            message = "its process was killed; marked by the next run"
+            client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            notes.append(f"flow run {run.name} ({run.id}) was left RUNNING: marked CRASHED")
+    return notes
+
+
+def reap_orphans(record: Path) -> tuple[list[str], bool]:
+    """Stop every recorded server whose owner is dead (a clean exit removes its record, so a
+    dead owner was killed); keep the records of live owners. Returns notes and whether any
+    killed run was found."""
+    notes, alive, killed = [], [], False
     for entry in _read(record):
         owner, server = int(entry["owner_pid"]), int(entry["server_pid"])
         if _alive(owner):
             alive.append(entry)
-        elif is_prefect_server(server):
+            continue
+        killed = True
+        if is_prefect_server(server):
             stop(server)
             notes.append(
                 f"stopped Prefect temporary server pid {server} left running by a killed run "
                 f"(pid {owner})"
             )
     _write(record, alive)
-    return notes
+    return notes, killed
+
+
+def _forget(record: Path, owner: int) -> None:
+    with exclusive(record.with_suffix(".lock"), "temporary server record", wait_seconds=30):
+        _write(record, [e for e in _read(record) if int(e["owner_pid"]) != owner])
 
 
 def watch(owner: int, server: int) -> None:

@@ -41,7 +41,8 @@ def test_a_server_left_by_a_dead_owner_is_stopped_with_a_note(tmp_path: Path) ->
     ]
     record.write_text(json.dumps(entries))
     try:
-        notes = reap_orphans(record)
+        notes, killed = reap_orphans(record)
+        assert killed
         assert fake_server.wait(timeout=60) is not None
         assert notes == [
             f"stopped Prefect temporary server pid {fake_server.pid} left running by a killed "
@@ -81,3 +82,52 @@ def test_kill_9_of_the_flow_process_stops_its_temporary_server(tmp_path: Path) -
     finally:
         if _alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+def test_a_flow_run_left_running_by_a_kill_is_marked_crashed_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    killed = textwrap.dedent(
+        """
+        import time
+        from prefect import flow
+        from prefect.server.api.server import SubprocessASGIServer
+        from rankflow.temp_server import guard_temporary_server
+        guard_temporary_server()
+
+        @flow(name="sleeper")
+        def sleeper():
+            print(SubprocessASGIServer().server_process.pid, flush=True)
+            time.sleep(600)
+
+        sleeper()
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", killed], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert owner.stdout is not None
+    server_pid = int(owner.stdout.readline())
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    assert wait_until_gone(server_pid)
+
+    next_run = textwrap.dedent(
+        """
+        import json
+        from prefect.client.orchestration import get_client
+        from rankflow.temp_server import guard_temporary_server
+        notes = guard_temporary_server()
+        with get_client(sync_client=True) as client:
+            states = [r.state.type.value for r in client.read_flow_runs()]
+        print(json.dumps({"notes": notes, "states": states}), flush=True)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", next_run], capture_output=True, text=True, env=env, check=True
+    )
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["states"] == ["CRASHED"]
+    assert len(report["notes"]) == 1 and "was left RUNNING: marked CRASHED" in report["notes"][0]

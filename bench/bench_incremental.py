@@ -75,7 +75,9 @@ def main() -> None:
         shutil.rmtree(args.home, ignore_errors=True)
     first = args.histories[0]
     print(f"\nincremental warehouse build of one new day, {args.per_day:,} impressions per day")
-    print(f"  {'history':>8} {'full s':>8} {'incr. s':>8} {'incr./full':>11} {'incr./incr.@' + str(first):>14}")
+    print(
+        f"  {'history':>8} {'full s':>8} {'incr. s':>8} {'incr./full':>11} {'incr./incr.@' + str(first):>14}"
+    )
     for h, r in results.items():
         print(
             f"  {h:>6} d {r['full']:8.2f} {r['incremental']:8.2f} "

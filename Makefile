@@ -99,6 +99,7 @@ deploy: $(INSTALLED) ## Create or update the deployments of prefect.yaml on the 
 
 bench: $(INSTALLED) ## Run the pipeline benchmarks under bench/ (on demand; prints ratios)
 	$(PY) bench/bench_pipeline.py
+	$(PY) bench/bench_incremental.py
 
 bench-models: $(INSTALLED) ## Model benchmarks on the 1M pipeline training set: quality (5 seeds), warm start, speed, oracle bound (~25 min)
 	$(PY) bench/bench_models.py --source feast_source:load --rows 1000000 --seeds 5

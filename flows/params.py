@@ -59,8 +59,13 @@ class ConfigParams(BaseModel):
         return path if path.is_absolute() else REPO_ROOT / path
 
     def load(self) -> RankflowConfig:
-        """Read and validate the config; raises ``ConfigError`` naming the file and key."""
-        return load_config(self.resolved_path(), dict(self.overrides))
+        """Read and validate the config and the model config it names; raises ``ConfigError``
+        naming the file and key before any stage runs."""
+        from rankflow.preflight import check_model_config
+
+        config = load_config(self.resolved_path(), dict(self.overrides))
+        check_model_config(config)
+        return config
 
     def describe(self) -> dict[str, Any]:
         """What the run was asked for (recorded next to the resolved config)."""

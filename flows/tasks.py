@@ -146,8 +146,10 @@ def train_and_register(
     is safe: it moves no alias before both candidates are logged, registered and gated, and a
     model whose inputs already have a registry version is reused, not trained again.
     """
+    from rankflow.locks import training_lock
     from rankflow.training.step import train_and_register as train_and_register_models
 
-    outcome = train_and_register_models(config, paths, training_set=training)
+    with training_lock(paths):  # a second run fails at once (LockedError), never races this one
+        outcome = train_and_register_models(config, paths, training_set=training)
     get_run_logger().info("%s", outcome.render())
     return outcome

@@ -54,11 +54,15 @@ def _settings(args: argparse.Namespace):
 
 def _run_flow(args: argparse.Namespace, name: str, **parameters: Any) -> int:
     """Validate the config here (a one-line error before Prefect starts), then run the flow."""
+    from rankflow.preflight import check_model_config
     from rankflow.settings import configure_process
+    from rankflow.temp_server import guard_temporary_server
 
-    _config(args)
+    check_model_config(_config(args))  # both configs, before any stage runs
     settings = _settings(args)
     configure_process(settings)  # before Prefect is imported: it reads its settings at import
+    for note in guard_temporary_server():  # no temporary server outlives a killed run
+        print(f"note: {note}", file=sys.stderr)
     from prefect.utilities.importtools import import_object
 
     flow = import_object(FLOW_ENTRYPOINTS[name])
@@ -111,13 +115,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from rankflow.data.contract import validate_raw
     from rankflow.warehouse.build import build_warehouse
 
     config = _config(args)
     paths = _settings(args).paths
     raw_dir = config.resolved_raw_dir(paths)
-    validate_raw(raw_dir)  # every build checks the contract first
+    # build_warehouse checks the contract first, on the files it loads
     result = build_warehouse(
         paths,
         full_refresh=args.full_refresh,

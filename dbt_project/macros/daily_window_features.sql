@@ -13,31 +13,36 @@
   raw day (not after the build's as_of), for every D with at least one impression of the entity in the max(windows) days
   before D (the spread below produces exactly those).
 
-  Incremental runs recompute only the feature days from the day after the earliest day that
-  fct_labelled_impressions (re)loaded since this model last ran; those read max(windows) days of
-  history. Rows of older feature days are left as they are.
+  Incremental runs recompute exactly the feature days changed_feature_days() names (the days
+  the reloaded impression days feed, and those between the previous and the new cutoff); the
+  model's pre-hook deletes them first. They read max(windows) days of history before each.
 -#}
 {%- set max_window = windows | max -%}
 {%- set key_list = keys | join(', ') -%}
-{%- set since = days_changed_since_last_load(ref('fct_labelled_impressions')) -%}
 
-with impressions as (
+with
+{%- if is_incremental() %}
+feature_days as (
+    select feature_date from {{ changed_feature_days(max_window) }}
+),
+
+source_days as (
+    -- the impression days the changed feature days read
+    select distinct cast(feature_date - cast(k as integer) as date) as event_date
+    from feature_days cross join range(1, {{ max_window + 1 }}) as offsets(k)
+),
+{%- endif %}
+
+impressions as (
     select {{ key_list }}, event_date, event_timestamp, label
     from {{ ref('fct_labelled_impressions') }}
-    {% if is_incremental() -%}
-    {% if since is none -%}
-    where false  -- nothing was reloaded upstream: no feature day changes
-    {%- else -%}
-    where event_date >= date '{{ since }}' - {{ max_window - 1 }}
-    {%- endif %}
+    {%- if is_incremental() %}
+    where event_date in (select event_date from source_days)
     {%- endif %}
 ),
 
 newest_day as (
-    -- the newest raw partition day (valid rows or not) that is not after the build's "now"
-    select max(event_date) as event_date
-    from {{ ref('stg_impressions') }}
-    where event_date <= cast({{ rankflow_as_of() }} as date)
+    select {{ feature_cutoff() }} as event_date
 ),
 
 daily as (
@@ -72,8 +77,8 @@ windowed as (
         max(last_click_ts) as last_click_ts
     from spread
     where feature_date <= (select event_date from newest_day) + 1
-    {%- if is_incremental() and since is not none %}
-      and feature_date >= date '{{ since }}' + 1
+    {%- if is_incremental() %}
+      and feature_date in (select feature_date from feature_days)
     {%- endif %}
     group by all
 )

@@ -1,10 +1,15 @@
 {#- Values fixed for one dbt invocation, so every model of a build agrees on them. -#}
 
 {% macro rankflow_as_of() -%}
-  {#- "Now" for the future-timestamp rule, as a naive UTC timestamp literal. -#}
+  {#- "Now" for the future-timestamp rule, as a naive UTC timestamp. rankflow.warehouse.build
+      writes it to _rankflow.build_clock (a table, not a var: a var that changes every build
+      would make dbt re-parse the whole project every build). The var, when set, wins: unit
+      tests and hand-run dbt use it; empty and no table means the invocation's start. -#}
   {%- set as_of = var('as_of', '') -%}
   {%- if as_of -%}
     cast('{{ as_of }}' as timestamp)
+  {%- elif execute and adapter.get_relation(database=target.database, schema='_rankflow', identifier='build_clock') -%}
+    (select as_of from _rankflow.build_clock)
   {%- else -%}
     cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as timestamp)
   {%- endif -%}

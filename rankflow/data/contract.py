@@ -13,8 +13,7 @@ from the contract), so a 1M-row dataset validates in a fraction of a second.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rankflow.data import raw_files
+from rankflow.data.raw_files import RawListing, list_raw
 from rankflow.errors import RankflowError
 
 CONTRACT_DOC: Final = "docs/data-contract.md"
@@ -109,10 +110,9 @@ CONTRACT: Final[Mapping[str, Mapping[str, ColumnSpec]]] = MappingProxyType(
 )
 
 # Impressions are Hive-partitioned by the UTC day of this column: impressions/event_date=D/.
-PARTITION_KEY: Final = "event_date"
+PARTITION_KEY: Final = raw_files.PARTITION_KEY
 PARTITIONED_TABLES: Final[Mapping[str, str]] = MappingProxyType({"impressions": "ts"})
 DEVICES: Final = ("mobile", "desktop", "tablet")
-_PARTITION_RE = re.compile(rf"^{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})$")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -155,7 +155,11 @@ class ContractProblem:
 
 
 class ContractError(RankflowError, ValueError):
-    """Raw data that does not follow docs/data-contract.md; lists every structural problem."""
+    """Raw data that does not follow docs/data-contract.md; lists every structural problem.
+
+    The message is one line (problems joined by "; "), so the CLI prints it as it prints every
+    other user-facing error; ``problems`` keeps them apart for code.
+    """
 
     def __init__(self, raw_dir: Path, problems: list[ContractProblem]) -> None:
         self.raw_dir = Path(raw_dir)
@@ -163,9 +167,9 @@ class ContractError(RankflowError, ValueError):
         count = len(self.problems)
         header = (
             f"raw data in {self.raw_dir} does not follow {CONTRACT_DOC} "
-            f"({count} problem{'s' if count != 1 else ''}):"
+            f"({count} problem{'s' if count != 1 else ''}): "
         )
-        super().__init__("\n".join([header, *(f"  - {p}" for p in self.problems)]))
+        super().__init__(header + "; ".join(str(p) for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,8 @@ class RawInventory:
     partition_dates: list[date]
     extra_columns: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # not data: hidden, not parquet, too deep
+    listing: RawListing | None = None  # the file list the warehouse build loads
 
     def __str__(self) -> str:
         lines = [f"raw data in {self.raw_dir} follows {CONTRACT_DOC}"]
@@ -194,6 +200,8 @@ class RawInventory:
         for where, columns in self.extra_columns.items():
             lines.append(f"  extra columns (kept, not used) in {where}: {', '.join(columns)}")
         lines += [f"  note: {note}" for note in self.notes]
+        if self.skipped:
+            lines.append(f"  skipped (not data, never loaded): {', '.join(self.skipped)}")
         return "\n".join(lines)
 
 
@@ -201,52 +209,73 @@ class RawInventory:
 # The check
 
 
-def validate_raw(raw_dir: Path) -> RawInventory:
+def validate_raw(raw_dir: Path, *, deep: Collection[Path] | None = None) -> RawInventory:
     """Check the structure of a raw folder against the contract; raise ``ContractError`` listing
     every problem found (missing folder or files, missing column, uncastable type with the count
-    of bad values, impressions partitions holding rows of another day)."""
+    of bad values, impressions partitions holding rows of another day, unreadable pages).
+
+    The files checked are exactly those ``raw_files.list_raw`` lists, the ones a build loads.
+    Files in ``deep`` (default: every file) are also decoded page by page, every row group and
+    column, so a file with a valid footer but corrupt data fails here, named, not inside dbt.
+    """
     raw_dir = Path(raw_dir)
     checker = _Checker(raw_dir)
     if not raw_dir.is_dir():
         checker.problem(raw_dir.name, None, "folder is missing", "users/, items/, impressions/")
         raise ContractError(raw_dir, checker.problems)
 
-    files: dict[str, list[Path]] = {}
+    listing = list_raw(raw_dir)
+    checker.raw_dir = listing.raw_dir  # labels relative to the resolved folder
+    for layout in listing.problems:
+        suffix = "/" if not layout.path.suffix else ""
+        checker.problem(checker.label(layout.path) + suffix, None, layout.problem, layout.expected)
+    deep_set = None if deep is None else {Path(p).resolve() for p in deep}
     rows: dict[str, int] = {}
-    dates: list[date] = []
     for table in CONTRACT:
-        table_files, table_dates = checker.table_files(table)
-        files[table] = table_files
-        dates += table_dates
-        counts = [checker.check_file(table, path) for path in table_files]
+        table_files = listing.files[table]
+        _note_empty(checker, listing, table)
+        counts = [
+            checker.check_file(table, path, deep_set is None or path in deep_set)
+            for path in table_files
+        ]
         rows[table] = sum(n or 0 for n in counts)
         if counts and None not in counts and rows[table] == 0:
             checker.problem(
                 f"{checker.label(raw_dir / table)}/", None, "has no rows", "at least one row"
             )
-    for child in sorted(raw_dir.iterdir()):
-        if child.is_dir() and child.name not in CONTRACT and not _hidden(child):
+    for child in sorted(listing.raw_dir.iterdir()):
+        if child.is_dir() and child.name not in CONTRACT and not raw_files.is_hidden(child):
             checker.notes.append(f"{checker.label(child)}/ is not a contract table; ignored")
 
     if checker.problems:
         raise ContractError(raw_dir, checker.problems)
     return RawInventory(
         raw_dir=raw_dir,
-        files=files,
+        files=listing.files,
         rows=rows,
-        partition_dates=sorted(set(dates)),
+        partition_dates=[day for day, files in listing.partitions.items() if files],
         extra_columns=checker.extra_columns,
         notes=checker.notes,
+        skipped=[listing.label(p) for p in listing.skipped],
+        listing=listing,
     )
 
 
-def _hidden(path: Path) -> bool:
-    # Producers leave markers like _SUCCESS or .crc files; they are not data.
-    return path.name.startswith((".", "_"))
-
-
-def _parquet_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.parquet") if p.is_file() and not _hidden(p))
+def _note_empty(checker: _Checker, listing: RawListing, table: str) -> None:
+    """A table folder without data files is a problem; an empty partition only a note."""
+    folder = listing.raw_dir / table
+    if not folder.is_dir():
+        return
+    strays = [p for p in listing.problems if p.path.parent == folder and p.path.suffix]
+    if not listing.files[table] and not strays:
+        checker.problem(
+            f"{checker.label(folder)}/", None, "has no parquet files", raw_files.layout(table)
+        )
+    if table in PARTITIONED_TABLES:
+        for day, files in listing.partitions.items():
+            if not files:
+                where = f"{checker.label(folder / f'{PARTITION_KEY}={day.isoformat()}')}/"
+                checker.notes.append(f"{where} has no parquet files (a day without data)")
 
 
 class _Checker:
@@ -266,48 +295,16 @@ class _Checker:
     ) -> None:
         self.problems.append(ContractProblem(where, column, problem, expected, **counts))
 
-    def table_files(self, table: str) -> tuple[list[Path], list[date]]:
-        folder = self.raw_dir / table
-        partitioned = table in PARTITIONED_TABLES
-        layout = (
-            f"{table}/{PARTITION_KEY}=YYYY-MM-DD/*.parquet" if partitioned else f"{table}/*.parquet"
-        )
-        if not folder.is_dir():
-            self.problem(f"{self.label(folder)}/", None, "folder is missing", layout)
-            return [], []
-        if not partitioned:
-            files = _parquet_files(folder)
-            if not files:
-                self.problem(f"{self.label(folder)}/", None, "has no parquet files", layout)
-            return files, []
-
-        files, dates = [], []
-        strays = _parquet_files(folder)
-        for stray in strays:
-            self.problem(self.label(stray), None, "lies outside a partition folder", layout)
-        for child in sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p)):
-            match = _PARTITION_RE.match(child.name)
-            day = _parse_date(match.group(1)) if match else None
-            if day is None:
-                self.problem(f"{self.label(child)}/", None, "is not a partition folder", layout)
-                continue
-            day_files = _parquet_files(child)
-            if not day_files:
-                self.notes.append(f"{self.label(child)}/ has no parquet files (a day without data)")
-                continue
-            files += day_files
-            dates.append(day)
-        if not files and not strays:
-            self.problem(f"{self.label(folder)}/", None, "has no parquet files", layout)
-        return files, dates
-
-    def check_file(self, table: str, path: Path) -> int | None:
+    def check_file(self, table: str, path: Path, deep: bool = True) -> int | None:
         """Check one file's columns and (for partitions) its days; return its row count
-        (None if the file cannot be read)."""
+        (None if the file cannot be read). ``deep`` decodes every page of every row group."""
         where = self.label(path)
         try:
-            with pq.ParquetFile(path) as parquet:
+            with pq.ParquetFile(path, page_checksum_verification=True) as parquet:
                 self._check_columns(table, path, where, parquet)
+                if deep:
+                    for group in range(parquet.num_row_groups):
+                        parquet.read_row_group(group)
                 return parquet.metadata.num_rows
         except (OSError, pa.ArrowException) as error:
             self.problem(where, None, f"is not a readable parquet file ({error})", "Apache Parquet")
@@ -360,8 +357,7 @@ class _Checker:
     def _check_partition_day(
         self, path: Path, where: str, column: str, values: pa.ChunkedArray
     ) -> None:
-        match = _PARTITION_RE.match(path.parent.name)
-        day = _parse_date(match.group(1)) if match else None
+        day = raw_files.parse_partition(path.parent.name)
         if day is None:
             return
         micros, valid = _timestamps_utc_us(values)
@@ -381,13 +377,6 @@ class _Checker:
             f"(rows from {shown}{more})",
             f"{day} 00:00 <= {column} < {day + timedelta(days=1)} 00:00 UTC",
         )
-
-
-def _parse_date(text: str) -> date | None:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _epoch_us(day: date) -> int:

@@ -1,44 +1,58 @@
-"""Build the DuckDB warehouse and the Feast exports with dbt, all or nothing.
+"""Build the DuckDB warehouse and the Feast exports with dbt, all or nothing, incrementally.
 
-``build_warehouse`` runs ``dbt build`` (models, data tests and unit tests of ``dbt_project/``)
-against a *copy* of the live warehouse file and into a *fresh* exports folder. Only when every
-node succeeded are the two swapped over the live ones by renames; a failed build raises
-``WarehouseBuildError`` naming the failed nodes and leaves the live warehouse and exports
-byte-identical. The live warehouse file is therefore never opened for writing: readers (Feast,
+``build_warehouse`` first runs the contract check on exactly the raw files
+``rankflow.data.raw_files.list_raw`` lists, then plans the work by content
+(``rankflow.warehouse.changes``: which partition days were added, rewritten or removed since
+the manifest of the previous build), loads those files into the build database
+(``rankflow.warehouse.raw_load``) and runs ``dbt build`` (models, data tests and unit tests of
+``dbt_project/``) against a *copy* of the live warehouse file and into a *fresh* exports folder.
+Only when every node succeeded are the two swapped over the live ones by renames; a failed
+build raises ``WarehouseBuildError`` naming the failed nodes and leaves the live warehouse and
+exports byte-identical. The live warehouse file is never opened for writing: readers (Feast,
 notebooks, ``generate_docs``) can use it while a build runs.
 
-dbt runs in-process through ``dbt.cli.main.dbtRunner``. The paths it needs come from environment
-variables that ``dbt_project/profiles.yml`` and the sources read (``RANKFLOW_WAREHOUSE_PATH``,
-``RANKFLOW_RAW_DIR``, ``RANKFLOW_EXPORTS_DIR``), so the same project also runs from the dbt CLI.
-Setting those variables is process-global: do not run two builds in threads of one process.
+The guarantee (docs/data-contract.md): after any sequence of raw changes, an incremental build
+holds the same rows in every table and export as a ``full_refresh`` build of the same raw data
+and ``as_of`` (the lineage columns ``_load_id``, ``_loaded_at`` and ``created_ts`` aside).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
+import pyarrow.parquet as pq
 
+from rankflow.data.contract import validate_raw
+from rankflow.data.raw_files import list_raw
 from rankflow.errors import RankflowError
-from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.locks import exclusive, warehouse_lock
+from rankflow.paths import StatePaths
+from rankflow.warehouse import changes, raw_load
+from rankflow.warehouse.dbt_runner import (
+    DBT_PROJECT_DIR,
+    NodeFailure,
+    dbt_common_args,
+    dbt_env,
+    failures,
+    invocation_id,
+    invoke_dbt,
+)
+from rankflow.warehouse.raw_load import write_raw as write_raw  # re-export for tests, demos
 
 if TYPE_CHECKING:  # dbt is imported lazily: it is slow to import and only needed to build
     from dbt.cli.main import dbtRunnerResult
 
-DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+    from rankflow.data.raw_files import RawListing
 
 # export model -> parquet file it writes under the exports folder (Feast's FileSources)
 EXPORT_MODELS: dict[str, str] = {
@@ -50,36 +64,9 @@ EXPORT_MODELS: dict[str, str] = {
     "export_user_category_daily_features": "user_category_daily_features.parquet",
 }
 
-# dbt node statuses that make a build fail ("warn" does not)
-_FAILED_STATUSES = {"error", "fail", "runtime error"}
-
 
 class WarehouseError(RankflowError, RuntimeError):
     """A warehouse operation (build or docs) that did not complete."""
-
-
-@dataclass(frozen=True)
-class NodeFailure:
-    """One dbt node that failed, in words a user can act on."""
-
-    unique_id: str
-    resource_type: str
-    status: str
-    message: str
-    model: str | None = None  # for data tests: the model (or source) the test is attached to
-    column: str | None = None  # for column tests: the column
-    compiled_path: str | None = None
-
-    def describe(self) -> str:
-        where = ""
-        if self.model and self.column:
-            where = f" on column {self.column!r} of {self.model}"
-        elif self.model:
-            where = f" on {self.model}"
-        text = f"{self.resource_type} {self.unique_id}{where}: {self.status}: {self.message}"
-        if self.compiled_path:
-            text += f" (compiled SQL: {self.compiled_path})"
-        return text
 
 
 class WarehouseBuildError(WarehouseError):
@@ -107,6 +94,8 @@ class WarehouseResult:
     dbt_target_dir: Path  # manifest.json and run_results.json of this build (lineage)
     warnings: list[str] = field(default_factory=list)
     elapsed_seconds: float = 0.0
+    plan: str = ""  # what the build redid: full (why) or which days
+    skipped: list[str] = field(default_factory=list)  # raw paths that are not data
 
     def __str__(self) -> str:
         lines = [
@@ -121,6 +110,9 @@ class WarehouseResult:
             lines += [f"  {r:<38} {n:>10}" for r, n in sorted(self.quarantine_counts.items())]
         else:
             lines.append("quarantined impressions: none")
+        lines.append(f"plan: {self.plan}")
+        if self.skipped:
+            lines.append(f"skipped raw paths (not data): {', '.join(self.skipped)}")
         lines += [f"warning: {w}" for w in self.warnings]
         lines.append(f"exports: {self.exports_dir}")
         return "\n".join(lines)
@@ -134,53 +126,45 @@ def build_warehouse(
     vars: dict[str, Any] | None = None,
     raw_dir: Path | None = None,
 ) -> WarehouseResult:
-    """Build (or incrementally update) the warehouse and exports; swap them in only on success.
+    """Check the raw data, then build (or incrementally update) the warehouse and exports; swap
+    them in only on success.
 
     ``as_of`` is "now" for the future-timestamp rule (default: the call's start, UTC; a naive
     value is read as UTC). ``vars`` are dbt vars (``ctr_prior``, ``ctr_prior_strength``,
     ``lookback_days``) overriding ``dbt_project.yml``. ``raw_dir`` defaults to ``paths.raw``.
-    ``full_refresh`` rebuilds everything from the raw files instead of updating the newest days.
+    ``full_refresh`` rebuilds everything; otherwise only the days whose raw files changed (plus
+    the lookback and the days the future-timestamp rule may judge differently) are rebuilt.
+    Raises ``ContractError`` (nothing built) when the raw data breaks the contract.
     """
     started = time.perf_counter()
     as_of = _as_utc(as_of or datetime.now(UTC))
     raw_dir = Path(raw_dir or paths.raw).resolve()
     _check_raw_dir(raw_dir)
-    dbt_vars = {**(vars or {}), "as_of": as_of.strftime("%Y-%m-%d %H:%M:%S.%f")}
+    vars = dict(vars or {})
+    dbt_vars = {**vars, "as_of": ""}  # "now" goes to dbt as a table: see write_plan_tables
 
     live_db, live_exports = paths.warehouse, paths.exports
     live_db.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(live_db.parent / ".build.lock", "warehouse build"):
-        # Fixed scratch paths (the lock makes them private): dbt's partial parsing keys on the
-        # env vars, so stable paths let consecutive builds skip a full parse. The database keeps
-        # the live file's name, in a folder of its own: DuckDB names the database after the file
-        # and dbt writes that name into every view, so the views keep working after the swap.
-        build_dir = live_db.parent / ".build"
-        build_db = build_dir / live_db.name
-        build_exports = paths.root / ".exports-build"
-        for leftover in (build_dir, build_exports):  # from a build that was killed
-            shutil.rmtree(leftover, ignore_errors=True)
-        build_dir.mkdir()
-        build_exports.mkdir(parents=True)
+    with warehouse_lock(paths):
+        build_dir, build_db, build_exports = _fresh_scratch(paths)
         try:
-            live_wal = live_db.with_name(live_db.name + ".wal")
-            if live_wal.exists():
-                # someone has the live file open for writing (or crashed doing so): copying it
-                # would miss their changes, and the log would replay onto the new file
-                raise WarehouseBuildError(
-                    f"{live_wal} exists: another process has the live warehouse open read-write "
-                    "(or crashed with it open); close it, or open and close it once to checkpoint"
-                )
+            _refuse_open_live_db(live_db)
             if live_db.exists() and not full_refresh:
                 shutil.copy2(live_db, build_db)
-            env = _dbt_env(build_db, raw_dir, build_exports)
-            args = ["build", *_dbt_common_args(paths, "target"), "--vars", json.dumps(dbt_vars)]
-            if full_refresh:
+            plan = _prepare(build_db, raw_dir, as_of, vars, full_refresh)
+            args = ["build", *dbt_common_args(paths, "target"), "--vars", json.dumps(dbt_vars)]
+            if plan.full:
                 args.append("--full-refresh")
-            run = _invoke_dbt(args, env)
-            failures = _failures(run)
-            if failures or not run.success:
-                raise _build_error(run, failures)
-            invocation_id = _invocation_id()
+            else:
+                # dbt unit tests check the SQL against fixed rows, not the data: they cannot
+                # change unless the project does, and a changed project forces a full build.
+                args += ["--exclude-resource-type", "unit_test"]
+            run = invoke_dbt(args, dbt_env(build_db, build_exports))
+            found = failures(run)
+            if found or not run.success:
+                raise _build_error(run, found)
+            build_id = invocation_id()
+            _finish(build_db, plan, as_of)
             row_counts, quarantine = _inspect_build_db(build_db, build_exports)
             exports = {stem: live_exports / stem for stem in EXPORT_MODELS.values()}
             missing = [f for f in EXPORT_MODELS.values() if not (build_exports / f).is_file()]
@@ -193,26 +177,143 @@ def build_warehouse(
             shutil.rmtree(build_dir, ignore_errors=True)
             shutil.rmtree(build_exports, ignore_errors=True)
 
-    statuses = Counter(str(r.status) for r in run.result.results)
-    return WarehouseResult(
+    base = WarehouseResult(
         warehouse_path=live_db,
         exports_dir=live_exports,
         raw_dir=raw_dir,
         as_of=as_of,
-        full_refresh=full_refresh,
-        invocation_id=invocation_id,
+        full_refresh=plan.full,
+        invocation_id=build_id,
         row_counts=row_counts,
         quarantine_counts=quarantine,
         exports=exports,
-        run_summary=dict(statuses),
+        run_summary={},
         dbt_target_dir=paths.root / "dbt" / "target",
-        warnings=[
-            f"{r.node.unique_id}: {r.message}"
-            for r in run.result.results
-            if str(r.status) == "warn"
-        ],
-        elapsed_seconds=round(time.perf_counter() - started, 2),
+        plan=plan.describe(),
+        skipped=list(plan.skipped),
     )
+    return _with_run(base, run, round(time.perf_counter() - started, 2))
+
+
+def _fresh_scratch(paths: StatePaths) -> tuple[Path, Path, Path]:
+    """Empty scratch folders for one build: (folder, database path, exports folder).
+
+    Fixed paths (the build lock makes them private): dbt's partial parsing keys on the env
+    vars, so stable paths let consecutive builds skip a full parse. The database keeps the live
+    file's name, in a folder of its own: DuckDB names the database after the file and dbt
+    writes that name into every view, so the views keep working after the swap.
+    """
+    live_db = paths.warehouse
+    build_dir = live_db.parent / ".build"
+    build_exports = paths.root / ".exports-build"
+    for leftover in (build_dir, build_exports):  # from a build that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    build_dir.mkdir()
+    build_exports.mkdir(parents=True)
+    return build_dir, build_dir / live_db.name, build_exports
+
+
+def _with_run(result: WarehouseResult, run: dbtRunnerResult, elapsed: float) -> WarehouseResult:
+    """The result with dbt's node counts, its warnings and the elapsed time filled in."""
+    from dataclasses import replace
+
+    results = run.result.results
+    return replace(
+        result,
+        run_summary=dict(Counter(str(r.status) for r in results)),
+        warnings=[f"{r.node.unique_id}: {r.message}" for r in results if str(r.status) == "warn"],
+        elapsed_seconds=elapsed,
+    )
+
+
+def _prepare(
+    build_db: Path, raw_dir: Path, as_of: datetime, vars: dict[str, Any], full_refresh: bool
+) -> changes.BuildPlan:
+    """Contract check, change plan and raw load into the build database, before dbt runs.
+
+    Reads the previous build's manifest from the copy (none on a full refresh: the copy was not
+    made), validates every listed file and decodes the new or rewritten ones page by page, then
+    loads users, items and the impressions of the days to reload.
+    """
+    fresh = full_refresh or not build_db.exists()
+    con = _connect(build_db)
+    try:
+        previous = None if fresh else changes.read_state(con)
+        listing = list_raw(raw_dir)
+        entries = changes.scan(listing)
+        plan = changes.plan_build(
+            previous,
+            entries,
+            raw_dir=raw_dir,
+            as_of=as_of.replace(tzinfo=None),
+            key=changes.settings_key(DBT_PROJECT_DIR, vars, raw_dir),
+            lookback_days=int(vars.get("lookback_days", 1)),
+            full_refresh=full_refresh,
+        )
+        inventory = validate_raw(raw_dir, deep=plan.changed_files)
+        plan.as_of = as_of.replace(tzinfo=None)
+        plan.skipped = inventory.skipped
+        if plan.full:
+            plan.reload_days = set(listing.partitions)
+            con.close()
+            build_db.unlink(missing_ok=True)  # a full build starts from an empty database
+            con = _connect(build_db)
+        _load(con, listing, plan, previous)
+    finally:
+        con.close()
+    return plan
+
+
+def _load(
+    con: duckdb.DuckDBPyConnection,
+    listing: RawListing,
+    plan: changes.BuildPlan,
+    previous: changes.BuildState | None,
+) -> None:
+    """Load the raw tables and hand the plan to dbt; widen it by days sharing event ids."""
+    as_of = plan.as_of
+    raw_load.load_build_inputs(con, listing, None if plan.full else plan.reload_days)
+    changes.write_plan_tables(con, plan, previous, as_of)
+    if not plan.full:
+        extra = changes.duplicate_days(con, plan.reload_days)
+        if extra:
+            raw_load.load_days(con, listing, extra)
+            plan.reload_days |= extra
+            changes.write_plan_tables(con, plan, previous, as_of)
+    con.execute("checkpoint")
+
+
+def _finish(build_db: Path, plan: changes.BuildPlan, as_of: datetime) -> None:
+    """After a good dbt build: record the manifest, drop the loaded impressions copy."""
+    con = _connect(build_db)
+    try:
+        as_of_naive = as_of.replace(tzinfo=None)
+        newest = con.execute(
+            "select max(event_date) from main.stg_impressions where event_date <= ?",
+            [as_of_naive.date()],
+        ).fetchall()[0][0]
+        changes.write_state(con, plan, as_of_naive, newest)
+        raw_load.empty_impressions(con)
+        con.execute("checkpoint")
+    finally:
+        con.close()
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path))
+    con.execute("set TimeZone = 'UTC'")  # naive raw timestamps are UTC (the contract's rule)
+    return con
+
+
+def _refuse_open_live_db(live_db: Path) -> None:
+    live_wal = live_db.with_name(live_db.name + ".wal")
+    if live_wal.exists():
+        # someone has the live file open for writing (or crashed doing so): copying it
+        # would miss their changes, and the log would replay onto the new file
+        raise WarehouseBuildError(
+            f"{live_wal} exists: another process has the live warehouse open read-write "
+            "(or crashed with it open); close it, or open and close it once to checkpoint"
+        )
 
 
 def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
@@ -227,176 +328,26 @@ def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
         raise WarehouseError(
             f"no warehouse at {live_db}: build it first (rankflow build / build_warehouse)"
         )
-    raw_dir = Path(raw_dir or paths.raw).resolve()
+    del raw_dir  # kept for callers; the docs read the warehouse copy, not raw files
     docs_dir = paths.root / "dbt" / "docs"
     live_db.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(live_db.parent / ".docs.lock", "dbt docs generate"):
+    with exclusive(live_db.parent / ".docs.lock", "dbt docs generate"):
         scratch = live_db.parent / ".docs"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
         try:
             copy = scratch / live_db.name  # same name: the catalog shows the live database name
             shutil.copy2(live_db, copy)
-            env = _dbt_env(copy, raw_dir, paths.exports)
-            run = _invoke_dbt(["docs", "generate", *_dbt_common_args(paths, "docs")], env)
+            env = dbt_env(copy, paths.exports)
+            run = invoke_dbt(["docs", "generate", *dbt_common_args(paths, "docs")], env)
             if not run.success:
-                detail = run.exception or "; ".join(f.describe() for f in _failures(run))
+                detail = run.exception or "; ".join(f.describe() for f in failures(run))
                 raise WarehouseError(f"dbt docs generate failed: {detail}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     if not (docs_dir / "index.html").is_file():
         raise WarehouseError(f"dbt docs generate wrote no index.html into {docs_dir}")
     return docs_dir
-
-
-def write_raw(
-    raw_dir: Path,
-    users: pd.DataFrame,
-    items: pd.DataFrame,
-    impressions: pd.DataFrame,
-    *,
-    file_name: str = "part-0.parquet",
-) -> None:
-    """Write small raw tables in the contract layout (docs/data-contract.md), for tests and demos.
-
-    Impressions go to ``impressions/event_date=YYYY-MM-DD/<file_name>`` by the UTC day of ``ts``
-    (pass an ``event_date`` column to force a partition, e.g. to test a misplaced row); an
-    existing partition file of the same name is replaced, like a rewritten day.
-    """
-    raw_dir = Path(raw_dir)
-    for name, frame in (("users", users), ("items", items)):
-        (raw_dir / name).mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(raw_dir / name / file_name, index=False)
-    frame = impressions.copy()
-    if "event_date" in frame.columns:
-        days = pd.to_datetime(frame.pop("event_date")).dt.date
-    else:
-        days = pd.to_datetime(frame["ts"], utc=True).dt.date
-    for day, part in frame.groupby(days, sort=True):
-        folder = raw_dir / "impressions" / f"event_date={_iso(day)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        part.to_parquet(folder / file_name, index=False)
-
-
-# --- dbt invocation -----------------------------------------------------------------------------
-
-
-def _dbt_env(warehouse: Path, raw_dir: Path, exports_dir: Path) -> dict[str, str]:
-    return {
-        "RANKFLOW_WAREHOUSE_PATH": str(warehouse),
-        "RANKFLOW_RAW_DIR": str(raw_dir),
-        "RANKFLOW_EXPORTS_DIR": str(exports_dir),
-        # no network: dbt's anonymous usage tracking would try to reach the internet
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-
-
-def _dbt_common_args(paths: StatePaths, target_name: str) -> list[str]:
-    # target/ and logs/ under the state dir, not dbt_project/: the checkout stays clean and two
-    # state dirs (tests, engineers) never share partial-parse files or manifests.
-    dbt_home = paths.root / "dbt"
-    return [
-        "--project-dir",
-        str(DBT_PROJECT_DIR),
-        "--profiles-dir",
-        str(DBT_PROJECT_DIR),
-        "--target-path",
-        str(dbt_home / target_name),
-        "--log-path",
-        str(dbt_home / "logs"),
-    ]
-
-
-def _invoke_dbt(args: list[str], env: Mapping[str, str]) -> dbtRunnerResult:
-    from dbt.cli.main import dbtRunner
-
-    with _environ(env):
-        try:
-            return dbtRunner().invoke(args)
-        finally:
-            _close_dbt_duckdb()
-
-
-def _close_dbt_duckdb() -> None:
-    """Close the DuckDB database dbt-duckdb keeps in a class attribute across invocations.
-
-    dbt-duckdb does not close it when an invocation ends. Left open, the process keeps a handle
-    on a file that is about to be renamed or deleted, and our own ``duckdb.connect`` to it fails
-    ("Can't open a connection to same database file with a different configuration").
-    """
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    with DuckDBConnectionManager._LOCK:
-        env = DuckDBConnectionManager._ENV
-        if env is not None:
-            with contextlib.suppress(Exception):
-                env.close()
-            DuckDBConnectionManager._ENV = None
-
-
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
-def _failures(run: dbtRunnerResult) -> list[NodeFailure]:
-    results = getattr(getattr(run, "result", None), "results", None) or []
-    failures = []
-    for result in results:
-        if str(result.status) not in _FAILED_STATUSES:
-            continue
-        node = result.node
-        model = column = None
-        if getattr(node, "attached_node", None):
-            model = node.attached_node.split(".")[-1]
-        column = getattr(node, "column_name", None) or None
-        if getattr(node, "resource_type", None) == "unit_test":
-            model = getattr(node, "model", None)
-        failures.append(
-            NodeFailure(
-                unique_id=node.unique_id,
-                resource_type=str(node.resource_type),
-                status=str(result.status),
-                message=(result.message or "").strip(),
-                model=model,
-                column=column,
-                compiled_path=getattr(node, "compiled_path", None),
-            )
-        )
-    return failures
-
-
-def _build_error(run: dbtRunnerResult, failures: list[NodeFailure]) -> WarehouseBuildError:
-    if not failures:
-        reason = run.exception or "dbt reported failure without a failed node"
-        return WarehouseBuildError(
-            f"dbt build failed before running models: {reason}; live warehouse unchanged"
-        )
-    skipped = sum(str(r.status) == "skipped" for r in run.result.results)
-    lines = [
-        f"dbt build failed: {len(failures)} node(s) failed, {skipped} skipped; "
-        "live warehouse and exports unchanged"
-    ]
-    lines += [f"  - {f.describe()}" for f in failures[:10]]
-    if len(failures) > 10:
-        lines.append(f"  ... and {len(failures) - 10} more")
-    return WarehouseBuildError("\n".join(lines), failures)
-
-
-def _invocation_id() -> str:
-    """The id of the dbt invocation that just ran: the ``_load_id`` of the rows it wrote."""
-    from dbt_common.invocation import get_invocation_id
-
-    return get_invocation_id()
 
 
 # --- after a good build: inspect, swap -----------------------------------------------------
@@ -417,10 +368,10 @@ def _inspect_build_db(build_db: Path, build_exports: Path) -> tuple[dict[str, in
         for table in tables:
             if table in EXPORT_MODELS:
                 path = build_exports / EXPORT_MODELS[table]
-                sql = f"select count(*) from read_parquet('{_sql_str(path)}')"
+                row_counts[table] = pq.read_metadata(path).num_rows
             else:
-                sql = f'select count(*) from main."{table}"'
-            row_counts[table] = int(con.execute(sql).fetchone()[0])
+                sql = f"select count(*) from main.{_identifier(table)}"
+                row_counts[table] = int(con.execute(sql).fetchall()[0][0])
         quarantine = con.execute(
             "select reason, count(*) from main.quarantined_impressions group by reason"
         ).fetchall()
@@ -439,13 +390,31 @@ def _repoint_export_views(build_db: Path, live_exports: Path) -> None:
     con = duckdb.connect(str(build_db))
     try:
         for model, file_name in EXPORT_MODELS.items():
+            # A view cannot take parameters: the path goes in as a DuckDB string literal.
             con.execute(
-                f'create or replace view main."{model}" as '
-                f"select * from read_parquet('{_sql_str(live_exports / file_name)}')"
+                f"create or replace view main.{_identifier(model)} as "
+                f"select * from read_parquet({sql_literal(live_exports / file_name)})"
             )
         con.execute("checkpoint")
     finally:
         con.close()
+
+
+def _build_error(run: dbtRunnerResult, found: list[NodeFailure]) -> WarehouseBuildError:
+    if not found:
+        reason = run.exception or "dbt reported failure without a failed node"
+        return WarehouseBuildError(
+            f"dbt build failed before running models: {reason}; live warehouse unchanged"
+        )
+    skipped = sum(str(r.status) == "skipped" for r in run.result.results)
+    lines = [
+        f"dbt build failed: {len(found)} node(s) failed, {skipped} skipped; "
+        "live warehouse and exports unchanged"
+    ]
+    lines += [f"  - {f.describe()}" for f in found[:10]]
+    if len(found) > 10:
+        lines.append(f"  ... and {len(found) - 10} more")
+    return WarehouseBuildError("; ".join(lines), found)
 
 
 def _swap_in(build_db: Path, live_db: Path, build_exports: Path, live_exports: Path) -> None:
@@ -473,22 +442,6 @@ def _swap_in(build_db: Path, live_db: Path, build_exports: Path, live_exports: P
         shutil.rmtree(old_exports, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path, what: str) -> Iterator[None]:
-    """One `what` per state dir at a time; a second one fails fast instead of racing the first."""
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WarehouseBuildError(
-                f"another {what} holds {lock_path}; wait for it to finish"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # --- small helpers ------------------------------------------------------------------------------
 
 
@@ -506,9 +459,15 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _sql_str(path: Path) -> str:
-    return str(path).replace("'", "''")
+def sql_literal(value: object) -> str:
+    """``value`` as a DuckDB string literal, for the few statements that take no parameters
+    (view definitions). DuckDB's only escape inside '...' is a doubled quote (no backslash
+    escapes), so the result can never end the literal early; NUL cannot be represented."""
+    text = str(value)
+    if "\x00" in text:
+        raise WarehouseError(f"a NUL character cannot be part of a SQL string: {text!r}")
+    return "'" + text.replace("'", "''") + "'"
 
 
-def _iso(day: object) -> str:
-    return day.isoformat() if isinstance(day, date) else str(day)
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rankflow.data.contract import ContractError
 from rankflow.paths import StatePaths
 from rankflow.warehouse.build import (
     WarehouseBuildError,
@@ -433,12 +434,13 @@ def test_corrupt_raw_file_raises_naming_the_file_and_changes_nothing(
     bad_day.mkdir()
     (bad_day / "broken.parquet").write_bytes(b"this is not parquet")
 
-    with pytest.raises(WarehouseBuildError) as caught:
+    # the contract check runs first, on the files the build would load
+    with pytest.raises(ContractError) as caught:
         build_warehouse(paths, as_of=AS_OF_B)
 
     message = str(caught.value)
-    assert "stg_impressions" in message
-    assert "broken.parquet" in message
+    assert "raw/impressions/event_date=2024-03-04/broken.parquet: is not a readable" in message
+    assert "\n" not in message
     assert tree_digest(paths.warehouse, paths.exports) == before
 
 

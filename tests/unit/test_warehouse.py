@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rankflow.errors import LockedError
+from rankflow.locks import warehouse_lock
 from rankflow.paths import StatePaths
 from rankflow.warehouse import build as warehouse
 from rankflow.warehouse.build import NodeFailure, WarehouseBuildError, write_raw
@@ -82,14 +84,14 @@ def test_first_swap_without_previous_exports(
 
 
 def test_second_build_on_the_same_state_fails_fast(tmp_path: Path) -> None:
-    lock = tmp_path / ".build.lock"
+    paths = StatePaths(tmp_path)
     with (
-        warehouse._exclusive(lock, "warehouse build"),
-        pytest.raises(WarehouseBuildError, match="another warehouse build"),
-        warehouse._exclusive(lock, "warehouse build"),
+        warehouse_lock(paths),
+        pytest.raises(LockedError, match=r"^warehouse build is already running \(pid \d+ holds"),
+        warehouse_lock(paths),
     ):
         pass
-    with warehouse._exclusive(lock, "warehouse build"):  # released afterwards
+    with warehouse_lock(paths):  # released afterwards
         pass
 
 

@@ -1,20 +1,19 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='event_date',
-        on_schema_change='fail'
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook="{{ delete_redone_days('event_date') }}"
     )
 }}
 -- The valid impressions with their click label (grain: impression). This is the entity
 -- dataframe Feast joins features onto, and the only input of the daily feature marts.
--- Incremental: re-inserts the days stg_impressions (re)loaded since this model last ran.
-{%- set since = days_changed_since_last_load(ref('stg_impressions')) %}
+-- Incremental: the pre-hook deletes the days this build reloads; their rows are appended.
 
 with checked as (
     select * from {{ ref('int_impressions__checked') }}
     {%- if is_incremental() %}
-    where {% if since is none %}false{% else %}event_date >= date '{{ since }}'{% endif %}
+    where event_date in {{ reload_days() }}
     {%- endif %}
 )
 

@@ -1,20 +1,20 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='event_date',
-        on_schema_change='fail'
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook="{{ delete_redone_days('event_date') }}"
     )
 }}
 -- Impressions that broke a row rule, with the rule (`reason`) and the row's fields as staged, so
 -- a data owner can find and fix them. event_date is the raw partition day.
--- Incremental like fct_labelled_impressions: the days stg_impressions (re)loaded.
-{%- set since = days_changed_since_last_load(ref('stg_impressions')) %}
+-- Incremental like fct_labelled_impressions: a reloaded day leaves the quarantine and is
+-- judged again, so the quarantine always describes the raw data of this build.
 
 with checked as (
     select * from {{ ref('int_impressions__checked') }}
     {%- if is_incremental() %}
-    where {% if since is none %}false{% else %}event_date >= date '{{ since }}'{% endif %}
+    where event_date in {{ reload_days() }}
     {%- endif %}
 )
 

@@ -1,9 +1,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='feature_date',
-        on_schema_change='fail'
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook="{{ delete_changed_feature_days(28) }}"
     )
 }}
 -- Grain: user_id, category x feature day. Computed only from impressions strictly

@@ -1,26 +1,23 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='event_date',
-        on_schema_change='fail'
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook="{{ delete_redone_days('event_date') }}"
     )
 }}
 -- Impressions renamed and typed, every raw row kept. Deduplication by event_id marks the copies
--- instead of dropping them (is_duplicate), so the quarantine can report them: the first copy by
--- ts, then by file and row order, is the one that counts; a copy of an event_id already loaded
--- on an earlier day is always a duplicate.
+-- instead of dropping them (is_duplicate), so the quarantine can report them: over all days, the
+-- first copy by ts, then by file and row order, is the one that counts.
 --
--- Incremental: reloads whole partition days from impressions_reload_start() on (the newest
--- `lookback_days` loaded days and every newer day) with delete+insert by event_date. The start
--- day is a literal, so DuckDB prunes the Hive partitions before reading any file.
-{%- set reload_start = impressions_reload_start() %}
+-- Incremental: source('raw', 'impressions') holds only the partition days this build reloads
+-- (see macros/incremental_windows.sql); the pre-hook has deleted those days, this appends them.
+-- The build reloads every day that shares an event_id with a changed day, so ranking the
+-- reloaded rows together with the kept rows of the same event ids gives each reloaded row the
+-- mark a full build would give it, and no kept row's mark changes.
 
 with source as (
     select * from {{ source('raw', 'impressions') }}
-    {%- if reload_start is not none %}
-    where event_date >= date '{{ reload_start }}'
-    {%- endif %}
 ),
 
 typed as (
@@ -36,8 +33,20 @@ typed as (
         cast(clicked as integer) as clicked,
         cast(event_date as date) as event_date,
         filename as _source_file,
-        file_row_number as _file_row_number
+        file_row_number as _file_row_number,
+        true as _reloaded
     from source
+),
+
+candidates as (
+    select * from typed
+    {%- if is_incremental() %}
+    union all by name
+    -- copies of the same events on days this build keeps as they are
+    select event_id, ts, _source_file, _file_row_number, false as _reloaded
+    from {{ this }}
+    where event_id in (select event_id from typed where event_id is not null)
+    {%- endif %}
 ),
 
 ranked as (
@@ -46,18 +55,8 @@ ranked as (
         row_number() over (
             partition by event_id order by ts nulls last, _source_file, _file_row_number
         ) as _occurrence
-    from typed
+    from candidates
 )
-
-{%- if reload_start is not none %},
-
-loaded_before as (
-    -- event ids that already count from days this run does not reload
-    select distinct event_id
-    from {{ this }}
-    where event_date < date '{{ reload_start }}' and event_id is not null and not is_duplicate
-)
-{%- endif %}
 
 select
     event_id,
@@ -69,16 +68,9 @@ select
     device,
     clicked,
     event_date,
-    coalesce(
-        event_id is not null and (
-            _occurrence > 1
-            {%- if reload_start is not none %}
-            or event_id in (select event_id from loaded_before)
-            {%- endif %}
-        ),
-        false
-    ) as is_duplicate,
+    coalesce(event_id is not null and _occurrence > 1, false) as is_duplicate,
     _source_file,
     _file_row_number,
     {{ rankflow_load_columns() }}
 from ranked
+where _reloaded

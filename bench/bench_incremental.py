@@ -1,0 +1,89 @@
+"""Cost of a daily incremental warehouse build against a full build, at 30 and 90 days of history.
+
+    .state/venv/bin/python bench/bench_incremental.py [--per-day 33334] [--histories 30 90]
+
+For each history length H: simulate H + 1 days at a constant volume per day, hold the newest day
+back, full-build the H days, then add the held day and time the incremental build (what a
+daily scheduled run does). Prints both times and their ratio per history, plus the incremental
+time at each H against the one at the first H (the goal: the daily cost does not grow with the
+history). Each history runs in a state dir of its own under ``--home``; times are wall clock on
+a shared machine, so compare the ratios measured in this run, not absolute seconds across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO)]
+
+# A fixed end date keeps every run of the bench on the same data.
+END_DATE = date(2026, 11, 1)
+
+
+def measure(history: int, per_day: int, home: Path) -> dict[str, float]:
+    """Full build of ``history`` days, then the incremental build of one more day; seconds."""
+    from datetime import UTC, datetime
+
+    from rankflow.config import load_config
+    from rankflow.data.simulate import simulate
+    from rankflow.paths import StatePaths
+    from rankflow.warehouse.build import build_warehouse
+
+    shutil.rmtree(home, ignore_errors=True)
+    paths = StatePaths(home)
+    config = load_config(
+        overrides={
+            "simulation.n_impressions": per_day * (history + 1),
+            "simulation.days": history + 1,
+            "simulation.end_date": END_DATE.isoformat(),
+        }
+    )
+    simulate(config.simulation, paths.raw, paths.truth)
+    partitions = sorted((paths.raw / "impressions").iterdir())
+    held = home / "held-back" / partitions[-1].name
+    held.parent.mkdir()
+    partitions[-1].rename(held)
+    as_of = datetime.combine(END_DATE, datetime.min.time(), tzinfo=UTC)
+    vars = config.warehouse.model_dump()
+    start = time.perf_counter()
+    build_warehouse(paths, as_of=as_of, vars=vars, full_refresh=True)
+    full = time.perf_counter() - start
+    held.rename(partitions[-1])
+    start = time.perf_counter()
+    result = build_warehouse(paths, as_of=as_of, vars=vars)
+    incremental = time.perf_counter() - start
+    print(f"  {history} days: {result.plan}", flush=True)
+    return {"full": full, "incremental": incremental}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-day", type=int, default=33_334, help="impressions per day")
+    parser.add_argument("--histories", type=int, nargs="+", default=[30, 90])
+    parser.add_argument("--home", type=Path, default=REPO / ".state" / "bench" / "incremental")
+    parser.add_argument("--keep", action="store_true", help="keep the state dirs to inspect")
+    args = parser.parse_args()
+
+    results = {h: measure(h, args.per_day, args.home / f"{h}d") for h in args.histories}
+    if not args.keep:
+        shutil.rmtree(args.home, ignore_errors=True)
+    first = args.histories[0]
+    print(f"\nincremental warehouse build of one new day, {args.per_day:,} impressions per day")
+    print(
+        f"  {'history':>8} {'full s':>8} {'incr. s':>8} {'incr./full':>11} {'incr./incr.@' + str(first):>14}"
+    )
+    for h, r in results.items():
+        print(
+            f"  {h:>6} d {r['full']:8.2f} {r['incremental']:8.2f} "
+            f"{r['incremental'] / r['full']:11.2f} {r['incremental'] / results[first]['incremental']:14.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""What an incremental build must redo: the raw manifest and the change plan.
+
+The warehouse keeps, inside its own database file (schema ``_rankflow``), a manifest of the raw
+files it was built from: table, partition day, file, size and a content fingerprint. A build
+compares the raw folder of today with it and plans the work by content, not by dates:
+
+- a day whose files were added, rewritten or removed is reloaded (a removed day is deleted
+  from staging, marts and quarantine);
+- the newest ``lookback_days`` raw days are reloaded as well (declared late-data lookback);
+- every day on or after the earlier of the previous and the current ``as_of`` day is reloaded,
+  because the future-timestamp rule judges those rows against "now";
+- a change in ``users/`` or ``items/``, in the dbt project, in the dbt vars or in the raw folder
+  itself, or a missing manifest, makes the build a full refresh (the quarantine rules of every
+  day depend on users and items).
+
+The manifest lives in the database so that it is swapped in with the warehouse it describes:
+they can never disagree. Days that share an ``event_id`` with a reloaded day are added later,
+inside the build (``duplicate_days``), because duplicate marking looks across days.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from rankflow.data.raw_files import RawListing, fingerprint
+
+# Bump when the meaning of the manifest or of the incremental rules changes: forces a full build.
+PLAN_VERSION = "1"
+STATE_SCHEMA = "_rankflow"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One raw data file as the manifest records it."""
+
+    table: str
+    day: date | None  # impressions partition day; None for users / items
+    file: str  # path relative to the raw folder
+    size: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class BuildState:
+    """What the previous build recorded beside its tables."""
+
+    entries: list[FileEntry]
+    as_of: datetime
+    settings_key: str  # hash of dbt project files, vars, raw folder and PLAN_VERSION
+    newest_day: date | None  # newest impressions day <= as_of (the feature marts' cutoff)
+
+
+@dataclass
+class BuildPlan:
+    """The decision of one build: full, or which days to reload and why."""
+
+    full: bool
+    reason: str
+    entries: list[FileEntry]
+    settings_key: str
+    reload_days: set[date] = field(default_factory=set)
+    changed_days: set[date] = field(default_factory=set)  # added / rewritten / removed
+    changed_files: list[Path] = field(default_factory=list)  # new or rewritten: validate deeply
+    skipped: list[str] = field(default_factory=list)  # raw paths that are not data (noted)
+    as_of: datetime | None = None  # "now" of the build (naive UTC), handed to dbt as a table
+
+    def describe(self) -> str:
+        if self.full:
+            return f"full rebuild ({self.reason})"
+        days = sorted(self.reload_days)
+        shown = ", ".join(d.isoformat() for d in days[:6]) + (" ..." if len(days) > 6 else "")
+        return (
+            f"incremental: {len(self.changed_days)} changed day(s), "
+            f"{len(days)} day(s) reloaded{': ' + shown if days else ''}"
+        )
+
+
+def scan(listing: RawListing) -> list[FileEntry]:
+    """The manifest entries of today's raw folder (every listed file, fingerprinted)."""
+    entries = []
+    for table, files in listing.files.items():
+        for path in files:
+            entries.append(
+                FileEntry(
+                    table=table,
+                    day=listing.partition_of(path) if table == "impressions" else None,
+                    file=path.relative_to(listing.raw_dir).as_posix(),
+                    size=path.stat().st_size,
+                    fingerprint=fingerprint(path),
+                )
+            )
+    return entries
+
+
+def settings_key(project_dir: Path, dbt_vars: dict[str, Any], raw_dir: Path) -> str:
+    """A hash of everything besides raw data that decides the warehouse's contents."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(PLAN_VERSION.encode())
+    digest.update(json.dumps(dbt_vars, sort_keys=True, default=str).encode())
+    digest.update(str(raw_dir).encode())
+    for path in sorted(project_dir.rglob("*")):
+        generated = {"target", "logs", "dbt_packages"} & set(path.relative_to(project_dir).parts)
+        if path.suffix in (".sql", ".yml", ".yaml") and path.is_file() and not generated:
+            digest.update(path.relative_to(project_dir).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def plan_build(
+    previous: BuildState | None,
+    entries: list[FileEntry],
+    *,
+    raw_dir: Path,
+    as_of: datetime,
+    key: str,
+    lookback_days: int,
+    full_refresh: bool,
+) -> BuildPlan:
+    """Compare today's raw files with the previous build's manifest and decide the work."""
+    all_files = [raw_dir / e.file for e in entries]
+    reason = _full_reason(previous, entries, key, full_refresh)
+    if reason is not None or previous is None:
+        return BuildPlan(True, reason or "", entries, key, changed_files=all_files)
+    old = _by_day(previous.entries)
+    new = _by_day(entries)
+    changed = {day for day in old.keys() | new.keys() if old.get(day) != new.get(day)}
+    known = {e.file: e.fingerprint for e in previous.entries}
+    changed_files = [raw_dir / e.file for e in entries if known.get(e.file) != e.fingerprint]
+    raw_days = sorted(new)
+    reload = set(changed) | set(raw_days[-lookback_days:] if lookback_days > 0 else [])
+    judged_from = min(previous.as_of, as_of).date()  # rows judged against "now" may flip
+    reload |= {day for day in old.keys() | new.keys() if day >= judged_from}
+    return BuildPlan(False, "incremental", entries, key, reload, changed, changed_files)
+
+
+def _full_reason(
+    previous: BuildState | None, entries: list[FileEntry], key: str, full_refresh: bool
+) -> str | None:
+    if full_refresh:
+        return "--full-refresh"
+    if previous is None:
+        return "no manifest of a previous build"
+    if previous.settings_key != key:
+        return "dbt project, dbt vars or raw folder changed since the last build"
+
+    def dims(items: list[FileEntry]) -> set[tuple[str, str, int, str]]:
+        return {(e.table, e.file, e.size, e.fingerprint) for e in items if e.day is None}
+
+    if dims(previous.entries) != dims(entries):
+        return "users/ or items/ changed (they decide the quarantine of every day)"
+    return None
+
+
+def _by_day(entries: list[FileEntry]) -> dict[date, frozenset[tuple[str, int, str]]]:
+    days: dict[date, set[tuple[str, int, str]]] = {}
+    for e in entries:
+        if e.day is not None:
+            days.setdefault(e.day, set()).add((e.file, e.size, e.fingerprint))
+    return {day: frozenset(files) for day, files in days.items()}
+
+
+# --- the state tables inside the warehouse --------------------------------------------------
+
+
+def read_state(con: duckdb.DuckDBPyConnection) -> BuildState | None:
+    """The previous build's state, or None when the database has none (or an older layout)."""
+    try:
+        rows = con.execute(
+            f"select tbl, day, file, size, fingerprint from {STATE_SCHEMA}.raw_manifest"
+        ).fetchall()
+        info = dict(con.execute(f"select key, value from {STATE_SCHEMA}.build_info").fetchall())
+    except duckdb.CatalogException:
+        return None
+    if info.get("plan_version") != PLAN_VERSION:
+        return None
+    newest = info.get("newest_day")
+    return BuildState(
+        entries=[FileEntry(*row) for row in rows],
+        as_of=datetime.fromisoformat(info["as_of"]),
+        settings_key=info["settings_key"],
+        newest_day=date.fromisoformat(newest) if newest else None,
+    )
+
+
+def write_plan_tables(
+    con: duckdb.DuckDBPyConnection, plan: BuildPlan, previous: BuildState | None, as_of: datetime
+) -> None:
+    """Hand the plan to dbt as tables: the reload days, the previous feature cutoff and "now"
+    (``as_of``, naive UTC) - tables rather than dbt vars, so dbt's partial parsing holds."""
+    con.execute(f"create schema if not exists {STATE_SCHEMA}")
+    con.execute(f"create or replace table {STATE_SCHEMA}.build_clock (as_of timestamp)")
+    con.execute(f"insert into {STATE_SCHEMA}.build_clock values (?)", [as_of])
+    con.execute(f"create or replace table {STATE_SCHEMA}.reload_days (day date primary key)")
+    con.executemany(
+        f"insert into {STATE_SCHEMA}.reload_days values (?)",
+        [(day,) for day in sorted(plan.reload_days)],
+    )
+    con.execute(f"create or replace table {STATE_SCHEMA}.previous_cutoff (newest_day date)")
+    con.execute(
+        f"insert into {STATE_SCHEMA}.previous_cutoff values (?)",
+        [previous.newest_day if previous and not plan.full else None],
+    )
+
+
+def write_state(
+    con: duckdb.DuckDBPyConnection, plan: BuildPlan, as_of: datetime, newest_day: date | None
+) -> None:
+    """Record what this build was made from; replaces the previous build's record."""
+    con.execute(f"create schema if not exists {STATE_SCHEMA}")
+    con.execute(
+        f"create or replace table {STATE_SCHEMA}.raw_manifest "
+        "(tbl varchar, day date, file varchar, size bigint, fingerprint varchar)"
+    )
+    con.executemany(
+        f"insert into {STATE_SCHEMA}.raw_manifest values (?, ?, ?, ?, ?)",
+        [(e.table, e.day, e.file, e.size, e.fingerprint) for e in plan.entries],
+    )
+    con.execute(f"create or replace table {STATE_SCHEMA}.build_info (key varchar, value varchar)")
+    info = {
+        "plan_version": PLAN_VERSION,
+        "as_of": as_of.replace(tzinfo=None).isoformat(),
+        "settings_key": plan.settings_key,
+        "newest_day": newest_day.isoformat() if newest_day else "",
+        "plan": plan.describe(),
+    }
+    con.executemany(f"insert into {STATE_SCHEMA}.build_info values (?, ?)", list(info.items()))
+
+
+def duplicate_days(con: duckdb.DuckDBPyConnection, reload_days: set[date]) -> set[date]:
+    """Days not reloaded whose rows share an ``event_id`` with a reloaded day, old or new.
+
+    Which copy of an event counts is decided across all days, so those days' ``is_duplicate``
+    marks (and therefore their marts and quarantine) may change: they are reloaded too. Needs
+    ``raw.impressions`` loaded with the reload days and the previous ``stg_impressions``.
+    """
+    rows = con.execute(
+        f"""
+        with reloaded as (select day from {STATE_SCHEMA}.reload_days),
+        ids as (
+            select event_id from raw.impressions where event_id is not null
+            union
+            select event_id from main.stg_impressions
+            where event_date in (select day from reloaded) and event_id is not null
+        )
+        select distinct event_date from main.stg_impressions
+        where event_date not in (select day from reloaded)
+          and event_id in (select event_id from ids)
+        """
+    ).fetchall()
+    return {row[0] for row in rows} - reload_days
+
+
+def day_range(first: date, last: date) -> list[date]:
+    """Every day from ``first`` to ``last``, inclusive."""
+    return [first + timedelta(days=k) for k in range((last - first).days + 1)]

@@ -1,0 +1,155 @@
+"""Running dbt in-process and describing what failed, for the warehouse build and docs.
+
+dbt runs through ``dbt.cli.main.dbtRunner``. The paths it needs come from environment variables
+that ``dbt_project/profiles.yml`` and the export models read (``RANKFLOW_WAREHOUSE_PATH``,
+``RANKFLOW_EXPORTS_DIR``), so the same project also runs from the dbt CLI. Setting those
+variables is process-global: do not run two builds in threads of one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rankflow.paths import REPO_ROOT, StatePaths
+
+if TYPE_CHECKING:  # dbt is imported lazily: it is slow to import and only needed to build
+    from dbt.cli.main import dbtRunnerResult
+
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+
+# dbt node statuses that make a build fail ("warn" does not)
+_FAILED_STATUSES = {"error", "fail", "runtime error"}
+
+
+@dataclass(frozen=True)
+class NodeFailure:
+    """One dbt node that failed, in words a user can act on."""
+
+    unique_id: str
+    resource_type: str
+    status: str
+    message: str
+    model: str | None = None  # for data tests: the model (or source) the test is attached to
+    column: str | None = None  # for column tests: the column
+    compiled_path: str | None = None
+
+    def describe(self) -> str:
+        where = ""
+        if self.model and self.column:
+            where = f" on column {self.column!r} of {self.model}"
+        elif self.model:
+            where = f" on {self.model}"
+        text = f"{self.resource_type} {self.unique_id}{where}: {self.status}: {self.message}"
+        if self.compiled_path:
+            text += f" (compiled SQL: {self.compiled_path})"
+        return text
+
+
+# --- dbt invocation -----------------------------------------------------------------------------
+
+
+def dbt_env(warehouse: Path, exports_dir: Path) -> dict[str, str]:
+    """The variables profiles.yml and the export models read."""
+    return {
+        "RANKFLOW_WAREHOUSE_PATH": str(warehouse),
+        "RANKFLOW_EXPORTS_DIR": str(exports_dir),
+        # no network: dbt's anonymous usage tracking would try to reach the internet
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def dbt_common_args(paths: StatePaths, target_name: str) -> list[str]:
+    # target/ and logs/ under the state dir, not dbt_project/: the checkout stays clean and two
+    # state dirs (tests, engineers) never share partial-parse files or manifests.
+    dbt_home = paths.root / "dbt"
+    return [
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(dbt_home / target_name),
+        "--log-path",
+        str(dbt_home / "logs"),
+    ]
+
+
+def invoke_dbt(args: list[str], env: Mapping[str, str]) -> dbtRunnerResult:
+    from dbt.cli.main import dbtRunner
+
+    with _environ(env):
+        try:
+            return dbtRunner().invoke(args)
+        finally:
+            _close_dbt_duckdb()
+
+
+def _close_dbt_duckdb() -> None:
+    """Close the DuckDB database dbt-duckdb keeps in a class attribute across invocations.
+
+    dbt-duckdb does not close it when an invocation ends. Left open, the process keeps a handle
+    on a file that is about to be renamed or deleted, and our own ``duckdb.connect`` to it fails
+    ("Can't open a connection to same database file with a different configuration").
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        if env is not None:
+            with contextlib.suppress(Exception):
+                env.close()
+            DuckDBConnectionManager._ENV = None
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def failures(run: dbtRunnerResult) -> list[NodeFailure]:
+    """The failed nodes of a dbt run, with the model and column a data test is attached to."""
+    results = getattr(getattr(run, "result", None), "results", None) or []
+    found = []
+    for result in results:
+        if str(result.status) not in _FAILED_STATUSES:
+            continue
+        node = result.node
+        model = column = None
+        if getattr(node, "attached_node", None):
+            model = node.attached_node.split(".")[-1]
+        column = getattr(node, "column_name", None) or None
+        if getattr(node, "resource_type", None) == "unit_test":
+            model = getattr(node, "model", None)
+        found.append(
+            NodeFailure(
+                unique_id=node.unique_id,
+                resource_type=str(node.resource_type),
+                status=str(result.status),
+                message=(result.message or "").strip(),
+                model=model,
+                column=column,
+                compiled_path=getattr(node, "compiled_path", None),
+            )
+        )
+    return found
+
+
+def invocation_id() -> str:
+    """The id of the dbt invocation that just ran: the ``_load_id`` of the rows it wrote."""
+    from dbt_common.invocation import get_invocation_id
+
+    return get_invocation_id()

@@ -1,0 +1,413 @@
+"""The warehouse invariant: after any sequence of raw changes, the incremental warehouse and its
+exports equal a ``--full-refresh`` build of the same raw data, table by table.
+
+Every check builds a second, private state from the same raw folder with ``full_refresh=True``
+and the same ``as_of`` and compares every table and export (lineage columns aside: ``_load_id``,
+``_loaded_at`` and the exports' ``created_ts`` say when a row was written, not what it says).
+A hypothesis test drives random sequences of changes on tiny data; the named tests replay the
+cases of issue #9 one by one. All builds are real dbt builds.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rankflow.data.contract import ContractError
+from rankflow.data.simulate import SimulationConfig, simulate
+from rankflow.paths import StatePaths
+from rankflow.warehouse.build import EXPORT_MODELS, WarehouseResult, build_warehouse
+
+pytestmark = pytest.mark.integration
+
+START = date(2024, 3, 1)
+USERS = pd.DataFrame(
+    {
+        "user_id": [1, 2, 3, 4],
+        "segment": ["casual", "power", "casual", "deal_seeker"],
+        "age_bucket": ["18-24", None, "25-34", "35-44"],
+        "region": ["eu", "us", None, "eu"],
+        "signup_ts": pd.to_datetime(["2024-01-01"] * 4, utc=True),
+    }
+)
+ITEMS = pd.DataFrame(
+    {
+        "item_id": [10, 11, 12, 13],
+        "category": ["books", "toys", "books", "garden"],
+        "price": [5.0, 7.5, 3.0, -1.0],  # item 13: negative_price
+        "created_ts": pd.to_datetime(["2024-01-01"] * 4, utc=True),
+    }
+)
+TABLES = {  # table -> sort key (every table the build writes that has rows)
+    "stg_impressions": "event_date, _source_file, _file_row_number",
+    "fct_labelled_impressions": "event_id",
+    "quarantined_impressions": "event_date, _source_file, _file_row_number",
+    "user_daily_features": "user_id, feature_ts",
+    "item_daily_features": "item_id, feature_ts",
+    "user_category_daily_features": "user_id, category, feature_ts",
+    "dim_users": "user_id",
+    "dim_items": "item_id",
+}
+LINEAGE = {"_load_id", "_loaded_at", "created_ts"}
+
+
+def at(day: date, hour: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hour)
+
+
+def day_rows(day: date, version: int, n: int = 6, shared: int = 0) -> pd.DataFrame:
+    """``n`` impressions of ``day``; ``version`` changes their content, ``shared`` of them reuse
+    event ids from a small pool common to all days (duplicates across days)."""
+    rng = np.random.default_rng([day.toordinal(), version])
+    ids = [f"e-{day:%m%d}-{version}-{k}" for k in range(n)]
+    for k in range(min(shared, n)):
+        ids[k] = f"shared-{rng.integers(3)}"
+    seconds = np.sort(rng.integers(0, 86_400, n))
+    return pd.DataFrame(
+        {
+            "event_id": ids,
+            "request_id": [f"r-{day:%m%d}-{version}-{k // 2}" for k in range(n)],
+            "ts": [pd.Timestamp(at(day), tz="UTC") + pd.Timedelta(seconds=int(s)) for s in seconds],
+            "user_id": rng.choice([1, 2, 3, 4, 9], n, p=[0.3, 0.3, 0.2, 0.15, 0.05]),
+            "item_id": rng.choice([10, 11, 12, 13], n).astype("int64"),
+            "position": rng.integers(1, 6, n).astype("int32"),
+            "device": rng.choice(["mobile", "desktop", "tablet"], n),
+            "clicked": rng.integers(0, 2, n).astype("int8"),
+        }
+    )
+
+
+def put_day(raw: Path, day: date, rows: pd.DataFrame, name: str = "part-0.parquet") -> None:
+    """Write one partition (replacing a file of the same name)."""
+    folder = raw / "impressions" / f"event_date={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(folder / name, index=False)
+
+
+def new_raw(raw: Path, days: list[date], version: int = 0, shared: int = 0) -> None:
+    for name, frame in (("users", USERS), ("items", ITEMS)):
+        (raw / name).mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(raw / name / "part-0.parquet", index=False)
+    for day in days:
+        put_day(raw, day, day_rows(day, version, shared=shared))
+
+
+def tables_of(paths: StatePaths) -> dict[str, pd.DataFrame]:
+    """Every compared table and export, lineage columns dropped, rows in a fixed order."""
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        out = {}
+        for table, key in TABLES.items():
+            frame = con.execute(f"select * from main.{table} order by {key}").df()
+            out[table] = frame.drop(columns=[c for c in frame.columns if c in LINEAGE])
+    finally:
+        con.close()
+    for file_name in EXPORT_MODELS.values():
+        frame = pd.read_parquet(paths.exports / file_name)
+        frame = frame.drop(columns=[c for c in frame.columns if c in LINEAGE])
+        out[file_name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return out
+
+
+def assert_equals_full_build(paths: StatePaths, as_of: datetime, scratch: Path) -> None:
+    """Build the same raw folder from scratch elsewhere and compare everything."""
+    full_paths = StatePaths(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    build_warehouse(full_paths, as_of=as_of, full_refresh=True, raw_dir=paths.raw)
+    incremental, full = tables_of(paths), tables_of(full_paths)
+    for name, expected in full.items():
+        pd.testing.assert_frame_equal(incremental[name], expected, obj=name)
+
+
+def count(paths: StatePaths, sql: str) -> int:
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        return int(con.execute(sql).fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def build(paths: StatePaths, as_of: datetime) -> WarehouseResult:
+    return build_warehouse(paths, as_of=as_of)
+
+
+# --- the property: random sequences of raw changes ---------------------------------------------
+
+OPS = st.sampled_from(
+    [
+        "add_day",
+        "rewrite_day",
+        "shrink_day",
+        "remove_day",
+        "future_rows",
+        "broken_then_fixed",
+        "resimulate",
+        "advance_clock",
+        "skipped_files",
+    ]
+)
+
+
+@settings(
+    max_examples=3,
+    deadline=None,
+    derandomize=True,  # the same sequences every run: a failure is reproducible
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=st.lists(st.tuples(OPS, st.integers(0, 9)), min_size=2, max_size=4))
+def test_any_sequence_of_raw_changes_equals_a_full_build(
+    ops: list[tuple[str, int]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = tmp_path_factory.mktemp("prop")
+    paths = StatePaths(root / "state")
+    days = [START + timedelta(days=k) for k in range(3)]
+    new_raw(paths.raw, days, shared=1)
+    clock = at(days[-1], 20)
+    build(paths, clock)
+    for step, (op, arg) in enumerate(ops):
+        days, clock = apply_op(paths, op, arg, days, clock, step)
+        build(paths, clock)
+        assert_equals_full_build(paths, clock, root / f"full-{step}")
+
+
+def apply_op(
+    paths: StatePaths, op: str, arg: int, days: list[date], clock: datetime, step: int
+) -> tuple[list[date], datetime]:
+    """Change the raw folder (or the clock) by one operation; return the days and the clock."""
+    raw = paths.raw
+    pick = days[arg % len(days)] if days else None
+    if op == "add_day" or (pick is None and op != "advance_clock"):
+        day = (days[-1] if days else START) + timedelta(days=1)
+        put_day(raw, day, day_rows(day, step, shared=arg % 3))
+        return [*days, day], max(clock, at(day, 21))
+    if op == "remove_day" and len(days) > 1:  # the contract needs at least one day
+        shutil.rmtree(raw / "impressions" / f"event_date={pick}")
+        return [d for d in days if d != pick], clock
+    if op in ("rewrite_day", "remove_day"):
+        put_day(raw, pick, day_rows(pick, 100 + step, n=4 + arg % 5, shared=arg % 2))
+    elif op == "shrink_day":
+        put_day(raw, pick, day_rows(pick, 0, n=6, shared=1).head(1 + arg % 3))
+    elif op == "future_rows":
+        future = clock.date() + timedelta(days=1 + arg % 3)
+        put_day(raw, future, day_rows(future, step), name=f"future-{step}.parquet")
+        return sorted({*days, future}), clock
+    elif op == "broken_then_fixed":
+        broken = day_rows(pick, 200 + step).drop(columns=["device"])
+        put_day(raw, pick, broken)
+        before = tables_of(paths)
+        with pytest.raises(ContractError, match="column 'device' is missing"):
+            build(paths, clock)
+        after = tables_of(paths)
+        assert all(before[k].equals(after[k]) for k in before), "a failed build changed state"
+        put_day(raw, pick, day_rows(pick, 300 + step))
+    elif op == "resimulate":  # a whole new dataset over a window one day later
+        shutil.rmtree(raw / "impressions")
+        days = [d + timedelta(days=1) for d in days]
+        for day in days:
+            put_day(raw, day, day_rows(day, 400 + step, shared=1))
+        return days, max(clock, at(days[-1], 20))
+    elif op == "advance_clock":
+        return days, clock + timedelta(hours=6 + 6 * (arg % 4))
+    elif op == "skipped_files":
+        folder = raw / "impressions" / f"event_date={pick}"
+        day_rows(pick, 500).to_parquet(folder / "_x.parquet")
+        day_rows(pick, 501).to_parquet(folder / ".x.parquet")
+        (folder / "extra.csv").write_text("event_id\nnope\n")
+    return days, clock
+
+
+# --- the cases of issue #9, one by one ---------------------------------------------------------
+
+
+@pytest.fixture
+def three_days(tmp_path: Path) -> tuple[StatePaths, list[date], datetime]:
+    paths = StatePaths(tmp_path / "state")
+    days = [START + timedelta(days=k) for k in range(3)]
+    new_raw(paths.raw, days)
+    clock = at(days[-1], 20)
+    build(paths, clock)
+    return paths, days, clock
+
+
+def test_a_future_partition_never_stops_later_days(
+    three_days: tuple[StatePaths, list[date], datetime], tmp_path: Path
+) -> None:
+    paths, days, clock = three_days
+    future = days[-1] + timedelta(days=5)
+    put_day(paths.raw, future, day_rows(future, 1))
+    build(paths, clock)
+    future_sql = (
+        "select count(*) from quarantined_impressions "
+        f"where reason = 'future_ts' and event_date = '{future}'"
+    )
+    assert count(paths, future_sql) == 6
+    # the next days arrive and the clock moves on: they load although a later day exists
+    later = [days[-1] + timedelta(days=k) for k in (1, 2)]
+    for day in later:
+        put_day(paths.raw, day, day_rows(day, 1))
+    clock = at(later[-1], 22)
+    build(paths, clock)
+    assert (
+        count(
+            paths, f"select count(*) from fct_labelled_impressions where event_date = '{later[-1]}'"
+        )
+        > 0
+    )
+    # the bad partition is removed: it leaves the quarantine, nothing else needed
+    shutil.rmtree(paths.raw / "impressions" / f"event_date={future}")
+    build(paths, clock)
+    assert count(paths, future_sql) == 0
+    assert count(paths, f"select count(*) from stg_impressions where event_date = '{future}'") == 0
+    assert_equals_full_build(paths, clock, tmp_path / "full")
+
+
+def test_a_rewritten_older_partition_replaces_that_day(
+    three_days: tuple[StatePaths, list[date], datetime], tmp_path: Path
+) -> None:
+    paths, days, clock = three_days
+    put_day(paths.raw, days[0], day_rows(days[0], 0).head(1))  # outside the 1-day lookback
+    result = build(paths, clock)
+    assert not result.full_refresh
+    assert count(paths, f"select count(*) from stg_impressions where event_date = '{days[0]}'") == 1
+    assert_equals_full_build(paths, clock, tmp_path / "full")
+
+
+def test_resimulating_with_a_later_end_date_keeps_no_old_day(tmp_path: Path) -> None:
+    """The simulator's own output, re-run one day later, whatever it does with existing days."""
+    paths = StatePaths(tmp_path / "state")
+    end = date(2024, 3, 8)
+    config = SimulationConfig(n_users=40, n_items=20, n_impressions=700, days=4, end_date=end)
+    simulate(config, paths.raw, paths.truth)
+    build(paths, at(end, 1))
+    later = config.model_copy(update={"end_date": end + timedelta(days=1)})
+    simulate(later, paths.raw, paths.truth)
+    clock = at(end + timedelta(days=1), 1)
+    build(paths, clock)
+    raw_days = sorted(
+        p.name.split("=")[1] for p in (paths.raw / "impressions").iterdir() if p.is_dir()
+    )
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        built = [
+            str(r[0])
+            for r in con.execute(
+                "select distinct event_date from stg_impressions order by 1"
+            ).fetchall()
+        ]
+        truth_ids = set(pd.read_parquet(paths.truth / "impressions")["event_id"])
+        ids = {
+            r[0] for r in con.execute("select event_id from fct_labelled_impressions").fetchall()
+        }
+    finally:
+        con.close()
+    assert built == raw_days
+    assert ids <= truth_ids  # every label in the warehouse belongs to today's simulation
+    assert_equals_full_build(paths, clock, tmp_path / "full")
+
+
+def test_files_the_contract_skips_are_never_loaded(
+    three_days: tuple[StatePaths, list[date], datetime], tmp_path: Path
+) -> None:
+    paths, days, clock = three_days
+    before = count(paths, "select count(*) from stg_impressions")
+    folder = paths.raw / "impressions" / f"event_date={days[1]}"
+    day_rows(days[1], 7).to_parquet(folder / "_x.parquet")
+    day_rows(days[1], 8).to_parquet(folder / ".x.parquet")
+    (folder / "extra.csv").write_text("event_id\nx\n")
+    spark = paths.raw / "impressions" / "_temporary" / "0"
+    spark.mkdir(parents=True)
+    day_rows(days[1], 9).to_parquet(spark / "part-0.parquet")
+    result = build(paths, clock)
+    assert count(paths, "select count(*) from stg_impressions") == before
+    prefix = f"raw/impressions/event_date={days[1]}/"
+    assert {prefix + "_x.parquet", prefix + ".x.parquet", prefix + "extra.csv"} <= set(
+        result.skipped
+    )
+    assert "raw/impressions/_temporary" in result.skipped
+    assert "skipped raw paths (not data)" in str(result)
+    assert_equals_full_build(paths, clock, tmp_path / "full")
+
+
+def test_a_file_with_corrupt_pages_fails_the_contract_check_by_name(
+    three_days: tuple[StatePaths, list[date], datetime],
+) -> None:
+    paths, days, clock = three_days
+    path = paths.raw / "impressions" / f"event_date={days[1]}" / "part-0.parquet"
+    pq.write_table(pq.read_table(path), path, write_page_checksum=True)
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    for k in range(64, len(data) - footer - 64, 97):  # damage the pages, keep the footer valid
+        data[k] ^= 0xFF
+    path.write_bytes(bytes(data))
+    pq.read_metadata(path)  # the footer still reads: only a page-by-page read finds the damage
+    before = tables_of(paths)
+    with pytest.raises(
+        ContractError, match=rf"event_date={days[1]}/part-0.parquet: is not a readable"
+    ):
+        build(paths, clock)
+    after = tables_of(paths)
+    assert all(before[k].equals(after[k]) for k in before)
+
+
+def test_build_checks_the_contract_and_a_fixed_day_leaves_the_quarantine(
+    three_days: tuple[StatePaths, list[date], datetime], tmp_path: Path
+) -> None:
+    paths, days, clock = three_days
+    good = day_rows(days[0], 0)
+    put_day(paths.raw, days[0], good.drop(columns=["device"]))
+    with pytest.raises(ContractError, match="column 'device' is missing"):
+        build(paths, clock)
+    # a day of rows with a bad device value is quarantined, then fixed
+    put_day(paths.raw, days[0], good.assign(device="fridge"))
+    result = build(paths, clock)
+    assert result.quarantine_counts.get("invalid_device", 0) > 0
+    put_day(paths.raw, days[0], good)
+    result = build(paths, clock)
+    assert "invalid_device" not in result.quarantine_counts
+    assert (
+        count(paths, "select count(*) from quarantined_impressions where reason = 'invalid_device'")
+        == 0
+    )
+    assert_equals_full_build(paths, clock, tmp_path / "full")
+
+
+def test_a_raw_folder_named_with_a_quote_a_space_and_a_semicolon(tmp_path: Path) -> None:
+    raw = tmp_path / "it's raw; data"
+    days = [START, START + timedelta(days=1)]
+    new_raw(raw, days)
+    paths = StatePaths(tmp_path / "state")
+    result = build_warehouse(paths, as_of=at(days[-1], 23), raw_dir=raw)
+    assert result.row_counts["stg_impressions"] == 12
+    put_day(raw, days[0], day_rows(days[0], 3).head(2))
+    result = build_warehouse(paths, as_of=at(days[-1], 23), raw_dir=raw)
+    assert result.row_counts["stg_impressions"] == 8
+    assert (
+        count(
+            paths,
+            "select count(*) from stg_impressions where _source_file like '%it''s raw; data%'",
+        )
+        == 8
+    )
+
+
+def test_an_unchanged_raw_folder_rebuilds_only_the_lookback(
+    three_days: tuple[StatePaths, list[date], datetime],
+) -> None:
+    paths, days, clock = three_days
+    result = build(paths, clock)
+    assert result.plan.startswith("incremental: 0 changed day(s), 1 day(s) reloaded")
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        reloaded = con.execute("select day from _rankflow.reload_days").fetchall()
+    finally:
+        con.close()
+    assert reloaded == [(days[-1],)]

@@ -40,9 +40,9 @@
 
 
 {% macro export_location(file_stem) -%}
-  {#- Exports go to $RANKFLOW_EXPORTS_DIR, which rankflow.warehouse.build points at a fresh folder per
-      build and swaps in only after every model and test passed. -#}
-  {{- env_var('RANKFLOW_EXPORTS_DIR') ~ '/' ~ file_stem ~ '.parquet' -}}
+  {#- Exports go to var('exports_dir'), which rankflow.warehouse.build points at a fresh folder per
+      build and swaps in only after every model and test passed ($RANKFLOW_EXPORTS_DIR by hand). -#}
+  {{- var('exports_dir', env_var('RANKFLOW_EXPORTS_DIR', '')) ~ '/' ~ file_stem ~ '.parquet' -}}
 {%- endmacro %}
 
 

@@ -42,7 +42,7 @@ from rankflow.warehouse.dbt_runner import (
     DBT_PROJECT_DIR,
     NodeFailure,
     dbt_common_args,
-    dbt_env,
+    dbt_path_vars,
     failures,
     invocation_id,
     invoke_dbt,
@@ -152,6 +152,7 @@ def build_warehouse(
             if live_db.exists() and not full_refresh:
                 shutil.copy2(live_db, build_db)
             plan = _prepare(build_db, raw_dir, as_of, vars, full_refresh)
+            dbt_vars = {**dbt_vars, **dbt_path_vars(build_db, build_exports)}
             args = ["build", *dbt_common_args(paths, "target"), "--vars", json.dumps(dbt_vars)]
             if plan.full:
                 args.append("--full-refresh")
@@ -159,7 +160,7 @@ def build_warehouse(
                 # dbt unit tests check the SQL against fixed rows, not the data: they cannot
                 # change unless the project does, and a changed project forces a full build.
                 args += ["--exclude-resource-type", "unit_test"]
-            run = invoke_dbt(args, dbt_env(build_db, build_exports))
+            run = invoke_dbt(args)
             found = failures(run)
             if found or not run.success:
                 raise _build_error(run, found)
@@ -338,8 +339,10 @@ def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
         try:
             copy = scratch / live_db.name  # same name: the catalog shows the live database name
             shutil.copy2(live_db, copy)
-            env = dbt_env(copy, paths.exports)
-            run = invoke_dbt(["docs", "generate", *dbt_common_args(paths, "docs")], env)
+            path_vars = json.dumps(dbt_path_vars(copy, paths.exports))
+            run = invoke_dbt(
+                ["docs", "generate", *dbt_common_args(paths, "docs"), "--vars", path_vars]
+            )
             if not run.success:
                 detail = run.exception or "; ".join(f.describe() for f in failures(run))
                 raise WarehouseError(f"dbt docs generate failed: {detail}")

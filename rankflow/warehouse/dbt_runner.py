@@ -1,16 +1,14 @@
 """Running dbt in-process and describing what failed, for the warehouse build and docs.
 
-dbt runs through ``dbt.cli.main.dbtRunner``. The paths it needs come from environment variables
-that ``dbt_project/profiles.yml`` and the export models read (``RANKFLOW_WAREHOUSE_PATH``,
-``RANKFLOW_EXPORTS_DIR``), so the same project also runs from the dbt CLI. Setting those
-variables is process-global: do not run two builds in threads of one process.
+dbt runs through ``dbt.cli.main.dbtRunner``. The paths it needs reach ``dbt_project/profiles.yml``
+and the export models as dbt vars (``warehouse_path``, ``exports_dir``), never through the
+process environment; by hand, the dbt CLI can set the same through ``RANKFLOW_WAREHOUSE_PATH`` /
+``RANKFLOW_EXPORTS_DIR``, which the project falls back to.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,14 +51,9 @@ class NodeFailure:
 # --- dbt invocation -----------------------------------------------------------------------------
 
 
-def dbt_env(warehouse: Path, exports_dir: Path) -> dict[str, str]:
-    """The variables profiles.yml and the export models read."""
-    return {
-        "RANKFLOW_WAREHOUSE_PATH": str(warehouse),
-        "RANKFLOW_EXPORTS_DIR": str(exports_dir),
-        # no network: dbt's anonymous usage tracking would try to reach the internet
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
+def dbt_path_vars(warehouse: Path, exports_dir: Path) -> dict[str, str]:
+    """The dbt vars profiles.yml and the export models read for their paths."""
+    return {"warehouse_path": str(warehouse), "exports_dir": str(exports_dir)}
 
 
 def dbt_common_args(paths: StatePaths, target_name: str) -> list[str]:
@@ -76,17 +69,18 @@ def dbt_common_args(paths: StatePaths, target_name: str) -> list[str]:
         str(dbt_home / target_name),
         "--log-path",
         str(dbt_home / "logs"),
+        # no network: dbt's anonymous usage tracking would try to reach the internet
+        "--no-send-anonymous-usage-stats",
     ]
 
 
-def invoke_dbt(args: list[str], env: Mapping[str, str]) -> dbtRunnerResult:
+def invoke_dbt(args: list[str]) -> dbtRunnerResult:
     from dbt.cli.main import dbtRunner
 
-    with _environ(env):
-        try:
-            return dbtRunner().invoke(args)
-        finally:
-            _close_dbt_duckdb()
+    try:
+        return dbtRunner().invoke(args)
+    finally:
+        _close_dbt_duckdb()
 
 
 def _close_dbt_duckdb() -> None:
@@ -104,20 +98,6 @@ def _close_dbt_duckdb() -> None:
             with contextlib.suppress(Exception):
                 env.close()
             DuckDBConnectionManager._ENV = None
-
-
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def failures(run: dbtRunnerResult) -> list[NodeFailure]:

@@ -13,55 +13,96 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from rankflow.errors import LockedError
 from rankflow.paths import StatePaths
 
-_POLL_SECONDS = 0.5
+_POLL_SECONDS = 0.2
 
 
-@contextlib.contextmanager
-def exclusive(lock_path: Path, what: str, *, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold ``lock_path`` for ``what``; raise ``LockedError`` if another process holds it
-    (after waiting up to ``wait_seconds``)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + max(wait_seconds, 0.0)
-    with open(lock_path, "a+") as handle:
+def holder_text() -> str:
+    """Who holds a lock, as written into the lock file (flock is per machine: the pid suffices)."""
+    return f"pid {os.getpid()}"
+
+
+class FileLock:
+    """``flock`` on ``path`` for ``name``: ``with FileLock(...):`` or ``acquire()`` / ``release()``.
+
+    Waits up to ``timeout`` seconds (0: not at all), then raises ``LockedError`` with
+    ``busy(holder)`` as its message (default: the lock's name, path and holder)."""
+
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        timeout: float = 0.0,
+        *,
+        busy: Callable[[str], str] | None = None,
+    ) -> None:
+        self.path, self.name, self.timeout = path, name, max(timeout, 0.0)
+        self._busy = busy or (
+            lambda holder: f"{name}: {path} is held by {holder} (waited {self.timeout:.0f} s)"
+        )
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            raise RuntimeError(f"{self.name}: already held by this object")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
         while True:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    raise LockedError(
-                        f"{what} is already running ({holder} holds {lock_path}); "
-                        "wait for it to finish"
-                    ) from None
+                    holder = self.path.read_text(errors="replace").strip() or "another process"
+                    os.close(fd)
+                    raise LockedError(self._busy(holder)) from None
                 time.sleep(_POLL_SECONDS)
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}")
-            handle.flush()
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        os.ftruncate(fd, 0)
+        os.write(fd, holder_text().encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
-def training_lock(
-    paths: StatePaths, *, wait_seconds: float = 0.0
-) -> contextlib.AbstractContextManager[None]:
+def exclusive(lock_path: Path, what: str, *, wait_seconds: float = 0.0) -> FileLock:
+    """Hold ``lock_path`` for ``what``; raise ``LockedError`` if another process holds it
+    (after waiting up to ``wait_seconds``)."""
+    return FileLock(
+        lock_path,
+        what,
+        wait_seconds,
+        busy=lambda holder: (
+            f"{what} is already running ({holder} holds {lock_path}); wait for it to finish"
+        ),
+    )
+
+
+def training_lock(paths: StatePaths, *, wait_seconds: float = 0.0) -> FileLock:
     """One training run per state dir: runs share ``training/<kind>/<fingerprint>`` checkpoints
     and the registry, so a second one would delete the first one's checkpoint or log twice."""
     return exclusive(paths.root / "locks" / "training.lock", "training", wait_seconds=wait_seconds)
 
 
-def warehouse_lock(paths: StatePaths) -> contextlib.AbstractContextManager[None]:
+def warehouse_lock(paths: StatePaths) -> FileLock:
     """One warehouse build per state dir (they share the scratch copy and the swap)."""
     return exclusive(paths.warehouse.parent / ".build.lock", "warehouse build")

@@ -19,18 +19,14 @@ Both wait up to ``timeout`` seconds (0: do not wait), then raise
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import os
 import re
-import socket
 import time
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from rankflow.errors import ConfigError, LockedError
+from rankflow.locks import FileLock
 from rankflow.settings import Settings
 
 POLL_SECONDS = 0.2
@@ -75,50 +71,6 @@ def _wait(try_once: Any, timeout: float) -> bool:
             return False
         time.sleep(POLL_SECONDS)
     return True
-
-
-def _holder() -> str:
-    return f"pid {os.getpid()} on {socket.gethostname()}"
-
-
-class FileLock(_ContextManager):
-    """``flock`` on a file: for processes sharing one state directory (the local profile)."""
-
-    def __init__(self, path: Path, name: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.path, self.name, self.timeout = path, name, timeout
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        if self._fd is not None:
-            raise RuntimeError(f"{self.name}: already held by this object")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-
-        def try_once() -> bool:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            return True
-
-        if not _wait(try_once, self.timeout):
-            holder = self.path.read_text(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise LockedError(
-                f"{self.name}: {self.path} is held by {holder} (waited {self.timeout:.0f} s)"
-            )
-        os.ftruncate(fd, 0)
-        os.write(fd, _holder().encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def advisory_key(name: str) -> int:

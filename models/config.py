@@ -34,13 +34,20 @@ class CategoricalFeature(_Strict):
 
     ``vocab``: a vocabulary fitted on the train split (id 0 = null, 1 = out of vocabulary,
     2.. = values seen at least ``min_count`` times, most frequent first, at most ``max_vocab``).
-    ``hash``: a stable hash of the value into ``buckets`` ids (id 0 = null, 1..buckets); no
-    fitting, so unseen values (new users, new items) still get their own (shared) row.
+    ``hash``: a stable hash of the value into ``buckets`` (id 0 = null, 1 = unseen, 2.. =
+    buckets); a bucket that no value seen at least ``min_count`` times in train fell into maps
+    to the unseen row, so a new user or a rare hashed id falls back to the shared "unknown" row
+    rather than to a never-trained one.
     """
 
     encoding: Literal["vocab", "hash"] = "vocab"
     buckets: int | None = Field(None, ge=1, description="Hash buckets (encoding: hash only)")
-    min_count: int = Field(1, ge=1, description="Minimum train count to enter the vocabulary")
+    min_count: int = Field(
+        1,
+        ge=1,
+        description="Minimum train count to get an own row (vocab) or a trained bucket (hash); "
+        "rarer values share the unseen row, which trains it",
+    )
     max_vocab: int | None = Field(None, ge=1, description="Keep only the most frequent values")
     embedding_dim: int = Field(8, ge=1, description="Embedding width in the deep / cross part")
     wide: bool = Field(True, description="Also a one-hot input of the Wide & Deep linear part")
@@ -123,9 +130,18 @@ class FeaturesConfig(_Strict):
         return self
 
 
+_INIT_STD = Field(
+    1e-4,
+    gt=0,
+    description="Std of the embedding rows at initialisation; near zero so an id that training "
+    "never updates scores as 'unknown' instead of with random noise (null = 1 / sqrt(dim))",
+)
+
+
 class WideDeepConfig(_Strict):
     hidden_units: list[int] = Field(default_factory=lambda: [256, 128])
     dropout: float = Field(0.0, ge=0, lt=1)
+    embedding_init_std: float | None = _INIT_STD
 
     @field_validator("hidden_units")
     @classmethod
@@ -142,6 +158,7 @@ class DCNConfig(_Strict):
     structure: Literal["stacked", "parallel"] = "parallel"
     hidden_units: list[int] = Field(default_factory=lambda: [256, 128])
     dropout: float = Field(0.0, ge=0, lt=1)
+    embedding_init_std: float | None = _INIT_STD
     wide: Literal["none", "ids", "ids_and_crosses"] = Field(
         "none",
         description="A linear part added to the logit, as in Wide & Deep: 'ids' = one weight per "

@@ -183,11 +183,38 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(1024, ge=1)
     max_epochs: int = Field(10, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="L2 on the dense (non-id) parameters")
+    embedding_learning_rate: float | None = Field(
+        None, gt=0, description="Learning rate of id embeddings and wide id weights (null: lr)"
+    )
+    embedding_weight_decay: float = Field(
+        0.0, ge=0, description="L2 on id embeddings and wide id weights (their own group)"
+    )
     patience: int = Field(2, ge=0, description="Evaluations without improvement before stopping")
+    patience_epochs: float | None = Field(
+        None,
+        gt=0,
+        description="Stop after this many epochs of training without improvement; replaces "
+        "'patience' (which counts evaluations, so its length depends on eval_every_*)",
+    )
     min_delta: float = Field(1e-4, ge=0, description="Valid logloss improvement that counts")
     eval_every_steps: int | None = Field(
         None, ge=1, description="Also evaluate every N steps (null: once per epoch)"
+    )
+    eval_every_epochs: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Evaluate every this fraction of an epoch; replaces eval_every_steps",
+    )
+    min_valid_positives: int = Field(
+        0,
+        ge=0,
+        description="A valid split with fewer positives is too noisy to pick a stopping point: "
+        "train small_valid_epochs epochs and keep the last weights (with a warning)",
+    )
+    small_valid_epochs: float = Field(
+        1.0, gt=0, description="Epochs trained when the valid split is small (see above)"
     )
     checkpoint_every_steps: int = Field(500, ge=1)
     eval_batch_size: int = Field(16384, ge=1)

@@ -131,10 +131,11 @@ class FeaturesConfig(_Strict):
 
 
 _INIT_STD = Field(
-    1e-4,
+    None,
     gt=0,
-    description="Std of the embedding rows at initialisation; near zero so an id that training "
-    "never updates scores as 'unknown' instead of with random noise (null = 1 / sqrt(dim))",
+    description="Std of the embedding rows at initialisation (null = 1 / sqrt(dim), rows of "
+    "norm ~1). The shared unseen row always starts at zero, and unseen ids map to it, so this "
+    "only sets how fast known ids move; measured in configs/model.yaml",
 )
 
 

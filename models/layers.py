@@ -21,6 +21,7 @@ class TableConfig:
     name: str
     num_embeddings: int
     dim: int
+    zero_rows: tuple[int, ...] = ()  # rows that start at exactly zero (the unseen-id row)
 
 
 class EmbeddingCollection(nn.Module):
@@ -39,6 +40,12 @@ class EmbeddingCollection(nn.Module):
             assert isinstance(table, nn.Embedding)
             std = init_std if init_std is not None else 1.0 / math.sqrt(table.embedding_dim)
             nn.init.normal_(table.weight, std=std)
+        with torch.no_grad():
+            for t in tables:
+                # The shared unseen row starts at zero: an id training never saw (or a rare one
+                # before it has trained that row) adds nothing instead of random noise.
+                for row in t.zero_rows:
+                    self.tables[t.name].weight[row].zero_()
         self.output_dim = sum(t.dim for t in tables)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from models.layers import (
     TableConfig,
     WideLinear,
 )
-from models.spec import FeatureSpec, FeatureTensors
+from models.spec import OOV_ID, FeatureSpec, FeatureTensors
 
 AxisKeys = list[str] | None  # None: rows/columns matched by index
 
@@ -40,7 +40,15 @@ class RankingModel(nn.Module):
     def __init__(self, spec: FeatureSpec, embedding_init_std: float | None = None) -> None:
         super().__init__()
         self.embeddings = EmbeddingCollection(
-            [TableConfig(c.name, c.num_embeddings, c.embedding_dim) for c in spec.categorical],
+            [
+                TableConfig(
+                    c.name,
+                    c.num_embeddings,
+                    c.embedding_dim,
+                    zero_rows=(OOV_ID,) if c.has_unseen_row else (),
+                )
+                for c in spec.categorical
+            ],
             embedding_init_std,
         )
         self.input_dim = self.embeddings.output_dim + len(spec.dense_columns)

@@ -1,5 +1,5 @@
 """Unseen ids are unknown, not noise (issue #11 item 1): a never-seen user scores exactly like
-the shared unseen row, which rare train users train, and fresh rows start near zero."""
+the shared unseen row, which starts at zero and is trained by rare train users."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_a_never_seen_user_scores_as_the_unseen_row(splits, tmp_path: Path, kind
     ids = result.spec.transform(rows.assign(user_id=never)).sparse
     assert (ids[:, result.spec.categorical.index(user)] == OOV_ID).all()
     np.testing.assert_array_equal(as_never, as_rare)
-    # The unseen row was trained by the rare users (it moved from its near-zero start), and
+    # The unseen row was trained by the rare users (it moved from its zero start), and
     # scoring a known user differs from scoring the unknown one.
     row = result.model.embeddings.tables["user_id"].weight[OOV_ID]
     assert float(row.abs().max()) > 1e-3
@@ -61,15 +61,18 @@ def test_a_never_seen_user_scores_as_the_unseen_row(splits, tmp_path: Path, kind
     assert not np.array_equal(scorer.predict_logits(rows.assign(user_id=known)), as_never)
 
 
-def test_embedding_rows_start_near_zero_unless_asked_otherwise(splits) -> None:
+def test_the_unseen_row_starts_at_zero_and_init_std_sets_the_rest(splits) -> None:
     config = small_model_config()
     spec = FeatureSpec.fit(splits.schema, splits.train, config)
     torch.manual_seed(0)
-    near_zero = build_model("dcn", spec, config).embeddings.tables["user_id"].weight
-    assert float(near_zero.detach().std()) < 1e-3
-    unit = (
-        build_model("dcn", spec, config.with_overrides({"dcn.embedding_init_std": None}))
+    model = build_model("dcn", spec, config)
+    for name, table in model.embeddings.tables.items():
+        assert torch.count_nonzero(table.weight[OOV_ID]) == 0, name  # vocab and hash alike
+    unit = model.embeddings.tables["user_id"].weight.detach()
+    assert float(unit[2:].std()) == pytest.approx(1 / np.sqrt(8), rel=0.1)
+    near_zero = (
+        build_model("dcn", spec, config.with_overrides({"dcn.embedding_init_std": 1e-4}))
         .embeddings.tables["user_id"]
         .weight
     )
-    assert float(unit.detach().std()) == pytest.approx(1 / np.sqrt(8), rel=0.1)
+    assert float(near_zero.detach().std()) < 1e-3

@@ -17,6 +17,7 @@ sample of the population of a fixed day (``SimulationConfig.stationary_from``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
@@ -229,28 +230,46 @@ def _arrivals(rng: np.random.Generator, k: int, size: int, lifetime: float):
     return arrival, np.full(size, day.toordinal()), day.toordinal() + life.astype(np.int64)
 
 
-def build_users(cfg: SimulationConfig, first: date, end: date) -> Users:
-    """Every user alive on some day of [first, end), from their cohorts' own streams."""
-    rate = cfg.n_users / cfg.user_lifetime_days
-    parts: list[dict[str, np.ndarray]] = []
-    seg_cdf, age_cdf = cdf(np.array(SEGMENT_SHARES)), cdf(np.array(AGE_SHARES))
-    region_cdf, device_cdf = cdf(np.array(REGION_SHARES)), cdf(np.array(DEVICE_SHARES))
-    for k in range(*_cohort_bounds(cfg.user_lifetime_days, first, end)):
+@dataclass
+class _Cohort:
+    k: int
+    rng: np.random.Generator
+    ids: np.ndarray
+    arrival: np.ndarray
+    day: np.ndarray
+    last: np.ndarray
+
+
+def _cohorts(
+    seed: int, stream: int, n_alive: int, lifetime: float, first: date, end: date
+) -> Iterator[_Cohort]:
+    """The non-empty cohorts with a member alive in [first, end), each with its own stream
+    (arrival and lifetime drawn first, so whether a cohort matters is known before the rest)."""
+    rate = n_alive / lifetime
+    for k in range(*_cohort_bounds(lifetime, first, end)):
         ids = _cohort_ids(k, rate)
         if not ids.size:
             continue
-        n = ids.size
-        rng = np.random.default_rng([cfg.seed, STREAM_USERS, k])
-        arrival, day, last = _arrivals(rng, k, n, cfg.user_lifetime_days)
-        if last.max() < first.toordinal():
-            continue  # everyone left before the range (decided before drawing the rest)
+        rng = np.random.default_rng([seed, stream, k])
+        arrival, day, last = _arrivals(rng, k, ids.size, lifetime)
+        if last.max() >= first.toordinal():
+            yield _Cohort(k, rng, ids, arrival, day, last)
+
+
+def build_users(cfg: SimulationConfig, first: date, end: date) -> Users:
+    """Every user alive on some day of [first, end), from their cohorts' own streams."""
+    parts: list[dict[str, np.ndarray]] = []
+    seg_cdf, age_cdf = cdf(np.array(SEGMENT_SHARES)), cdf(np.array(AGE_SHARES))
+    region_cdf, device_cdf = cdf(np.array(REGION_SHARES)), cdf(np.array(DEVICE_SHARES))
+    for c in _cohorts(cfg.seed, STREAM_USERS, cfg.n_users, cfg.user_lifetime_days, first, end):
+        k, rng, n = c.k, c.rng, c.ids.size
         age = draw(rng, age_cdf, n)
         age[rng.random(n) < cfg.attribute_null_rate] = len(AGE_BUCKETS)
         region = draw(rng, region_cdf, n)
         region[rng.random(n) < cfg.attribute_null_rate] = len(REGIONS)
         taste = rng.standard_normal((n, cfg.latent_dim))
         part = {
-            "user_id": ids, "signup_us": arrival, "signup_day": day, "last_day": last,
+            "user_id": c.ids, "signup_us": c.arrival, "signup_day": c.day, "last_day": c.last,
             "segment": draw(rng, seg_cdf, n), "age": age, "region": region,
             "device": draw(rng, device_cdf, n),
             "bias": rng.normal(0.0, cfg.user_bias_std, n),
@@ -269,18 +288,10 @@ def build_users(cfg: SimulationConfig, first: date, end: date) -> Users:
 
 def build_items(cfg: SimulationConfig, effects: Effects, first: date, end: date) -> Items:
     """Every item listed on some day of [first, end), from their cohorts' own streams."""
-    rate = cfg.n_items / cfg.item_lifetime_days
     share = cfg.latent_category_share
     parts: list[dict[str, np.ndarray]] = []
-    for k in range(*_cohort_bounds(cfg.item_lifetime_days, first, end)):
-        ids = _cohort_ids(k, rate)
-        if not ids.size:
-            continue
-        n = ids.size
-        rng = np.random.default_rng([cfg.seed, STREAM_ITEMS, k])
-        arrival, day, last = _arrivals(rng, k, n, cfg.item_lifetime_days)
-        if last.max() < first.toordinal():
-            continue
+    for c in _cohorts(cfg.seed, STREAM_ITEMS, cfg.n_items, cfg.item_lifetime_days, first, end):
+        rng, n = c.rng, c.ids.size
         category = draw(rng, effects.category_cdf, n)
         price = np.maximum(
             np.round(np.exp(rng.normal(effects.category_log_price[category], 0.5)), 2), 0.5
@@ -288,7 +299,8 @@ def build_items(cfg: SimulationConfig, effects: Effects, first: date, end: date)
         noise = rng.standard_normal((n, cfg.latent_dim))
         parts.append(
             {
-                "item_id": ids, "created_us": arrival, "created_day": day, "last_day": last,
+                "item_id": c.ids, "created_us": c.arrival, "created_day": c.day,
+                "last_day": c.last,
                 "category": category, "price": price,
                 "log_price_z": (np.log(price) - effects.log_price_mean) / effects.log_price_std,
                 "quality": rng.normal(0.0, cfg.item_quality_std, n),

@@ -238,6 +238,9 @@ def bench_variants(
             if bound is not None:
                 way = (aucs - logistic["auc"]) / (bound - logistic["auc"])
                 line[f"{kind}_way"] = f"{way.mean():.2f} (min {way.min():.2f})"
+        summary = result["summary"]
+        se = summary["dcn_minus_wide_deep_auc_stderr"] or 0.0
+        line["dcn_minus_wd"] = f"{summary['dcn_minus_wide_deep_auc']:+.4f}+-{se:.4f}"
         lines.append(line)
     print(f"\n== variants (logistic AUC {logistic['auc']:.4f}; bound {bound}) ==")
     print(_table(lines, list(lines[0])))

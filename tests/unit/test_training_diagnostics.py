@@ -18,8 +18,8 @@ def test_a_positive_rate_far_from_the_ctr_prior_is_named_with_both_numbers() -> 
     labels = np.r_[np.ones(55), np.zeros(45)]  # the ratings log of issue #11: 55% positives
     (warning,) = positive_rate_vs_prior(labels, 0.045)
     assert warning.subject == "warehouse.ctr_prior"
-    assert "0.5500" in warning.message and "0.045" in warning.message and "55 of 100" in str(
-        warning
+    assert (
+        "0.5500" in warning.message and "0.045" in warning.message and "55 of 100" in str(warning)
     )
     # Within 2x either way: silent; far below the prior warns too.
     assert positive_rate_vs_prior(np.r_[np.ones(6), np.zeros(94)], 0.045) == []
@@ -59,7 +59,5 @@ def test_small_or_one_class_segments_are_flagged_with_their_counts() -> None:
     assert "1,500 rows with 0 positives" in warnings[1].message
     counts = segment_counts(segments, labels)
     assert counts["n_by_user_segment/b"] == 7 and counts["positives_by_user_segment/a"] == 1000
-    assert "3 data/config warning(s)" in render(
-        warnings + positive_rate_vs_prior(np.ones(10), 0.1)
-    )
+    assert "3 data/config warning(s)" in render(warnings + positive_rate_vs_prior(np.ones(10), 0.1))
     assert render([]) == ""

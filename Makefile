@@ -101,9 +101,13 @@ bench: $(INSTALLED) ## Run the pipeline benchmarks under bench/ (on demand; prin
 	$(PY) bench/bench_pipeline.py
 	$(PY) bench/bench_incremental.py
 
-bench-models: $(INSTALLED) ## Model benchmarks on the 1M pipeline training set: quality (5 seeds), warm start, speed, oracle bound (~25 min)
-	$(PY) bench/bench_models.py --source feast_source:load --rows 1000000 --seeds 5
-	$(PY) bench/oracle_bound.py --rows 1000000
+bench-models: $(INSTALLED) ## Model benchmarks on the 1M pipeline training set: oracle bound, quality with/without ids and crosses (5 seeds), warm start, speed (~60 min)
+	mkdir -p .state/bench
+	$(PY) bench/oracle_bound.py --rows 1000000 --out .state/bench/oracle_bound.json
+	$(PY) bench/bench_models.py --source feast_source:load --rows 1000000 --seeds 5 \
+		--bound .state/bench/oracle_bound.json --variant 'base=' \
+		--variant 'user_ids=features.categorical.user_id:{encoding: hash, buckets: 50000, embedding_dim: 16, min_count: 2}' \
+		--variant 'no_crosses=features.crosses:[]' --only warm,speed
 
 docs: $(INSTALLED) ## Generate dbt docs (written to $$RANKFLOW_HOME/dbt/docs)
 	$(PY) -m rankflow dbt-docs

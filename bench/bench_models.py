@@ -42,13 +42,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from models.baseline import train_logistic_regression  # noqa: E402
 from models.config import ModelConfig, load_model_config  # noqa: E402
-from models.metrics import evaluate  # noqa: E402
+from models.metrics import auc, evaluate  # noqa: E402
 from models.networks import build_model  # noqa: E402
 from models.spec import FeatureSpec, FeatureTensors  # noqa: E402
 from models.synthetic import SyntheticConfig, make_splits  # noqa: E402
@@ -92,7 +93,13 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------ quality
-def bench_quality(data: Any, config: ModelConfig, workdir: Path, seeds: int = 1) -> dict[str, Any]:
+def bench_quality(
+    data: Any,
+    config: ModelConfig,
+    workdir: Path,
+    seeds: int = 1,
+    logistic: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """LR vs Wide & Deep vs DCN vs oracle on the test split; gaps are vs the base rate.
 
     With ``seeds`` > 1 each network is trained once per training seed on the same data, the
@@ -100,11 +107,7 @@ def bench_quality(data: Any, config: ModelConfig, workdir: Path, seeds: int = 1)
     data) with its mean and standard error: a single run's difference is within seed noise.
     """
     truth = data.truth
-    rows: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    lr = train_logistic_regression(data.train, data.schema, config)
-    rows.append({"model": "logistic", **_quality_row(lr.predict_proba(data.test), data, truth)})
-    rows[-1]["train_s"] = time.perf_counter() - t0
+    rows: list[dict[str, Any]] = [logistic or _logistic_row(data, config)]
     per_seed: dict[str, list[dict[str, Any]]] = {"wide_deep": [], "dcn": []}
     for k in range(seeds):
         seeded = config.with_overrides({"training.seed": config.training.seed + k})
@@ -160,17 +163,88 @@ def bench_quality(data: Any, config: ModelConfig, workdir: Path, seeds: int = 1)
     return {"rows": rows, "per_seed": per_seed, "summary": summary}
 
 
+def _logistic_row(data: Any, config: ModelConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    lr = train_logistic_regression(data.train, data.schema, config)
+    row = {"model": "logistic", **_quality_row(lr.predict_proba(data.test), data, data.truth)}
+    row["train_s"] = time.perf_counter() - t0
+    return row
+
+
 def _quality_row(probs: np.ndarray, data: Any, truth: Any) -> dict[str, float]:
     metrics = evaluate(probs, data.test, truth=truth)
     keys = ("auc", "logloss", "ne", "ece", "calibration_ratio", "gap_closed_auc",
             "gap_closed_logloss")  # fmt: skip
-    return {k: metrics[k] for k in keys if k in metrics}
+    row = {k: metrics[k] for k in keys if k in metrics}
+    # Cold start: test rows whose user has no training row (new users, issue #11).
+    cold = _cold_rows(data)
+    if cold.any() and not cold.all():
+        row["auc_cold_users"] = auc(data.test["label"].to_numpy()[cold], probs[cold])
+        row["auc_seen_users"] = auc(data.test["label"].to_numpy()[~cold], probs[~cold])
+    return row
+
+
+def _cold_rows(data: Any) -> np.ndarray:
+    if "user_id" not in data.test.columns:
+        return np.zeros(len(data.test), dtype=bool)
+    return ~data.test["user_id"].isin(data.train["user_id"]).to_numpy()
 
 
 @torch.no_grad()
 def _logits(model: torch.nn.Module, t: FeatureTensors) -> np.ndarray:
     model.eval()
     return model(t.sparse, t.dense, t.cross).double().numpy()
+
+
+# ----------------------------------------------------------------------------- variants
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``name=key:value;key:value`` (values are YAML) -> (name, dotted overrides)."""
+    name, _, body = text.partition("=")
+    overrides = {}
+    for part in filter(None, body.split(";")):
+        key, _, value = part.partition(":")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return name.strip(), overrides
+
+
+def bench_variants(
+    data: Any,
+    config: ModelConfig,
+    workdir: Path,
+    seeds: int,
+    variants: list[tuple[str, dict[str, Any]]],
+    bound: float | None,
+) -> dict[str, Any]:
+    """The quality benchmark once per variant (same data, same seeds, one logistic baseline
+    measured with the base config), then one line per variant: mean AUC with its standard error
+    over seeds, cold-start AUC, and the share of the way from the baseline to ``bound``."""
+    logistic = _logistic_row(data, config)
+    lines, results = [], {}
+    for name, overrides in variants:
+        print(f"\n#### variant {name}: {overrides}")
+        result = bench_quality(
+            data, config.with_overrides(overrides), workdir / name, seeds, logistic
+        )
+        results[name] = result
+        line: dict[str, Any] = {"variant": name}
+        for kind in ("wide_deep", "dcn"):
+            runs = result["per_seed"][kind]
+            aucs = np.array([r["auc"] for r in runs])
+            se = float(aucs.std(ddof=1) / math.sqrt(len(aucs))) if len(aucs) > 1 else 0.0
+            line[f"{kind}_auc"] = f"{aucs.mean():.4f}+-{se:.4f}"
+            line[f"{kind}_beats_lr"] = f"{int((aucs > logistic['auc']).sum())}/{len(aucs)}"
+            if "auc_cold_users" in runs[0]:
+                line[f"{kind}_cold"] = float(np.mean([r["auc_cold_users"] for r in runs]))
+            if bound is not None:
+                way = (aucs - logistic["auc"]) / (bound - logistic["auc"])
+                line[f"{kind}_way"] = f"{way.mean():.2f} (min {way.min():.2f})"
+        summary = result["summary"]
+        se = summary["dcn_minus_wide_deep_auc_stderr"] or 0.0
+        line["dcn_minus_wd"] = f"{summary['dcn_minus_wide_deep_auc']:+.4f}+-{se:.4f}"
+        lines.append(line)
+    print(f"\n== variants (logistic AUC {logistic['auc']:.4f}; bound {bound}) ==")
+    print(_table(lines, list(lines[0])))
+    return {"logistic": logistic, "variants": results, "table": lines}
 
 
 # --------------------------------------------------------------------------- warm start
@@ -384,6 +458,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="speed: best of this many runs")
     parser.add_argument("--max-epochs", type=int, help="override training.max_epochs")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="quality per variant, e.g. 'ids=features.categorical.user_id:"
+        "{encoding: hash, buckets: 50000}' (repeatable; 'base=' for the config as is)",
+    )
+    parser.add_argument(
+        "--bound",
+        help="oracle_bound.py --out JSON: report each variant's share of the way from the "
+        "baseline to its user_item_map_rolling AUC",
+    )
     args = parser.parse_args(argv)
 
     overrides: dict[str, Any] = {"training.progress": False}
@@ -403,6 +489,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rankflow-bench-models-") as tmp:
         work = Path(tmp)
         wanted = set(args.only.split(","))
+        if args.variant:
+            bound = json.loads(Path(args.bound).read_text()) if args.bound else None
+            results["variants"] = bench_variants(
+                data, config, work / "variants", args.seeds,
+                [parse_variant(v) for v in args.variant],
+                bound["user_item_map_rolling"]["auc"] if bound else None,
+            )  # fmt: skip
+            wanted.discard("quality")
         if "quality" in wanted:
             results["quality"] = bench_quality(data, config, work / "quality", args.seeds)
         if "warm" in wanted:

@@ -32,7 +32,16 @@ def load(rows: int, seed: int) -> SimpleNamespace:
     from rankflow.paths import StatePaths
     from rankflow.warehouse.build import build_warehouse
 
-    config = load_config(overrides={"simulation.n_impressions": rows, "simulation.seed": seed or 7})
+    # The population scales with the rows, so every size keeps the defaults' density (about
+    # 100 impressions per user alive on a day and 500 per item; 1M rows = the defaults).
+    config = load_config(
+        overrides={
+            "simulation.n_impressions": rows,
+            "simulation.seed": seed or 7,
+            "simulation.n_users": max(100, rows // 100),
+            "simulation.n_items": max(50, rows // 500),
+        }
+    )
     paths = StatePaths.default()
     marker = paths.root / "bench-source.json"
     wanted = {"rows": rows, "seed": seed, "simulation": config.simulation.model_dump(mode="json")}

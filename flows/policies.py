@@ -163,7 +163,7 @@ def _key(name: str, payload: dict[str, Any]) -> str:
 
 def simulate_key(config: RankflowConfig, paths: StatePaths) -> str:
     """The simulator's inputs: its config (with "today" resolved), the output folders, its code."""
-    from rankflow.data import simulate
+    from rankflow.data import clicks, population, sim_config, simulate
 
     simulation = config.simulation.model_dump(mode="json")
     simulation["end_date"] = config.simulation.resolved_end_date().isoformat()
@@ -173,7 +173,8 @@ def simulate_key(config: RankflowConfig, paths: StatePaths) -> str:
             "simulation": simulation,
             "raw_dir": config.resolved_raw_dir(paths),
             "truth_dir": paths.truth,
-            "code": _source_digest(simulate),
+            # The simulator is four modules since issue #11; a change to any of them recomputes.
+            "code": [_source_digest(m) for m in (simulate, population, clicks, sim_config)],
         },
     )
 

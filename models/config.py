@@ -34,13 +34,20 @@ class CategoricalFeature(_Strict):
 
     ``vocab``: a vocabulary fitted on the train split (id 0 = null, 1 = out of vocabulary,
     2.. = values seen at least ``min_count`` times, most frequent first, at most ``max_vocab``).
-    ``hash``: a stable hash of the value into ``buckets`` ids (id 0 = null, 1..buckets); no
-    fitting, so unseen values (new users, new items) still get their own (shared) row.
+    ``hash``: a stable hash of the value into ``buckets`` (id 0 = null, 1 = unseen, 2.. =
+    buckets); a bucket that no value seen at least ``min_count`` times in train fell into maps
+    to the unseen row, so a new user or a rare hashed id falls back to the shared "unknown" row
+    rather than to a never-trained one.
     """
 
     encoding: Literal["vocab", "hash"] = "vocab"
     buckets: int | None = Field(None, ge=1, description="Hash buckets (encoding: hash only)")
-    min_count: int = Field(1, ge=1, description="Minimum train count to enter the vocabulary")
+    min_count: int = Field(
+        1,
+        ge=1,
+        description="Minimum train count to get an own row (vocab) or a trained bucket (hash); "
+        "rarer values share the unseen row, which trains it",
+    )
     max_vocab: int | None = Field(None, ge=1, description="Keep only the most frequent values")
     embedding_dim: int = Field(8, ge=1, description="Embedding width in the deep / cross part")
     wide: bool = Field(True, description="Also a one-hot input of the Wide & Deep linear part")
@@ -123,9 +130,19 @@ class FeaturesConfig(_Strict):
         return self
 
 
+_INIT_STD = Field(
+    None,
+    gt=0,
+    description="Std of the embedding rows at initialisation (null = 1 / sqrt(dim), rows of "
+    "norm ~1). The shared unseen row always starts at zero, and unseen ids map to it, so this "
+    "only sets how fast known ids move; measured in configs/model.yaml",
+)
+
+
 class WideDeepConfig(_Strict):
     hidden_units: list[int] = Field(default_factory=lambda: [256, 128])
     dropout: float = Field(0.0, ge=0, lt=1)
+    embedding_init_std: float | None = _INIT_STD
 
     @field_validator("hidden_units")
     @classmethod
@@ -142,6 +159,7 @@ class DCNConfig(_Strict):
     structure: Literal["stacked", "parallel"] = "parallel"
     hidden_units: list[int] = Field(default_factory=lambda: [256, 128])
     dropout: float = Field(0.0, ge=0, lt=1)
+    embedding_init_std: float | None = _INIT_STD
     wide: Literal["none", "ids", "ids_and_crosses"] = Field(
         "none",
         description="A linear part added to the logit, as in Wide & Deep: 'ids' = one weight per "
@@ -166,11 +184,38 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(1024, ge=1)
     max_epochs: int = Field(10, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="L2 on the dense (non-id) parameters")
+    embedding_learning_rate: float | None = Field(
+        None, gt=0, description="Learning rate of id embeddings and wide id weights (null: lr)"
+    )
+    embedding_weight_decay: float = Field(
+        0.0, ge=0, description="L2 on id embeddings and wide id weights (their own group)"
+    )
     patience: int = Field(2, ge=0, description="Evaluations without improvement before stopping")
+    patience_epochs: float | None = Field(
+        None,
+        gt=0,
+        description="Stop after this many epochs of training without improvement; replaces "
+        "'patience' (which counts evaluations, so its length depends on eval_every_*)",
+    )
     min_delta: float = Field(1e-4, ge=0, description="Valid logloss improvement that counts")
     eval_every_steps: int | None = Field(
         None, ge=1, description="Also evaluate every N steps (null: once per epoch)"
+    )
+    eval_every_epochs: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Evaluate every this fraction of an epoch; replaces eval_every_steps",
+    )
+    min_valid_positives: int = Field(
+        0,
+        ge=0,
+        description="A valid split with fewer positives is too noisy to pick a stopping point: "
+        "train small_valid_epochs epochs and keep the last weights (with a warning)",
+    )
+    small_valid_epochs: float = Field(
+        1.0, gt=0, description="Epochs trained when the valid split is small (see above)"
     )
     checkpoint_every_steps: int = Field(500, ge=1)
     eval_batch_size: int = Field(16384, ge=1)

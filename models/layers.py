@@ -21,6 +21,7 @@ class TableConfig:
     name: str
     num_embeddings: int
     dim: int
+    zero_rows: tuple[int, ...] = ()  # rows that start at exactly zero (the unseen-id row)
 
 
 class EmbeddingCollection(nn.Module):
@@ -30,13 +31,21 @@ class EmbeddingCollection(nn.Module):
     Tables live under ``tables.<feature name>`` so a warm start can match them by name.
     """
 
-    def __init__(self, tables: Sequence[TableConfig]) -> None:
+    def __init__(self, tables: Sequence[TableConfig], init_std: float | None = None) -> None:
         super().__init__()
         self.tables = nn.ModuleDict({t.name: nn.Embedding(t.num_embeddings, t.dim) for t in tables})
         for table in self.tables.values():
-            # Rows of norm ~1, like the standardised dense columns they are concatenated with.
+            # init_std near zero: a row that training never touches (an unseen id) stays
+            # neutral. None: rows of norm ~1, like the standardised dense columns.
             assert isinstance(table, nn.Embedding)
-            nn.init.normal_(table.weight, std=1.0 / math.sqrt(table.embedding_dim))
+            std = init_std if init_std is not None else 1.0 / math.sqrt(table.embedding_dim)
+            nn.init.normal_(table.weight, std=std)
+        with torch.no_grad():
+            for t in tables:
+                # The shared unseen row starts at zero: an id training never saw (or a rare one
+                # before it has trained that row) adds nothing instead of random noise.
+                for row in t.zero_rows:
+                    self.tables[t.name].weight[row].zero_()
         self.output_dim = sum(t.dim for t in tables)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

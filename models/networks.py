@@ -27,7 +27,7 @@ from models.layers import (
     TableConfig,
     WideLinear,
 )
-from models.spec import FeatureSpec, FeatureTensors
+from models.spec import OOV_ID, FeatureSpec, FeatureTensors
 
 AxisKeys = list[str] | None  # None: rows/columns matched by index
 
@@ -37,10 +37,19 @@ class RankingModel(nn.Module):
 
     kind: str = ""
 
-    def __init__(self, spec: FeatureSpec) -> None:
+    def __init__(self, spec: FeatureSpec, embedding_init_std: float | None = None) -> None:
         super().__init__()
         self.embeddings = EmbeddingCollection(
-            [TableConfig(c.name, c.num_embeddings, c.embedding_dim) for c in spec.categorical]
+            [
+                TableConfig(
+                    c.name,
+                    c.num_embeddings,
+                    c.embedding_dim,
+                    zero_rows=(OOV_ID,) if c.has_unseen_row else (),
+                )
+                for c in spec.categorical
+            ],
+            embedding_init_std,
         )
         self.input_dim = self.embeddings.output_dim + len(spec.dense_columns)
         self._spec = spec
@@ -106,7 +115,7 @@ class WideAndDeep(RankingModel):
     kind = "wide_deep"
 
     def __init__(self, spec: FeatureSpec, config: WideDeepConfig) -> None:
-        super().__init__(spec)
+        super().__init__(spec, config.embedding_init_std)
         self._add_wide_part(with_crosses=True)
         self.deep = MLP(self.input_dim, config.hidden_units, config.dropout)
         self.head = nn.Linear(self.deep.output_dim, 1)
@@ -143,7 +152,7 @@ class DCN(RankingModel):
     kind = "dcn"
 
     def __init__(self, spec: FeatureSpec, config: DCNConfig) -> None:
-        super().__init__(spec)
+        super().__init__(spec, config.embedding_init_std)
         self.structure = config.structure
         self.cross = CrossNetwork(
             self.input_dim, config.num_cross_layers, config.cross_type, config.low_rank

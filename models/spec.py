@@ -46,7 +46,8 @@ SPEC_FORMAT_VERSION = 1
 # the feature service schema does not list them (they are join keys or request data).
 ENTITY_SCHEMA = schema.ENTITY_SCHEMA
 
-# Reserved ids of a vocabulary-encoded feature; hashed features reserve only NULL_ID.
+# Reserved ids of a categorical feature (hashed features of specs older than trained_buckets
+# reserve only NULL_ID).
 NULL_ID = 0
 OOV_ID = 1
 
@@ -64,16 +65,26 @@ class CategoricalSpec:
     wide: bool
     vocab: tuple[str, ...] = ()
     buckets: int | None = None
+    # Hash only: the buckets that some value seen >= min_count times in train fell into. Ids of
+    # every other bucket go to the shared unseen row (OOV_ID), so a new user or item scores as
+    # "unknown" instead of with a never-trained random row. None: a spec from before this
+    # existed (no unseen row; bucket b is id b + 1).
+    trained_buckets: tuple[int, ...] | None = None
+
+    @property
+    def has_unseen_row(self) -> bool:
+        return self.encoding == "vocab" or self.trained_buckets is not None
 
     @property
     def num_embeddings(self) -> int:
         if self.encoding == "vocab":
             return len(self.vocab) + 2  # + null and out-of-vocabulary rows
         assert self.buckets is not None
-        return self.buckets + 1  # + the null row
+        return self.buckets + (2 if self.trained_buckets is not None else 1)
 
     def row_keys(self) -> list[str] | None:
-        """What each embedding row stands for (vocab only): lets warm start remap rows."""
+        """What each embedding row stands for (vocab only): lets warm start remap rows. A hash
+        bucket means something else once the bucket count changes, so those match by index."""
         if self.encoding != "vocab":
             return None
         return ["\x00<null>", "\x00<oov>", *self.vocab]
@@ -273,7 +284,15 @@ class FeatureSpec:
         try:
             return cls(
                 categorical=tuple(
-                    CategoricalSpec(**{**c, "vocab": tuple(c["vocab"])})
+                    CategoricalSpec(
+                        **{
+                            **c,
+                            "vocab": tuple(c["vocab"]),
+                            "trained_buckets": None
+                            if c.get("trained_buckets") is None
+                            else tuple(c["trained_buckets"]),
+                        }
+                    )
                     for c in data["categorical"]
                 ),
                 numeric=tuple(NumericSpec(**n) for n in data["numeric"]),
@@ -402,7 +421,14 @@ def _factorize(series: pd.Series, spec_name: str, value_type: str) -> tuple[np.n
 
 
 def _fit_categorical(name: str, value_type: str, decl: Any, column: pd.Series) -> CategoricalSpec:
+    codes, canon = _factorize(column, name, value_type)
+    per_code = np.bincount(codes[codes >= 0], minlength=len(canon))
+    counts: dict[str, int] = {}
+    for text, count in zip(canon, per_code.tolist(), strict=True):
+        counts[text] = counts.get(text, 0) + count  # 42 and 42.0 are one value
     if decl.encoding == "hash":
+        frequent = [text for text, count in counts.items() if count >= decl.min_count]
+        trained = np.unique(hash_buckets(frequent, decl.buckets, salt=name)) if frequent else []
         return CategoricalSpec(
             name=name,
             value_type=value_type,
@@ -410,12 +436,8 @@ def _fit_categorical(name: str, value_type: str, decl: Any, column: pd.Series) -
             embedding_dim=decl.embedding_dim,
             wide=decl.wide,
             buckets=decl.buckets,
+            trained_buckets=tuple(int(b) for b in trained),
         )
-    codes, canon = _factorize(column, name, value_type)
-    per_code = np.bincount(codes[codes >= 0], minlength=len(canon))
-    counts: dict[str, int] = {}
-    for text, count in zip(canon, per_code.tolist(), strict=True):
-        counts[text] = counts.get(text, 0) + count  # 42 and 42.0 are one value
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # deterministic order
     vocab = [text for text, count in ranked if count >= decl.min_count]
     if decl.max_vocab is not None:
@@ -438,7 +460,13 @@ def _encode_categorical(spec: CategoricalSpec, column: pd.Series) -> np.ndarray:
         per_unique = np.where(found < 0, OOV_ID, found + 2).astype(np.int64)
     else:
         assert spec.buckets is not None
-        per_unique = hash_buckets(canon, spec.buckets, salt=spec.name) + 1
+        bucket = hash_buckets(canon, spec.buckets, salt=spec.name)
+        if spec.trained_buckets is None:
+            per_unique = bucket + 1
+        else:
+            trained = np.zeros(spec.buckets, dtype=bool)
+            trained[list(spec.trained_buckets)] = True
+            per_unique = np.where(trained[bucket], bucket + 2, OOV_ID).astype(np.int64)
     return np.where(codes < 0, NULL_ID, per_unique[np.maximum(codes, 0)] if len(canon) else 0)
 
 

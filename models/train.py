@@ -248,6 +248,25 @@ class _Loop:
         self.optimizer, self.run_dir, self.state = optimizer, run_dir, state
         self.train_t, self.valid_t, self.soft, self.seed = train_t, valid_t, soft, seed
         self.steps_per_epoch = math.ceil(len(train_t) / self.tc.batch_size)
+        tc = self.tc
+        self.eval_every = (
+            max(1, round(tc.eval_every_epochs * self.steps_per_epoch))
+            if tc.eval_every_epochs is not None
+            else tc.eval_every_steps
+        )
+        assert valid_t.label is not None
+        positives = int(valid_t.label.sum())
+        # Rule for a small valid split: its logloss cannot tell checkpoints apart, so there is
+        # no early stopping; a fixed budget is trained and its last weights are the result.
+        self.small_valid = positives < tc.min_valid_positives
+        epochs = min(tc.small_valid_epochs, tc.max_epochs) if self.small_valid else tc.max_epochs
+        self.max_steps = max(1, math.ceil(epochs * self.steps_per_epoch))
+        if self.small_valid:
+            log.warning(
+                "%s: the valid split has %d positives (< training.min_valid_positives = %d): "
+                "no early stopping, training %.2g epoch(s) and keeping the last weights",
+                kind, positives, tc.min_valid_positives, epochs,
+            )  # fmt: skip
 
     def run(self, step_callback: StepCallback | None) -> None:
         state, tc = self.state, self.tc
@@ -255,7 +274,7 @@ class _Loop:
         n = len(self.train_t)
         weight = self.config.warm_start.distill_weight
         stop = False
-        while not stop and state.epoch < tc.max_epochs:
+        while not stop and state.epoch < tc.max_epochs and state.step < self.max_steps:
             generator = torch.Generator().manual_seed(_epoch_seed(self.seed, state.epoch))
             perm = torch.randperm(n, generator=generator)
             data = self.train_t.take(perm)  # one gather per epoch; batches below are views
@@ -297,8 +316,13 @@ class _Loop:
                     bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
                 if step_callback is not None:
                     step_callback(state.step, value)
-                if end_of_epoch or (tc.eval_every_steps and state.step % tc.eval_every_steps == 0):
-                    stop = self._evaluate_and_checkpoint()
+                at_limit = state.step >= self.max_steps
+                if (
+                    end_of_epoch
+                    or at_limit
+                    or (self.eval_every and state.step % self.eval_every == 0)
+                ):
+                    stop = self._evaluate_and_checkpoint() or at_limit
                 elif state.step % tc.checkpoint_every_steps == 0:
                     self._checkpoint(improved=False)
                 if stop or end_of_epoch:
@@ -323,6 +347,7 @@ class _Loop:
         state.history.append(entry)
         state.loss_sum, state.loss_count = 0.0, 0
         improved = state.best_logloss is None or valid_ll < state.best_logloss - tc.min_delta
+        improved = improved or self.small_valid  # small valid split: the last weights win
         if improved:
             state.best_logloss, state.best_step, state.bad_evals = valid_ll, state.step, 0
         else:
@@ -338,7 +363,11 @@ class _Loop:
             " (best)" if improved else "",
         )
         self._checkpoint(improved=improved)
-        return state.bad_evals > 0 and state.bad_evals >= tc.patience
+        if state.bad_evals == 0:
+            return False
+        if tc.patience_epochs is not None:
+            return state.step - state.best_step >= tc.patience_epochs * self.steps_per_epoch
+        return state.bad_evals >= tc.patience
 
     def _checkpoint(self, *, improved: bool) -> Path:
         name = f"ckpt-{self.state.step:09d}"
@@ -428,9 +457,21 @@ def _init_output_bias(model: RankingModel, train_df: pd.DataFrame, label: str) -
 
 
 def _make_optimizer(model: torch.nn.Module, tc: TrainingConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(
-        model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay, fused=True
-    )
+    """Adam with two groups: id-indexed tables (embeddings, wide weights: sparse, many rows,
+    each seen rarely) get their own learning rate and L2; everything else the dense ones."""
+    ids, dense = [], []
+    for name, parameter in model.named_parameters():
+        is_table = name.startswith("embeddings.tables.") or name.startswith("wide.tables.")
+        (ids if is_table else dense).append(parameter)
+    groups = [
+        {"params": dense, "weight_decay": tc.weight_decay},
+        {
+            "params": ids,
+            "lr": tc.embedding_learning_rate or tc.learning_rate,
+            "weight_decay": tc.embedding_weight_decay,
+        },
+    ]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=tc.learning_rate, fused=True)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

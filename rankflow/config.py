@@ -72,6 +72,9 @@ class TrackingConfig(_Strict):
         default_factory=lambda: ["user_segment", "device"],
         description="Test-split columns to report AUC per value of (auc_by_<col>/<value>)",
     )
+    min_segment_rows: int = Field(
+        1000, ge=1, description="A segment AUC on fewer test rows is flagged as unreliable"
+    )
     plot_bins: int = Field(15, ge=2, le=100, description="Equal-mass bins of calibration plots")
     input_example_rows: int = Field(5, ge=1, le=100, description="Rows in the logged example")
 

@@ -25,6 +25,7 @@ from rankflow.registry.versions import (
     register_version,
     version_description,
 )
+from rankflow.training import diagnostics
 from rankflow.training.evaluation import evaluate_predictions
 from rankflow.training.outcome import CandidateOutcome
 from rankflow.training.runs import (
@@ -169,7 +170,8 @@ def _log_run(ctx: StepContext, kind: str, fingerprint: str, trained: _Trained) -
 
 def _log_run_metrics(ctx: StepContext, run_id: str, trained: _Trained) -> None:
     ts, client = ctx.training_set, ctx.tracking.client
-    per_epoch = ctx.model_config.training.eval_every_steps is None
+    training = ctx.model_config.training
+    per_epoch = training.eval_every_steps is None and training.eval_every_epochs is None
     log_history(client, run_id, trained.result.history, per_epoch)
     final = {f"{TEST_PREFIX}{k}": v for k, v in trained.metrics.items()}
     final.update({f"best_valid_{k}": v for k, v in trained.result.best_metrics.items()})
@@ -179,6 +181,9 @@ def _log_run_metrics(ctx: StepContext, run_id: str, trained: _Trained) -> None:
         valid_rows=float(len(ts.valid)),
         test_rows=float(len(ts.test)),
     )
+    # Rows and positives behind each segment AUC (issue #11 diagnostics).
+    label = ctx.model_config.features.label
+    final.update(diagnostics.step_segment_counts(ctx.config, ts.test, label))
     log_metrics(client, run_id, final)
 
 
@@ -201,6 +206,8 @@ def _log_run_files(ctx: StepContext, kind: str, trained: _Trained) -> None:
     assert ctx.profile_file is not None
     mlflow.log_artifact(str(ctx.profile_file), artifact_path="data")
     mlflow.log_artifact(str(files / "training_set.json"), artifact_path="data")
+    mlflow.log_dict(diagnostics.to_json(ctx.warnings), "data/warnings.json")  # issue #11
+    mlflow.set_tag("rankflow.warnings", str(len(ctx.warnings)))
     mlflow.log_artifacts(str(trained.result.checkpoint_path), artifact_path="checkpoint")
 
 

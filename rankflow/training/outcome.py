@@ -8,7 +8,7 @@ reports, the canary later) need not import training code.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class TrainOutcome:
     baseline_run_id: str | None = None
     seconds: float = 0.0
     champion: dict[str, Any] | None = None  # kind, version, metrics of the champion
+    warnings: list[str] = field(default_factory=list)  # data/config diagnostics (issue #11)
 
     @property
     def champion_version(self) -> str | None:
@@ -107,6 +108,7 @@ class TrainOutcome:
                 "champion": self.champion,
                 "champion_uri": self.champion_uri,
                 "seconds": self.seconds,
+                "warnings": self.warnings,
             }
         )
 
@@ -143,6 +145,9 @@ class TrainOutcome:
             )
         if self.champion_version:
             lines.append(f"  score with mlflow.pyfunc.load_model({self.champion_uri!r})")
+        if self.warnings:
+            lines.append(f"  {len(self.warnings)} data/config warning(s):")
+            lines += [f"    {w}" for w in self.warnings]
         return "\n".join(lines)
 
 

@@ -58,6 +58,7 @@ class StepContext:
     baseline_run_id: str | None = None
     profile_file: Path | None = None
     config_files: list[Path] = field(default_factory=list)
+    warnings: list[Any] = field(default_factory=list)  # diagnostics.DataWarning (issue #11)
 
     def run_tags(self, kind: str, fingerprint: str, **extra: str) -> dict[str, str]:
         """Lineage, model kind and the fingerprints: what every run of the step is tagged."""

@@ -53,6 +53,7 @@ from rankflow.registry.promotion import CHAMPION, decide_promotion
 from rankflow.registry.versions import TAG_KIND, ensure_registered_model, find_version
 from rankflow.tracking.lineage import lineage_tags
 from rankflow.tracking.setup import Tracking, settings_of, setup_tracking
+from rankflow.training import diagnostics
 from rankflow.training.baseline import prepare_shared
 from rankflow.training.candidate import (
     Source,
@@ -122,7 +123,11 @@ def train_and_register(
             code_fp=code_fp,
             lineage=lineage_tags(config, paths, training_set),
             scratch=Path(tmp),
+            # Data/config disagreements (issue #11): run summary, MLflow (candidate.py).
+            warnings=diagnostics.step_warnings(config, model_config, training_set),
         )
+        for warning in ctx.warnings:
+            log.warning("%s", warning)
         outcomes: dict[str, CandidateOutcome] = {}
         sources: dict[str, Source] = {}
         for kind in families:
@@ -223,6 +228,7 @@ def _promote(
         baseline_run_id=ctx.baseline_run_id,
         seconds=round(time.perf_counter() - started, 2),
         champion=_champion_info(client, serving),
+        warnings=[str(w) for w in ctx.warnings],
     )
     log.info("train step done in %.1f s: %s", outcome.seconds, decision)
     return outcome

@@ -133,6 +133,12 @@ def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Train
         segments = [k for k in metrics if k.startswith("test_auc_by_user_segment/")]
         assert len(segments) >= 3
         assert any(k.startswith("test_auc_by_device/") for k in metrics)
+        # Diagnostics (issue #11): rows behind each segment AUC; small segments are warned of.
+        values = [k.split("/", 1)[1] for k in segments if not k.endswith("/weighted_mean")]
+        assert values and all(metrics[f"n_by_user_segment/{v}"] > 0 for v in values)
+        assert int(tags["rankflow.warnings"]) == len(outcome.warnings) > 0
+        assert any("[small_segment] user_segment=" in w for w in outcome.warnings)
+        assert "data/config warning(s)" in outcome.render()
 
         # Artifacts.
         artifacts = _local(run.info.artifact_uri)
@@ -144,6 +150,7 @@ def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Train
             "data/training_set.json",
             "metrics/test_metrics.json",
             "metrics/history.json",
+            "data/warnings.json",
             "checkpoint/model.safetensors",
             "checkpoint/spec.json",
             "checkpoint/manifest.json",

@@ -92,7 +92,7 @@ def test_transform_shapes_and_dtypes(splits) -> None:
 
 def test_hashed_ids_do_not_depend_on_dtype_or_nulls() -> None:
     config = _config({"categorical": {"user_id": {"encoding": "hash", "buckets": 100}}})
-    train = pd.DataFrame({"user_id": [1, 2, 3]})
+    train = pd.DataFrame({"user_id": [7, 8, 3]})
     spec = FeatureSpec.fit({}, train, config)
     as_int = spec.transform(pd.DataFrame({"user_id": [7, 8]})).sparse[:, 0]
     # The same ids in a float column (pandas' int-with-nulls), a nullable Int64 and objects.
@@ -103,9 +103,39 @@ def test_hashed_ids_do_not_depend_on_dtype_or_nulls() -> None:
     assert as_float[:2].tolist() == as_int.tolist() == as_nullable[:2].tolist()
     assert as_float[2] == NULL_ID == as_nullable[2]
     assert as_int.tolist() == [
-        bucket_of("7", 100, "user_id") + 1,
-        bucket_of("8", 100, "user_id") + 1,
+        bucket_of("7", 100, "user_id") + 2,
+        bucket_of("8", 100, "user_id") + 2,
     ]
+
+
+def test_hashed_ids_unseen_or_rare_in_train_share_the_unseen_row() -> None:
+    config = _config({"categorical": {"user_id": {"encoding": "hash", "buckets": 1000}}})
+    train = pd.DataFrame({"user_id": [1, 1, 2, 3, 3]})
+    spec = FeatureSpec.fit({}, train, config)
+    (user,) = spec.categorical
+    assert user.num_embeddings == 1002 and user.trained_buckets == tuple(
+        sorted({bucket_of(v, 1000, "user_id") for v in "123"})
+    )
+    new = [v for v in range(100, 200) if bucket_of(str(v), 1000, "user_id") not in
+           user.trained_buckets][:3]  # fmt: skip
+    ids = spec.transform(pd.DataFrame({"user_id": [1, *new, None]})).sparse[:, 0].tolist()
+    assert ids == [bucket_of("1", 1000, "user_id") + 2, OOV_ID, OOV_ID, OOV_ID, NULL_ID]
+    # min_count: a user seen once in train is rare, so it trains the shared unseen row.
+    rare = FeatureSpec.fit(
+        {}, train,
+        _config({"categorical": {"user_id": {"encoding": "hash", "buckets": 1000, "min_count": 2}}}),
+    )  # fmt: skip
+    assert rare.transform(pd.DataFrame({"user_id": [2]})).sparse[0, 0] == OOV_ID
+    assert rare.transform(pd.DataFrame({"user_id": [3]})).sparse[0, 0] != OOV_ID
+    # A spec saved before unseen rows existed still loads and encodes as it did.
+    legacy = spec.to_dict()
+    legacy["categorical"][0].pop("trained_buckets")
+    old = FeatureSpec.from_dict(legacy)
+    assert old.categorical[0].num_embeddings == 1001
+    assert (
+        old.transform(pd.DataFrame({"user_id": [1]})).sparse[0, 0]
+        == bucket_of("1", 1000, "user_id") + 1
+    )
 
 
 def test_vocabulary_is_fitted_on_train_by_frequency() -> None:

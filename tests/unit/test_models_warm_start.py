@@ -69,11 +69,12 @@ def test_changed_hash_size_and_new_feature(production, splits) -> None:
 
     assert "embeddings.tables.hour_bucket.weight" in report.initialised
     user = "embeddings.tables.user_id.weight"
-    assert report.resized[user].startswith("[998, 8] -> [1202, 8]: copied 7984 of 9616")
+    # 997 buckets + null + unseen rows -> 1201 + 2.
+    assert report.resized[user].startswith("[999, 8] -> [1203, 8]: copied 7992 of 9624")
     new_user = dict(model.named_parameters())[user]
     old_state = production.model.state_dict()
-    assert torch.equal(new_user[:998], old_state[user])
-    assert torch.equal(new_user[998:], fresh[user][998:])  # beyond the old table: fresh rows
+    assert torch.equal(new_user[:999], old_state[user])
+    assert torch.equal(new_user[999:], fresh[user][999:])  # beyond the old table: fresh rows
 
     # The first cross layer reads x0: old columns are copied to their new positions by name,
     # the new feature's columns stay fresh, the dropped column is simply gone.

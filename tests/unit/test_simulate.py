@@ -22,7 +22,9 @@ from rankflow.data.simulate import (
     SimulationSummary,
     binary_auc,
     binary_logloss,
+    load_truth,
     simulate,
+    true_logit,
 )
 
 END = date(2024, 3, 5)
@@ -112,9 +114,15 @@ def test_sizes_ids_and_date_range(dataset: tuple[Path, SimulationSummary]) -> No
     users = pd.read_parquet(root / "raw" / "users")
     items = pd.read_parquet(root / "raw" / "items")
     events = impressions(root / "raw")
-    assert len(users) == 300 and users.user_id.is_unique
-    assert len(items) == 100 and items.item_id.is_unique
-    assert len(events) == 5_000 == summary.n_impressions
+    # n_users / n_items are the population alive on a day; the files hold everyone alive at
+    # some point of the window, including those who arrived during it.
+    assert 300 <= len(users) <= 400 and users.user_id.is_unique
+    assert 100 <= len(items) <= 130 and items.item_id.is_unique
+    assert (len(users), len(items)) == (summary.n_users, summary.n_items)
+    # A day's count is a function of its date (weekends busier): exact over whole weeks only.
+    per_day = [tiny().day_impressions(END - timedelta(days=k)) for k in range(1, 5)]
+    assert len(events) == sum(per_day) == summary.n_impressions
+    assert abs(len(events) - 5_000) < 0.05 * 5_000
     assert events.event_id.is_unique
     assert events.user_id.isin(users.user_id).all()
     assert events.item_id.isin(items.item_id).all()
@@ -123,7 +131,12 @@ def test_sizes_ids_and_date_range(dataset: tuple[Path, SimulationSummary]) -> No
     assert str(events.ts.dt.tz) == "UTC"
     assert (events.ts >= start).all() and (events.ts < pd.Timestamp(END, tz="UTC")).all()
     assert (events.ts.dt.strftime("%Y-%m-%d") == events.partition).all()
-    assert (users.signup_ts < start).all() and (items.created_ts < start).all()
+    assert (users.signup_ts < pd.Timestamp(END, tz="UTC")).all()
+    assert (users.signup_ts >= start).sum() == summary.new_users > 0
+    # Nobody acts before signing up; an item is shown from the day after it is listed.
+    joined = events.merge(users, on="user_id").merge(items, on="item_id")
+    assert (joined.ts > joined.signup_ts).all()
+    assert (joined.ts.dt.floor("D") > joined.created_ts).all()
     assert (summary.start_date, summary.end_date) == (END - timedelta(days=4), END)
 
     assert set(events.device) <= {"mobile", "desktop", "tablet"}
@@ -195,12 +208,14 @@ def test_truth_is_separate_from_raw_and_aligned_by_event_id(
     assert list(p.columns) == ["event_id", "p_click", "partition"]
     assert "p_click" not in events.columns
     assert not any((root / "raw").rglob("simulation.json"))
+    assert len(p) == len(events)
     assert (p.event_id == events.event_id).all() and (p.partition == events.partition).all()
     assert ((p.p_click > 0) & (p.p_click < 1)).all()
 
     document = json.loads(summary.truth_file.read_text())
     assert document["seed"] == 7
     assert document["config"]["n_impressions"] == 5_000
+    assert document["format_version"] == 2
     assert document["summary"]["oracle_auc"] == summary.oracle_auc
     assert len(document["daily"]) == 4
     assert np.array(document["truth"]["effects"]["segment_category"]).shape == (5, 20)
@@ -215,7 +230,9 @@ def test_ctr_is_near_target_and_oracle_beats_chance(
     events, p = impressions(root / "raw"), truth(root / "truth")
     assert 0.03 <= summary.positive_rate <= 0.06
     assert summary.n_clicks == events.clicked.sum()
-    assert abs(p.p_click.mean() - 0.045) < 0.01  # the base logit was solved for target_ctr
+    # The base logit is solved for target_ctr on a fixed day's population (so it does not move
+    # with the window); 300 users and 100 items, half the days weekends, land near it.
+    assert abs(p.p_click.mean() - 0.045) < 0.015
     assert summary.oracle_auc > 0.6
     assert summary.oracle_auc == pytest.approx(roc_auc_score(events.clicked, p.p_click))
     assert summary.oracle_logloss < binary_logloss(
@@ -268,7 +285,7 @@ def test_rerun_replaces_previous_simulation_cleanly(tmp_path: Path) -> None:
         f"event_date={END - timedelta(days=1)}",
     ]
     assert len(list((tmp_path / "truth" / "impressions").iterdir())) == 2
-    assert len(impressions(tmp_path / "raw")) == 1_000
+    assert abs(len(impressions(tmp_path / "raw")) - 1_000) < 50
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "truth"]  # no staging left over
 
 
@@ -304,3 +321,104 @@ def test_refuses_to_replace_data_it_did_not_write(tmp_path: Path) -> None:
 def test_raw_and_truth_must_be_separate(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="separate"):
         simulate(tiny(), tmp_path / "raw", tmp_path / "raw" / "truth")
+
+
+# --------------------------------------------------------------------------------------------
+# Appending: a later end_date adds days and leaves the shared ones byte-identical
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*.parquet"))
+        if "impressions" in p.parts
+    }
+
+
+def test_a_later_end_date_appends_days_and_keeps_shared_days_byte_identical(
+    tmp_path: Path, dataset: tuple[Path, SimulationSummary]
+) -> None:
+    root, _ = dataset
+    later = run(tmp_path, tiny(end_date=END + timedelta(days=2)))
+    for folder in ("raw", "truth"):
+        before, after = _files(root / folder), _files(tmp_path / folder)
+        shared = sorted(set(before) & set(after))
+        # days is fixed: the two oldest days left the window, two new ones arrived.
+        assert len(shared) == 2 and len(before) == len(after) == 4
+        assert all(before[name] == after[name] for name in shared)
+        dropped = sorted(set(before) - set(after))
+        assert all(str(END - timedelta(days=4)) in n or str(END - timedelta(days=3)) in n
+                   for n in dropped)  # fmt: skip
+    # Truth stays aligned with raw: every event id of the new window, and only those.
+    events, p = impressions(tmp_path / "raw"), truth(tmp_path / "truth")
+    assert set(events.event_id) == set(p.event_id) and len(p) == later.n_impressions
+    # Entities are keyed by id, not by the window: a user in both files is the same row.
+    users_before = pd.read_parquet(root / "raw" / "users").set_index("user_id")
+    users_after = pd.read_parquet(tmp_path / "raw" / "users").set_index("user_id")
+    both = users_before.index.intersection(users_after.index)
+    assert len(both) > 250
+    pd.testing.assert_frame_equal(users_before.loc[both], users_after.loc[both])
+    assert users_after.index.max() > users_before.index.max()  # newer signups arrived
+
+
+# --------------------------------------------------------------------------------------------
+# The public truth API (oracles, closed-loop traffic)
+
+
+def test_true_logit_reproduces_every_written_p_click(
+    dataset: tuple[Path, SimulationSummary],
+) -> None:
+    root, _ = dataset
+    events, p = impressions(root / "raw"), truth(root / "truth")
+    config = tiny()
+    state = load_truth(config)
+    logit = true_logit(
+        config, state, events.user_id.to_numpy(), events.item_id.to_numpy(),
+        events.position.to_numpy(), events.ts.dt.hour.to_numpy(),
+        events.ts.dt.dayofweek.to_numpy(), events.device.to_numpy(),
+    )  # fmt: skip
+    np.testing.assert_allclose(1 / (1 + np.exp(-logit)), p.p_click.to_numpy(), rtol=1e-12)
+    with pytest.raises(KeyError, match="user_id"):
+        true_logit(config, state, np.array([10**9]), events.item_id[:1].to_numpy(),
+                   np.array([1]), np.array([0]), 0, np.array(["mobile"]))  # fmt: skip
+
+
+def test_a_wider_truth_holds_the_same_entities() -> None:
+    config = tiny()
+    narrow = load_truth(config)
+    wide = load_truth(config, END - timedelta(days=10), END + timedelta(days=10))
+    assert narrow.effects.base_logit == wide.effects.base_logit
+    index = wide.user_index(narrow.users.user_id)
+    np.testing.assert_array_equal(wide.users.taste[index], narrow.users.taste)
+    np.testing.assert_array_equal(wide.users.signup_us[index], narrow.users.signup_us)
+    assert len(wide.users.user_id) > len(narrow.users.user_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Cold start and growth at the default (realistic) settings
+
+
+def _unseen_test_share(raw: Path, valid_days: int = 3, test_days: int = 3) -> float:
+    """Share of test-split rows whose user has no training row (the pipeline's time split)."""
+    events = impressions(raw)
+    days = sorted(events.partition.unique())
+    train = events[events.partition.isin(days[: -(valid_days + test_days)])]
+    test = events[events.partition.isin(days[-test_days:])]
+    return float((~test.user_id.isin(train.user_id)).mean())
+
+
+def test_default_config_sends_a_realistic_share_of_test_traffic_from_unseen_users(
+    tmp_path: Path,
+) -> None:
+    # The defaults at a fifth of the size (same impressions per user and item).
+    scaled = {"n_users": 2_000, "n_items": 400, "n_impressions": 200_000, "end_date": END}
+    summary = run(tmp_path / "default", SimulationConfig(**scaled))
+    share = _unseen_test_share(summary.raw_dir)
+    assert 0.18 <= share <= 0.32, share
+    assert abs(summary.positive_rate - 0.045) < 0.006
+    assert summary.new_users > 0.1 * summary.n_users and summary.new_items > 0
+    # The knob moves it: more traffic from new users, more unseen users at test time.
+    more = run(tmp_path / "more", SimulationConfig(**scaled, new_user_traffic_share=0.5))
+    none = run(tmp_path / "none", SimulationConfig(**scaled, new_user_traffic_share=0.0))
+    assert _unseen_test_share(more.raw_dir) > 0.45
+    assert _unseen_test_share(none.raw_dir) < 0.08

@@ -175,26 +175,9 @@ def train_model(
         _clear_run(run_dir)
         last = None
 
-    checkpoint: Checkpoint | None = None
-    report: WarmStartReport | None = None
-    if last is not None:
-        checkpoint = load_checkpoint(last, expect_kind=kind)
-        spec, model = checkpoint.spec, checkpoint.model
-        state = _LoopState.from_dict(checkpoint.trainer_state or {})
-        if state.warm_start_report:
-            report = WarmStartReport.from_dict(state.warm_start_report)
-        log.info("resuming %s from %s (step %d)", kind, last, state.step)
-    else:
-        spec = FeatureSpec.fit(schema, train_df, config)
-        torch.manual_seed(seed)
-        model = build_model(kind, spec, config)
-        state = _LoopState()
-        _init_output_bias(model, train_df, spec.label)
-        if warm_start_from is not None:
-            report = warm_start(model, Path(warm_start_from))
-            state.warm_start_report = report.to_dict()
-            log.info("%s", report.summary())
-
+    checkpoint, spec, model, state, report = _start_or_resume(
+        kind, last, schema, train_df, config, seed, warm_start_from
+    )
     train_t = spec.transform(train_df, require_label=True)
     valid_t = spec.transform(valid_df, require_label=True)
     identity = _identity(kind, seed, config, threads, train_t, valid_t, warm_start_from)
@@ -209,23 +192,61 @@ def train_model(
     if state.finished:
         return result()
 
-    soft = None
-    if distill > 0:
-        assert warm_start_from is not None
-        teacher = Scorer.from_checkpoint(Path(warm_start_from))
-        soft = torch.from_numpy(teacher.predict_proba(train_df)).float()
-
+    soft = _teacher_targets(warm_start_from, train_df) if distill > 0 else None
     model.train()
     optimizer = _make_optimizer(model, tc)
     if checkpoint is not None:
-        if checkpoint.optimizer_state is None or RNG_TENSOR not in checkpoint.tensors:
-            raise CheckpointError(f"{checkpoint.path}: no optimizer / RNG state to resume from")
-        restore_optimizer(optimizer, model, checkpoint.optimizer_state, checkpoint.path)
-        torch.set_rng_state(checkpoint.tensors[RNG_TENSOR])
-
+        _restore_training_state(checkpoint, optimizer, model)
     loop = _Loop(kind, model, spec, config, optimizer, run_dir, state, train_t, valid_t, soft, seed)
     loop.run(step_callback)
     return result()
+
+
+def _start_or_resume(
+    kind: str,
+    last: Path | None,
+    schema: Mapping[str, str],
+    train_df: pd.DataFrame,
+    config: ModelConfig,
+    seed: int,
+    warm_start_from: Path | None,
+) -> tuple[Checkpoint | None, FeatureSpec, RankingModel, _LoopState, WarmStartReport | None]:
+    """The run's starting point: the last checkpoint of an interrupted run, or a fresh model
+    (fitted spec, seeded init, output bias at the base rate, optionally warm-started)."""
+    report: WarmStartReport | None = None
+    if last is not None:
+        checkpoint = load_checkpoint(last, expect_kind=kind)
+        state = _LoopState.from_dict(checkpoint.trainer_state or {})
+        if state.warm_start_report:
+            report = WarmStartReport.from_dict(state.warm_start_report)
+        log.info("resuming %s from %s (step %d)", kind, last, state.step)
+        return checkpoint, checkpoint.spec, checkpoint.model, state, report
+    spec = FeatureSpec.fit(schema, train_df, config)
+    torch.manual_seed(seed)
+    model = build_model(kind, spec, config)
+    state = _LoopState()
+    _init_output_bias(model, train_df, spec.label)
+    if warm_start_from is not None:
+        report = warm_start(model, Path(warm_start_from))
+        state.warm_start_report = report.to_dict()
+        log.info("%s", report.summary())
+    return None, spec, model, state, report
+
+
+def _teacher_targets(warm_start_from: Path | None, train_df: pd.DataFrame) -> torch.Tensor:
+    """The production checkpoint's predictions on the training rows (distillation targets)."""
+    assert warm_start_from is not None
+    teacher = Scorer.from_checkpoint(Path(warm_start_from))
+    return torch.from_numpy(teacher.predict_proba(train_df)).float()
+
+
+def _restore_training_state(
+    checkpoint: Checkpoint, optimizer: torch.optim.Optimizer, model: RankingModel
+) -> None:
+    if checkpoint.optimizer_state is None or RNG_TENSOR not in checkpoint.tensors:
+        raise CheckpointError(f"{checkpoint.path}: no optimizer / RNG state to resume from")
+    restore_optimizer(optimizer, model, checkpoint.optimizer_state, checkpoint.path)
+    torch.set_rng_state(checkpoint.tensors[RNG_TENSOR])
 
 
 class _Loop:

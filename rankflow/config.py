@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.yaml_config import flatten, read_yaml, validate
-from rankflow.data.simulate import SimulationConfig
+from rankflow.data.sim_config import SimulationConfig
 from rankflow.errors import ConfigError
 from rankflow.paths import REPO_ROOT, StatePaths
 

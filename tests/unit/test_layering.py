@@ -1,0 +1,83 @@
+"""The layering rules of docs/architecture.md, checked on the source."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from rankflow.settings import REPO_ROOT
+
+HEAVY = ("torch", "feast", "pyarrow", "mlflow", "prefect", "numpy", "pandas", "dbt")
+
+
+def _imported_modules(code: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    names = set()
+    for line in done.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip())
+    return names
+
+
+def test_loading_the_config_imports_no_heavy_library() -> None:
+    loaded = _imported_modules("import rankflow.config, rankflow.settings, rankflow.cli")
+    heavy = sorted(n for n in loaded if n.split(".")[0] in HEAVY)
+    assert heavy == []
+
+
+def _python_files(*folders: str) -> list[Path]:
+    return [p for folder in folders for p in (REPO_ROOT / folder).rglob("*.py")]
+
+
+def _imports(file: Path) -> set[str]:
+    tree = ast.parse(file.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_the_library_never_imports_the_orchestration_layer() -> None:
+    offenders = {
+        str(f.relative_to(REPO_ROOT)): sorted(m for m in _imports(f) if m.split(".")[0] == "flows")
+        for f in _python_files("rankflow", "models")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_models_knows_nothing_above_it() -> None:
+    above = ("rankflow", "flows", "feast", "mlflow", "prefect", "feature_repo")
+    offenders = {
+        str(f.relative_to(REPO_ROOT)): sorted(m for m in _imports(f) if m.split(".")[0] in above)
+        for f in _python_files("models")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_only_the_settings_module_touches_the_process_environment() -> None:
+    readers = sorted(
+        str(f.relative_to(REPO_ROOT))
+        for f in _python_files("rankflow", "models", "flows")
+        if "os.environ" in f.read_text() or "getenv(" in f.read_text()
+    )
+    assert readers == ["rankflow/settings.py"]
+
+
+def test_no_library_module_is_over_500_lines() -> None:
+    long = {
+        str(f.relative_to(REPO_ROOT)): n
+        for f in _python_files("rankflow")
+        if (n := len(f.read_text().splitlines())) > 500
+    }
+    assert long == {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal
@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from rankflow.data import raw_files
 from rankflow.data.raw_files import RawListing, list_raw
 from rankflow.errors import RankflowError
+from rankflow.times import day_start_epoch_us
 
 CONTRACT_DOC: Final = "docs/data-contract.md"
 
@@ -361,8 +362,8 @@ class _Checker:
         if day is None:
             return
         micros, valid = _timestamps_utc_us(values)
-        start = _epoch_us(day)
-        end = _epoch_us(day + timedelta(days=1))
+        start = day_start_epoch_us(day)
+        end = day_start_epoch_us(day + timedelta(days=1))
         outside = valid & ((micros < start) | (micros >= end))
         n_outside = int(outside.sum())
         if not n_outside:
@@ -377,10 +378,6 @@ class _Checker:
             f"(rows from {shown}{more})",
             f"{day} 00:00 <= {column} < {day + timedelta(days=1)} 00:00 UTC",
         )
-
-
-def _epoch_us(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Final
 
 import numpy as np
@@ -41,6 +41,7 @@ from rankflow.data.sim_config import (
     SEGMENTS,
     SimulationConfig,
 )
+from rankflow.times import day_start_epoch_us as epoch_us
 
 US_PER_HOUR: Final = 3_600_000_000
 US_PER_DAY: Final = 24 * US_PER_HOUR
@@ -58,10 +59,6 @@ def cdf(weights: np.ndarray) -> np.ndarray:
 def draw(rng: np.random.Generator, cdf_: np.ndarray, size: int) -> np.ndarray:
     """Categorical draws by inverse CDF: one uniform per draw, O(size log n)."""
     return np.minimum(np.searchsorted(cdf_, rng.random(size), side="right"), len(cdf_) - 1)
-
-
-def epoch_us(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000
 
 
 @dataclass

@@ -26,21 +26,52 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 
-from models import schema
-from rankflow.errors import RankflowError
+from rankflow.features.definitions import load_definitions
+from rankflow.features.errors import FeatureStoreError
+from rankflow.features.exports import (  # re-exported: the export checks were part of this module
+    EXPORT_SCHEMAS,
+    FEATURE_EXPORTS,
+    ExportError,
+    check_export,
+    check_exports,
+    export_path,
+    exports_as_of,
+)
 from rankflow.paths import StatePaths
 from rankflow.settings import REPO_ROOT, Settings
+from rankflow.times import as_utc
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
-    from feast.repo_contents import RepoContents
 
 # Feast itself is imported inside the functions that use it: importing it takes seconds.
+
+__all__ = [
+    "DEFAULT_FEATURE_SERVICE",
+    "EXPORT_SCHEMAS",
+    "FEATURE_EXPORTS",
+    "FEATURE_REPO",
+    "ApplySummary",
+    "ExportError",
+    "FeatureStoreError",
+    "MaterializeSummary",
+    "apply_feature_repo",
+    "check_export",
+    "check_exports",
+    "coerce_features",
+    "export_path",
+    "exports_as_of",
+    "feature_service_schema",
+    "get_store",
+    "materialize_incremental",
+    "online_features",
+    "open_store",
+    "refresh_online_store",
+    "release",
+    "repo_config",
+]
 
 FEATURE_REPO = REPO_ROOT / "feature_repo"
 DEFAULT_FEATURE_SERVICE = "ctr_ranker_v1"
@@ -54,175 +85,6 @@ PROFILE_FILES: dict[str, str] = {
 # Where a view that was never materialized starts when it has no TTL (attribute views): early
 # enough for any signup or item creation, so the first load is complete.
 _NO_TTL_START = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class FeatureStoreError(RankflowError, RuntimeError):
-    """The feature repo, its configuration or its inputs are not usable; the message says why."""
-
-
-class ExportError(FeatureStoreError):
-    """A dbt parquet export is missing or does not match the schema below; names file and column."""
-
-
-# --------------------------------------------------------------------------------------------
-# The dbt parquet exports Feast reads (written by dbt_project to $RANKFLOW_HOME/exports/).
-# These are the canonical Arrow types; check_exports() accepts any integer / float width,
-# (large_)string, and naive or UTC timestamps of any unit but nanoseconds.
-# --------------------------------------------------------------------------------------------
-
-_TS = pa.timestamp("us", tz="UTC")
-# Feast value type names (models.schema) -> the Arrow types of the exports.
-_ARROW = {"INT64": pa.int64(), "INT32": pa.int32(), "STRING": pa.string(), "FLOAT64": pa.float64()}
-
-
-def _daily(key_fields: list[tuple[str, pa.DataType]], prefix: str, with_recency: bool) -> pa.Schema:
-    counts = [
-        (f"{prefix}_{kind}_{window}", pa.int64())
-        for kind in ("impressions", "clicks")
-        for window in ("1d", "7d", "28d")
-    ]
-    ctrs = [(f"{prefix}_ctr_7d", pa.float64()), (f"{prefix}_ctr_28d", pa.float64())]
-    recency = [(f"{prefix}_days_since_last_click", pa.float64())] if with_recency else []
-    return pa.schema(
-        [*key_fields, ("feature_ts", _TS), ("created_ts", _TS), *counts, *ctrs, *recency]
-    )
-
-
-EXPORT_SCHEMAS: dict[str, pa.Schema] = {
-    "labelled_impressions": pa.schema(
-        [
-            (schema.EVENT_ID, pa.string()),
-            (schema.EVENT_TIMESTAMP, _TS),
-            ("event_date", pa.date32()),
-            *((name, _ARROW[kind]) for name, kind in schema.ENTITY_SCHEMA.items()),
-            (schema.LABEL, _ARROW[schema.LABEL_TYPE]),
-        ]
-    ),
-    "user_attributes": pa.schema(
-        [
-            ("user_id", pa.int64()),
-            ("user_segment", pa.string()),
-            ("user_age_bucket", pa.string()),
-            ("user_region", pa.string()),
-            ("feature_ts", _TS),
-            ("created_ts", _TS),
-        ]
-    ),
-    "item_attributes": pa.schema(
-        [
-            ("item_id", pa.int64()),
-            ("item_category", pa.string()),
-            ("item_price", pa.float64()),
-            ("feature_ts", _TS),
-            ("created_ts", _TS),
-        ]
-    ),
-    "user_daily_features": _daily([("user_id", pa.int64())], "user", with_recency=True),
-    "item_daily_features": _daily([("item_id", pa.int64())], "item", with_recency=False),
-    "user_category_daily_features": pa.schema(
-        [
-            ("user_id", pa.int64()),
-            ("category", pa.string()),
-            ("feature_ts", _TS),
-            ("created_ts", _TS),
-            ("uc_impressions_28d", pa.int64()),
-            ("uc_clicks_28d", pa.int64()),
-            ("uc_ctr_28d", pa.float64()),
-        ]
-    ),
-}
-
-# The exports behind feature views (labelled_impressions is the entity dataframe instead).
-FEATURE_EXPORTS: tuple[str, ...] = (
-    "user_attributes",
-    "item_attributes",
-    "user_daily_features",
-    "item_daily_features",
-    "user_category_daily_features",
-)
-_DAILY_EXPORTS = ("user_daily_features", "item_daily_features", "user_category_daily_features")
-
-
-def export_path(paths: StatePaths, name: str) -> Path:
-    return paths.exports / f"{name}.parquet"
-
-
-def _compatible(actual: pa.DataType, expected: pa.DataType) -> str | None:
-    """None if ``actual`` can stand in for ``expected``, else what is wrong with it."""
-    if pa.types.is_timestamp(expected):
-        if not pa.types.is_timestamp(actual):
-            return f"expected a timestamp, found {actual}"
-        if actual.tz not in (None, "UTC", "Etc/UTC", "+00:00"):
-            return f"expected UTC (or naive UTC) timestamps, found time zone {actual.tz!r}"
-        if actual.unit == "ns":
-            # DuckDB cannot CAST TIMESTAMPTZ_NS -> TIMESTAMP, which Feast's materialization does.
-            return f"found {actual}: write microseconds (pandas: .astype('datetime64[us, UTC]'))"
-        return None
-    checks = {
-        pa.types.is_integer: pa.types.is_integer,
-        pa.types.is_floating: lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
-        pa.types.is_string: lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
-        pa.types.is_date: pa.types.is_date,
-    }
-    for is_expected_kind, accepts in checks.items():
-        if is_expected_kind(expected):
-            return None if accepts(actual) else f"expected {expected}, found {actual}"
-    return None if actual.equals(expected) else f"expected {expected}, found {actual}"
-
-
-def check_export(paths: StatePaths, name: str) -> pa.Schema:
-    """Check one export's file and column types against :data:`EXPORT_SCHEMAS`; return its schema.
-
-    Extra columns are allowed. Raises :class:`ExportError` naming the file and every bad column.
-    """
-    expected = EXPORT_SCHEMAS[name]
-    path = export_path(paths, name)
-    if not path.is_file():
-        raise ExportError(
-            f"{path}: export {name!r} not found; run the dbt build (`rankflow build`) first"
-        )
-    try:
-        actual = pq.read_schema(path)
-    except (OSError, pa.ArrowException) as error:
-        raise ExportError(f"{path}: not a readable parquet file ({error})") from error
-    problems = []
-    for expected_field in expected:
-        index = actual.get_field_index(expected_field.name)
-        if index < 0:
-            problems.append(f"column {expected_field.name!r} is missing")
-            continue
-        problem = _compatible(actual.field(index).type, expected_field.type)
-        if problem:
-            problems.append(f"column {expected_field.name!r}: {problem}")
-    if problems:
-        raise ExportError(f"{path}: " + "; ".join(problems))
-    return actual
-
-
-def check_exports(paths: StatePaths, names: Sequence[str] = FEATURE_EXPORTS) -> None:
-    """Check every named export (default: the feature view sources) before Feast reads them."""
-    for name in names:
-        check_export(paths, name)
-
-
-def exports_as_of(paths: StatePaths) -> datetime:
-    """The newest ``feature_ts`` over the daily exports: the data's as-of time, in UTC.
-
-    This is the ``end`` to materialize to: the simulated data may be months old, so wall-clock
-    time is the wrong end (and the row stamped the midnight after the last raw day is the one a
-    scorer should serve next).
-    """
-    latest: datetime | None = None
-    for name in _DAILY_EXPORTS:
-        check_export(paths, name)
-        column = pq.read_table(export_path(paths, name), columns=["feature_ts"])["feature_ts"]
-        value = pc.max(column).as_py()
-        if value is not None:
-            value = _as_utc(value)
-            latest = value if latest is None else max(latest, value)
-    if latest is None:
-        raise ExportError(f"{paths.exports}: the daily feature exports have no rows")
-    return latest
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,81 +223,6 @@ class ApplySummary:
     sources: dict[str, str]
 
 
-# The definition modules of feature_repo/, in import order (what `feast apply` would import).
-DEFINITION_MODULES = (
-    "entities",
-    "data_sources",
-    "features",
-    "on_demand_features",
-    "feature_services",
-)
-
-
-def load_definitions(paths: StatePaths) -> RepoContents:
-    """The feature repo's Feast objects, with every FileSource pointed at ``paths.exports``.
-
-    Imports ``feature_repo`` as a package (once per process; no change to the working
-    directory, ``sys.path``, ``sys.modules`` or the environment), collects its objects as
-    ``feast.repo_operations.parse_repo`` does (each object once, by identity), and returns deep
-    copies whose file sources read this state dir's exports, so one process can apply several
-    state dirs and the shared module objects are never mutated.
-    """
-    import copy
-    import importlib
-
-    from feast import Entity, FeatureService, FeatureView, FileSource, OnDemandFeatureView
-    from feast.data_source import DataSource
-    from feast.feature_view import DUMMY_ENTITY
-    from feast.project import Project
-    from feast.repo_contents import RepoContents
-
-    contents = RepoContents(
-        projects=[], data_sources=[], entities=[], feature_views=[], feature_services=[],
-        on_demand_feature_views=[], stream_feature_views=[], label_views=[], permissions=[],
-    )  # fmt: skip
-    buckets: list[tuple[type, list[Any]]] = [
-        (Project, contents.projects),
-        (OnDemandFeatureView, contents.on_demand_feature_views),
-        (FeatureView, contents.feature_views),
-        (FeatureService, contents.feature_services),
-        (Entity, contents.entities),
-        (DataSource, contents.data_sources),
-    ]
-    for name in DEFINITION_MODULES:
-        module = importlib.import_module(f"feature_repo.{name}")
-        for attribute in dir(module):
-            obj = getattr(module, attribute)
-            for kind, bucket in buckets:
-                if isinstance(obj, kind):
-                    if not any(obj is seen for seen in bucket):
-                        bucket.append(obj)
-                    break
-    for view in contents.feature_views:  # sources defined inline with a view
-        source = view.batch_source
-        if source is not None and not any(source is seen for seen in contents.data_sources):
-            contents.data_sources.append(source)
-    contents = copy.deepcopy(contents)
-    for view in contents.feature_views:
-        _point_at_exports(view.batch_source, paths)
-    for source in contents.data_sources:
-        _point_at_exports(source, paths)
-    if any(
-        isinstance(s, FileSource) and not Path(s.path).is_absolute() for s in contents.data_sources
-    ):
-        raise FeatureStoreError(
-            "feature_repo: a FileSource kept a relative path"
-        )  # pragma: no cover
-    contents.entities.append(DUMMY_ENTITY)
-    return contents
-
-
-def _point_at_exports(source: Any, paths: StatePaths) -> None:
-    from feast import FileSource
-
-    if isinstance(source, FileSource):
-        source.file_options.uri = str(paths.exports / Path(source.path).name)
-
-
 def apply_feature_repo(
     paths: StatePaths | None = None,
     *,
@@ -510,13 +297,6 @@ class MaterializeSummary:
     views: dict[str, MaterializedInterval] = field(default_factory=dict)
 
 
-def _as_utc(value: datetime | pd.Timestamp) -> datetime:
-    """Naive datetimes are UTC (the data contract's rule); aware ones are converted."""
-    value = pd.Timestamp(value)
-    value = value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")
-    return value.to_pydatetime()
-
-
 def materialize_incremental(
     paths: StatePaths | None,
     end: datetime,
@@ -533,7 +313,7 @@ def materialize_incremental(
     :func:`exports_as_of` for ``end`` when the as-of time is "whatever dbt last built".
     """
     paths = paths or StatePaths.default()
-    end = _as_utc(end)
+    end = as_utc(end)
     check_exports(paths)
     with open_store(paths, profile=profile) as store:
         views: dict[str, MaterializedInterval] = {}
@@ -544,11 +324,11 @@ def materialize_incremental(
                 start = end - view.ttl if view.ttl and view.ttl > timedelta(0) else _NO_TTL_START
                 store.materialize(start_date=start, end_date=end, feature_views=[view.name])
                 views[view.name] = MaterializedInterval(start, end, "initial")
-            elif _as_utc(previous_end) >= end:
+            elif as_utc(previous_end) >= end:
                 views[view.name] = MaterializedInterval(None, end, "up_to_date")
             else:
                 incremental.append(view.name)
-                views[view.name] = MaterializedInterval(_as_utc(previous_end), end, "incremental")
+                views[view.name] = MaterializedInterval(as_utc(previous_end), end, "incremental")
         if incremental:
             store.materialize_incremental(end_date=end, feature_views=incremental)
         return MaterializeSummary(end=end, online_store=store.config.online_store.type, views=views)

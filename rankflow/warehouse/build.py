@@ -37,6 +37,7 @@ from rankflow.data.raw_files import list_raw
 from rankflow.errors import RankflowError
 from rankflow.locks import exclusive, warehouse_lock
 from rankflow.paths import StatePaths
+from rankflow.times import as_utc
 from rankflow.warehouse import changes, raw_load
 from rankflow.warehouse.dbt_runner import (
     DBT_PROJECT_DIR,
@@ -137,7 +138,7 @@ def build_warehouse(
     Raises ``ContractError`` (nothing built) when the raw data breaks the contract.
     """
     started = time.perf_counter()
-    as_of = _as_utc(as_of or datetime.now(UTC))
+    as_of = as_utc(as_of or datetime.now(UTC))
     raw_dir = Path(raw_dir or paths.raw).resolve()
     _check_raw_dir(raw_dir)
     vars = dict(vars or {})
@@ -455,11 +456,6 @@ def _check_raw_dir(raw_dir: Path) -> None:
             f"raw data folder {raw_dir} lacks {', '.join(f'{t}/' for t in missing)} "
             "(see docs/data-contract.md); live warehouse unchanged"
         )
-
-
-def _as_utc(value: datetime) -> datetime:
-    """A naive datetime is UTC (the contract's rule); an aware one is converted to UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def sql_literal(value: object) -> str:

@@ -115,7 +115,9 @@ def _numeric_column(spec: NumericSpec, values: Sequence[Any]) -> tuple[np.ndarra
             ) from None
     missing = np.isnan(raw)
     if np.isinf(raw).any():
-        raise FeatureSpecError(f"column {spec.name!r}: {int(np.isinf(raw).sum())} infinite value(s)")
+        raise FeatureSpecError(
+            f"column {spec.name!r}: {int(np.isinf(raw).sum())} infinite value(s)"
+        )
     out = np.where(missing, spec.fill_value, raw)
     if spec.clip_low is not None or spec.clip_high is not None:
         out = np.clip(out, spec.clip_low, spec.clip_high)

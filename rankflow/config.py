@@ -20,6 +20,7 @@ from rankflow.data.simulate import SimulationConfig
 from rankflow.errors import ConfigError
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.monitoring.config import MonitoringConfig
+from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.serving.config import ServingConfig
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "rankflow.yaml"

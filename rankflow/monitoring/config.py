@@ -22,7 +22,7 @@ class Threshold(BaseModel):
         return self
 
 
-def _t(warn: float, fail: float):  # noqa: ANN202 - a default factory
+def _t(warn: float, fail: float):
     return Field(default_factory=lambda: Threshold(warn=warn, fail=fail))
 
 

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
@@ -68,6 +68,8 @@ def create_app(
     def get_service(request: Request) -> ScoringService:
         return request.app.state.service
 
+    Service = Annotated[ScoringService, Depends(get_service)]
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         metrics.errors.labels("validation").inc()
@@ -80,7 +82,7 @@ def create_app(
         )
 
     @app.post("/score", response_model=ScoreResponse)
-    def score(body: request_model, svc: ScoringService = Depends(get_service)) -> Any:  # type: ignore[valid-type]
+    def score(body: request_model, svc: Service) -> Any:  # type: ignore[valid-type]
         try:
             response = svc.score(body)
         except NoModelError as error:
@@ -103,7 +105,7 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz")
-    def readyz(svc: ScoringService = Depends(get_service)) -> JSONResponse:
+    def readyz(svc: Service) -> JSONResponse:
         arms = {arm: m.version for arm, m in svc.holder.arms.items()}
         ready = svc.ready
         body = {

@@ -160,9 +160,8 @@ class ModelHolder:
         """The arm and model for ``user_id``: challenger for the canary share, else champion."""
         arms = self._arms  # one read: both lookups see the same mapping
         challenger = arms.get(CHALLENGER)
-        if challenger is not None and self.canary_share > 0:
-            if canary_bucket(user_id) < self.canary_share:
-                return CHALLENGER, challenger
+        if challenger is not None and canary_bucket(user_id) < self.canary_share:
+            return CHALLENGER, challenger
         champion = arms.get(CHAMPION)
         return None if champion is None else (CHAMPION, champion)
 

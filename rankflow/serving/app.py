@@ -137,11 +137,8 @@ def serve(
     settings: Settings, config: RankflowConfig, *, host: str | None = None, port: int | None = None
 ) -> None:
     """Run the service with uvicorn until interrupted (``rankflow serve``)."""
-    import torch
     import uvicorn
 
-    # Requests are 1-200 rows: intra-op threads only add hand-offs on 2 cores.
-    torch.set_num_threads(1)
     bind_host, bind_port = bind_address(settings, host, port)
     started = time.perf_counter()
     app = create_app(settings, config)

@@ -49,4 +49,11 @@ class MonitoringConfig(BaseModel):
     max_rows: int = Field(
         50_000, ge=100, description="Served rows sampled for skew and drift (seeded)"
     )
+    drift_rows: int = Field(
+        5_000, ge=100, description="Rows of each window the drift checks compare (seeded sample)"
+    )
+    drift_exclude: list[str] = Field(
+        default_factory=lambda: ["position", "log_position"],
+        description="Features left out of drift: the service scores at a fixed position",
+    )
     seed: int = 0

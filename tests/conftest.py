@@ -111,7 +111,7 @@ def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture
-def online_copy(online_state: dict, tmp_path) -> dict:  # noqa: ANN001 - pytest's tmp_path
+def online_copy(online_state: dict, tmp_path) -> dict:
     """A private copy of the online state (its MLflow store and Feast online store with it)."""
     import shutil
 

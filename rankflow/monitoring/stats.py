@@ -156,7 +156,18 @@ def _encode(frame: pd.DataFrame) -> pd.DataFrame:
 def adversarial_validation(
     old: pd.DataFrame, new: pd.DataFrame, *, seed: int = 0, folds: int = 3, top: int = 5
 ) -> Adversarial:
-    """Old-vs-new classifier (see the module docstring); equal-size samples of both."""
+    """Old-vs-new classifier (see the module docstring); equal-size samples of both.
+
+    Runs with one OpenMP thread: on a shared 2-core machine the default (one per core, in
+    every fit of the cross-validation) was ~30x slower under load.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _adversarial(old, new, seed=seed, folds=folds, top=top)
+
+
+def _adversarial(old: pd.DataFrame, new: pd.DataFrame, *, seed: int, folds: int, top: int):
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.inspection import permutation_importance
     from sklearn.metrics import roc_auc_score

@@ -27,6 +27,7 @@ FLOW_ENTRYPOINTS: dict[str, str] = {
     "build-features": "flows.build_features.build_features",
     "train": "flows.train.train",
     "pipeline": "flows.pipeline.pipeline",
+    "gap-check": "flows.gap_check.gap_check",
 }
 
 
@@ -206,11 +207,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_gap_check(args: argparse.Namespace) -> int:
-    from rankflow.monitoring.report import run_gap_check
+    """In process by default; ``--flow`` runs the ``gap-check`` Prefect flow (as the daily
+    deployment does) and prints the verdict it returns."""
+    if args.flow:
+        from rankflow.settings import configure_process
 
-    outcome = run_gap_check(_settings(args), _config(args), log_to_mlflow=not args.no_mlflow)
-    print(outcome.summary())
-    return {"pass": 0, "warn": 0, "fail": 3}[outcome.verdict]
+        _config(args)
+        configure_process(_settings(args))  # before Prefect is imported
+        from prefect.utilities.importtools import import_object
+
+        flow = import_object(FLOW_ENTRYPOINTS["gap-check"])
+        config = {
+            "config_path": str(Path(args.config).resolve()) if args.config else None,
+            "overrides": parse_overrides(args.set),
+        }
+        result = flow(config=config, log_to_mlflow=not args.no_mlflow)
+        print(result["verdict"].upper(), json.dumps(result["checks"]))
+        verdict = result["verdict"]
+    else:
+        from rankflow.monitoring.report import run_gap_check
+
+        outcome = run_gap_check(_settings(args), _config(args), log_to_mlflow=not args.no_mlflow)
+        print(outcome.summary())
+        verdict = outcome.verdict
+    return {"pass": 0, "warn": 0, "fail": 3}[verdict]
 
 
 def _online_commands(sub: argparse._SubParsersAction) -> None:
@@ -237,6 +257,7 @@ def _online_commands(sub: argparse._SubParsersAction) -> None:
     gap = _add(sub, "gap-check", cmd_gap_check, "offline/online gap checks over the served log: "
                "verdict, report logged to MLflow (exit 3 on fail)")  # fmt: skip
     gap.add_argument("--no-mlflow", action="store_true", help="print only, log no MLflow run")
+    gap.add_argument("--flow", action="store_true", help="run it as the Prefect gap-check flow")
 
 
 def _add(

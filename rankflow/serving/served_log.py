@@ -119,6 +119,13 @@ def feast_sink(store: FeatureStore, service: FeatureService, score_dir: Path) ->
     return write
 
 
+def warm_writer() -> None:
+    """Start the in-memory DuckDB that Feast's ``write_logged_features`` uses (ibis)."""
+    import ibis
+
+    ibis.memtable(pa.table({"x": [1]})).execute()
+
+
 def log_schema(store: FeatureStore, service: FeatureService) -> pa.Schema:
     """The schema Feast derives for ``service``'s logs (join keys, features, system columns)."""
     from feast.feature_logging import FeatureServiceLoggingSource
@@ -138,8 +145,10 @@ class ServedLogWriter:
         flush_rows: int,
         flush_seconds: float,
         metrics: ServiceMetrics | None = None,
+        warm: Callable[[], None] | None = None,
     ) -> None:
         self.schema = schema
+        self.warm = warm
         self.sink = sink
         self.buffer_rows = buffer_rows
         self.flush_rows = flush_rows
@@ -190,6 +199,11 @@ class ServedLogWriter:
             self.flush()
 
     def _run(self) -> None:
+        if self.warm is not None:
+            try:
+                self.warm()  # first-use costs (the DuckDB engine Feast writes with) off the
+            except Exception as error:  # first flush, which would hold the GIL mid-traffic
+                log.warning("served-feature log warm-up failed: %s", error)
         while True:
             with self._cond:
                 if not self._stop and self._pending_rows < self.flush_rows:

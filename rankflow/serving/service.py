@@ -35,6 +35,7 @@ from rankflow.serving.served_log import (
     log_schema,
     score_log_dir,
     served_log_dir,
+    warm_writer,
 )
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class ScoringService:
                 flush_rows=self.serving.log.flush_rows,
                 flush_seconds=self.serving.log.flush_seconds,
                 metrics=self.metrics,
+                warm=warm_writer,
             )
         self._view_of = {name: slot.view for name, slot in self.lookup.slots.items()}
 

@@ -84,6 +84,7 @@ class OnlineLookup:
         enforce_ttl: bool = True,
         category_cache_seconds: float = 300.0,
         serialize_reads: bool = True,
+        on_demand_in_process: bool = True,
     ) -> None:
         from rankflow.features.store import feature_service_schema
 
@@ -102,6 +103,12 @@ class OnlineLookup:
         self._categories: dict[int, tuple[float, str | None]] = {}
         # SQLite: one shared connection; Feast does not lock it. Redis clients are thread-safe.
         self._lock = threading.Lock() if serialize_reads else None
+        self.on_demand_in_process = on_demand_in_process
+        self._odfv_inputs: dict[str, list[str]] = {}
+        # Stored features by reference: Feast reads only these when the on-demand views run here.
+        self._stored_refs = [
+            f"{slot.view}:{name}" for name, slot in self.slots.items() if not slot.on_demand
+        ]
         self._odfv_udfs = {
             view.name: view.feature_transformation.udf
             for view in store.list_on_demand_feature_views()
@@ -149,8 +156,18 @@ class OnlineLookup:
     def fetch(
         self, rows: Mapping[str, Sequence[Any]], request_time: datetime, n_items: int
     ) -> Served:
-        """The service's features for ``rows`` (join keys + request fields, one row per item)."""
-        proto = self._read(self.service, rows)
+        """The service's features for ``rows`` (join keys + request fields, one row per item).
+
+        With ``on_demand_in_process`` (the default) Feast reads the stored views and the
+        on-demand view's own UDF (from the registry) runs here on values already converted
+        once: Feast's python-mode augmentation converts every feature of the response back to
+        Python to run it, about half of a 100-row read (docs/benchmarks.md, "Serving").
+        """
+        if self.on_demand_in_process:
+            keys = {k: rows[k] for k in JOIN_KEYS if k in rows}
+            proto = self._read(self._stored_refs, keys)
+        else:
+            proto = self._read(self.service, rows)
         names = list(proto.metadata.feature_names.val)
         served = Served({}, {}, {})
         for name, vector in zip(names, proto.results, strict=True):
@@ -159,6 +176,8 @@ class OnlineLookup:
             served.values[name] = [_value(v) for v in vector.values]
             served.statuses[name] = list(vector.statuses)
             served.timestamps[name] = [_timestamp(t) for t in vector.event_timestamps]
+        if self.on_demand_in_process:
+            self._recompute_on_demand(served, rows, list(range(n_items)), fill=True)
         self._count_missing(served)
         if self.enforce_ttl:
             self._expire(served, rows, request_time)
@@ -200,8 +219,15 @@ class OnlineLookup:
             self._recompute_on_demand(served, rows, sorted(touched))
 
     def _recompute_on_demand(
-        self, served: Served, rows: Mapping[str, Sequence[Any]], index: list[int]
+        self,
+        served: Served,
+        rows: Mapping[str, Sequence[Any]],
+        index: list[int],
+        *,
+        fill: bool = False,
     ) -> None:
+        """Run the on-demand UDFs on rows ``index``; ``fill``: create their columns (status
+        PRESENT and no timestamp, as Feast reports on-demand outputs)."""
         for view, udf in self._odfv_udfs.items():
             inputs = {
                 name: [(rows[name] if name in rows else served.values[name])[i] for i in index]
@@ -209,13 +235,23 @@ class OnlineLookup:
             }
             outputs = udf(inputs)
             for name, values in outputs.items():
-                if name in served.values:
+                if fill and name in self.slots:
+                    served.values[name] = list(values)
+                    served.statuses[name] = [PRESENT] * len(index)
+                    served.timestamps[name] = [None] * len(index)
+                elif name in served.values:
                     for i, value in zip(index, values, strict=True):
                         served.values[name][i] = value
 
     def _udf_inputs(self, view: str, rows: Mapping[str, Any], served: Served) -> list[str]:
+        names = self._odfv_inputs.get(view)
+        if names is None:
+            names = self._odfv_inputs[view] = self._inputs_of(view)
+        return [n for n in names if n in rows or n in served.values]
+
+    def _inputs_of(self, view: str) -> list[str]:
         odfv = self.store.get_on_demand_feature_view(view)
         names = [f.name for source in odfv.source_request_sources.values() for f in source.schema]
         for projection in odfv.source_feature_view_projections.values():
             names += [f.name for f in projection.features]
-        return [n for n in names if n in rows or n in served.values]
+        return names

@@ -93,6 +93,7 @@ class ScoringService:
             enforce_ttl=self.serving.enforce_ttl,
             category_cache_seconds=self.serving.category_cache_seconds,
             serialize_reads=self.store.config.online_store.type == "sqlite",
+            on_demand_in_process=self.serving.on_demand_in_process,
         )
         uri = tracking_uri(settings, config)
         self.holder = ModelHolder(

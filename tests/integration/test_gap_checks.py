@@ -191,3 +191,29 @@ def test_values_past_their_ttl_are_removed_or_reported(
     fresh = _check(outcome, "freshness")
     assert fresh.details["views"]["user_daily_stats"]["age_hours"] > 24
     assert fresh.verdict in ("warn", "fail")
+
+
+def test_on_demand_in_process_equals_feasts_augmentation(online_state: dict) -> None:
+    """The service's default path (stored views through Feast, the registered on-demand UDF in
+    process) serves exactly what Feast's own on-demand augmentation does."""
+    from datetime import UTC, datetime
+
+    from rankflow.features.store import open_store
+    from rankflow.paths import StatePaths
+    from rankflow.serving.lookup import OnlineLookup
+
+    n = 60
+    rows = {
+        "user_id": [5] * n, "item_id": list(range(1, n + 1)),
+        "category": ["home", "fashion", "", "toys"] * (n // 4), "position": [1, 2, 3, 4] * (n // 4),
+        "device": ["mobile"] * n, "hour_of_day": [13] * n,
+    }  # fmt: skip
+    when = datetime(2026, 3, 11, 13, tzinfo=UTC)
+    with open_store(StatePaths(online_state["home"])) as store:
+        here = OnlineLookup(store, SERVICE, on_demand_in_process=True).fetch(rows, when, n)
+        feast = OnlineLookup(store, SERVICE, on_demand_in_process=False).fetch(rows, when, n)
+    assert here.values == feast.values
+    assert here.statuses == feast.statuses
+    assert here.timestamps == feast.timestamps
+    assert here.missing == feast.missing
+    assert any(v is None for v in here.values["uc_ctr_lift"])  # nulls took the same path

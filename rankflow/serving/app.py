@@ -40,6 +40,13 @@ def validation_detail(errors: list[dict[str, Any]]) -> str:
     return "; ".join(f"{_field(tuple(e.get('loc', ())))}: {e.get('msg', '')}" for e in errors)
 
 
+def _get_service(request: Request) -> ScoringService:
+    return request.app.state.service
+
+
+Service = Annotated[ScoringService, Depends(_get_service)]
+
+
 def create_app(
     settings: Settings,
     config: RankflowConfig,
@@ -49,7 +56,6 @@ def create_app(
 ) -> FastAPI:
     """The app; ``service`` lets a caller (the benchmark) share an already open one."""
     metrics = service.metrics if service is not None else ServiceMetrics()
-    request_model = score_request_model(config.serving.max_candidates)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,11 +71,6 @@ def create_app(
 
     app = FastAPI(title="rankflow scoring service", lifespan=lifespan)
 
-    def get_service(request: Request) -> ScoringService:
-        return request.app.state.service
-
-    Service = Annotated[ScoringService, Depends(get_service)]
-
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         metrics.errors.labels("validation").inc()
@@ -81,6 +82,12 @@ def create_app(
             status_code=422, content={"detail": validation_detail(errors), "errors": errors}
         )
 
+    _score_route(app, metrics, score_request_model(config.serving.max_candidates))
+    _probe_routes(app, metrics, config)
+    return app
+
+
+def _score_route(app: FastAPI, metrics: ServiceMetrics, request_model: type) -> None:
     @app.post("/score", response_model=ScoreResponse)
     def score(body: request_model, svc: Service) -> Any:  # type: ignore[valid-type]
         try:
@@ -100,18 +107,19 @@ def create_app(
         metrics.requests.labels("/score", "200").inc()
         return response
 
+
+def _probe_routes(app: FastAPI, metrics: ServiceMetrics, config: RankflowConfig) -> None:
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz")
     def readyz(svc: Service) -> JSONResponse:
-        arms = {arm: m.version for arm, m in svc.holder.arms.items()}
         ready = svc.ready
         body = {
             "ready": ready,
             "model": config.registry.serving_model,
-            "arms": arms,
+            "arms": {arm: m.version for arm, m in svc.holder.arms.items()},
             "canary_share": config.serving.canary_share,
             "registry_error": svc.holder.last_error,
             "log": None
@@ -123,8 +131,6 @@ def create_app(
     @app.get("/metrics")
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-    return app
 
 
 def bind_address(settings: Settings, host: str | None, port: int | None) -> tuple[str, int]:

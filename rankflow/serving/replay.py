@@ -199,6 +199,37 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, disable=not enabled, desc=desc, unit="req", leave=False)
 
 
+def _traffic(
+    frame: pd.DataFrame, max_requests: int | None, progress: bool, desc: str
+) -> Iterator[pd.DataFrame]:
+    """The frame's requests in order, at most ``max_requests``, with a progress bar."""
+    n_requests = frame["request_id"].nunique()
+    total = min(n_requests, max_requests) if max_requests else n_requests
+    with _progress(total, progress, desc) as bar:
+        for group in _requests(frame, max_requests):
+            yield group
+            bar.update(1)
+
+
+def _result(mode: str, day: date, arms: dict[str, ArmResult], labels: list) -> tuple:
+    result = ReplayResult(mode, day, sum(a.requests for a in arms.values()),
+                          sum(a.impressions for a in arms.values()), arms, None)  # fmt: skip
+    return result, pd.concat(labels, ignore_index=True) if labels else pd.DataFrame()
+
+
+def _labels(request_id: str, items: Any, positions: Any, clicked: Any, p_true: Any, mode: str):
+    return pd.DataFrame(
+        {
+            "__request_id": request_id,
+            "item_id": np.asarray(items, dtype=np.int64),
+            "position": np.asarray(positions, dtype=np.int32),
+            "label": np.asarray(clicked, dtype=np.int32),
+            "p_true": np.asarray(p_true, dtype=np.float64),
+            "mode": mode,
+        }
+    )
+
+
 def log_replay(
     score: Scorer,
     frame: pd.DataFrame,
@@ -212,36 +243,19 @@ def log_replay(
     run_id = run_id or uuid.uuid4().hex[:8]
     arms: dict[str, ArmResult] = {}
     labels = []
-    n_requests = frame["request_id"].nunique()
-    total = min(n_requests, max_requests) if max_requests else n_requests
-    with _progress(total, progress, "log replay") as bar:
-        for group in _requests(frame, max_requests):
-            request_id = f"{run_id}-{group['request_id'].iloc[0]}"
-            response = score(_body(group, request_id, with_positions=True))
-            served = {item["item_id"]: item["p_click"] for item in response["items"]}
-            arm = arms.setdefault(response["arm"], ArmResult())
-            arm.requests += 1
-            arm.impressions += len(group)
-            arm.clicks += int(group["clicked"].sum())
-            arm.sum_p_true += float(np.nansum(group["p_click"]))
-            arm.sum_p_served += float(sum(served.values()))
-            arm.versions.add(response["model"]["version"])
-            labels.append(
-                pd.DataFrame(
-                    {
-                        "__request_id": request_id,
-                        "item_id": group["item_id"].to_numpy(np.int64),
-                        "position": group["position"].to_numpy(np.int32),
-                        "label": group["clicked"].to_numpy(np.int32),
-                        "p_true": group["p_click"].to_numpy(np.float64),
-                        "mode": "log",
-                    }
-                )
-            )
-            bar.update(1)
-    result = ReplayResult("log", day, sum(a.requests for a in arms.values()),
-                          sum(a.impressions for a in arms.values()), arms, None)  # fmt: skip
-    return result, pd.concat(labels, ignore_index=True) if labels else pd.DataFrame()
+    for group in _traffic(frame, max_requests, progress, "log replay"):
+        request_id = f"{run_id}-{group['request_id'].iloc[0]}"
+        response = score(_body(group, request_id, with_positions=True))
+        arm = arms.setdefault(response["arm"], ArmResult())
+        arm.requests += 1
+        arm.impressions += len(group)
+        arm.clicks += int(group["clicked"].sum())
+        arm.sum_p_true += float(np.nansum(group["p_click"]))
+        arm.sum_p_served += float(sum(item["p_click"] for item in response["items"]))
+        arm.versions.add(response["model"]["version"])
+        labels.append(_labels(request_id, group["item_id"], group["position"],
+                              group["clicked"], group["p_click"], "log"))  # fmt: skip
+    return _result("log", day, arms, labels)
 
 
 def closed_loop(
@@ -262,54 +276,37 @@ def closed_loop(
     run_id = run_id or uuid.uuid4().hex[:8]
     arms: dict[str, ArmResult] = {}
     labels = []
-    n_requests = frame["request_id"].nunique()
-    total = min(n_requests, max_requests) if max_requests else n_requests
-    with _progress(total, progress, "closed loop") as bar:
-        for group in _requests(frame, max_requests):
-            request_id = f"{run_id}-{group['request_id'].iloc[0]}"
-            response = score(_body(group, request_id, with_positions=False))
-            ranked = response["items"][: top_k or len(response["items"])]
-            shown = np.array([item["item_id"] for item in ranked], dtype=np.int64)
-            positions = np.arange(1, len(shown) + 1)
-            when = pd.Timestamp(group["event_timestamp"].iloc[0]).to_pydatetime()
-            device = np.array([group["device"].iloc[0]] * len(shown), dtype=object)
-            user = np.full(len(shown), int(group["user_id"].iloc[0]))
-            p_true = oracle.p_click(user, shown, positions, device, when)
-            clicked = (rng.random(len(shown)) < p_true).astype(np.int32)
-            logged = group["p_click"].to_numpy()[: len(shown)]
-            # The truth's own best order for the same candidates, at the same positions.
-            candidates = group["item_id"].to_numpy(np.int64)
-            at_top = oracle.p_click(
-                np.full(len(candidates), user[0]), candidates, np.ones(len(candidates)),
-                np.array([device[0]] * len(candidates), dtype=object), when,
-            )  # fmt: skip
-            best = candidates[np.argsort(-at_top, kind="stable")][: len(shown)]
-            oracle_p = oracle.p_click(user, best, positions, device, when)
-            arm = arms.setdefault(response["arm"], ArmResult())
-            arm.requests += 1
-            arm.impressions += len(shown)
-            arm.clicks += int(clicked.sum())
-            arm.sum_p_true += float(p_true.sum())
-            arm.sum_p_logged += float(logged.sum())
-            arm.sum_p_oracle += float(oracle_p.sum())
-            arm.sum_p_served += float(sum(item["p_click"] for item in ranked))
-            arm.versions.add(response["model"]["version"])
-            labels.append(
-                pd.DataFrame(
-                    {
-                        "__request_id": request_id,
-                        "item_id": shown,
-                        "position": positions.astype(np.int32),
-                        "label": clicked,
-                        "p_true": p_true,
-                        "mode": "closed",
-                    }
-                )
-            )
-            bar.update(1)
-    result = ReplayResult("closed", day, sum(a.requests for a in arms.values()),
-                          sum(a.impressions for a in arms.values()), arms, None)  # fmt: skip
-    return result, pd.concat(labels, ignore_index=True) if labels else pd.DataFrame()
+    for group in _traffic(frame, max_requests, progress, "closed loop"):
+        request_id = f"{run_id}-{group['request_id'].iloc[0]}"
+        response = score(_body(group, request_id, with_positions=False))
+        ranked = response["items"][: top_k or len(response["items"])]
+        shown = np.array([item["item_id"] for item in ranked], dtype=np.int64)
+        positions = np.arange(1, len(shown) + 1)
+        when = pd.Timestamp(group["event_timestamp"].iloc[0]).to_pydatetime()
+        user, device = int(group["user_id"].iloc[0]), str(group["device"].iloc[0])
+        p_true = _truth(oracle, user, shown, positions, device, when)
+        clicked = (rng.random(len(shown)) < p_true).astype(np.int32)
+        # The truth's own best order for the same candidates, at the same positions.
+        candidates = group["item_id"].to_numpy(np.int64)
+        at_top = _truth(oracle, user, candidates, np.ones(len(candidates)), device, when)
+        best = candidates[np.argsort(-at_top, kind="stable")][: len(shown)]
+        arm = arms.setdefault(response["arm"], ArmResult())
+        arm.requests += 1
+        arm.impressions += len(shown)
+        arm.clicks += int(clicked.sum())
+        arm.sum_p_true += float(p_true.sum())
+        arm.sum_p_logged += float(group["p_click"].to_numpy()[: len(shown)].sum())
+        arm.sum_p_oracle += float(_truth(oracle, user, best, positions, device, when).sum())
+        arm.sum_p_served += float(sum(item["p_click"] for item in ranked))
+        arm.versions.add(response["model"]["version"])
+        labels.append(_labels(request_id, shown, positions, clicked, p_true, "closed"))
+    return _result("closed", day, arms, labels)
+
+
+def _truth(oracle: Oracle, user: int, items: Any, positions: Any, device: str, when: Any):
+    n = len(items)
+    devices = np.array([device] * n, dtype=object)
+    return oracle.p_click(np.full(n, user), items, positions, devices, when)
 
 
 def write_labels(paths: StatePaths, service: str, labels: pd.DataFrame, name: str) -> Path:

@@ -29,6 +29,7 @@ from models.spec import (
     FeatureSpecError,
     FeatureTensors,
     NumericSpec,
+    _clip_log,
 )
 
 # A cache stops growing here (hashed ids keep arriving); lookups beyond it are computed.
@@ -118,11 +119,9 @@ def _numeric_column(spec: NumericSpec, values: Sequence[Any]) -> tuple[np.ndarra
         raise FeatureSpecError(
             f"column {spec.name!r}: {int(np.isinf(raw).sum())} infinite value(s)"
         )
-    out = np.where(missing, spec.fill_value, raw)
-    if spec.clip_low is not None or spec.clip_high is not None:
-        out = np.clip(out, spec.clip_low, spec.clip_high)
-    if spec.log1p:
-        out = np.sign(out) * np.log1p(np.abs(out))
+    # The spec's own fill -> clip -> signed log1p, then its standardisation: same operations.
+    out = _clip_log(np.where(missing, spec.fill_value, raw), spec.clip_low, spec.clip_high,
+                    spec.log1p)  # fmt: skip
     out = (out - spec.mean) / spec.std
     return out.astype(np.float32), missing.astype(np.float32)
 

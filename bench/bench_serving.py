@@ -96,15 +96,20 @@ def bodies_for(rng: np.random.Generator, n_users: int, n_items: int, size: int, 
 # ----------------------------------------------------------------------------- state
 def build_state(home: Path, impressions: int) -> None:
     from rankflow.config import parse_config
+    from rankflow.data.simulate import simulate
+    from rankflow.features.store import refresh_online_store
     from rankflow.paths import StatePaths
-    from rankflow.pipeline import run_main_job
     from rankflow.training.step import train_and_register
+    from rankflow.warehouse.build import build_warehouse
 
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     config = parse_config({"simulation": {"n_impressions": impressions}})
-    run_main_job(config, StatePaths(home))
-    outcome = train_and_register(config, StatePaths(home))
+    paths = StatePaths(home)
+    simulate(config.simulation, paths.raw, paths.truth)
+    build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
+    refresh_online_store(paths)
+    outcome = train_and_register(config, paths)
     if outcome.champion_version is None:
         raise SystemExit(f"no champion: {outcome.decision}")
 
@@ -247,7 +252,7 @@ def measure(home: Path, profile: str, args: argparse.Namespace, env: dict[str, s
     import httpx
 
     from rankflow.paths import StatePaths
-    from rankflow.tracking.setup import free_port
+    from rankflow.tracking.server import free_port
 
     paths = StatePaths(home)
     rng = np.random.default_rng(0)
@@ -314,7 +319,7 @@ def main() -> None:
     from rankflow.data.oracle import Oracle
     from rankflow.features.store import exports_as_of
     from rankflow.paths import StatePaths
-    from rankflow.tracking.setup import free_port
+    from rankflow.tracking.server import free_port
 
     paths = StatePaths(home)
     config = Oracle.from_truth_dir(paths.truth).config

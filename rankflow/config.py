@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.yaml_config import flatten, read_yaml, validate
 from rankflow.data.simulate import SimulationConfig
 from rankflow.errors import ConfigError
-from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.monitoring.config import MonitoringConfig
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.serving.config import ServingConfig

@@ -69,9 +69,11 @@ def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from mlflow import MlflowClient
 
     from rankflow.config import parse_config
+    from rankflow.data.simulate import simulate
+    from rankflow.features.store import refresh_online_store
     from rankflow.paths import StatePaths
-    from rankflow.pipeline import run_main_job
     from rankflow.training.step import train_and_register
+    from rankflow.warehouse.build import build_warehouse
 
     home = tmp_path_factory.mktemp("online-state")
     paths = StatePaths(home)
@@ -82,7 +84,9 @@ def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "registry": {"gates": ONLINE_GATES},
         }
     )
-    run_main_job(config, paths)
+    simulate(config.simulation, paths.raw, paths.truth)
+    build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
+    refresh_online_store(paths)
     outcome = train_and_register(config, paths, model_overrides={"training.max_epochs": 2})
     champion = outcome.champion_version
     assert champion is not None, outcome.decision

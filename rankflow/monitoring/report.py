@@ -123,7 +123,8 @@ def _registry(uri: str, model_name: str, versions: list[str], cache_dir: Path):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from rankflow.registry.gates import CHAMPION, alias_version
+    from rankflow.registry.aliases import alias_version
+    from rankflow.registry.promotion import CHAMPION
     from rankflow.serving.holder import load_version
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -169,7 +170,7 @@ def run_gap_check(
     client, champion, scorers, offline_metrics = _registry(
         uri, config.registry.serving_model, versions, paths.root / "serving" / "models"
     )
-    with open_store(paths, profile=settings.feast_online_store) as store:
+    with open_store(paths, settings=settings) as store:
         lookup = OnlineLookup(store, service)
         views = {name: slot.view for name, slot in lookup.slots.items()}
         ttls = {slot.view: slot.ttl for slot in lookup.slots.values() if not slot.on_demand}

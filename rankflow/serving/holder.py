@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from rankflow.registry.gates import CHALLENGER, CHAMPION, alias_version
+from rankflow.registry.aliases import alias_version
+from rankflow.registry.promotion import CHALLENGER, CHAMPION
 from rankflow.serving.transform import RequestTransform
 
 if TYPE_CHECKING:

@@ -86,7 +86,7 @@ class ScoringService:
         self.serving = config.serving
         self.metrics = metrics or ServiceMetrics()
         paths = settings.paths
-        self.store = store or get_store(paths, profile=settings.feast_online_store)
+        self.store = store or get_store(paths, settings=settings)
         self.lookup = OnlineLookup(
             self.store,
             self.serving.feature_service,

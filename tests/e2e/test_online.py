@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from rankflow.paths import REPO_ROOT
-from rankflow.tracking.setup import free_port
+from rankflow.tracking.server import free_port
 
 pytestmark = pytest.mark.e2e
 

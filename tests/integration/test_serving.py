@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.serving.holder import canary_bucket
-from rankflow.tracking.setup import free_port
+from rankflow.tracking.server import free_port
 
 pytestmark = pytest.mark.integration
 

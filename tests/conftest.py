@@ -72,6 +72,7 @@ def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from rankflow.data.simulate import simulate
     from rankflow.features.store import refresh_online_store
     from rankflow.paths import StatePaths
+    from rankflow.tracking.setup import default_tracking_uri
     from rankflow.training.step import train_and_register
     from rankflow.warehouse.build import build_warehouse
 
@@ -84,10 +85,15 @@ def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "registry": {"gates": ONLINE_GATES},
         }
     )
-    simulate(config.simulation, paths.raw, paths.truth)
-    build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
-    refresh_online_store(paths)
-    outcome = train_and_register(config, paths, model_overrides={"training.max_epochs": 2})
+    # mlflow.set_tracking_uri (any earlier in-process training) exports MLFLOW_TRACKING_URI,
+    # which would win over this state's own store: pin it for the build.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RANKFLOW_HOME", str(home))
+        mp.setenv("MLFLOW_TRACKING_URI", default_tracking_uri(paths))
+        simulate(config.simulation, paths.raw, paths.truth)
+        build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
+        refresh_online_store(paths)
+        outcome = train_and_register(config, paths, model_overrides={"training.max_epochs": 2})
     champion = outcome.champion_version
     assert champion is not None, outcome.decision
     client = MlflowClient(tracking_uri=outcome.tracking_uri, registry_uri=outcome.tracking_uri)

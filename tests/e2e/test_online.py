@@ -5,6 +5,7 @@ the champion's run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -63,14 +64,12 @@ def session(online_state: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and service.poll() is None:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        assert service.poll() is None, log.read_text()[-3000:]
+        deadline, ready = time.monotonic() + 180, False
+        while not ready and time.monotonic() < deadline and service.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                ready = httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            time.sleep(0.3)
+        assert ready, log.read_text()[-3000:]
         replays = {
             mode: _rankflow(env, "replay", "--http", "--mode", mode, "--impressions", "1200")
             for mode in ("log", "closed")

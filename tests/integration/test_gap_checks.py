@@ -60,7 +60,8 @@ def _serve_day(
     day: date | None = None,
     enforce_ttl: bool = True,
 ) -> GapCheckOutcome:
-    settings = Settings.resolve(home=state["home"])
+    # Explicit: an earlier in-process mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI.
+    settings = Settings.resolve(home=state["home"], mlflow_tracking_uri=state["tracking_uri"])
     config = _config(state, enforce_ttl)
     service = ScoringService(settings, config)
     service.start(poll=False)

@@ -152,7 +152,6 @@ def run_gap_check(
     """The whole check (see the module docstring)."""
     from rankflow.features.store import open_store
     from rankflow.serving.lookup import OnlineLookup
-    from rankflow.serving.replay import read_labels
     from rankflow.serving.served_log import read_served_log
     from rankflow.serving.service import tracking_uri
 
@@ -182,10 +181,7 @@ def run_gap_check(
         served, {f: served[f"{v}__{f}"] for f, v in views.items()}, lookup.schema
     )
     offline_inputs = _model_inputs(served, {f: offline[f] for f in views}, lookup.schema)
-    labels = read_labels(paths, service)
-    labelled = served_all.merge(
-        labels[labels["mode"] == "log"], on=["__request_id", "item_id"], how="inner"
-    )
+    labelled = labelled_served(paths, service, served=served_all)
     drift_features = [f for f in views if f not in cfg.drift_exclude]
     results = [
         checks.feature_skew(served, offline, views, cfg),
@@ -213,6 +209,43 @@ def run_gap_check(
     if log_to_mlflow:
         outcome.run_id = _log_run(client, champion, outcome, config)
     return outcome
+
+
+def labelled_served(
+    paths: Any, service: str, *, modes: tuple[str, ...] = ("log",), served: Any = None
+) -> pd.DataFrame:
+    """Served rows (features, score, arm, version) joined with their replay labels.
+
+    ``modes``: which labels; log replay by default, because its rows were scored at the
+    position they were shown at (closed-loop rows are scored at ``serving.score_position``
+    and shown at their rank). Per-arm online metrics (the canary's evidence) start here.
+    """
+    from rankflow.serving.replay import read_labels
+    from rankflow.serving.served_log import read_served_log
+
+    served = read_served_log(paths, service) if served is None else served
+    labels = read_labels(paths, service)
+    labels = labels[labels["mode"].isin(modes)].drop(columns=["position"])
+    if served.empty or labels.empty:
+        return pd.DataFrame()
+    return served.merge(labels, on=["__request_id", "item_id"], how="inner")
+
+
+def arm_metrics(labelled: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per arm: rows, clicks, CTR, mean prediction, AUC and log loss of labelled served rows."""
+    from models import metrics as m
+
+    out: dict[str, dict[str, float]] = {}
+    for arm, rows in labelled.groupby("arm"):
+        y, p = rows["label"].to_numpy(np.float64), rows["p_click"].to_numpy(np.float64)
+        both = 0 < y.sum() < len(y)
+        out[str(arm)] = {
+            "rows": float(len(rows)), "clicks": float(y.sum()), "ctr": float(y.mean()),
+            "mean_predicted": float(p.mean()),
+            "auc": m.auc(y, p) if both else float("nan"),
+            "logloss": m.logloss(y, p) if both else float("nan"),
+        }  # fmt: skip
+    return out
 
 
 def _log_run(client: Any, champion: Any, outcome: GapCheckOutcome, config: Any) -> str:

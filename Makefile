@@ -16,7 +16,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: help install run test test-unit test-integration lint format lock bench bench-models docs clean clean-state \
-	browser-deps redis-deps mlflow-ui
+	browser-deps redis-deps mlflow-ui serve bench-serving
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,12 +64,20 @@ browser-deps: ## Install Debian's chromium for the browser test (only if it is m
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
 
 # The server-profile tests (tests/server) start a real redis-server (Debian's 7.0) and
-# PostgreSQL 15 (on these machines already) on loopback, and stop them afterwards.
+# PostgreSQL 15 (on these machines already) on loopback, and stop them afterwards; so does the
+# serving benchmark (bench/bench_serving.py) for the Redis online store.
 REDIS_SERVER := /usr/bin/redis-server
 
 redis-deps: ## Install Debian's redis-server for the server-profile tests (only if it is missing)
 	@test -x $(REDIS_SERVER) || { $(SUDO) apt-get update && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y redis-server; }
+
+# The scoring service (README.md, "Serving"): loopback by default; RANKFLOW_SERVICE_URL moves it.
+serve: $(INSTALLED) ## Start the scoring service (POST /score, /metrics) on http://127.0.0.1:8080
+	$(PY) -m rankflow serve
+
+bench-serving: $(INSTALLED) redis-deps ## /score latency and throughput vs the raw Feast + model path, SQLite and Redis
+	$(PY) bench/bench_serving.py
 
 MLFLOW_PORT ?= 5000
 mlflow-ui: $(INSTALLED) ## Serve the MLflow UI over the state dir on http://127.0.0.1:$(MLFLOW_PORT)

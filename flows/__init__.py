@@ -4,7 +4,9 @@
   check -> dbt build -> ``feast apply`` + ``materialize-incremental``;
 - ``flows.train.train``: point-in-time training set -> Wide & Deep and DCN-V2 -> MLflow run,
   registry, first champion (``rankflow.training.step.train_and_register``);
-- ``flows.pipeline.pipeline``: both, in order, returning one summary.
+- ``flows.pipeline.pipeline``: both, in order, returning one summary;
+- ``flows.gap_check.gap_check``: the offline/online gap checks over the served log
+  (``rankflow.monitoring.report.run_gap_check``), returning the verdict.
 
 Every flow takes ``config`` (:class:`flows.params.ConfigParams`: a YAML path and dotted-key
 overrides), validated before any work starts, and records the resolved config with the run

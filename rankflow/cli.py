@@ -27,6 +27,7 @@ FLOW_ENTRYPOINTS: dict[str, str] = {
     "build-features": "flows.build_features.build_features",
     "train": "flows.train.train",
     "pipeline": "flows.pipeline.pipeline",
+    "gap-check": "flows.gap_check.gap_check",
 }
 
 
@@ -176,6 +177,89 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rankflow.serving.app import serve
+
+    serve(_settings(args), _config(args), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from rankflow.serving.replay import run_replay
+
+    settings = _settings(args)
+    result = run_replay(
+        settings,
+        _config(args),
+        mode=args.mode,
+        url=settings.service_url if args.http else None,
+        day=date.fromisoformat(args.day) if args.day else None,
+        impressions=args.impressions,
+        max_requests=args.max_requests,
+        top_k=args.top_k,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
+    )
+    print(result.summary())
+    return 0
+
+
+def cmd_gap_check(args: argparse.Namespace) -> int:
+    """In process by default; ``--flow`` runs the ``gap-check`` Prefect flow (as the daily
+    deployment does) and prints the verdict it returns."""
+    if args.flow:
+        from rankflow.settings import configure_process
+
+        _config(args)
+        configure_process(_settings(args))  # before Prefect is imported
+        from prefect.utilities.importtools import import_object
+
+        flow = import_object(FLOW_ENTRYPOINTS["gap-check"])
+        config = {
+            "config_path": str(Path(args.config).resolve()) if args.config else None,
+            "overrides": parse_overrides(args.set),
+        }
+        result = flow(config=config, log_to_mlflow=not args.no_mlflow)
+        print(result["verdict"].upper(), json.dumps(result["checks"]))
+        verdict = result["verdict"]
+    else:
+        from rankflow.monitoring.report import run_gap_check
+
+        outcome = run_gap_check(_settings(args), _config(args), log_to_mlflow=not args.no_mlflow)
+        print(outcome.summary())
+        verdict = outcome.verdict
+    return {"pass": 0, "warn": 0, "fail": 3}[verdict]
+
+
+def _online_commands(sub: argparse._SubParsersAction) -> None:
+    serve = _add(sub, "serve", cmd_serve, "the scoring service (POST /score, /healthz, /readyz, "
+                 "/metrics)")  # fmt: skip
+    serve.add_argument("--host", help="bind address (default: from RANKFLOW_SERVICE_URL, loopback)")
+    serve.add_argument("--port", type=int, help="port (default: from RANKFLOW_SERVICE_URL, 8080)")
+    replay = _add(sub, "replay", cmd_replay, "send a day of traffic with a known truth through "
+                  "the scoring service")  # fmt: skip
+    replay.add_argument(
+        "--mode", choices=("log", "closed"), default="log",
+        help="log: requests as they happened, labels joined after; closed: the service ranks, "
+        "clicks drawn from the truth for what was shown",
+    )  # fmt: skip
+    replay.add_argument("--day", help="YYYY-MM-DD (default: the day after the data ends)")
+    replay.add_argument("--impressions", type=int, help="impressions to simulate for the day")
+    replay.add_argument("--max-requests", type=int, help="stop after this many requests")
+    replay.add_argument("--top-k", type=int, help="closed loop: items shown per request")
+    replay.add_argument("--seed", type=int, default=0, help="closed loop: seed of the clicks")
+    replay.add_argument(
+        "--http", action="store_true",
+        help="send to the running service at RANKFLOW_SERVICE_URL instead of in process",
+    )  # fmt: skip
+    gap = _add(sub, "gap-check", cmd_gap_check, "offline/online gap checks over the served log: "
+               "verdict, report logged to MLflow (exit 3 on fail)")  # fmt: skip
+    gap.add_argument("--no-mlflow", action="store_true", help="print only, log no MLflow run")
+    gap.add_argument("--flow", action="store_true", help="run it as the Prefect gap-check flow")
+
+
 def _add(
     sub: argparse._SubParsersAction,
     name: str,
@@ -235,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     _add(sub, "settings", cmd_settings, "print the resolved settings (secrets masked)")
+    _online_commands(sub)
     return parser
 
 

@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.yaml_config import flatten, read_yaml, validate
 from rankflow.data.sim_config import SimulationConfig
 from rankflow.errors import ConfigError
+from rankflow.monitoring.config import MonitoringConfig
 from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.serving.config import ServingConfig
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "rankflow.yaml"
 
@@ -233,6 +235,8 @@ class RankflowConfig(_Strict):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     scale_out: ScaleOutConfig = Field(default_factory=ScaleOutConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     def resolved_raw_dir(self, paths: StatePaths) -> Path:
         return Path(self.raw_dir).expanduser().resolve() if self.raw_dir else paths.raw

@@ -42,3 +42,90 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     }
     with temporary_settings(updates=settings), prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+# A small built state with a champion (and a second registered version of the serving model),
+# shared by the online tests (tests/integration/test_serving.py, test_gap_checks.py,
+# tests/e2e/test_online.py). Built once per session and only when asked for; tests that change
+# it work on a copy (``copy_online_state``).
+ONLINE_SIMULATION = {
+    "n_users": 400,
+    "n_items": 150,
+    "n_impressions": 30000,
+    "days": 10,
+    "end_date": "2026-03-11",
+}
+ONLINE_GATES = {
+    "min_auc": 0.55,
+    "max_ne": 1.0,
+    "max_ece": 0.1,
+    "calibration_ratio": [0.5, 2.0],
+    "min_auc_lift_over_baseline": None,
+}
+
+
+@pytest.fixture(scope="session")
+def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from mlflow import MlflowClient
+
+    from rankflow.config import parse_config
+    from rankflow.data.simulate import simulate
+    from rankflow.features.store import refresh_online_store
+    from rankflow.paths import StatePaths
+    from rankflow.tracking.setup import default_tracking_uri
+    from rankflow.training.step import train_and_register
+    from rankflow.warehouse.build import build_warehouse
+
+    home = tmp_path_factory.mktemp("online-state")
+    paths = StatePaths(home)
+    config = parse_config(
+        {
+            "simulation": ONLINE_SIMULATION,
+            "training_set": {"valid_days": 2, "test_days": 2},
+            "registry": {"gates": ONLINE_GATES},
+        }
+    )
+    # mlflow.set_tracking_uri (any earlier in-process training) exports MLFLOW_TRACKING_URI,
+    # which would win over this state's own store: pin it for the build.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RANKFLOW_HOME", str(home))
+        mp.setenv("MLFLOW_TRACKING_URI", default_tracking_uri(paths))
+        simulate(config.simulation, paths.raw, paths.truth)
+        build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
+        refresh_online_store(paths)
+        outcome = train_and_register(config, paths, model_overrides={"training.max_epochs": 2})
+    champion = outcome.champion_version
+    assert champion is not None, outcome.decision
+    client = MlflowClient(tracking_uri=outcome.tracking_uri, registry_uri=outcome.tracking_uri)
+    champion_kind = client.get_model_version(outcome.serving_model, champion).tags[
+        "rankflow.model_kind"
+    ]
+    other = next(c for k, c in outcome.candidates.items() if k != champion_kind)
+    family = client.get_model_version(other.registered_model, other.version)
+    second = client.create_model_version(
+        outcome.serving_model,
+        family.source,
+        run_id=family.run_id,
+        model_id=getattr(family, "model_id", None),
+        tags={"rankflow.model_kind": other.kind},
+    )
+    return {
+        "home": home,
+        "simulation": ONLINE_SIMULATION,
+        "gates": ONLINE_GATES,
+        "champion": str(champion),
+        "other": str(second.version),
+        "tracking_uri": outcome.tracking_uri,
+        "model": outcome.serving_model,
+    }
+
+
+@pytest.fixture
+def online_copy(online_state: dict, tmp_path) -> dict:
+    """A private copy of the online state (its MLflow store and Feast online store with it)."""
+    import shutil
+
+    state = online_state
+    home = tmp_path / "home"
+    shutil.copytree(state["home"], home, ignore=shutil.ignore_patterns("logs", "reports"))
+    return {**state, "home": home, "tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"}

@@ -75,6 +75,8 @@ def load_definitions(paths: StatePaths) -> RepoContents:
         _point_at_exports(view.batch_source, paths)
     for source in contents.data_sources:
         _point_at_exports(source, paths)
+    for service in contents.feature_services:
+        _point_log_at_state(service, paths)
     if any(
         isinstance(s, FileSource) and not Path(s.path).is_absolute() for s in contents.data_sources
     ):
@@ -90,3 +92,13 @@ def _point_at_exports(source: Any, paths: StatePaths) -> None:
 
     if isinstance(source, FileSource):
         source.file_options.uri = str(paths.exports / Path(source.path).name)
+
+
+def _point_log_at_state(service: Any, paths: StatePaths) -> None:
+    """A feature service's file logging destination -> ``<state>/logs/<service>/features``
+    (where the scoring service writes its served-feature log; rankflow.serving.served_log)."""
+    from feast.infra.offline_stores.file_source import FileLoggingDestination
+
+    destination = getattr(service.logging_config, "destination", None)
+    if isinstance(destination, FileLoggingDestination):
+        destination.path = str(paths.root / "logs" / service.name / "features")

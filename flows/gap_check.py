@@ -1,0 +1,49 @@
+"""The ``gap-check`` flow: the offline/online gap checks over the served log, daily.
+
+Thin: :func:`rankflow.monitoring.report.run_gap_check` loads the served-feature log, runs the
+five checks, writes the report and logs it to an MLflow run next to the champion's. The flow
+records the outcome with the run and returns it, verdict first, so a calling flow (the canary's
+retrain trigger) can act on ``result["verdict"]`` (``pass`` / ``warn`` / ``fail``). A failing
+verdict is a result, not a failed flow run: the checks ran.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.params import DEFAULT_CONFIG, ConfigParams
+from flows.records import RunRecord
+from rankflow.paths import StatePaths
+
+FLOW_NAME = "gap-check"
+
+
+@flow(name=FLOW_NAME, validate_parameters=True, log_prints=False)
+def gap_check(config: ConfigParams = DEFAULT_CONFIG, log_to_mlflow: bool = True) -> dict[str, Any]:
+    """Feature skew, score skew, drift, metric gap and freshness of what was served.
+
+    Args:
+        config: the rankflow config (YAML path and dotted-key overrides), validated first.
+        log_to_mlflow: log the report to an MLflow run tagged with the model version.
+    """
+    from rankflow.monitoring.report import run_gap_check
+    from rankflow.settings import Settings
+
+    resolved, paths = config.load(), StatePaths.default()
+    record = RunRecord(FLOW_NAME, config, resolved, paths)
+    outcome = record.run(
+        "gap_check",
+        lambda: run_gap_check(Settings.resolve(), resolved, log_to_mlflow=log_to_mlflow),
+        detail=lambda done: done.to_dict(),
+    )
+    summary = record.write()
+    return {
+        "verdict": outcome.verdict,
+        "model_version": outcome.model_version,
+        "checks": {c.name: c.verdict for c in outcome.checks},
+        "report": str(outcome.report_dir / "report.md"),
+        "mlflow_run_id": outcome.run_id,
+        "summary_path": str(summary.summary_path),
+    }

@@ -1,0 +1,59 @@
+"""``monitoring:`` in configs/rankflow.yaml: the gap checks' thresholds (warn / fail).
+
+Each check passes below ``warn``, warns from ``warn`` and fails from ``fail`` (for AUC-like
+"higher is worse" quantities the same; every threshold is on a number the report prints).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Threshold(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    warn: float = Field(..., ge=0)
+    fail: float = Field(..., ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Threshold:
+        if self.warn > self.fail:
+            raise ValueError(f"warn ({self.warn}) must be <= fail ({self.fail})")
+        return self
+
+
+def _t(warn: float, fail: float):
+    return Field(default_factory=lambda: Threshold(warn=warn, fail=fail))
+
+
+class MonitoringConfig(BaseModel):
+    """Thresholds and sizes of ``rankflow gap-check``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature_tolerance: float = Field(
+        1e-6, ge=0, description="Relative difference above which a served value is a mismatch"
+    )
+    feature_mismatch_rate: Threshold = _t(0.001, 0.01)
+    score_abs_diff: Threshold = _t(1e-4, 1e-3)  # largest |online - offline| P(click)
+    psi: Threshold = _t(0.1, 0.25)
+    ks: Threshold = _t(0.1, 0.2)
+    adversarial_auc_lift: Threshold = _t(0.05, 0.15)  # CV AUC minus the permutation baseline
+    auc_drop: Threshold = _t(0.02, 0.05)  # offline test AUC minus online AUC
+    logloss_rise: Threshold = _t(0.01, 0.03)
+    calibration_error: Threshold = _t(0.1, 0.25)  # |mean p / observed CTR - 1|
+    freshness_hours: Threshold = _t(30.0, 54.0)  # age of the newest online value per view
+    min_labelled_rows: int = Field(
+        500, ge=1, description="Fewer labelled served rows: the metric gap is not judged"
+    )
+    max_rows: int = Field(
+        50_000, ge=100, description="Served rows sampled for skew and drift (seeded)"
+    )
+    drift_rows: int = Field(
+        5_000, ge=100, description="Rows of each window the drift checks compare (seeded sample)"
+    )
+    drift_exclude: list[str] = Field(
+        default_factory=lambda: ["position", "log_position"],
+        description="Features left out of drift: the service scores at a fixed position",
+    )
+    seed: int = 0

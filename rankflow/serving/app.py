@@ -1,0 +1,157 @@
+"""The scoring service's HTTP face: ``POST /score``, ``/healthz``, ``/readyz``, ``/metrics``.
+
+``create_app(settings, config)`` builds a FastAPI app around one
+:class:`~rankflow.serving.service.ScoringService` (opened in the app's lifespan, closed with a
+last log flush on shutdown). Bad input is always a 4xx whose ``detail`` names the field
+(``item_ids: List should have at most 200 items``), never a 5xx; a request before any champion
+exists is a 503. ``rankflow serve`` runs it with uvicorn on loopback by default.
+"""
+
+# Metrics before anything that imports Feast (rankflow/serving/metrics.py says why).
+from rankflow.serving.metrics import CONTENT_TYPE, ServiceMetrics  # isort: skip
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from rankflow.config import RankflowConfig
+from rankflow.errors import RankflowError
+from rankflow.serving.schemas import ScoreResponse, score_request_model
+from rankflow.serving.service import NoModelError, ScoringService
+from rankflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def validation_detail(errors: list[dict[str, Any]]) -> str:
+    """One line naming every bad field: ``item_ids.3: Input should be a valid integer``."""
+    return "; ".join(f"{_field(tuple(e.get('loc', ())))}: {e.get('msg', '')}" for e in errors)
+
+
+def _get_service(request: Request) -> ScoringService:
+    return request.app.state.service
+
+
+Service = Annotated[ScoringService, Depends(_get_service)]
+
+
+def create_app(
+    settings: Settings,
+    config: RankflowConfig,
+    *,
+    service: ScoringService | None = None,
+    poll: bool = True,
+) -> FastAPI:
+    """The app; ``service`` lets a caller (the benchmark) share an already open one."""
+    metrics = service.metrics if service is not None else ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = service is None
+        app.state.service = service or ScoringService(settings, config, metrics=metrics)
+        if owned:
+            app.state.service.start(poll=poll)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.service.close()
+
+    app = FastAPI(title="rankflow scoring service", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        metrics.errors.labels("validation").inc()
+        metrics.requests.labels(request.url.path, "422").inc()
+        errors = [
+            {k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()
+        ]
+        return JSONResponse(
+            status_code=422, content={"detail": validation_detail(errors), "errors": errors}
+        )
+
+    _score_route(app, metrics, score_request_model(config.serving.max_candidates))
+    _probe_routes(app, metrics, config)
+    return app
+
+
+def _score_route(app: FastAPI, metrics: ServiceMetrics, request_model: type) -> None:
+    @app.post("/score", response_model=ScoreResponse)
+    def score(body: request_model, svc: Service) -> Any:  # type: ignore[valid-type]
+        try:
+            response = svc.score(body)
+        except NoModelError as error:
+            metrics.errors.labels("no_model").inc()
+            metrics.requests.labels("/score", "503").inc()
+            return JSONResponse(status_code=503, content={"detail": str(error)})
+        except RankflowError as error:  # a value the spec refuses: the caller's to fix
+            metrics.errors.labels("validation").inc()
+            metrics.requests.labels("/score", "422").inc()
+            return JSONResponse(status_code=422, content={"detail": str(error)})
+        except Exception:
+            metrics.errors.labels("internal").inc()
+            metrics.requests.labels("/score", "500").inc()
+            raise
+        metrics.requests.labels("/score", "200").inc()
+        return response
+
+
+def _probe_routes(app: FastAPI, metrics: ServiceMetrics, config: RankflowConfig) -> None:
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz(svc: Service) -> JSONResponse:
+        ready = svc.ready
+        body = {
+            "ready": ready,
+            "model": config.registry.serving_model,
+            "arms": {arm: m.version for arm, m in svc.holder.arms.items()},
+            "canary_share": config.serving.canary_share,
+            "registry_error": svc.holder.last_error,
+            "log": None
+            if svc.writer is None
+            else {"written": svc.writer.written, "dropped": svc.writer.dropped},
+        }
+        return JSONResponse(status_code=200 if ready else 503, content=body)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+
+def bind_address(settings: Settings, host: str | None, port: int | None) -> tuple[str, int]:
+    """Host and port from the flags, else from ``settings.service_url`` (loopback by default)."""
+    url = urlsplit(settings.service_url)
+    return host or url.hostname or "127.0.0.1", port or url.port or 8080
+
+
+def serve(
+    settings: Settings, config: RankflowConfig, *, host: str | None = None, port: int | None = None
+) -> None:
+    """Run the service with uvicorn until interrupted (``rankflow serve``)."""
+    import uvicorn
+
+    bind_host, bind_port = bind_address(settings, host, port)
+    started = time.perf_counter()
+    app = create_app(settings, config)
+    log.info(
+        "scoring service on http://%s:%d (%.1fs)",
+        bind_host,
+        bind_port,
+        time.perf_counter() - started,
+    )
+    uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False)

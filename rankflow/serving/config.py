@@ -1,0 +1,60 @@
+"""``serving:`` in configs/rankflow.yaml: what the scoring service does with a request.
+
+Plain pydantic, no heavy imports: ``rankflow.config`` imports it for every CLI command.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The request schema's own ceiling: the configured limit may be lower, never higher, so one
+# request can never ask for an unbounded Feast read.
+HARD_MAX_CANDIDATES = 1000
+
+
+class LogConfig(BaseModel):
+    """The served-feature log (Feast's logging schema, written in batches off the request path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Write the served-feature and score logs")
+    buffer_rows: int = Field(
+        200_000, ge=1, description="Rows held in memory at most; beyond it rows are dropped"
+    )
+    flush_rows: int = Field(5_000, ge=1, description="Flush when this many rows are waiting")
+    flush_seconds: float = Field(2.0, gt=0, description="Flush at least this often")
+
+
+class ServingConfig(BaseModel):
+    """The scoring service (``rankflow serve``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature_service: str = Field("ctr_ranker_v1", min_length=1)
+    max_candidates: int = Field(
+        200, ge=1, le=HARD_MAX_CANDIDATES, description="Most candidate items per /score request"
+    )
+    canary_share: float = Field(
+        0.0, ge=0, le=1, description="Share of users (stable hash of user_id) sent to @challenger"
+    )
+    score_position: int = Field(
+        1, ge=1, le=100, description="Position candidates are scored at when the caller gives none"
+    )
+    alias_poll_seconds: float = Field(
+        10.0, gt=0, description="How often the service re-reads @champion / @challenger"
+    )
+    category_cache_seconds: float = Field(
+        300.0, ge=0, description="How long an item's category is cached (0 = read every time)"
+    )
+    enforce_ttl: bool = Field(
+        True,
+        description="Serve a stored value older than its view's TTL at request time as missing, "
+        "as the point-in-time join of training does",
+    )
+    on_demand_in_process: bool = Field(
+        True,
+        description="Run the on-demand view's registered UDF in the service on the stored "
+        "values Feast read (same code, half the 100-row read time) instead of Feast's "
+        "augmentation",
+    )
+    log: LogConfig = Field(default_factory=LogConfig)

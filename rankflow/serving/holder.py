@@ -1,0 +1,189 @@
+"""The models a scoring service serves: ``@champion`` and, for a canary share, ``@challenger``.
+
+:class:`ModelHolder` resolves the serving model's aliases in the MLflow registry, downloads a
+version's checkpoint once (``models:/<name>/<version>``), and keeps the loaded arms in one
+immutable mapping. A background thread re-reads the aliases every ``alias_poll_seconds``; when
+one moved it loads the new version *first* and then replaces the whole mapping with a single
+reference assignment, so a request sees the old arms or the new ones, never a half-loaded model,
+and no request waits for a download.
+
+The arm of a request is a stable function of the user id (:func:`canary_bucket`): the same user
+always gets the same arm while the share is unchanged, in every process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from rankflow.registry.aliases import alias_version
+from rankflow.registry.promotion import CHALLENGER, CHAMPION
+from rankflow.serving.transform import RequestTransform
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from models.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+ARMS = (CHAMPION, CHALLENGER)
+_CANARY_SALT = b"rankflow-canary\x1f"
+
+
+def canary_bucket(user_id: int) -> float:
+    """A uniform number in [0, 1) fixed by the user id (BLAKE2b, not Python's salted hash)."""
+    digest = hashlib.blake2b(_CANARY_SALT + str(int(user_id)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One registered version, ready to score plain columns."""
+
+    name: str
+    version: str
+    alias: str
+    kind: str
+    run_id: str | None
+    scorer: Scorer
+    transform: RequestTransform
+
+    def predict(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """P(click) per row of ``columns`` (float64), via the request-sized transform."""
+        tensors = self.transform(columns)
+        with torch.inference_mode():
+            logits = self.scorer.model(tensors.sparse, tensors.dense, tensors.cross)
+        return torch.sigmoid(logits.double()).numpy()
+
+
+def load_version(
+    client: MlflowClient, name: str, version: str, alias: str, cache_dir: Path
+) -> LoadedModel:
+    """Download (once) and load ``models:/<name>/<version>``."""
+    from models.scoring import Scorer
+    from rankflow.tracking.pyfunc import checkpoint_of
+
+    mv = client.get_model_version(name, version)
+    target = cache_dir / f"{name}-v{version}"
+    checkpoint = _cached_checkpoint(target)
+    if checkpoint is None:
+        target.mkdir(parents=True, exist_ok=True)
+        # The version's own artifact location, not ``models:/...``: MLflow resolves that form
+        # through the process-global registry URI, which is not this service's.
+        checkpoint = checkpoint_of(client.get_model_version_download_uri(name, version), target)
+    scorer = Scorer.from_checkpoint(checkpoint)
+    scorer.model.eval()
+    return LoadedModel(
+        name=name,
+        version=str(version),
+        alias=alias,
+        kind=scorer.kind,
+        run_id=mv.run_id,
+        scorer=scorer,
+        transform=RequestTransform(scorer.spec),
+    )
+
+
+def _cached_checkpoint(target: Path) -> Path | None:
+    from models.checkpoint import MANIFEST
+
+    found = sorted(target.rglob(MANIFEST)) if target.is_dir() else []
+    return found[0].parent if found else None
+
+
+class ModelHolder:
+    """Follows the serving model's aliases; see the module docstring."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], MlflowClient],
+        model_name: str,
+        cache_dir: Path,
+        *,
+        canary_share: float = 0.0,
+        poll_seconds: float = 10.0,
+        on_swap: Callable[[str, LoadedModel | None, LoadedModel | None], None] | None = None,
+    ) -> None:
+        self._client_factory = client_factory
+        self.model_name = model_name
+        self.cache_dir = cache_dir
+        self.canary_share = canary_share
+        self.poll_seconds = poll_seconds
+        self._on_swap = on_swap
+        self._arms: Mapping[str, LoadedModel] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    @property
+    def arms(self) -> Mapping[str, LoadedModel]:
+        return self._arms
+
+    def refresh(self) -> list[str]:
+        """Re-read the aliases; load what moved; swap atomically. Returns the arms that changed."""
+        client = self._client_factory()
+        current = self._arms
+        wanted = {}
+        for alias in ARMS:
+            mv = alias_version(client, self.model_name, alias)
+            wanted[alias] = None if mv is None else str(mv.version)
+        new: dict[str, LoadedModel] = {}
+        changed = []
+        for alias, version in wanted.items():
+            old = current.get(alias)
+            if version is None:
+                if old is not None:
+                    changed.append(alias)
+                continue
+            if old is not None and old.version == version:
+                new[alias] = old
+                continue
+            new[alias] = load_version(client, self.model_name, version, alias, self.cache_dir)
+            changed.append(alias)
+        if changed:
+            self._arms = new  # the atomic swap: one reference assignment
+            for alias in changed:
+                log.info("serving %s: %s", alias, new[alias].version if alias in new else "none")
+                if self._on_swap is not None:
+                    self._on_swap(alias, current.get(alias), new.get(alias))
+        return changed
+
+    def choose(self, user_id: int) -> tuple[str, LoadedModel] | None:
+        """The arm and model for ``user_id``: challenger for the canary share, else champion."""
+        arms = self._arms  # one read: both lookups see the same mapping
+        challenger = arms.get(CHALLENGER)
+        if challenger is not None and canary_bucket(user_id) < self.canary_share:
+            return CHALLENGER, challenger
+        champion = arms.get(CHAMPION)
+        return None if champion is None else (CHAMPION, champion)
+
+    # ----------------------------------------------------------------------- background
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._poll, name="rankflow-alias-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+                self.last_error = None
+            except Exception as error:  # a registry hiccup must not kill the poller
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.warning("alias refresh failed (keeping the current models): %s", error)

@@ -1,0 +1,280 @@
+"""The served-feature log: what the service served, in Feast's own logging schema.
+
+Feast's Python feature server logs nothing by itself (only the retired Go server did); the SDK
+half is there: a ``LoggingConfig(FileLoggingDestination(path))`` on the feature service (set in
+``feature_repo/feature_services.py``) and ``FeatureStore.write_logged_features(table, service)``.
+:class:`ServedLogWriter` fills that in for the scoring service:
+
+- a request only appends its rows to a bounded in-memory buffer (O(1), under a lock held for
+  the append); when ``buffer_rows`` rows are already waiting the rows are dropped and counted
+  (``rankflow_log_rows_total{outcome="dropped"}``), so a slow or full disk never blocks or fails
+  a request;
+- a background thread flushes every ``flush_seconds`` or at ``flush_rows`` rows: one Arrow
+  table in the schema Feast derives from the service (join keys, request fields,
+  ``<view>__<feature>`` with ``__timestamp`` / ``__status``, ``__log_timestamp``,
+  ``__log_date``, ``__request_id``) through ``write_logged_features``, and beside it a score
+  table (``__request_id``, ``item_id``, ``p_click``, ``rank``, model name / version, arm) as
+  parquet in its own folder, joined to the features by (``__request_id``, ``item_id``).
+
+Feast writes into the destination folder without creating it, so the writer creates it first.
+Read back with :func:`read_served_log` (``__log_date`` is dropped on read, as Feast's own
+``retrieve_feature_service_logs`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureService, FeatureStore
+
+    from rankflow.paths import StatePaths
+    from rankflow.serving.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+LOG_TIMESTAMP = "__log_timestamp"
+LOG_DATE = "__log_date"
+REQUEST_ID = "__request_id"
+SCORE_SCHEMA = pa.schema(
+    [
+        (REQUEST_ID, pa.string()),
+        (LOG_TIMESTAMP, pa.timestamp("us", tz="UTC")),
+        ("user_id", pa.int64()),
+        ("item_id", pa.int64()),
+        ("position", pa.int32()),
+        ("p_click", pa.float64()),
+        ("rank", pa.int32()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("model_kind", pa.string()),
+        ("arm", pa.string()),
+    ]
+)
+
+
+def served_log_dir(paths: StatePaths, service: str) -> Path:
+    """Feast's FileLoggingDestination folder of ``service``: ``<state>/logs/<service>/features``."""
+    return paths.root / "logs" / service / "features"
+
+
+def score_log_dir(paths: StatePaths, service: str) -> Path:
+    return paths.root / "logs" / service / "scores"
+
+
+@dataclass
+class LogBatch:
+    """One request's rows: feature-log columns and score columns (equal row counts)."""
+
+    features: dict[str, list[Any]]
+    scores: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.scores[REQUEST_ID])
+
+
+Sink = Callable[[pa.Table, pa.Table], None]
+
+
+def bind_logging_destination(service: FeatureService, folder: Path) -> FeatureService:
+    """Point ``service``'s logging destination at ``folder`` (in memory; created on disk).
+
+    The registered config names the folder of the state dir it was applied from; a service
+    reading another state dir (tests, a copied registry) still writes its own log.
+    """
+    from feast.feature_logging import LoggingConfig
+    from feast.infra.offline_stores.file_source import FileLoggingDestination
+
+    folder.mkdir(parents=True, exist_ok=True)
+    current = service.logging_config
+    path = getattr(getattr(current, "destination", None), "path", None)
+    if path is None or Path(path).resolve() != folder.resolve():
+        if path is not None:
+            log.info("served-feature log: %s instead of the registered %s", folder, path)
+        service.logging_config = LoggingConfig(destination=FileLoggingDestination(path=str(folder)))
+    return service
+
+
+def feast_sink(store: FeatureStore, service: FeatureService, score_dir: Path) -> Sink:
+    """Write features through Feast's logging path and scores as parquet beside them."""
+    score_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(features: pa.Table, scores: pa.Table) -> None:
+        store.write_logged_features(logs=features, source=service)
+        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex}.parquet"
+        pq.write_table(scores, score_dir / f".{name}.tmp")
+        (score_dir / f".{name}.tmp").rename(score_dir / name)
+
+    return write
+
+
+def warm_writer() -> None:
+    """Start the in-memory DuckDB that Feast's ``write_logged_features`` uses (ibis)."""
+    import ibis
+
+    ibis.memtable(pa.table({"x": [1]})).execute()
+
+
+def log_schema(store: FeatureStore, service: FeatureService) -> pa.Schema:
+    """The schema Feast derives for ``service``'s logs (join keys, features, system columns)."""
+    from feast.feature_logging import FeatureServiceLoggingSource
+
+    return FeatureServiceLoggingSource(service, store.project).get_schema(store.registry)
+
+
+class ServedLogWriter:
+    """Bounded buffer + background flusher; see the module docstring."""
+
+    def __init__(
+        self,
+        schema: pa.Schema,
+        sink: Sink,
+        *,
+        buffer_rows: int,
+        flush_rows: int,
+        flush_seconds: float,
+        metrics: ServiceMetrics | None = None,
+        warm: Callable[[], None] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.warm = warm
+        self.sink = sink
+        self.buffer_rows = buffer_rows
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.metrics = metrics
+        self._pending: list[LogBatch] = []
+        self._pending_rows = 0
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.dropped = 0
+        self.failed_batches = 0
+
+    # --------------------------------------------------------------- the request side
+    def submit(self, batch: LogBatch) -> bool:
+        """Queue one request's rows; False (and counted) if the buffer is full. Never blocks
+        on I/O: the lock only guards a list append."""
+        n = len(batch)
+        with self._cond:
+            if self._pending_rows + n > self.buffer_rows:
+                self.dropped += n
+                if self.metrics is not None:
+                    self.metrics.log_rows.labels("dropped").inc(n)
+                return False
+            self._pending.append(batch)
+            self._pending_rows += n
+            if self.metrics is not None:
+                self.metrics.log_buffer.set(self._pending_rows)
+            if self._pending_rows >= self.flush_rows:
+                self._cond.notify()
+        return True
+
+    # ---------------------------------------------------------------- the writer side
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rankflow-log-writer", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the thread after a last flush of everything waiting."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+            self._thread = None
+        else:
+            self.flush()
+
+    def _run(self) -> None:
+        if self.warm is not None:
+            try:
+                self.warm()  # first-use costs (the DuckDB engine Feast writes with) off the
+            except Exception as error:  # first flush, which would hold the GIL mid-traffic
+                log.warning("served-feature log warm-up failed: %s", error)
+        while True:
+            with self._cond:
+                if not self._stop and self._pending_rows < self.flush_rows:
+                    self._cond.wait(self.flush_seconds)
+                stopping = self._stop
+            self.flush()
+            if stopping:
+                return
+
+    def _take(self) -> list[LogBatch]:
+        with self._cond:
+            batches, self._pending, self._pending_rows = self._pending, [], 0
+            if self.metrics is not None:
+                self.metrics.log_buffer.set(0)
+        return batches
+
+    def flush(self) -> int:
+        """Write everything waiting now; the rows written (0 on a failed write, counted)."""
+        batches = self._take()
+        if not batches:
+            return 0
+        n = sum(len(b) for b in batches)
+        try:
+            features = _table(self.schema, [b.features for b in batches])
+            scores = _table(SCORE_SCHEMA, [b.scores for b in batches])
+            self.sink(features, scores)
+        except Exception as error:  # a full or failing disk: count, keep serving
+            self.failed_batches += 1
+            self.dropped += n
+            if self.metrics is not None:
+                self.metrics.log_flush_errors.inc()
+                self.metrics.log_rows.labels("dropped").inc(n)
+            log.warning("served-feature log: dropped %d rows: %s", n, error)
+            return 0
+        self.written += n
+        if self.metrics is not None:
+            self.metrics.log_rows.labels("written").inc(n)
+        return n
+
+
+def _table(schema: pa.Schema, parts: list[dict[str, list[Any]]]) -> pa.Table:
+    columns = {}
+    for field in schema:
+        values: list[Any] = []
+        for part in parts:
+            values.extend(part[field.name])
+        columns[field.name] = pa.array(values, type=field.type)
+    return pa.table(columns, schema=schema)
+
+
+def read_served_log(paths: StatePaths, service: str) -> pd.DataFrame:
+    """The served rows (features joined with their scores), oldest first; empty if none.
+
+    Reads the parquet files of the destination folder directly (what Feast's
+    ``retrieve_feature_service_logs`` reads, without needing a time window); drops
+    ``__log_date`` as that does.
+    """
+    import pandas as pd
+
+    feature_dir, score_dir = served_log_dir(paths, service), score_log_dir(paths, service)
+    files = sorted(feature_dir.glob("*.parquet")) if feature_dir.is_dir() else []
+    score_files = sorted(score_dir.glob("*.parquet")) if score_dir.is_dir() else []
+    if not files or not score_files:
+        return pd.DataFrame()
+    features = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    features = features.drop_columns([c for c in (LOG_DATE,) if c in features.column_names])
+    scores = pa.concat_tables([pq.read_table(f) for f in score_files]).to_pandas()
+    frame = features.to_pandas().merge(
+        scores.drop(columns=[LOG_TIMESTAMP, "user_id", "position"]),
+        on=[REQUEST_ID, "item_id"],
+        how="inner",
+        validate="one_to_one",
+    )
+    return frame.sort_values([LOG_TIMESTAMP, REQUEST_ID, "rank"]).reset_index(drop=True)

@@ -1,0 +1,255 @@
+"""The scoring service as a real process: ``rankflow serve`` (uvicorn on loopback, a free port)
+over a real Feast SQLite store and MLflow registry built by the session's small pipeline.
+
+Bad bodies get a 4xx naming the field; the served log is Feast's own (read back through the
+provider); an alias move and a canary share are picked up while serving, without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.serving.holder import canary_bucket
+from rankflow.tracking.server import free_port
+
+pytestmark = pytest.mark.integration
+
+WHEN = "2026-03-11T18:30:00Z"  # the day the online store's features are for
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"service exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"service not ready:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def served(online_state: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    import shutil
+
+    home = tmp_path_factory.mktemp("serving") / "home"
+    shutil.copytree(online_state["home"], home)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = home.parent / "service.log"
+    env = {**os.environ, "RANKFLOW_HOME": str(home), "RANKFLOW_SERVICE_URL": url}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = [
+        "--set", "serving.alias_poll_seconds=0.3",
+        "--set", "serving.log.flush_seconds=0.2",
+        "--set", "serving.canary_share=0.5",
+        "--set", "serving.max_candidates=50",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rankflow", *args, "serve"],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        _wait_healthy(url, process, log)
+        uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        yield {
+            **online_state, "home": home, "url": url, "process": process, "log": log,
+            "client": MlflowClient(tracking_uri=uri, registry_uri=uri),
+        }  # fmt: skip
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)  # graceful: the last log flush runs
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _score(url: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{url}/score", json=body, timeout=30)
+
+
+def test_scores_and_ranks_candidates_with_the_champion(served: dict) -> None:
+    body = {"user_id": 7, "item_ids": [3, 1, 2, 40, 41], "device": "mobile", "time": WHEN}
+    response = _score(served["url"], body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["arm"] in ("champion", "challenger")
+    assert data["model"]["name"] == served["model"]
+    items = data["items"]
+    assert sorted(i["item_id"] for i in items) == sorted(body["item_ids"])
+    assert [i["rank"] for i in items] == [1, 2, 3, 4, 5]
+    p = [i["p_click"] for i in items]
+    assert p == sorted(p, reverse=True) and all(0 < v < 1 for v in p)
+    assert not data["unknown_user"] and data["unknown_items"] == 0
+
+
+def test_unknown_user_and_item_are_scored_and_counted(served: dict) -> None:
+    body = {"user_id": 10**9, "item_ids": [1, 10**9], "device": "tablet", "time": WHEN}
+    response = _score(served["url"], body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["unknown_user"] and data["unknown_items"] == 1
+    assert data["missing_features"] > 0
+    metrics = httpx.get(f"{served['url']}/metrics").text
+    assert 'rankflow_unknown_entities_total{entity="user"}' in metrics
+    assert 'rankflow_unknown_entities_total{entity="item"}' in metrics
+
+
+GOOD = {"user_id": 7, "item_ids": [1, 2], "device": "mobile", "time": WHEN}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"user_id": "seven"}, "user_id"),
+        ({"user_id": 7.5}, "user_id"),
+        ({"user_id": -1}, "user_id"),
+        ({"item_ids": [1, "2"]}, "item_ids.1"),
+        ({"item_ids": [True]}, "item_ids.0"),
+        ({"item_ids": []}, "item_ids"),
+        ({"item_ids": list(range(1, 52))}, "item_ids"),  # max_candidates=50
+        ({"item_ids": [1, 1]}, "item_ids"),
+        ({"device": ""}, "device"),
+        ({"device": "x" * 40}, "device"),
+        ({"time": "yesterday"}, "time"),
+        ({"positions": [1]}, "positions"),
+        ({"positions": [1, 101]}, "positions.1"),
+        ({"colour": "red"}, "colour"),
+        ({"request_id": "has spaces"}, "request_id"),
+    ],
+)
+def test_bad_bodies_are_422_naming_the_field(served: dict, change: dict, field: str) -> None:
+    response = _score(served["url"], {**GOOD, **change})
+    assert response.status_code == 422, response.text
+    assert field in response.json()["detail"]
+
+
+def test_missing_field_and_non_json_body_are_4xx(served: dict) -> None:
+    response = _score(served["url"], {"user_id": 7, "item_ids": [1]})
+    assert response.status_code == 422 and "device" in response.json()["detail"]
+    response = httpx.post(
+        f"{served['url']}/score", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500
+    metrics = httpx.get(f"{served['url']}/metrics").text
+    assert 'rankflow_errors_total{kind="validation"}' in metrics
+    assert 'status="500"' not in metrics
+
+
+def test_metrics_are_prometheus_text(served: dict) -> None:
+    _score(served["url"], GOOD)
+    response = httpx.get(f"{served['url']}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for name in (
+        'rankflow_requests_total{endpoint="/score",status="200"}',
+        "rankflow_request_latency_seconds_bucket",
+        "rankflow_arm_requests_total",
+        "rankflow_missing_features_total",
+        f'rankflow_model_version{{arm="champion",model="{served["model"]}",'
+        f'version="{served["champion"]}"}} 1.0',
+        'rankflow_log_rows_total{outcome="dropped"} 0.0',
+    ):
+        assert name in text, name
+    assert httpx.get(f"{served['url']}/healthz").json() == {"status": "ok"}
+
+
+def test_served_rows_are_feast_logs_joined_with_their_scores(served: dict) -> None:
+    from rankflow.features.store import open_store
+    from rankflow.serving.served_log import bind_logging_destination, served_log_dir
+
+    body = {**GOOD, "request_id": "log-check-1", "item_ids": [5, 6, 7]}
+    assert _score(served["url"], body).status_code == 200
+    paths = StatePaths(served["home"])
+    deadline = time.monotonic() + 60
+    frame = None
+    while time.monotonic() < deadline:
+        from rankflow.serving.served_log import read_served_log
+
+        frame = read_served_log(paths, "ctr_ranker_v1")
+        if not frame.empty and (frame["__request_id"] == "log-check-1").sum() == 3:
+            break
+        time.sleep(0.3)
+    rows = frame[frame["__request_id"] == "log-check-1"]
+    assert sorted(rows["item_id"]) == [5, 6, 7]
+    assert set(rows["model_version"]) <= {served["champion"], served["other"]}
+    assert (rows["user_daily_stats__user_ctr_28d__status"] == 1).all()
+    assert sorted(rows["rank"]) == [1, 2, 3]
+    # Feast reads the same files back through its own logging source and schema.
+    with open_store(paths) as store:
+        service = store.get_feature_service("ctr_ranker_v1")
+        bind_logging_destination(service, served_log_dir(paths, "ctr_ranker_v1"))
+        job = store._get_provider().retrieve_feature_service_logs(
+            feature_service=service,
+            start_date=datetime(2026, 3, 11, tzinfo=UTC),
+            end_date=datetime(2026, 3, 12, tzinfo=UTC) + timedelta(hours=1),
+            config=store.config,
+            registry=store.registry,
+        )
+        logs = job.to_df()
+    assert "log-check-1" in set(logs["__request_id"])
+    assert "__log_date" not in logs.columns  # dropped on read, as STACK-NOTES says
+
+
+def _versions_seen(url: str, users: range) -> dict[int, tuple[str, str]]:
+    out = {}
+    for user in users:
+        data = _score(url, {**GOOD, "user_id": user}).json()
+        out[user] = (data["arm"], data["model"]["version"])
+    return out
+
+
+def test_alias_moves_are_picked_up_while_serving(served: dict) -> None:
+    client, model = served["client"], served["model"]
+    champion, other = served["champion"], served["other"]
+    users = range(1, 41)
+    before = _versions_seen(served["url"], users)
+    assert {v for _, v in before.values()} == {champion}  # no challenger yet: all champion
+
+    client.set_registered_model_alias(model, "challenger", other)
+    deadline = time.monotonic() + 60
+    seen = before
+    while time.monotonic() < deadline:
+        seen = _versions_seen(served["url"], users)
+        if any(arm == "challenger" for arm, _ in seen.values()):
+            break
+        time.sleep(0.3)
+    seen = _versions_seen(served["url"], users)  # a full sweep after the swap
+    for user, (arm, version) in seen.items():
+        expected = "challenger" if canary_bucket(user) < 0.5 else "champion"
+        assert arm == expected, user  # a stable hash of the user id picks the arm
+        assert version == (other if arm == "challenger" else champion)
+
+    # Promote the other version to champion and drop the challenger: every user follows.
+    client.delete_registered_model_alias(model, "challenger")
+    client.set_registered_model_alias(model, "champion", other)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen = _versions_seen(served["url"], users)
+        if {v for _, v in seen.values()} == {other}:
+            break
+        time.sleep(0.3)
+    assert {(a, v) for a, v in seen.values()} == {("champion", other)}
+    assert "rankflow_model_swaps_total" in httpx.get(f"{served['url']}/metrics").text
+    assert served["process"].poll() is None  # no restart

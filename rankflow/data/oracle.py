@@ -4,11 +4,12 @@ The closed loop (rankflow/serving/replay.py) needs the true click probability of
 *service* chose (an item shown at the position a model ranked it at), and log replay needs the
 simulator's next day. Both come from the same seeded truth the simulator used:
 :meth:`Oracle.from_truth_dir` reads the simulation config from ``truth/simulation.json`` and
-rebuilds the hidden parameters with the simulator's own ``_build_truth``.
+rebuilds the hidden parameters with the simulator's own ``load_truth`` (over the window plus a
+horizon after it, so days served after the data ends have their users and items).
 
-This is the only module outside simulate.py that touches the simulator's internals
-(``_build_truth``, ``_draw_requests``, ``_logit``, ``_Requests``, the stream ids), so a change
-there is absorbed here.
+This is the only module outside the simulator that draws traffic with its internals
+(``draw_requests``, ``day_pool``, ``_logit``, the per-date stream), so a change there is
+absorbed here; probabilities of arbitrary rows go through the public ``true_logit``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ import numpy as np
 import pandas as pd
 
 from rankflow.data import simulate as sim
+from rankflow.data.clicks import _logit, draw_requests, sigmoid
 from rankflow.data.contract import DEVICES
+from rankflow.data.population import STREAM_DAY, day_pool
 from rankflow.errors import RankflowError
+from rankflow.times import day_start_epoch_us
+
+# Days after the simulated window that traffic may be drawn for (closed loop, next-day replay).
+HORIZON_DAYS = 60
 
 
 class OracleError(RankflowError):
@@ -47,10 +54,10 @@ class Oracle:
 
     def __init__(self, config: sim.SimulationConfig) -> None:
         self.config = config
-        self.truth = sim._build_truth(config)
-        self.categories = np.array(sim.category_names(config.n_categories), dtype=object)
         self.start = config.resolved_start_date()
-        self._device_index = {name: i for i, name in enumerate(DEVICES)}
+        end = config.resolved_end_date() + timedelta(days=HORIZON_DAYS)
+        self.truth = sim.load_truth(config, first=self.start, end=end)
+        self.categories = np.array(sim.category_names(config.n_categories), dtype=object)
 
     @classmethod
     def from_truth_dir(cls, truth_dir: Path) -> Oracle:
@@ -89,35 +96,28 @@ class Oracle:
         device: np.ndarray,
         when: datetime,
     ) -> np.ndarray:
-        """True P(click) per row at request time ``when`` (ids are the contract's, 1-based)."""
-        user = np.asarray(user_id, dtype=np.int64) - 1
-        item = np.asarray(item_id, dtype=np.int64) - 1
-        if (user < 0).any() or (user >= self.config.n_users).any():
-            raise OracleError("p_click: a user id outside the simulated users")
-        if (item < 0).any() or (item >= self.config.n_items).any():
-            raise OracleError("p_click: an item id outside the simulated items")
-        n = len(user)
-        devices = np.array([self._device_index[d] for d in device], dtype=np.int64)
-        hour = np.full(n, when.hour, dtype=np.int64)
-        requests = sim._Requests(
-            offset_us=np.zeros(n, dtype=np.int64),
-            request=np.zeros(n, dtype=np.int64),
-            n_requests=1,
-            user=user,
-            item=item,
-            position=np.asarray(position, dtype=np.int64),
-            device=devices,
-            hour=hour,
-        )
+        """True P(click) per row at request time ``when`` (the contract's ids)."""
+        n = len(user_id)
         day_index = self.day_index(when.date())
-        logit = sim._logit(
-            self.config, self.truth, requests, when.weekday(), drifted=self.drifted(day_index)
-        )
-        return sim._sigmoid(logit)
+        try:
+            logit = sim.true_logit(
+                self.config,
+                self.truth,
+                np.asarray(user_id, dtype=np.int64),
+                np.asarray(item_id, dtype=np.int64),
+                np.asarray(position, dtype=np.int64),
+                np.full(n, when.hour, dtype=np.int64),
+                when.weekday(),
+                np.asarray(device, dtype=object),
+                drifted=self.drifted(day_index),
+            )
+        except KeyError as error:
+            raise OracleError(f"p_click: {error.args[0]} is not a simulated entity") from None
+        return sigmoid(logit)
 
     # ------------------------------------------------------------------------ traffic
-    def default_impressions(self) -> int:
-        return max(1, round(self.config.n_impressions / self.config.days))
+    def default_impressions(self, day: date | None = None) -> int:
+        return self.config.day_impressions(day or self.config.resolved_end_date())
 
     def day_traffic(self, day: date | None = None, n_impressions: int | None = None) -> DayTraffic:
         """The simulator's traffic for ``day`` (default: the day after the data ends).
@@ -128,11 +128,12 @@ class Oracle:
         cfg, truth = self.config, self.truth
         day = day or cfg.resolved_end_date()
         index = self.day_index(day)
-        n = n_impressions or self.default_impressions()
-        rng = np.random.default_rng([cfg.seed, sim._STREAM_DAY, index])
-        requests = sim._draw_requests(cfg, truth, rng, n)
+        n = n_impressions or self.default_impressions(day)
+        rng = np.random.default_rng([cfg.seed, STREAM_DAY, day.toordinal()])
+        pool = day_pool(cfg, truth, day)
+        requests = draw_requests(cfg, truth, pool, rng, n, day_start_epoch_us(day))
         drifted = self.drifted(index)
-        p = sim._sigmoid(sim._logit(cfg, truth, requests, day.weekday(), drifted=drifted))
+        p = sigmoid(_logit(cfg, truth, requests, day.weekday(), drifted=drifted))
         clicked = (rng.random(n) < p).astype(np.int8)
         midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
         stamp = day.strftime("%Y%m%d")
@@ -142,9 +143,9 @@ class Oracle:
                 "event_timestamp": [
                     midnight + timedelta(microseconds=int(us)) for us in requests.offset_us
                 ],
-                "user_id": requests.user + 1,
-                "item_id": requests.item + 1,
-                "category": self.categories[truth.item_category[requests.item]],
+                "user_id": truth.users.user_id[requests.user],
+                "item_id": truth.items.item_id[requests.item],
+                "category": self.categories[truth.items.category[requests.item]],
                 "position": requests.position,
                 "device": np.array(DEVICES, dtype=object)[requests.device],
                 "hour_of_day": requests.hour,

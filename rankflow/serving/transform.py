@@ -49,6 +49,9 @@ class _CategoricalEncoder:
     def __init__(self, spec: CategoricalSpec) -> None:
         self.spec = spec
         self.index = {text: i + 2 for i, text in enumerate(spec.vocab)}
+        # Hash buckets no frequent training value fell into share the unseen row (OOV_ID), as
+        # in models.spec; None: a spec from before trained_buckets (bucket b is id b + 1).
+        self.trained = None if spec.trained_buckets is None else frozenset(spec.trained_buckets)
         self.cache: dict[Any, int] = {}
 
     def encode_value(self, value: Any) -> int:
@@ -67,7 +70,11 @@ class _CategoricalEncoder:
             out = self.index.get(text, OOV_ID)
         else:
             assert spec.buckets is not None
-            out = bucket_of(text, spec.buckets, salt=spec.name) + 1
+            bucket = bucket_of(text, spec.buckets, salt=spec.name)
+            if self.trained is None:
+                out = bucket + 1
+            else:
+                out = bucket + 2 if bucket in self.trained else OOV_ID
         if len(self.cache) < _CACHE_LIMIT:
             self.cache[key] = out
         return out

@@ -149,6 +149,12 @@ def test_a_stale_materialization_fails_naming_the_view(online_copy: dict) -> Non
     day_before = pd.Timestamp("2026-03-10", tz="UTC")
     stale = table[table["feature_ts"] == day_before]
     assert len(stale) > 50
+    # Users who signed up the day before have no row for it: serve their newest row as if it
+    # were a day older, so every user's value in the online store is a day stale.
+    newest = table[table["feature_ts"] == day_before + pd.Timedelta(days=1)]
+    newcomers = newest[~newest["user_id"].isin(stale["user_id"])].copy()
+    newcomers["feature_ts"] = day_before
+    stale = pd.concat([stale, newcomers], ignore_index=True)
     with open_store(paths) as store:  # the online store goes back one day for this view
         store.write_to_online_store("user_daily_stats", stale.reset_index(drop=True))
     outcome = _serve_day(online_copy)

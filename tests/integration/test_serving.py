@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
@@ -88,8 +90,24 @@ def _score(url: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{url}/score", json=body, timeout=30)
 
 
-def test_scores_and_ranks_candidates_with_the_champion(served: dict) -> None:
-    body = {"user_id": 7, "item_ids": [3, 1, 2, 40, 41], "device": "mobile", "time": WHEN}
+@pytest.fixture(scope="module")
+def known(served: dict) -> dict[str, Any]:
+    """Ids the state knows: a user with a daily-feature row for the served day, and items."""
+    exports = StatePaths(served["home"]).exports
+    users = pq.read_table(exports / "user_daily_features.parquet").to_pandas()
+    day = pd.Timestamp(WHEN).normalize()
+    active = sorted(users.loc[users["feature_ts"] == day, "user_id"].unique())
+    items = sorted(pq.read_table(exports / "item_attributes.parquet").to_pandas()["item_id"])
+    return {"user": int(active[0]), "items": [int(i) for i in items[:10]]}
+
+
+def test_scores_and_ranks_candidates_with_the_champion(served: dict, known: dict) -> None:
+    body = {
+        "user_id": known["user"],
+        "item_ids": known["items"][:5],
+        "device": "mobile",
+        "time": WHEN,
+    }
     response = _score(served["url"], body)
     assert response.status_code == 200, response.text
     data = response.json()
@@ -103,8 +121,13 @@ def test_scores_and_ranks_candidates_with_the_champion(served: dict) -> None:
     assert not data["unknown_user"] and data["unknown_items"] == 0
 
 
-def test_unknown_user_and_item_are_scored_and_counted(served: dict) -> None:
-    body = {"user_id": 10**9, "item_ids": [1, 10**9], "device": "tablet", "time": WHEN}
+def test_unknown_user_and_item_are_scored_and_counted(served: dict, known: dict) -> None:
+    body = {
+        "user_id": 10**15,
+        "item_ids": [known["items"][0], 10**15],
+        "device": "tablet",
+        "time": WHEN,
+    }
     response = _score(served["url"], body)
     assert response.status_code == 200, response.text
     data = response.json()
@@ -175,11 +198,12 @@ def test_metrics_are_prometheus_text(served: dict) -> None:
     assert httpx.get(f"{served['url']}/healthz").json() == {"status": "ok"}
 
 
-def test_served_rows_are_feast_logs_joined_with_their_scores(served: dict) -> None:
+def test_served_rows_are_feast_logs_joined_with_their_scores(served: dict, known: dict) -> None:
     from rankflow.features.store import open_store
     from rankflow.serving.served_log import bind_logging_destination, served_log_dir
 
-    body = {**GOOD, "request_id": "log-check-1", "item_ids": [5, 6, 7]}
+    shown = known["items"][5:8]
+    body = {**GOOD, "user_id": known["user"], "request_id": "log-check-1", "item_ids": shown}
     assert _score(served["url"], body).status_code == 200
     paths = StatePaths(served["home"])
     deadline = time.monotonic() + 60
@@ -192,7 +216,7 @@ def test_served_rows_are_feast_logs_joined_with_their_scores(served: dict) -> No
             break
         time.sleep(0.3)
     rows = frame[frame["__request_id"] == "log-check-1"]
-    assert sorted(rows["item_id"]) == [5, 6, 7]
+    assert sorted(rows["item_id"]) == sorted(shown)
     assert set(rows["model_version"]) <= {served["champion"], served["other"]}
     assert (rows["user_daily_stats__user_ctr_28d__status"] == 1).all()
     assert sorted(rows["rank"]) == [1, 2, 3]

@@ -11,6 +11,7 @@ import pytest
 from rankflow.errors import LockedError
 from rankflow.locks import warehouse_lock
 from rankflow.paths import StatePaths
+from rankflow.times import as_utc
 from rankflow.warehouse import build as warehouse
 from rankflow.warehouse.build import NodeFailure, WarehouseBuildError, write_raw
 
@@ -96,11 +97,14 @@ def test_second_build_on_the_same_state_fails_fast(tmp_path: Path) -> None:
 
 
 def test_as_utc() -> None:
-    assert warehouse._as_utc(datetime(2024, 3, 1, 12)) == datetime(2024, 3, 1, 12, tzinfo=UTC)
+    assert as_utc(datetime(2024, 3, 1, 12)) == datetime(2024, 3, 1, 12, tzinfo=UTC)
     plus_two = timezone(timedelta(hours=2))
-    converted = warehouse._as_utc(datetime(2024, 3, 1, 1, tzinfo=plus_two))
+    converted = as_utc(datetime(2024, 3, 1, 1, tzinfo=plus_two))
     assert converted == datetime(2024, 2, 29, 23, tzinfo=UTC)
     assert converted.tzinfo == UTC
+    assert as_utc(pd.Timestamp("2024-03-01 12:00")) == datetime(2024, 3, 1, 12, tzinfo=UTC)
+    with pytest.raises(TypeError, match="expected a datetime"):
+        as_utc("2024-03-01")
 
 
 def test_failure_description_names_test_model_and_column() -> None:

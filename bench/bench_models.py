@@ -52,8 +52,8 @@ from models.config import ModelConfig, load_model_config  # noqa: E402
 from models.metrics import auc, evaluate  # noqa: E402
 from models.networks import build_model  # noqa: E402
 from models.spec import FeatureSpec, FeatureTensors  # noqa: E402
-from models.synthetic import SyntheticConfig, make_splits  # noqa: E402
 from models.train import configure_threads, train_model  # noqa: E402
+from tests.fixtures.synthetic import SyntheticConfig, make_splits  # noqa: E402
 
 Source = Callable[[int, int], Any]
 

@@ -10,7 +10,6 @@ Modules, in the order data flows through them:
 - ``checkpoint`` / ``warm_start``: safetensors + JSON checkpoints; warm start by name and shape.
 - ``metrics`` / ``baseline``: AUC, logloss, NE, calibration, oracle gap; logistic regression.
 - ``scoring``: ``Scorer`` - a checkpoint that scores raw feature rows.
-- ``synthetic``: a small generator of training-set-shaped frames with a known truth.
 
 Submodules are imported on use (``from models.train import train_model``) so that importing
 the package does not pull in torch.

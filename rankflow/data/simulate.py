@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from models.atomic import replace_dir
 from rankflow.data.clicks import (
     _logit,
     _Requests,
@@ -325,16 +325,6 @@ def _staged(target: Path) -> Iterator[Path]:
         raise
 
 
-def _swap_in(staging: Path, target: Path) -> None:
-    """Replace ``target`` by ``staging`` with renames: readers see the old or the new folder."""
-    retired = target.with_name(f".{target.name}.previous")
-    shutil.rmtree(retired, ignore_errors=True)
-    if target.exists():
-        os.rename(target, retired)
-    os.rename(staging, target)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------------
 # Entry point
 
@@ -400,8 +390,8 @@ def simulate(config: SimulationConfig, raw_dir: Path, truth_dir: Path) -> Simula
         (truth_out / MARKER_FILE).write_text(marker + "\n")
         # Truth first, raw last: raw is what the pipeline reads, so it flips only once its
         # truth is in place.
-        _swap_in(truth_out, truth_dir)
-        _swap_in(raw, raw_dir)
+        replace_dir(truth_out, truth_dir)
+        replace_dir(raw, raw_dir)
     return summary
 
 

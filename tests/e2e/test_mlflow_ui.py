@@ -19,11 +19,11 @@ import pytest
 
 from flows.build_features import build_features
 from flows.params import ConfigParams
-from models.synthetic import small_model_config
 from rankflow.config import load_config
 from rankflow.paths import StatePaths
 from rankflow.tracking.server import MlflowServer, start_mlflow_server
 from rankflow.training.step import TrainOutcome, train_and_register
+from tests.fixtures.synthetic import small_model_config
 
 pytestmark = pytest.mark.e2e
 

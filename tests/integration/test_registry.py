@@ -2,7 +2,7 @@
 and a logged model scoring in a fresh process that cannot import rankflow.
 
 Real MLflow (SQLite store in a temporary state dir), real training on a small synthetic
-training set (``models.synthetic``: the training-set contract's columns, no dbt or Feast),
+training set (``tests.fixtures.synthetic``: the training-set contract's columns, no dbt or Feast),
 so each call takes seconds.
 """
 
@@ -23,7 +23,6 @@ import pytest
 from mlflow import MlflowClient
 
 from models.scoring import Scorer
-from models.synthetic import make_splits, small_model_config
 from rankflow.config import RankflowConfig, parse_config
 from rankflow.features.training_set import DateWindow, TrainingSet
 from rankflow.paths import REPO_ROOT, StatePaths
@@ -33,6 +32,7 @@ from rankflow.registry.versions import TAG_FINGERPRINT, versions
 from rankflow.training.fingerprints import code_fingerprint, data_fingerprint, model_fingerprint
 from rankflow.training.outcome import TrainOutcome
 from rankflow.training.step import train_and_register
+from tests.fixtures.synthetic import make_splits, small_model_config
 
 pytestmark = pytest.mark.integration
 
@@ -233,7 +233,7 @@ _KILLED_RUN = """
 import json, pickle, sys, time
 from pathlib import Path
 
-from models.synthetic import small_model_config
+from tests.fixtures.synthetic import small_model_config
 from rankflow.config import parse_config
 from rankflow.paths import StatePaths
 from rankflow.training.step import train_and_register

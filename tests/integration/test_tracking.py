@@ -23,12 +23,12 @@ from flows.build_features import build_features
 from flows.params import ConfigParams
 from flows.records import RunSummary
 from models.scoring import Scorer
-from models.synthetic import small_model_config
 from rankflow.config import RankflowConfig, load_config
 from rankflow.features.training_set import TrainingSet, build_training_set
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.tracking.pyfunc import checkpoint_of
 from rankflow.training.step import TrainOutcome, train_and_register
+from tests.fixtures.synthetic import small_model_config
 
 pytestmark = pytest.mark.integration
 

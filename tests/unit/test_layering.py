@@ -81,3 +81,14 @@ def test_no_library_module_is_over_500_lines() -> None:
         if (n := len(f.read_text().splitlines())) > 500
     }
     assert long == {}
+
+
+def test_no_function_outside_tests_and_bench_is_over_80_lines() -> None:
+    long = {}
+    for file in _python_files("rankflow", "models", "flows", "feature_repo"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > 80:
+                    long[f"{file.relative_to(REPO_ROOT)}:{node.name}"] = lines
+    assert long == {}

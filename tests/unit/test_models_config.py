@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from models.config import ModelConfigError, load_model_config, parse_model_config
-from models.synthetic import CTR_RANKER_V1_SCHEMA, small_model_config
 from rankflow.paths import REPO_ROOT
+from tests.fixtures.synthetic import CTR_RANKER_V1_SCHEMA, small_model_config
 
 SHIPPED = REPO_ROOT / "configs" / "model.yaml"
 

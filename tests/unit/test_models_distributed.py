@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from models.distributed import _shard, train_distributed
-from models.synthetic import make_splits, small_model_config
 from models.train import train_model
+from tests.fixtures.synthetic import make_splits, small_model_config
 
 AUC_TOLERANCE = 0.01
 LOGLOSS_RELATIVE_TOLERANCE = 0.01

@@ -8,7 +8,7 @@ import torch
 from models.layers import MLP, CrossLayerV1, CrossLayerV2, CrossNetwork, WideLinear
 from models.networks import DCN, WideAndDeep, build_model
 from models.spec import FeatureSpec
-from models.synthetic import make_splits, small_model_config
+from tests.fixtures.synthetic import make_splits, small_model_config
 
 
 @pytest.mark.parametrize("case", range(30))

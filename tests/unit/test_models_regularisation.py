@@ -10,8 +10,8 @@ import pytest
 
 from models.networks import build_model
 from models.spec import FeatureSpec
-from models.synthetic import make_splits, small_model_config
 from models.train import _make_optimizer, train_model
+from tests.fixtures.synthetic import make_splits, small_model_config
 
 
 @pytest.fixture(autouse=True)

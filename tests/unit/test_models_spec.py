@@ -16,8 +16,8 @@ import torch
 from models.config import parse_model_config
 from models.hashing import bucket_of, canonical_strings, stable_hash
 from models.spec import NULL_ID, OOV_ID, FeatureSpec, FeatureSpecError, infer_schema
-from models.synthetic import CTR_RANKER_V1_SCHEMA, make_splits, small_model_config
 from rankflow.paths import REPO_ROOT
+from tests.fixtures.synthetic import CTR_RANKER_V1_SCHEMA, make_splits, small_model_config
 
 # ------------------------------------------------------------------------------ hashing
 

@@ -27,9 +27,9 @@ from models.checkpoint import (
 from models.metrics import auc, evaluate
 from models.scoring import Scorer
 from models.spec import FeatureSpecError
-from models.synthetic import make_splits, small_model_config
 from models.train import train_model
 from rankflow.paths import REPO_ROOT
+from tests.fixtures.synthetic import make_splits, small_model_config
 
 
 @pytest.fixture(autouse=True)

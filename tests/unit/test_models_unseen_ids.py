@@ -13,8 +13,8 @@ from models.hashing import bucket_of
 from models.networks import build_model
 from models.scoring import Scorer
 from models.spec import OOV_ID, FeatureSpec
-from models.synthetic import make_splits, small_model_config
 from models.train import train_model
+from tests.fixtures.synthetic import make_splits, small_model_config
 
 RARE = {"features.categorical.user_id.min_count": 3}
 

@@ -12,9 +12,9 @@ from models.config import parse_model_config
 from models.networks import build_model
 from models.scoring import Scorer
 from models.spec import FeatureSpec
-from models.synthetic import make_splits, small_model_config
 from models.train import train_model
 from models.warm_start import warm_start
+from tests.fixtures.synthetic import make_splits, small_model_config
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,9 @@ import torch
 
 from models.config import load_model_config
 from models.spec import FeatureSpec, FeatureSpecError
-from models.synthetic import CTR_RANKER_V1_SCHEMA, make_splits
 from rankflow.paths import REPO_ROOT
 from rankflow.serving.transform import RequestTransform
+from tests.fixtures.synthetic import CTR_RANKER_V1_SCHEMA, make_splits
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,7 @@ def _train_and_evaluate(
         ts.feature_types,
         ctx.model_config,
         checkpoint_dir=ctx.paths.root / "training" / kind / fingerprint,
+        warm_start_from=ctx.warm_start.checkpoint if ctx.warm_start is not None else None,
         resume=True,
         step_callback=hook,
     )
@@ -144,6 +145,7 @@ def _log_run(ctx: StepContext, kind: str, fingerprint: str, trained: _Trained) -
         **{
             TAG_GATES: "passed" if gate.passed else "failed",
             "rankflow.resumed": str(trained.result.resumed).lower(),
+            **(ctx.warm_start.tags() if ctx.warm_start is not None else {}),
         },
     )
     description = f"{title} CTR model on {ts.window}; {gate.summary()}"
@@ -208,6 +210,8 @@ def _log_run_files(ctx: StepContext, kind: str, trained: _Trained) -> None:
     mlflow.log_artifact(str(files / "training_set.json"), artifact_path="data")
     mlflow.log_dict(diagnostics.to_json(ctx.warnings), "data/warnings.json")  # issue #11
     mlflow.set_tag("rankflow.warnings", str(len(ctx.warnings)))
+    if trained.result.warm_start_report is not None:
+        mlflow.log_dict(trained.result.warm_start_report.to_dict(), "warm_start_report.json")
     mlflow.log_artifacts(str(trained.result.checkpoint_path), artifact_path="checkpoint")
 
 
@@ -259,6 +263,7 @@ def _version_tags(
         "rankflow.data_window": str(ts.window),
         "rankflow.test_window": str(ts.split_windows["test"]),
         "rankflow.data_fingerprint": ctx.data_fp,
+        **(ctx.warm_start.tags() if ctx.warm_start is not None else {}),
     }
     for key in ("rankflow.git_sha", "rankflow.simulator_seed", "rankflow.dbt_manifest_sha256"):
         if key in ctx.lineage:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -75,11 +75,22 @@ def code_fingerprint(code_paths: tuple[str, ...] = CODE_PATHS) -> str:
     return _digest(*parts)
 
 
-def model_fingerprint(kind: str, data_fp: str, code_fp: str, model_config: ModelConfig) -> str:
-    """What decides a trained model: family, data, model config (bar the progress bar), code."""
+def model_fingerprint(
+    kind: str,
+    data_fp: str,
+    code_fp: str,
+    model_config: ModelConfig,
+    warm_from: str | None = None,
+) -> str:
+    """What decides a trained model: family, data, model config (bar the progress bar), code,
+    and the fingerprint of the model it was warm-started from (None: a cold start, whose
+    fingerprint is unchanged by this argument's existence)."""
     config = {k: v for k, v in model_config.flat().items() if k != "training.progress"}
+    parts: dict[str, Any] = {"kind": kind, "data": data_fp, "code": code_fp, "config": config}
+    if warm_from is not None:
+        parts["warm_from"] = warm_from
     blob = json.dumps(
-        {"kind": kind, "data": data_fp, "code": code_fp, "config": config},
+        parts,
         sort_keys=True,
         default=str,
     )

@@ -39,6 +39,26 @@ MAX_PARAM_LENGTH = 6000
 ORACLE_CURVE = "oracle (true p_click)"
 
 
+@dataclass(frozen=True)
+class WarmSource:
+    """The production model a candidate starts from (the canary's warm start).
+
+    ``checkpoint``: its downloaded state_dict checkpoint; ``version`` / ``fingerprint``: the
+    serving-model version it is and that version's fingerprint, which enters the candidate's
+    own fingerprint (a warm-started model is a different model from a cold-started one).
+    """
+
+    checkpoint: Path
+    version: str
+    fingerprint: str
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "rankflow.warm_start.version": self.version,
+            "rankflow.warm_start.fingerprint": self.fingerprint,
+        }
+
+
 @dataclass
 class StepContext:
     """One train step's inputs and what its first model run computes for the others."""
@@ -59,6 +79,7 @@ class StepContext:
     profile_file: Path | None = None
     config_files: list[Path] = field(default_factory=list)
     warnings: list[Any] = field(default_factory=list)  # diagnostics.DataWarning (issue #11)
+    warm_start: WarmSource | None = None  # start candidates from this model (the canary)
 
     def run_tags(self, kind: str, fingerprint: str, **extra: str) -> dict[str, str]:
         """Lineage, model kind and the fingerprints: what every run of the step is tagged."""

@@ -65,7 +65,7 @@ from rankflow.training.candidate import (
 )
 from rankflow.training.fingerprints import code_fingerprint, data_fingerprint, model_fingerprint
 from rankflow.training.outcome import CandidateOutcome, TrainOutcome
-from rankflow.training.runs import StepContext, finished_run, run_test_metrics
+from rankflow.training.runs import StepContext, WarmSource, finished_run, run_test_metrics
 
 if TYPE_CHECKING:
     from models.config import ModelConfig
@@ -89,6 +89,7 @@ def train_and_register(
     settings: Settings | None = None,
     families: tuple[str, ...] = MODEL_KINDS,
     promote: bool = True,
+    warm_start: WarmSource | None = None,
 ) -> TrainOutcome:
     """Train, evaluate, log and register Wide & Deep and DCN; name a first champion.
 
@@ -100,6 +101,8 @@ def train_and_register(
     ``families`` / ``promote=False``: train and register only these families and move no alias
     (the Dask option trains each family in its own process this way; then one call with every
     family reuses the registered versions and decides).
+    ``warm_start``: start each family from this production model (the canary; its
+    fingerprint enters the candidates'). Pass ``promote=False`` with it: the canary decides.
     """
     started = time.perf_counter()
     tracking = setup_tracking(config, settings_of(paths, settings))
@@ -125,6 +128,7 @@ def train_and_register(
             scratch=Path(tmp),
             # Data/config disagreements (issue #11): run summary, MLflow (candidate.py).
             warnings=diagnostics.step_warnings(config, model_config, training_set),
+            warm_start=warm_start,
         )
         for warning in ctx.warnings:
             log.warning("%s", warning)
@@ -172,7 +176,8 @@ def _candidate(
     ctx: StepContext, kind: str, on_train_step: StepHook | None
 ) -> tuple[CandidateOutcome, Source]:
     """Reuse the version with this fingerprint, register a logged run, or train anew."""
-    fingerprint = model_fingerprint(kind, ctx.data_fp, ctx.code_fp, ctx.model_config)
+    warm_from = ctx.warm_start.fingerprint if ctx.warm_start is not None else None
+    fingerprint = model_fingerprint(kind, ctx.data_fp, ctx.code_fp, ctx.model_config, warm_from)
     name = ctx.config.registry.model_names.of(kind)
     existing = find_version(ctx.tracking.client, name, fingerprint)
     if existing is None:

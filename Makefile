@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help install run test test-unit test-integration lint format lock bench bench-models docs clean clean-state \
+.PHONY: help install run test test-unit test-integration lint format lock bench bench-models canary demo docs clean clean-state \
 	browser-deps redis-deps mlflow-ui serve bench-serving
 
 help: ## Show this help
@@ -75,6 +75,13 @@ redis-deps: ## Install Debian's redis-server for the server-profile tests (only 
 # The scoring service (README.md, "Serving"): loopback by default; RANKFLOW_SERVICE_URL moves it.
 serve: $(INSTALLED) ## Start the scoring service (POST /score, /metrics) on http://127.0.0.1:8080
 	$(PY) -m rankflow serve
+
+# The canary (README.md, "Canary"): a warm-started challenger, offline gate, canary phase.
+canary: $(INSTALLED) ## Run the canary flow once: challenger from @champion -> gates -> canary phase -> promote / reject
+	$(PY) -m rankflow canary
+
+demo: $(INSTALLED) ## The drift scenario after `make run`: drift, gap check, canary promotion, 3 failure cases, rollback
+	$(PY) -m rankflow demo
 
 bench-serving: $(INSTALLED) redis-deps ## /score latency and throughput vs the raw Feast + model path, SQLite and Redis
 	$(PY) bench/bench_serving.py

@@ -21,12 +21,16 @@ FLOW_NAME = "gap-check"
 
 
 @flow(name=FLOW_NAME, validate_parameters=True, log_prints=False)
-def gap_check(config: ConfigParams = DEFAULT_CONFIG, log_to_mlflow: bool = True) -> dict[str, Any]:
+def gap_check(
+    config: ConfigParams = DEFAULT_CONFIG, log_to_mlflow: bool = True, start_canary: bool = True
+) -> dict[str, Any]:
     """Feature skew, score skew, drift, metric gap and freshness of what was served.
 
     Args:
         config: the rankflow config (YAML path and dotted-key overrides), validated first.
         log_to_mlflow: log the report to an MLflow run tagged with the model version.
+        start_canary: on a 'fail' verdict (and ``canary.on_gap_fail``), run the canary flow
+            unless only data checks failed (those block a promotion: fix the data first).
     """
     from rankflow.monitoring.report import run_gap_check
     from rankflow.settings import Settings
@@ -39,6 +43,13 @@ def gap_check(config: ConfigParams = DEFAULT_CONFIG, log_to_mlflow: bool = True)
         detail=lambda done: done.to_dict(),
     )
     summary = record.write()
+    canary_summary = None
+    failing = sorted(c.name for c in outcome.checks if c.verdict == "fail")
+    blocking = set(resolved.canary.offline.blocking_gap_checks)
+    if start_canary and resolved.canary.on_gap_fail and set(failing) - blocking:
+        from flows.canary import canary
+
+        canary_summary = str(canary(config=config).summary_path)
     return {
         "verdict": outcome.verdict,
         "model_version": outcome.model_version,
@@ -46,4 +57,5 @@ def gap_check(config: ConfigParams = DEFAULT_CONFIG, log_to_mlflow: bool = True)
         "report": str(outcome.report_dir / "report.md"),
         "mlflow_run_id": outcome.run_id,
         "summary_path": str(summary.summary_path),
+        "canary_summary": canary_summary,
     }

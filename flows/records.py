@@ -54,6 +54,9 @@ class RunSummary:
         report = self.details.get("train_report")
         if report:
             lines += ["training:", *(f"  {line}" for line in str(report).splitlines())]
+        canary = self.details.get("canary_report")
+        if canary:
+            lines += str(canary).splitlines()
         lines += where_to_look(self.details.get("train"))
         return "\n".join(lines)
 

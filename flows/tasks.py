@@ -153,3 +153,19 @@ def train_and_register(
         outcome = train_and_register_models(config, paths, training_set=training)
     get_run_logger().info("%s", outcome.render())
     return outcome
+
+
+@task(name="canary", cache_policy=NO_CACHE, persist_result=False)
+def canary(config: RankflowConfig, paths: StatePaths) -> Any:
+    """Warm-started challenger -> offline gate -> @challenger -> canary phase -> decision.
+
+    Not retried: it moves aliases, and a retry after a partial move would decide against a
+    registry it changed itself. Every alias move re-reads the registry under the promotion
+    lock, so a crash leaves the aliases consistent; start a new canary.
+    """
+    from rankflow.canary.run import run_canary
+    from rankflow.settings import Settings
+
+    outcome = run_canary(Settings.resolve(home=paths.root), config)
+    get_run_logger().info("%s", outcome.summary())
+    return outcome

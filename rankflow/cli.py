@@ -28,6 +28,7 @@ FLOW_ENTRYPOINTS: dict[str, str] = {
     "train": "flows.train.train",
     "pipeline": "flows.pipeline.pipeline",
     "gap-check": "flows.gap_check.gap_check",
+    "canary": "flows.canary.canary",
 }
 
 
@@ -233,6 +234,44 @@ def cmd_gap_check(args: argparse.Namespace) -> int:
     return {"pass": 0, "warn": 0, "fail": 3}[verdict]
 
 
+def cmd_canary(args: argparse.Namespace) -> int:
+    return _run_flow(args, "canary", refresh_features=not args.no_refresh)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from rankflow.canary.run import rollback
+
+    applied = rollback(_settings(args), _config(args), args.reason)
+    print(applied.describe(_config(args).registry.serving_model))
+    shown = ", ".join(f"@{a} -> v{v}" for a, v in sorted(applied.aliases.items()))
+    print(f"aliases: {shown}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rankflow.canary.scenario import run_scenario
+
+    report = run_scenario(
+        _settings(args), _config(args), drift_days=args.drift_days,
+        traffic_impressions=args.impressions,
+    )  # fmt: skip
+    print("\n" + report.summary())
+    return 0
+
+
+def _canary_commands(sub: argparse._SubParsersAction) -> None:
+    canary = _add(sub, "canary", cmd_canary, "the Prefect `canary` flow: warm-started challenger "
+                  "-> offline gate -> canary phase -> promote / reject")  # fmt: skip
+    canary.add_argument("--no-refresh", action="store_true", help="skip the build-features subflow")
+    back = _add(sub, "rollback", cmd_rollback, "make @previous the champion again")
+    back.add_argument("--reason", required=True, help="why (recorded on both versions)")
+    demo = _add(sub, "demo", cmd_demo, "the drift scenario: drift -> gap check -> canary "
+                "promotion -> three failure cases -> rollback (after `rankflow run`)")  # fmt: skip
+    demo.add_argument("--drift-days", type=int, help="days re-drawn with drift (default: "
+                      "canary.window_days)")  # fmt: skip
+    demo.add_argument("--impressions", type=int, help="impressions per closed-loop measurement")
+
+
 def _online_commands(sub: argparse._SubParsersAction) -> None:
     serve = _add(sub, "serve", cmd_serve, "the scoring service (POST /score, /healthz, /readyz, "
                  "/metrics)")  # fmt: skip
@@ -320,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     _add(sub, "settings", cmd_settings, "print the resolved settings (secrets masked)")
     _online_commands(sub)
+    _canary_commands(sub)
     return parser
 
 

@@ -189,14 +189,44 @@ class OnlineGateConfig(_Strict):
 
 
 class CanaryConfig(_Strict):
-    """Canary retraining (``canary:``): warm start, offline gate, online rule. The traffic share
-    the service sends to ``@challenger`` is ``serving.canary_share``."""
+    """Canary retraining (``canary:``): the fresh window, warm start, offline gate, the canary
+    phase and its online rule. ``share`` is the phase's (in-process, simulated traffic); a
+    deployed ``rankflow serve`` sends ``serving.canary_share`` to ``@challenger``."""
 
     families: list[Literal["wide_deep", "dcn"]] | None = Field(
         None, description="Families to retrain; null = the champion's family"
     )
     distill_weight: float = Field(
         0.0, ge=0, le=1, description="Weight of distillation from the champion's predictions"
+    )
+    window_days: int | None = Field(
+        14,
+        ge=3,
+        description="Train on the most recent days only (the fresh window; its last "
+        "training_set.test_days are the shared holdout); null = the whole training-set window",
+    )
+    share: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Share of users (stable hash) the canary phase sends to the challenger",
+    )
+    traffic_impressions: int = Field(
+        100_000,
+        ge=1000,
+        description="Candidate impressions the simulator offers over the "
+        "canary phase (closed loop; the phase may stop earlier)",
+    )
+    looks: int = Field(10, ge=1, le=1000, description="Times the online rule is evaluated")
+    top_k: int | None = Field(
+        3, ge=1, description="Items shown per request in the canary phase (ranked positions)"
+    )
+    on_gap_fail: bool = Field(
+        True, description="The gap-check flow starts a canary when its verdict is 'fail'"
+    )
+    seed: int = Field(0, description="Bootstrap resamples and simulated clicks")
+    measure_warm_start: bool = Field(
+        True, description="Also train a cold start at the same budget and log the comparison"
     )
     offline: OfflineGateConfig = Field(default_factory=OfflineGateConfig)
     online: OnlineGateConfig = Field(default_factory=OnlineGateConfig)

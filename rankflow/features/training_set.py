@@ -147,13 +147,24 @@ def _day(frame: pd.DataFrame) -> pd.Series:
     return frame["event_timestamp"].dt.tz_convert("UTC").dt.date
 
 
+def _window(split: SplitConfig, data: DateWindow, last_days: int | None) -> DateWindow:
+    """The configured window (default: the data's), cut to its last ``last_days`` days."""
+    window = DateWindow(split.start_date or data.start, split.end_date or data.end)
+    if last_days is None:
+        return window
+    return DateWindow(max(window.start, window.end - timedelta(days=last_days - 1)), window.end)
+
+
 def build_training_set(
     paths: StatePaths | None,
     split: SplitConfig,
     *,
     feature_service: str = DEFAULT_FEATURE_SERVICE,
+    last_days: int | None = None,
 ) -> TrainingSet:
     """Retrieve ``feature_service`` for the labelled impressions in the window and split by day.
+
+    ``last_days``: keep only the window's most recent days (the canary's fresh window).
 
     Rows are sorted by ``(event_timestamp, event_id)`` so the result does not depend on how the
     export or the join happened to order them. Raises :class:`TrainingSetError` if the window
@@ -166,7 +177,7 @@ def build_training_set(
         raise TrainingSetError(f"{source}: no labelled impressions")
     days = _day(impressions)
     data_window = DateWindow(days.min(), days.max())
-    window = DateWindow(split.start_date or data_window.start, split.end_date or data_window.end)
+    window = _window(split, data_window, last_days)
     in_window = (days >= window.start) & (days <= window.end)
     if not in_window.any():
         raise TrainingSetError(

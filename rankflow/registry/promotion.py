@@ -35,7 +35,15 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous"
 
-Decision = Literal["first_champion", "no_champion", "champion_kept", "challenger", "promote"]
+Decision = Literal[
+    "first_champion",
+    "no_champion",
+    "champion_kept",
+    "challenger",
+    "promote",
+    "reject",
+    "rollback",
+]
 
 
 @dataclass(frozen=True)
@@ -200,3 +208,57 @@ def promote_to_champion(state: ServingState, version: str, reason: str) -> Promo
         )
     moves.append(AliasMove(CHAMPION, reason, version=version))
     return PromotionPlan("promote", "", tuple(moves), CHAMPION, expected)
+
+
+def canary_promotion(
+    state: ServingState, version: str, reason: str, started_against: str
+) -> PromotionPlan:
+    """The canary's promotion: like :func:`promote_to_champion`, but decided against the
+    champion the canary *started* with (so :func:`~rankflow.registry.aliases.apply_plan`
+    aborts if anyone moved it since), and ``challenger`` is removed once it is champion."""
+    plan = promote_to_champion(state, version, reason)
+    moves = list(plan.moves)
+    challenger = state.aliases.get(CHALLENGER)
+    if challenger is not None and challenger.version == str(version):
+        moves.append(AliasMove(CHALLENGER, f"v{version} was promoted to champion"))
+    return PromotionPlan(
+        plan.decision, plan.reason, tuple(moves), plan.promoted, str(started_against)
+    )
+
+
+def reject_challenger(
+    state: ServingState, version: str, reason: str, started_against: str
+) -> PromotionPlan:
+    """The canary rejected ``version``: remove ``challenger`` if it still names it (another
+    canary's challenger is left alone); the champion stays."""
+    challenger = state.aliases.get(CHALLENGER)
+    moves: tuple[AliasMove, ...] = ()
+    if challenger is not None and challenger.version == str(version):
+        moves = (AliasMove(CHALLENGER, f"v{version} rejected: {reason}"),)
+    return PromotionPlan(
+        "reject", f"champion kept; v{version} rejected: {reason}", moves, None,
+        str(started_against),
+    )  # fmt: skip
+
+
+class NothingToRollBack(ValueError):
+    """No ``previous`` alias (or it names a deleted version)."""
+
+
+def rollback_plan(state: ServingState, reason: str) -> PromotionPlan:
+    """``previous`` becomes champion again and ``previous`` is removed (so a second rollback
+    cannot bring the demoted model back); the demoted version keeps its history.
+
+    Raises :class:`NothingToRollBack` when there is no live ``previous``.
+    """
+    previous = state.live(PREVIOUS)
+    if previous is None:
+        raise NothingToRollBack(f"{state.name}: no @{PREVIOUS} to roll back to")
+    current = state.aliases.get(CHAMPION)
+    expected = current.version if current is not None else None
+    demoted = f"v{current.version}" if current is not None else "no champion"
+    moves = (
+        AliasMove(CHAMPION, f"rolled back from {demoted}: {reason}", version=previous.version),
+        AliasMove(PREVIOUS, f"v{previous.version} restored as champion by a rollback"),
+    )
+    return PromotionPlan("rollback", f"rollback: {reason}", moves, CHAMPION, expected)

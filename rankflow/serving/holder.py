@@ -112,6 +112,7 @@ class ModelHolder:
         canary_share: float = 0.0,
         poll_seconds: float = 10.0,
         on_swap: Callable[[str, LoadedModel | None, LoadedModel | None], None] | None = None,
+        pinned: Mapping[str, str] | None = None,
     ) -> None:
         self._client_factory = client_factory
         self.model_name = model_name
@@ -119,6 +120,9 @@ class ModelHolder:
         self.canary_share = canary_share
         self.poll_seconds = poll_seconds
         self._on_swap = on_swap
+        # arm -> version served regardless of the aliases (the canary phase measures exactly the
+        # two versions it decided about, even if another process moves an alias meanwhile).
+        self.pinned = dict(pinned) if pinned is not None else None
         self._arms: Mapping[str, LoadedModel] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,8 +136,11 @@ class ModelHolder:
         """Re-read the aliases; load what moved; swap atomically. Returns the arms that changed."""
         client = self._client_factory()
         current = self._arms
-        wanted = {}
+        wanted: dict[str, str | None] = {}
         for alias in ARMS:
+            if self.pinned is not None:
+                wanted[alias] = self.pinned.get(alias)
+                continue
             mv = alias_version(client, self.model_name, alias)
             wanted[alias] = None if mv is None else str(mv.version)
         new: dict[str, LoadedModel] = {}

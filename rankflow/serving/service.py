@@ -76,7 +76,10 @@ class ScoringService:
         *,
         store: FeatureStore | None = None,
         metrics: ServiceMetrics | None = None,
+        pinned: dict[str, str] | None = None,
     ) -> None:
+        """``pinned``: arm -> version to serve instead of following the aliases (the canary
+        phase); None follows ``@champion`` / ``@challenger``."""
         from mlflow import MlflowClient
 
         from rankflow.features.store import get_store
@@ -103,6 +106,7 @@ class ScoringService:
             canary_share=self.serving.canary_share,
             poll_seconds=self.serving.alias_poll_seconds,
             on_swap=self._on_swap,
+            pinned=pinned,
         )
         self.writer: ServedLogWriter | None = None
         if self.serving.log.enabled:

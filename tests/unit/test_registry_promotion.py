@@ -182,3 +182,67 @@ def test_a_move_names_a_version_or_a_candidate_not_both() -> None:
         AliasMove(CHAMPION, "x", version="1", candidate=WD)
     assert AliasMove(CHAMPION, "x").deletes
     assert isinstance(PromotionPlan("no_champion", "r"), PromotionPlan)
+
+
+# --------------------------------------------------------------------------- the canary's plans
+def test_canary_promotion_expects_the_champion_it_started_against_and_drops_challenger() -> None:
+    from rankflow.registry.promotion import canary_promotion
+
+    current = state(champion=CHAMP, challenger=AliasTarget("5"))
+    plan = canary_promotion(current, "5", "online CTR higher", started_against="3")
+    assert plan.decision == "promote" and plan.promoted == CHAMPION
+    assert plan.expected_champion == "3"
+    assert [(m.alias, m.version, m.deletes) for m in plan.moves] == [
+        (PREVIOUS, "3", False),
+        (CHAMPION, "5", False),
+        (CHALLENGER, None, True),
+    ]
+    # Decided against a champion that has since moved: the plan still expects the old one,
+    # so apply_plan refuses it (the compare half of compare-and-set).
+    moved = state(champion=AliasTarget("4"), challenger=AliasTarget("5"))
+    assert canary_promotion(moved, "5", "x", started_against="3").expected_champion == "3"
+
+
+def test_canary_promotion_leaves_another_canarys_challenger_alone() -> None:
+    from rankflow.registry.promotion import canary_promotion
+
+    plan = canary_promotion(
+        state(champion=CHAMP, challenger=AliasTarget("6")), "5", "x", started_against="3"
+    )
+    assert [m.alias for m in plan.moves] == [PREVIOUS, CHAMPION]
+
+
+def test_reject_removes_only_its_own_challenger() -> None:
+    from rankflow.registry.promotion import reject_challenger
+
+    own = reject_challenger(
+        state(champion=CHAMP, challenger=AliasTarget("5")), "5", "CTR lower", "3"
+    )
+    assert own.decision == "reject" and own.promoted is None and own.expected_champion == "3"
+    assert [(m.alias, m.deletes) for m in own.moves] == [(CHALLENGER, True)]
+    other = reject_challenger(state(champion=CHAMP, challenger=AliasTarget("6")), "5", "x", "3")
+    assert other.moves == ()
+
+
+def test_rollback_restores_previous_and_removes_it() -> None:
+    from rankflow.registry.promotion import rollback_plan
+
+    plan = rollback_plan(state(champion=AliasTarget("5"), previous=CHAMP), "CTR fell")
+    assert plan.decision == "rollback" and plan.expected_champion == "5"
+    assert [(m.alias, m.version, m.deletes) for m in plan.moves] == [
+        (CHAMPION, "3", False),
+        (PREVIOUS, None, True),
+    ]
+    assert "rolled back from v5: CTR fell" in plan.moves[0].reason
+
+
+@pytest.mark.parametrize(
+    "aliases",
+    [{}, {"champion": AliasTarget("5")}, {"previous": AliasTarget("3", exists=False)}],
+    ids=["empty", "no-previous", "previous-deleted"],
+)
+def test_rollback_without_a_live_previous_is_refused(aliases: dict) -> None:
+    from rankflow.registry.promotion import NothingToRollBack, rollback_plan
+
+    with pytest.raises(NothingToRollBack, match="no @previous"):
+        rollback_plan(state(**aliases), "why")

@@ -51,3 +51,15 @@ def test_plan_needs_a_day_of_training() -> None:
     assert plan_split(window, SplitConfig(valid_days=2, test_days=3))["train"].days == 1
     with pytest.raises(TrainingSetError, match=r"2024-03-01\.\.2024-03-06 has 6 day\(s\)"):
         plan_split(window, SplitConfig(valid_days=3, test_days=3))
+
+
+def test_the_canarys_fresh_window_keeps_the_last_days_of_the_configured_window() -> None:
+    from rankflow.features.training_set import _window
+
+    data = DateWindow(date(2026, 3, 1), date(2026, 3, 30))
+    assert _window(SplitConfig(), data, None) == data
+    assert _window(SplitConfig(), data, 14) == DateWindow(date(2026, 3, 17), date(2026, 3, 30))
+    ended = SplitConfig(end_date=date(2026, 3, 20))
+    assert _window(ended, data, 5) == DateWindow(date(2026, 3, 16), date(2026, 3, 20))
+    # Never earlier than the configured start: a longer window than the data is the data.
+    assert _window(SplitConfig(), data, 90) == data

@@ -1,0 +1,42 @@
+"""The ``canary`` flow: how a new model reaches ``@champion`` (weekly, after a failing gap check,
+or ``rankflow canary``).
+
+Refreshes the features (the ``build-features`` subflow), then one call into
+:func:`rankflow.canary.run.run_canary`: a challenger warm-started from ``@champion`` on the fresh
+window, the offline gate, ``@challenger``, the canary phase on closed-loop traffic, and the
+decision under the promotion lock. A decision (promoted, rejected, aborted, inconclusive) is a
+result, not a failed flow run; it is in the summary and on the registry versions.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows import tasks
+from flows.build_features import build_features
+from flows.params import DEFAULT_CONFIG, ConfigParams
+from flows.records import RunRecord, RunSummary
+from rankflow.paths import StatePaths
+
+FLOW_NAME = "canary"
+
+
+@flow(name=FLOW_NAME, validate_parameters=True, log_prints=False)
+def canary(config: ConfigParams = DEFAULT_CONFIG, refresh_features: bool = True) -> RunSummary:
+    """Fresh features, then a canary retrain and its decision.
+
+    Args:
+        config: the rankflow config (YAML path and dotted-key overrides), validated first.
+        refresh_features: run the build-features subflow first (off: use the current exports).
+    """
+    resolved, paths = config.load(), StatePaths.default()
+    record = RunRecord(FLOW_NAME, config, resolved, paths)
+    if refresh_features:
+        sub = build_features(config=config)
+        record.summary.stage_seconds.update(sub.stage_seconds)
+        record.summary.details["build_features_summary"] = str(sub.summary_path)
+    outcome = record.run(
+        "canary", lambda: tasks.canary(resolved, paths), detail=lambda done: done.to_dict()
+    )
+    record.summary.details["canary_report"] = outcome.summary()
+    return record.write()

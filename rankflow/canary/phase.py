@@ -1,0 +1,225 @@
+"""The canary phase: champion and challenger share live traffic; an always-valid rule decides.
+
+Traffic is the simulator's closed loop (:func:`rankflow.serving.replay.closed_loop`): the
+service ranks each request's candidates with the arm the user hashes to, the top ``k`` are shown
+at their ranks, and clicks are drawn from the ground truth of what was shown. The traffic is cut
+into ``looks`` batches; after each one the cumulative clicks and impressions per arm go to
+:func:`rankflow.canary.stats.decide_online` (mSPRT), which may stop the phase early. That rule
+is valid however often it looks, so the number of looks only changes how soon it can stop.
+
+Only clicks decide (what production sees). The true click probabilities of what each arm
+showed (the expected CTR, free of sampling noise) are reported beside the decision, to say how
+right it was; they never enter it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from rankflow.canary.stats import OnlineDecision, decide_online
+from rankflow.registry.promotion import CHALLENGER, CHAMPION
+from rankflow.serving.replay import ArmResult, Scorer, closed_loop
+
+if TYPE_CHECKING:
+    from rankflow.config import OnlineGateConfig
+    from rankflow.data.oracle import Oracle
+
+
+@dataclass
+class PhaseResult:
+    """The online decision, the looks that led to it, and per-arm evidence."""
+
+    decision: OnlineDecision
+    looks: list[dict[str, float]]
+    arms: dict[str, dict[str, Any]]
+    day: date
+    requests: int
+    truth: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.decision
+        return {
+            "verdict": d.verdict,
+            "reason": d.reason,
+            "p_value": d.p_value,
+            "ctr_champion": d.ctr_champion,
+            "ctr_challenger": d.ctr_challenger,
+            "views_champion": d.views_champion,
+            "views_challenger": d.views_challenger,
+            "looks": self.looks,
+            "arms": self.arms,
+            "day": str(self.day),
+            "requests": self.requests,
+            "truth": self.truth,
+        }
+
+    def summary(self) -> str:
+        d = self.decision
+        lines = [
+            f"canary phase on {self.day} ({self.requests:,} requests, {len(self.looks)} looks): "
+            f"{d.verdict}: {d.reason}"
+        ]
+        for arm in (CHAMPION, CHALLENGER):
+            a = self.arms.get(arm)
+            if a is None:
+                continue
+            lines.append(
+                f"  {arm:<10} v{a['version']}: {a['impressions']:,} shown, {a['clicks']:,} "
+                f"clicks, CTR {a['ctr']:.4f}, AUC {a['auc']:.4f}, logloss {a['logloss']:.4f}, "
+                f"calibration {a['calibration_ratio']:.3f} (expected CTR {a['expected_ctr']:.4f})"
+            )
+        if self.truth:
+            lines.append(f"  truth: {self.truth['verdict_was']}")
+        return "\n".join(lines)
+
+
+class _Recording:
+    """Wraps a scorer and keeps each served item's arm, version and score (the score log)."""
+
+    def __init__(self, score: Scorer) -> None:
+        self.score = score
+        self.rows: list[tuple[str, int, str, str, float]] = []
+
+    def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.score(body)
+        version = response["model"]["version"]
+        for item in response["items"]:
+            self.rows.append(
+                (response["request_id"], int(item["item_id"]), response["arm"], version,
+                 float(item["p_click"]))
+            )  # fmt: skip
+        return response
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            self.rows, columns=["__request_id", "item_id", "arm", "model_version", "p_click"]
+        )
+
+
+def _merge(total: dict[str, ArmResult], part: dict[str, ArmResult]) -> None:
+    for arm, result in part.items():
+        into = total.setdefault(arm, ArmResult())
+        into.requests += result.requests
+        into.impressions += result.impressions
+        into.clicks += result.clicks
+        into.sum_p_true += result.sum_p_true
+        into.sum_p_logged += result.sum_p_logged
+        into.sum_p_oracle += result.sum_p_oracle
+        into.sum_p_served += result.sum_p_served
+        into.versions |= result.versions
+
+
+def _counts(arms: dict[str, ArmResult]) -> tuple[int, int, int, int]:
+    a, b = arms.get(CHAMPION, ArmResult()), arms.get(CHALLENGER, ArmResult())
+    return a.clicks, a.impressions, b.clicks, b.impressions
+
+
+def run_phase(
+    score: Scorer,
+    oracle: Oracle,
+    traffic: pd.DataFrame,
+    day: date,
+    rule: OnlineGateConfig,
+    *,
+    looks: int,
+    top_k: int | None,
+    seed: int = 0,
+    run_id: str = "canary",
+) -> PhaseResult:
+    """Send ``traffic`` (the simulator's requests for ``day``) in ``looks`` batches through
+    ``score`` (a service that splits users between the two arms) and decide after each."""
+    recording = _Recording(score)
+    request_ids = traffic["request_id"].drop_duplicates().to_numpy()
+    batches = [b for b in np.array_split(request_ids, max(1, looks)) if len(b)]
+    arms: dict[str, ArmResult] = {}
+    history: list[tuple[int, int, int, int]] = []
+    labels: list[pd.DataFrame] = []
+    decision: OnlineDecision | None = None
+    for i, batch in enumerate(batches):
+        part = traffic[traffic["request_id"].isin(set(batch))]
+        result, batch_labels = closed_loop(
+            recording, oracle, part, day, top_k=top_k, seed=seed + i, run_id=f"{run_id}-{i}"
+        )
+        _merge(arms, result.arms)
+        labels.append(batch_labels)
+        history.append(_counts(arms))
+        ca, va, cb, vb = (np.array(x) for x in zip(*history, strict=True))
+        decision = decide_online(
+            ca, va, cb, vb, alpha=rule.alpha, tau=rule.tau,
+            min_views=rule.min_views, max_views=rule.max_views,
+        )  # fmt: skip
+        if decision.verdict != "continue":
+            break
+    assert decision is not None
+    looked = [
+        {"look": i + 1, "clicks_champion": c[0], "views_champion": c[1],
+         "clicks_challenger": c[2], "views_challenger": c[3]}
+        for i, c in enumerate(history)
+    ]  # fmt: skip
+    labelled = pd.concat(labels, ignore_index=True).merge(
+        recording.frame(), on=["__request_id", "item_id"], how="inner"
+    )
+    per_arm = arm_evidence(arms, labelled)
+    return PhaseResult(
+        decision=decision,
+        looks=looked,
+        arms=per_arm,
+        day=day,
+        requests=sum(a.requests for a in arms.values()),
+        truth=truth_report(decision, per_arm),
+    )
+
+
+def arm_evidence(arms: dict[str, ArmResult], labelled: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per arm: traffic, clicks, online CTR, AUC, log loss and calibration of what it showed,
+    and (for the report only) the expected CTR from the truth."""
+    from models import metrics as m
+
+    out: dict[str, dict[str, Any]] = {}
+    for arm, result in arms.items():
+        rows = labelled[labelled["arm"] == arm]
+        y = rows["label"].to_numpy(np.float64)
+        p = rows["p_click"].to_numpy(np.float64)
+        both = 0 < y.sum() < len(y)
+        out[arm] = {
+            "version": ",".join(sorted(result.versions)),
+            "requests": result.requests,
+            "impressions": result.impressions,
+            "clicks": result.clicks,
+            "ctr": result.ctr,
+            "mean_predicted": float(p.mean()) if len(p) else float("nan"),
+            "auc": m.auc(y, p) if both else float("nan"),
+            "logloss": m.logloss(y, p) if both else float("nan"),
+            "calibration_ratio": float(p.mean() / y.mean()) if y.sum() > 0 else float("nan"),
+            "expected_ctr": result.mean(result.sum_p_true),
+            "expected_ctr_oracle_order": result.mean(result.sum_p_oracle),
+        }
+    return out
+
+
+def truth_report(decision: OnlineDecision, arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Was the decision right? Compares the arms' expected CTRs (true probabilities of what
+    each showed): the simulator knows, production would not."""
+    a, b = arms.get(CHAMPION), arms.get(CHALLENGER)
+    if a is None or b is None:
+        return {}
+    lift = b["expected_ctr"] - a["expected_ctr"]
+    better = "challenger" if lift > 0 else "champion"
+    right = {
+        "promote": lift > 0,
+        "reject": lift <= 0,
+        "continue": None,
+    }[decision.verdict]
+    shown = {True: "right", False: "wrong", None: "undecided"}[right]
+    return {
+        "expected_ctr_lift": lift,
+        "truly_better": better,
+        "decision_right": right,
+        "verdict_was": f"{shown}: the {better} truly shows the better items (expected CTR "
+        f"{b['expected_ctr']:.5f} vs {a['expected_ctr']:.5f}, lift {lift:+.5f})",
+    }

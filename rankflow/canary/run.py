@@ -1,0 +1,426 @@
+"""The canary: how a new model reaches ``@champion`` (``rankflow canary``, the ``canary`` flow).
+
+1. **Fresh window**: the training set's most recent ``canary.window_days`` days; its test days
+   are the holdout both models are scored on.
+2. **Challenger**: each configured family (default: the champion's) trained warm-started from
+   the ``@champion`` checkpoint downloaded from the registry (optionally distilled from its
+   predictions), logged and registered like any candidate; it must pass the absolute gates.
+3. **Offline gate** (:func:`rankflow.canary.gates.offline_gate`): paired-bootstrap intervals of
+   the AUC and log-loss differences on the shared holdout, non-inferiority by declared margins,
+   a calibration guardrail and the latest gap-check verdict.
+4. **Challenger alias**: registered in the serving model, ``@challenger`` set, under the
+   promotion lock and only if ``@champion`` is still the version the canary started against.
+5. **Canary phase** (:mod:`rankflow.canary.phase`): both versions serve simulated closed-loop
+   traffic, users split by a stable hash; an always-valid mSPRT on the click-through rates
+   promotes, rejects, or asks for more traffic.
+6. **Decision**, under the promotion lock: promotion re-reads ``@champion`` and aborts if it is
+   not the version the canary started against (MLflow has no compare-and-set), then moves
+   ``@previous`` and ``@champion`` and removes ``@challenger``; a rejection removes
+   ``@challenger``. Every decision is written on the versions involved and on a canary run.
+
+With no champion yet the canary cold-starts: the train step's first-champion rule applies.
+:func:`rollback` restores ``@previous``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rankflow.canary.outcome import CanaryOutcome
+from rankflow.canary.records import finish_canary_run, record_on_versions, start_canary_run
+from rankflow.errors import RankflowError
+from rankflow.registry.aliases import (
+    AppliedPlan,
+    PromotionConflict,
+    aliases_of,
+    apply_plan,
+    read_serving_state,
+    serving_version,
+)
+from rankflow.registry.lock import promotion_lock
+from rankflow.registry.promotion import (
+    CHALLENGER,
+    CHAMPION,
+    AliasMove,
+    NothingToRollBack,
+    PromotionPlan,
+    canary_promotion,
+    reject_challenger,
+    rollback_plan,
+)
+
+if TYPE_CHECKING:
+    from rankflow.config import RankflowConfig
+    from rankflow.features.training_set import TrainingSet
+    from rankflow.registry.gates import Candidate
+    from rankflow.settings import Settings
+    from rankflow.training.outcome import CandidateOutcome
+
+log = logging.getLogger(__name__)
+
+TRAINING_WAIT_SECONDS = 3600.0  # a canary queues behind another run's training
+
+
+class CanaryError(RankflowError):
+    """The canary cannot run (no traffic for its phase, a missing checkpoint); says which."""
+
+
+class RollbackError(RankflowError):
+    """Nothing to roll back to, or the registry moved during the rollback."""
+
+
+@dataclass
+class _Context:
+    settings: Settings
+    config: RankflowConfig
+    client: Any
+    serving: str
+    champion: str
+    run_id: str
+    scratch: Path
+    stages: list[str]
+
+    def stage(self, line: str) -> None:
+        log.info("canary: %s", line)
+        self.stages.append(line)
+
+
+def latest_gap_verdicts(root: Path) -> dict[str, str]:
+    """check name -> verdict of the newest gap-check report under ``<home>/reports``."""
+    reports = sorted((root / "reports").glob("gap-check-*/summary.json"))
+    if not reports:
+        return {}
+    data = json.loads(reports[-1].read_text())
+    return {name: check["verdict"] for name, check in data.get("checks", {}).items()}
+
+
+def run_canary(
+    settings: Settings,
+    config: RankflowConfig,
+    *,
+    training_set: TrainingSet | None = None,
+    model_overrides: dict[str, Any] | None = None,
+) -> CanaryOutcome:
+    """One canary (see the module docstring). ``training_set``: use this one instead of
+    building the fresh window (tests inject faults this way)."""
+    from rankflow.tracking.setup import setup_tracking
+
+    started = time.perf_counter()
+    tracking = setup_tracking(config, settings)
+    client, serving = tracking.client, config.registry.serving_model
+    state = read_serving_state(client, serving)
+    champion = state.live(CHAMPION)
+    if champion is None:
+        return _cold_start(settings, config, training_set, model_overrides, started)
+    run_id = start_canary_run(tracking, serving, champion.version)
+    with tempfile.TemporaryDirectory(prefix="rankflow-canary-") as tmp:
+        ctx = _Context(settings, config, client, serving, champion.version, run_id, Path(tmp), [])
+        try:
+            outcome = _canary(ctx, champion, training_set, model_overrides)
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+    outcome.seconds = round(time.perf_counter() - started, 2)
+    finish_canary_run(client, run_id, outcome)
+    return outcome
+
+
+def _canary(
+    ctx: _Context,
+    champion: Any,
+    training_set: TrainingSet | None,
+    overrides: dict[str, Any] | None,
+) -> CanaryOutcome:
+    config = ctx.config
+    if training_set is None:
+        from rankflow.features.training_set import build_training_set
+
+        training_set = build_training_set(
+            ctx.settings.paths, config.training_set, last_days=config.canary.window_days
+        )
+    ctx.stage(f"fresh window {training_set.window} ({len(training_set.train):,} train rows)")
+    champion_ckpt = _checkpoint(ctx.client, ctx.serving, champion.version, ctx.scratch / "champ")
+    kind, outcome, candidate, challenger_ckpt, warm = _challenger(
+        ctx, champion, champion_ckpt, training_set, overrides
+    )
+    label = f"{candidate.name} v{candidate.version} ({kind})"
+    result = _outcome(ctx, "rejected_gates", "", {"kind": kind, "label": label,
+                      "family": [candidate.name, candidate.version]})  # fmt: skip
+    result.warm_start = warm
+    family = [(candidate.name, candidate.version)]
+    if not outcome.gate.passed:
+        result.reason = f"{label} failed the quality gates: {', '.join(outcome.gate.failures)}"
+        return _finish(ctx, result, family)
+    gate = _offline_gate(ctx, training_set, champion_ckpt, challenger_ckpt)
+    result.offline = gate.to_dict()
+    ctx.stage(gate.summary())
+    if not gate.passed:
+        result.decision, result.reason = "rejected_offline", f"{label}: {gate.summary()}"
+        return _finish(ctx, result, family)
+    try:
+        version = _set_challenger(ctx, candidate, gate.summary())
+    except PromotionConflict as conflict:
+        result.decision, result.reason = "aborted", f"{label} not canaried: {conflict}"
+        ctx.stage(result.reason)
+        return _finish(ctx, result, family)
+    result.challenger["serving_version"] = version
+    versions = [*family, (ctx.serving, version)]
+    phase = _phase(ctx, version)
+    result.online = phase.to_dict()
+    ctx.stage(phase.summary().replace("\n", " |"))
+    return _decide(ctx, result, phase.decision, version, versions)
+
+
+def _outcome(ctx: _Context, decision: Any, reason: str, challenger: dict) -> CanaryOutcome:
+    return CanaryOutcome(
+        decision=decision,
+        reason=reason,
+        serving_model=ctx.serving,
+        champion_before=ctx.champion,
+        aliases={},
+        challenger=challenger,
+        run_id=ctx.run_id,
+        stages=ctx.stages,
+    )
+
+
+def _finish(ctx: _Context, result: CanaryOutcome, versions: list[tuple[str, str]]) -> CanaryOutcome:
+    """Record the decision on the versions (and the champion's), read the aliases back."""
+    result.aliases = aliases_of(ctx.client, ctx.serving)
+    involved = list(versions)
+    if result.decision != "aborted":
+        involved.append((ctx.serving, ctx.champion))
+    record_on_versions(ctx.client, result, involved)
+    log.info("%s", result.summary())
+    return result
+
+
+def _checkpoint(client: Any, name: str, version: str, dst: Path) -> Path:
+    from rankflow.tracking.pyfunc import checkpoint_of
+
+    dst.mkdir(parents=True, exist_ok=True)
+    # The version's own artifact URI: ``models:/`` would resolve through the process-global
+    # registry URI, not this client's.
+    return checkpoint_of(client.get_model_version_download_uri(name, version), dst)
+
+
+def _challenger(
+    ctx: _Context,
+    champion: Any,
+    champion_ckpt: Path,
+    training_set: TrainingSet,
+    overrides: dict[str, Any] | None,
+) -> tuple[str, CandidateOutcome, Candidate, Path, dict[str, Any] | None]:
+    """Train the configured families warm-started from the champion; the best of them."""
+    from rankflow.locks import training_lock
+    from rankflow.registry.gates import pick_best
+    from rankflow.training.runs import WarmSource
+    from rankflow.training.step import train_and_register
+
+    config = ctx.config
+    families = tuple(config.canary.families or [champion.kind or "dcn"])
+    overrides = dict(overrides or {})
+    if config.canary.distill_weight > 0:
+        overrides["warm_start"] = {"distill_weight": config.canary.distill_weight}
+    source = WarmSource(champion_ckpt, champion.version, champion.fingerprint or champion.version)
+    # One training per state dir at a time; a concurrent canary waits here (then reuses the
+    # identical version, if its inputs are the same) and races only at the alias moves.
+    with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS):
+        trained = train_and_register(
+            config, ctx.settings.paths, training_set=training_set, model_overrides=overrides,
+            settings=ctx.settings, families=families, promote=False, warm_start=source,
+        )  # fmt: skip
+    candidates = {}
+    for kind in families:
+        out = trained.candidates[kind]
+        mv = ctx.client.get_model_version(out.registered_model, out.version)
+        candidates[kind] = out.candidate(mv.source, getattr(mv, "model_id", None))
+        ctx.stage(f"challenger {kind}: {out.registered_model} v{out.version}, {out.gate.summary()}")
+    best = pick_best(list(candidates.values()), config.registry.select_by)
+    kind = best.kind if best is not None else families[0]
+    outcome = trained.candidates[kind]
+    ckpt = outcome.checkpoint_path
+    if ckpt is None or not Path(ckpt).is_dir():  # reused version: fetch its checkpoint
+        ckpt = _checkpoint(ctx.client, outcome.registered_model, outcome.version,
+                           ctx.scratch / "challenger")  # fmt: skip
+    warm = _measure_warm_start(ctx, kind, training_set, champion_ckpt, overrides)
+    return kind, outcome, candidates[kind], Path(ckpt), warm
+
+
+def _measure_warm_start(
+    ctx: _Context, kind: str, training_set: TrainingSet, champion_ckpt: Path, overrides: dict
+) -> dict[str, Any] | None:
+    """Warm against cold start at an equal budget, when configured (issue #12 item 6)."""
+    if not ctx.config.canary.measure_warm_start:
+        return None
+    from models.config import load_model_config
+    from rankflow.canary.warm_measure import measure_warm_start
+
+    model_config = load_model_config(ctx.config.resolved_model_config_path(), overrides)
+    comparison = measure_warm_start(
+        kind, training_set, model_config, champion_ckpt, ctx.scratch / "warm-vs-cold"
+    )
+    ctx.stage(comparison.summary().replace("\n", " "))
+    return {"summary": comparison.summary(), "metrics": comparison.to_metrics()}
+
+
+def _offline_gate(
+    ctx: _Context, training_set: TrainingSet, champion_ckpt: Path, challenger_ckpt: Path
+) -> Any:
+    from models.schema import LABEL
+    from models.scoring import Scorer
+    from rankflow.canary.gates import offline_gate
+
+    holdout = training_set.test
+    champion = Scorer.from_checkpoint(champion_ckpt).predict_proba(holdout)
+    challenger = Scorer.from_checkpoint(challenger_ckpt).predict_proba(holdout)
+    return offline_gate(
+        holdout[LABEL].to_numpy(),
+        champion,
+        challenger,
+        ctx.config.canary.offline,
+        gap_verdicts=latest_gap_verdicts(ctx.settings.paths.root),
+        seed=ctx.config.canary.seed,
+    )
+
+
+def _set_challenger(ctx: _Context, candidate: Candidate, why: str) -> str:
+    """Register the challenger in the serving model and point ``@challenger`` at it, only if
+    ``@champion`` is still the version this canary compared against."""
+    reason = f"canary challenger against v{ctx.champion}: {why}"
+    with promotion_lock(ctx.settings, ctx.serving):
+        current = aliases_of(ctx.client, ctx.serving).get(CHAMPION)
+        if current != ctx.champion:
+            raise PromotionConflict(
+                f"{ctx.serving}: @champion moved from v{ctx.champion} to v{current} while the "
+                "challenger trained; start a new canary"
+            )
+        version = serving_version(ctx.client, ctx.serving, candidate, reason)
+        plan = PromotionPlan(
+            "challenger", "", (AliasMove(CHALLENGER, reason, version=version),), CHALLENGER,
+            ctx.champion,
+        )  # fmt: skip
+        apply_plan(ctx.client, ctx.serving, plan)
+    ctx.stage(f"@challenger -> {ctx.serving} v{version}")
+    return version
+
+
+def _phase(ctx: _Context, version: str) -> Any:
+    """Serve both versions (pinned) in process and run the closed loop through them."""
+    from rankflow.canary.phase import run_phase
+    from rankflow.data.oracle import Oracle
+    from rankflow.serving.replay import in_process
+    from rankflow.serving.service import ScoringService
+
+    config, paths = ctx.config, ctx.settings.paths
+    if config.source != "simulate":
+        raise CanaryError(
+            f"source: {config.source}: the canary phase sends simulated closed-loop traffic and needs the "
+            "simulator's ground truth (source: simulate); with your own data, serve "
+            "serving.canary_share to @challenger and decide on the labelled served log"
+        )
+    oracle = Oracle.from_truth_dir(paths.truth)
+    cc = config.canary
+    traffic = oracle.day_traffic(None, cc.traffic_impressions)
+    phase_config = config.model_copy(
+        update={"serving": config.serving.model_copy(update={"canary_share": cc.share})}
+    )
+    pinned = {CHAMPION: ctx.champion, CHALLENGER: version}
+    service = ScoringService(ctx.settings, phase_config, pinned=pinned)
+    service.start(poll=False)
+    try:
+        return run_phase(
+            in_process(service), oracle, traffic.frame, traffic.day, cc.online,
+            looks=cc.looks, top_k=cc.top_k, seed=cc.seed, run_id=f"canary-{ctx.run_id[:8]}",
+        )  # fmt: skip
+    finally:
+        service.close()
+
+
+def _decide(
+    ctx: _Context,
+    result: CanaryOutcome,
+    online: Any,
+    version: str,
+    versions: list[tuple[str, str]],
+) -> CanaryOutcome:
+    """Promote / reject / leave for more traffic, under the lock, against the started champion."""
+    label = result.challenger["label"] if result.challenger else f"v{version}"
+    if online.verdict == "continue":
+        result.decision = "inconclusive"
+        result.reason = f"{label} stays @challenger: {online.reason}"
+        return _finish(ctx, result, versions)
+    client, serving = ctx.client, ctx.serving
+    try:
+        with promotion_lock(ctx.settings, serving):
+            state = read_serving_state(client, serving)
+            if online.verdict == "promote":
+                reason = f"canary promoted {label}: {online.reason}"
+                plan = canary_promotion(state, version, reason, ctx.champion)
+            else:
+                plan = reject_challenger(state, version, online.reason, ctx.champion)
+            applied: AppliedPlan = apply_plan(client, serving, plan)
+    except PromotionConflict as conflict:
+        result.decision = "aborted"
+        result.reason = f"{label} not promoted: {conflict}"
+        ctx.stage(result.reason)
+        return _finish(ctx, result, versions)
+    promoted = online.verdict == "promote"
+    result.decision = "promoted" if promoted else "rejected_online"
+    result.reason = applied.describe(serving) if promoted else f"{label}: {online.reason}"
+    return _finish(ctx, result, versions)
+
+
+def _cold_start(
+    settings: Settings,
+    config: RankflowConfig,
+    training_set: TrainingSet | None,
+    overrides: dict[str, Any] | None,
+    started: float,
+) -> CanaryOutcome:
+    """No champion yet: the train step with its first-champion rule (absolute gates)."""
+    from rankflow.training.step import train_and_register
+
+    trained = train_and_register(
+        config, settings.paths, training_set=training_set, model_overrides=overrides,
+        settings=settings,
+    )  # fmt: skip
+    decision = "first_champion" if trained.promoted else "no_champion"
+    return CanaryOutcome(
+        decision=decision,  # type: ignore[arg-type]
+        reason=f"no champion yet, cold start: {trained.decision}",
+        serving_model=config.registry.serving_model,
+        champion_before=None,
+        aliases=dict(trained.aliases),
+        seconds=round(time.perf_counter() - started, 2),
+        stages=[f"cold start: {trained.decision}"],
+    )
+
+
+def rollback(settings: Settings, config: RankflowConfig, reason: str) -> AppliedPlan:
+    """``@previous`` becomes ``@champion`` again (under the promotion lock), with ``reason``
+    recorded on both versions; ``@previous`` is removed."""
+    from rankflow.registry.versions import record_note
+    from rankflow.tracking.setup import setup_tracking
+
+    if not reason.strip():
+        raise RollbackError("rollback needs a reason (--reason '...'): it is recorded")
+    client, serving = setup_tracking(config, settings).client, config.registry.serving_model
+    with promotion_lock(settings, serving):
+        state = read_serving_state(client, serving)
+        try:
+            plan = rollback_plan(state, reason)
+        except NothingToRollBack as error:
+            raise RollbackError(str(error)) from None
+        applied = apply_plan(client, serving, plan)
+    demoted = plan.expected_champion
+    if demoted is not None:
+        client.set_model_version_tag(serving, demoted, "rankflow.rolled_back", reason[:5000])
+        record_note(client, serving, demoted, f"rolled back (no longer champion): {reason}")
+    return applied

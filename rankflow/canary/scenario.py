@@ -1,0 +1,327 @@
+"""The drift scenario (``rankflow demo`` / ``make demo``): the canary's whole story, on the
+simulator, from a state where the pipeline has named a champion.
+
+1. **Before**: the champion ranks a day of closed-loop traffic (expected CTR from the truth).
+2. **Drift**: the simulator re-draws the last ``drift_days`` days with concept drift from day
+   ``D`` (segment x category affinities and user tastes change); the warehouse and the online
+   store are rebuilt incrementally. The champion, trained before ``D``, ranks the next day again
+   and its CTR falls.
+3. **Gap check** over the logged traffic: its verdict and the checks that flagged.
+4. **Canary**: a challenger warm-started from the champion on the post-drift window passes the
+   offline gate and the canary phase and is promoted; closed-loop CTR recovers.
+5. **Failure cases**, each leaving the champion in place with the reason recorded: a challenger
+   trained on shuffled labels (gates / offline gate); one that is within a permissive offline
+   margin but blind to the items, so it ranks worse (canary phase); after a rollback to the
+   pre-drift champion, two canaries at once (one promotion, the other aborts).
+6. **Rollback** and the registry's aliases at the end.
+
+Every stage prints its decision with its numbers. Tests run it on small data; ``make demo`` at
+the default size.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rankflow.errors import RankflowError
+from rankflow.registry.promotion import CHAMPION
+
+if TYPE_CHECKING:
+    from rankflow.canary.outcome import CanaryOutcome
+    from rankflow.config import RankflowConfig
+    from rankflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The item-blind challenger (the "passes offline, worse online" case) drops the item's id and
+# statistics: it still tells users apart (most of the offline AUC) but ranks one user's
+# candidates by category and price only.
+ITEM_SIGNALS = ("item_id", "item_impressions_", "item_clicks_", "item_ctr_")
+
+
+class ScenarioError(RankflowError):
+    """The scenario cannot start (no champion, not simulated data)."""
+
+
+@dataclass
+class Stage:
+    name: str
+    decision: str
+    line: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScenarioReport:
+    stages: list[Stage] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def add(self, stage: Stage) -> Stage:
+        log.info("[%s] %s: %s", stage.name, stage.decision, stage.line)
+        print(f"[{stage.name}] {stage.decision}: {stage.line}", flush=True)
+        self.stages.append(stage)
+        return stage
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def summary(self) -> str:
+        lines = [f"[{s.name}] {s.decision}: {s.line}" for s in self.stages]
+        shown = ", ".join(f"@{a} -> v{v}" for a, v in sorted(self.aliases.items()))
+        lines.append(f"registry aliases: {shown}")
+        return "\n".join(lines)
+
+
+def closed_loop_ctr(settings: Settings, config: RankflowConfig, impressions: int) -> dict:
+    """The champion alone on a day of closed-loop traffic: online and expected CTR."""
+    from rankflow.serving.replay import run_replay
+
+    served = config.model_copy(
+        update={"serving": config.serving.model_copy(update={"canary_share": 0.0})}
+    )
+    result = run_replay(
+        settings, served, mode="closed", impressions=impressions,
+        top_k=config.canary.top_k, seed=config.canary.seed, progress=False,
+    )  # fmt: skip
+    arm = result.arms[CHAMPION].to_dict()
+    return {
+        "version": ",".join(arm["versions"]),
+        "ctr": arm["ctr"],
+        "expected_ctr": arm["expected_ctr"],
+        "expected_ctr_oracle_order": arm["expected_ctr_oracle_order"],
+        "impressions": arm["impressions"],
+        "day": str(result.day),
+    }
+
+
+def _ctr_line(ctr: dict) -> str:
+    return (
+        f"v{ctr['version']} on {ctr['day']}: CTR {ctr['ctr']:.4f}, expected CTR "
+        f"{ctr['expected_ctr']:.4f} (the truth's own order {ctr['expected_ctr_oracle_order']:.4f})"
+    )
+
+
+def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) -> RankflowConfig:
+    """Re-simulate with drift over the last ``drift_days`` days, then rebuild (incremental)."""
+    from rankflow.data.simulate import simulate
+    from rankflow.features.store import refresh_online_store
+    from rankflow.warehouse.build import build_warehouse
+
+    sim = config.simulation
+    drift_day = max(1, sim.days - drift_days)
+    drifted = config.model_copy(
+        update={"simulation": sim.model_copy(update={"drift_day": drift_day})}
+    )
+    paths = settings.paths
+    raw = drifted.resolved_raw_dir(paths)
+    simulate(drifted.simulation, raw, paths.truth)
+    build_warehouse(paths, vars=drifted.warehouse.model_dump(), raw_dir=raw)
+    refresh_online_store(paths, settings=settings)
+    return drifted
+
+
+def _canary_line(outcome: CanaryOutcome) -> str:
+    numbers = []
+    if outcome.offline:
+        auc = outcome.offline["intervals"]["auc"]
+        numbers.append(
+            f"offline AUC diff {auc['difference']:+.4f} [{auc['low']:+.4f}, {auc['high']:+.4f}]"
+        )
+    if outcome.online:
+        on = outcome.online
+        numbers.append(
+            f"online CTR {on['ctr_challenger']:.4f} vs {on['ctr_champion']:.4f} "
+            f"(p={on['p_value']:.3g}, {on['views_challenger']:,}/{on['views_champion']:,} views)"
+        )
+        if on.get("truth"):
+            numbers.append(on["truth"]["verdict_was"])
+    return "; ".join([outcome.reason, *numbers])
+
+
+def _canary_stage(name: str, outcome: CanaryOutcome) -> Stage:
+    return Stage(name, outcome.decision, _canary_line(outcome), outcome.to_dict())
+
+
+def shuffled_labels(training_set: Any, seed: int = 0) -> Any:
+    """The same training set with its train and valid labels permuted (the test split, the
+    shared holdout, keeps its true labels)."""
+    from dataclasses import replace
+
+    from models.schema import LABEL
+
+    rng = np.random.default_rng(seed)
+    frames = {}
+    for name in ("train", "valid"):
+        frame = getattr(training_set, name).copy()
+        frame[LABEL] = rng.permutation(frame[LABEL].to_numpy())
+        frames[name] = frame
+    return replace(training_set, **frames)
+
+
+def item_blind_model_config(config: RankflowConfig, folder: Path) -> Path:
+    """A copy of the model config without the item's id and statistics (written to ``folder``)."""
+    import yaml
+
+    data = yaml.safe_load(config.resolved_model_config_path().read_text())
+    features = data["features"]
+    features["undeclared"] = "ignore"  # the dropped features are still in the feature service
+    for section in ("categorical", "numeric"):
+        features[section] = {
+            name: spec
+            for name, spec in (features.get(section) or {}).items()
+            if not name.startswith(ITEM_SIGNALS)
+        }
+    features["crosses"] = [
+        cross
+        for cross in features.get("crosses") or []
+        if not any(str(f).startswith(ITEM_SIGNALS) for f in cross.get("features", []))
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "model-item-blind.yaml"
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+def concurrent_canaries(settings: Settings, config: RankflowConfig, n: int = 2) -> list:
+    """Start ``n`` canaries at the same moment (threads; they share the state dir, so the
+    training lock queues them and the promotion lock plus the champion check decide)."""
+    from rankflow.canary.run import run_canary
+
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def one(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = run_canary(settings, config)
+        except RankflowError as error:  # a clear refusal is an outcome too
+            results[i] = error
+
+    threads = [threading.Thread(target=one, args=(i,), name=f"canary-{i}") for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def run_scenario(
+    settings: Settings,
+    config: RankflowConfig,
+    *,
+    drift_days: int | None = None,
+    traffic_impressions: int | None = None,
+    scratch: Path | None = None,
+) -> ScenarioReport:
+    """The whole story (module docstring). ``drift_days``: days re-drawn with drift (default:
+    the canary window); ``traffic_impressions``: per closed-loop measurement."""
+    import tempfile
+
+    from rankflow.canary.run import rollback, run_canary
+
+    _require_champion(settings, config)
+    report = ScenarioReport()
+    impressions = traffic_impressions or config.canary.traffic_impressions
+    before = closed_loop_ctr(settings, config, impressions)
+    report.add(Stage("before drift", "served", _ctr_line(before), before))
+    drifted = inject_drift(settings, config, drift_days or config.canary.window_days or 7)
+    after = closed_loop_ctr(settings, drifted, impressions)
+    fall = after["expected_ctr"] - before["expected_ctr"]
+    report.add(Stage("after drift", "degraded" if fall < 0 else "not degraded",
+                     f"{_ctr_line(after)}; expected CTR {fall:+.4f}", after))  # fmt: skip
+    report.add(_gap_stage(settings, drifted, impressions))
+    retrain = report.add(_canary_stage("canary retrain", run_canary(settings, drifted)))
+    if retrain.decision == "promoted":
+        recovered = closed_loop_ctr(settings, drifted, impressions)
+        gain = recovered["expected_ctr"] - after["expected_ctr"]
+        report.add(Stage("after promotion", "recovered" if gain > 0 else "not recovered",
+                         f"{_ctr_line(recovered)}; expected CTR {gain:+.4f}", recovered))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="rankflow-demo-") as tmp:
+        folder = scratch or Path(tmp)
+        _failure_cases(settings, drifted, report, folder)
+    applied = rollback(settings, drifted, "demo: restore the pre-drift champion")
+    report.add(Stage("rollback", "rolled back", applied.describe(drifted.registry.serving_model)))
+    report.add(_concurrency_stage(concurrent_canaries(settings, drifted)))
+    from rankflow.registry.aliases import aliases_of
+    from rankflow.tracking.setup import setup_tracking
+
+    client = setup_tracking(drifted, settings).client
+    report.aliases = aliases_of(client, drifted.registry.serving_model)
+    return report
+
+
+def _require_champion(settings: Settings, config: RankflowConfig) -> None:
+    from rankflow.registry.aliases import alias_version
+    from rankflow.tracking.setup import setup_tracking
+
+    if config.source != "simulate":
+        raise ScenarioError("the drift scenario needs the simulator (source: simulate)")
+    client = setup_tracking(config, settings).client
+    if alias_version(client, config.registry.serving_model, CHAMPION) is None:
+        raise ScenarioError(
+            f"no @champion of {config.registry.serving_model!r}: run `make run` first"
+        )
+
+
+def _gap_stage(settings: Settings, config: RankflowConfig, impressions: int) -> Stage:
+    """Log-replay a day (labels for the metric gap), then the gap check over it."""
+    from rankflow.monitoring.report import run_gap_check
+    from rankflow.serving.replay import run_replay
+
+    run_replay(settings, config, mode="log", impressions=impressions, progress=False)
+    outcome = run_gap_check(settings, config, log_to_mlflow=True)
+    flagged = {c.name: c.verdict for c in outcome.checks if c.verdict != "pass"}
+    line = f"verdict {outcome.verdict}; " + (
+        ", ".join(f"{k} {v}" for k, v in flagged.items()) or "every check passed"
+    )
+    return Stage("gap check", outcome.verdict, line, outcome.to_dict())
+
+
+def _failure_cases(
+    settings: Settings, config: RankflowConfig, report: ScenarioReport, folder: Path
+) -> None:
+    from rankflow.canary.run import run_canary
+    from rankflow.features.training_set import build_training_set
+
+    window = build_training_set(
+        settings.paths, config.training_set, last_days=config.canary.window_days
+    )
+    broken = run_canary(settings, config, training_set=shuffled_labels(window))
+    report.add(_canary_stage("shuffled labels", broken))
+    permissive = config.model_copy(
+        update={
+            "model_config_path": item_blind_model_config(config, folder),
+            "canary": config.canary.model_copy(
+                update={
+                    "measure_warm_start": False,
+                    "offline": config.canary.offline.model_copy(
+                        update={
+                            "auc_margin": 0.05,
+                            "logloss_margin": 0.02,
+                            "max_ece_increase": 0.05,
+                        }
+                    ),
+                }
+            ),
+        }
+    )
+    report.add(_canary_stage("worse online", run_canary(settings, permissive)))
+
+
+def _concurrency_stage(results: list) -> Stage:
+    promoted = [r for r in results if getattr(r, "decision", None) == "promoted"]
+    lines = []
+    for i, r in enumerate(results):
+        what = r.decision if hasattr(r, "decision") else f"refused ({type(r).__name__})"
+        reason = r.reason if hasattr(r, "reason") else str(r)
+        lines.append(f"canary {i + 1}: {what}: {reason}")
+    decision = f"{len(promoted)} promotion(s) of {len(results)} concurrent canaries"
+    return Stage("concurrent canaries", decision, " | ".join(lines),
+                 {"promotions": len(promoted), "outcomes": [getattr(r, "decision", str(r))
+                                                             for r in results]})  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows.params import DEFAULT_CONFIG, ConfigParams
 from flows.records import RunRecord
@@ -32,6 +32,7 @@ def gap_check(
         start_canary: on a 'fail' verdict (and ``canary.on_gap_fail``), run the canary flow
             unless only data checks failed (those block a promotion: fix the data first).
     """
+    from rankflow.canary.run import retrain_on_gap_verdict
     from rankflow.monitoring.report import run_gap_check
     from rankflow.settings import Settings
 
@@ -44,11 +45,12 @@ def gap_check(
     )
     summary = record.write()
     canary_summary = None
-    failing = sorted(c.name for c in outcome.checks if c.verdict == "fail")
-    blocking = set(resolved.canary.offline.blocking_gap_checks)
-    if start_canary and resolved.canary.on_gap_fail and set(failing) - blocking:
+    verdicts = {c.name: c.verdict for c in outcome.checks}
+    why = retrain_on_gap_verdict(verdicts, resolved) if start_canary else None
+    if why is not None:
         from flows.canary import canary
 
+        get_run_logger().info("starting a canary: %s", why)
         canary_summary = str(canary(config=config).summary_path)
     return {
         "verdict": outcome.verdict,

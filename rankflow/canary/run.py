@@ -100,6 +100,22 @@ def latest_gap_verdicts(root: Path) -> dict[str, str]:
     return {name: check["verdict"] for name, check in data.get("checks", {}).items()}
 
 
+def retrain_on_gap_verdict(verdicts: dict[str, str], config: RankflowConfig) -> str | None:
+    """Why a gap check's verdicts should start a canary, or None.
+
+    Only a failing check that a retrain can fix starts one (drift, the metric gap); when every
+    failing check is a data check (``canary.offline.blocking_gap_checks``: skew, freshness) a
+    retrain on the same broken data would be blocked by the offline gate anyway: fix the data.
+    """
+    if not config.canary.on_gap_fail:
+        return None
+    failing = sorted(name for name, verdict in verdicts.items() if verdict == "fail")
+    fixable = [name for name in failing if name not in config.canary.offline.blocking_gap_checks]
+    if not fixable:
+        return None
+    return f"gap check failed on {', '.join(fixable)}"
+
+
 def run_canary(
     settings: Settings,
     config: RankflowConfig,

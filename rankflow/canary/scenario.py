@@ -123,7 +123,19 @@ def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) ->
     simulate(drifted.simulation, raw, paths.truth)
     build_warehouse(paths, vars=drifted.warehouse.model_dump(), raw_dir=raw)
     refresh_online_store(paths, settings=settings)
+    _archive_served_log(paths, config.serving.feature_service)
     return drifted
+
+
+def _archive_served_log(paths: Any, service: str) -> None:
+    """Move the served log aside: it was served from features of days the drift re-drew, so
+    against the rebuilt offline store it would (rightly) fail the skew checks. Real history is
+    not rewritten; only the demo's is."""
+    from datetime import UTC, datetime
+
+    folder = paths.root / "logs" / service
+    if folder.is_dir():
+        folder.rename(folder.with_name(f"{service}-before-drift-{datetime.now(UTC):%Y%m%dT%H%M%S}"))
 
 
 def _canary_line(outcome: CanaryOutcome) -> str:
@@ -223,7 +235,7 @@ def run_scenario(
     the canary window); ``traffic_impressions``: per closed-loop measurement."""
     import tempfile
 
-    from rankflow.canary.run import rollback, run_canary
+    from rankflow.canary.run import run_canary
 
     _require_champion(settings, config)
     report = ScenarioReport()
@@ -245,8 +257,7 @@ def run_scenario(
     with tempfile.TemporaryDirectory(prefix="rankflow-demo-") as tmp:
         folder = scratch or Path(tmp)
         _failure_cases(settings, drifted, report, folder)
-    applied = rollback(settings, drifted, "demo: restore the pre-drift champion")
-    report.add(Stage("rollback", "rolled back", applied.describe(drifted.registry.serving_model)))
+    report.add(_rollback_stage(settings, drifted))
     report.add(_concurrency_stage(concurrent_canaries(settings, drifted)))
     from rankflow.registry.aliases import aliases_of
     from rankflow.tracking.setup import setup_tracking
@@ -254,6 +265,16 @@ def run_scenario(
     client = setup_tracking(drifted, settings).client
     report.aliases = aliases_of(client, drifted.registry.serving_model)
     return report
+
+
+def _rollback_stage(settings: Settings, config: RankflowConfig) -> Stage:
+    from rankflow.canary.run import RollbackError, rollback
+
+    try:
+        applied = rollback(settings, config, "demo: restore the pre-drift champion")
+    except RollbackError as error:
+        return Stage("rollback", "refused", str(error))
+    return Stage("rollback", "rolled back", applied.describe(config.registry.serving_model))
 
 
 def _require_champion(settings: Settings, config: RankflowConfig) -> None:

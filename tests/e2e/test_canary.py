@@ -194,3 +194,37 @@ def test_concurrent_canaries_promote_at_most_once_and_the_other_aborts(
     assert scenario.report.aliases["previous"] == scenario.champion_before
     assert scenario.report.aliases["champion"] != scenario.champion_before
     assert "challenger" not in scenario.report.aliases
+
+
+def test_the_mlflow_ui_shows_why_a_challenger_was_rejected(scenario: Scenario) -> None:
+    """The registry in the MLflow UI (real ``mlflow server``, headless Chromium): the rejected
+    item-blind challenger's version page shows the canary's decision tag and its reason."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from rankflow.paths import StatePaths
+    from rankflow.tracking.server import start_mlflow_server
+    from tests.e2e.test_mlflow_ui import CHROMIUM, CHROMIUM_FLAGS, UI_TIMEOUT_MS
+
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)")
+    version = scenario.report.stage("worse online").numbers["challenger"]["serving_version"]
+    log_file = scenario.home / "mlflow-server.log"
+    with (
+        start_mlflow_server(StatePaths(scenario.home), log_file=log_file) as server,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(f"{server.url}/#/models/{scenario.model}/versions/{version}")
+            expect(page.get_by_role("heading", name=f"Version {version}")).to_be_visible(
+                timeout=UI_TIMEOUT_MS
+            )
+            expect(page.get_by_text("rankflow.canary.decision").first).to_be_visible()
+            expect(page.get_by_text("rejected_online").first).to_be_visible()
+            expect(page.get_by_text("canary rejected_online", exact=False).first).to_be_visible()
+            page.screenshot(path=str(scenario.home / "mlflow-ui-rejected.png"), full_page=True)
+        finally:
+            browser.close()

@@ -42,6 +42,7 @@ from rankflow.features.exports import (  # re-exported: the export checks were p
 from rankflow.paths import StatePaths
 from rankflow.settings import REPO_ROOT, Settings
 from rankflow.times import as_utc
+from rankflow.warehouse.rebuilt import clear_rebuilt, pending_rebuild
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
@@ -283,11 +284,12 @@ def apply_feature_repo(
 @dataclass(frozen=True)
 class MaterializedInterval:
     """One view's load: ``mode`` is ``initial`` (first load: end - TTL, or everything for views
-    without a TTL), ``incremental`` (from the previous end) or ``up_to_date`` (nothing to do)."""
+    without a TTL), ``incremental`` (from the previous end), ``rebuilt`` (from the earliest day
+    the warehouse rewrote since the last load) or ``up_to_date`` (nothing to do)."""
 
     start: datetime | None
     end: datetime
-    mode: Literal["initial", "incremental", "up_to_date"]
+    mode: Literal["initial", "incremental", "up_to_date", "rebuilt"]
 
 
 @dataclass(frozen=True)
@@ -315,12 +317,17 @@ def materialize_incremental(
     paths = paths or StatePaths.default()
     end = as_utc(end)
     check_exports(paths)
+    rebuilt = pending_rebuild(paths)
     with open_store(paths, profile=profile) as store:
         views: dict[str, MaterializedInterval] = {}
         incremental: list[str] = []
         for view in sorted(store.list_feature_views(), key=lambda v: v.name):
             previous_end = view.most_recent_end_time
-            if previous_end is None:
+            if previous_end is not None and rebuilt is not None and rebuilt <= as_utc(previous_end):
+                # Rows the online store already holds were rewritten: reload from there.
+                store.materialize(start_date=rebuilt, end_date=end, feature_views=[view.name])
+                views[view.name] = MaterializedInterval(rebuilt, end, "rebuilt")
+            elif previous_end is None:
                 start = end - view.ttl if view.ttl and view.ttl > timedelta(0) else _NO_TTL_START
                 store.materialize(start_date=start, end_date=end, feature_views=[view.name])
                 views[view.name] = MaterializedInterval(start, end, "initial")
@@ -331,6 +338,7 @@ def materialize_incremental(
                 views[view.name] = MaterializedInterval(as_utc(previous_end), end, "incremental")
         if incremental:
             store.materialize_incremental(end_date=end, feature_views=incremental)
+        clear_rebuilt(paths)
         return MaterializeSummary(end=end, online_store=store.config.online_store.type, views=views)
 
 

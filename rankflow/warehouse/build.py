@@ -49,6 +49,7 @@ from rankflow.warehouse.dbt_runner import (
     invoke_dbt,
 )
 from rankflow.warehouse.raw_load import write_raw as write_raw  # re-export for tests, demos
+from rankflow.warehouse.rebuilt import record_rebuilt
 
 if TYPE_CHECKING:  # dbt is imported lazily: it is slow to import and only needed to build
     from dbt.cli.main import dbtRunnerResult
@@ -175,6 +176,8 @@ def build_warehouse(
                     f"dbt build succeeded but did not write {missing} into {build_exports}"
                 )
             _swap_in(build_db, live_db, build_exports, live_exports)
+            # The online store must reload these days (rankflow.warehouse.rebuilt says why).
+            record_rebuilt(paths, plan.reload_days | plan.changed_days)
         finally:
             shutil.rmtree(build_dir, ignore_errors=True)
             shutil.rmtree(build_exports, ignore_errors=True)

@@ -124,10 +124,13 @@ def test_the_gap_check_runs_over_the_drifted_traffic(scenario: Scenario) -> None
     assert gap.decision in ("pass", "warn", "fail")
     checks = gap.numbers["checks"]
     assert set(checks) >= {"feature_skew", "score_skew", "drift", "metric_gap", "freshness"}
-    # The drifted world shows in what the stale champion predicts against what was clicked.
-    assert "fail" in {checks["drift"]["verdict"], checks["metric_gap"]["verdict"]} or (
-        gap.decision != "pass"
-    ), scenario.report.summary()
+    # The drifted world shows in what the stale champion predicts against what was clicked...
+    assert "fail" in {checks["drift"]["verdict"], checks["metric_gap"]["verdict"]}, gap.line
+    # ...while the data path is consistent: the rebuild rewrote 8 past days and the online
+    # store was reloaded from the first of them (rankflow.warehouse.rebuilt), so what was
+    # served equals the offline store (no feature or score skew).
+    assert checks["feature_skew"]["verdict"] == "pass", gap.line
+    assert checks["score_skew"]["verdict"] == "pass", gap.line
 
 
 def test_the_canary_retrain_is_promoted_and_ctr_recovers(scenario: Scenario) -> None:

@@ -410,3 +410,38 @@ def test_feast_cli_applies_and_materializes_the_same_repo(paths: StatePaths) -> 
         assert {v.most_recent_end_time for v in store.list_feature_views()} == {DAY3}
     online = online_features(paths, request_rows()).set_index("user_id")
     assert online.loc[1, "user_impressions_1d"] == 3
+
+
+def test_days_the_warehouse_rewrote_are_reloaded_into_the_online_store(paths: StatePaths) -> None:
+    """materialize-incremental alone never reloads a day it already loaded; a build that
+    rewrote one records it (rankflow.warehouse.rebuilt) and the next load starts there."""
+    from rankflow.warehouse.rebuilt import pending_rebuild, record_rebuilt
+
+    apply_feature_repo(paths)
+    materialize_incremental(paths, DAY3)
+    assert (
+        online_features(paths, request_rows()).set_index("user_id").loc[1, "user_impressions_1d"]
+        == 3
+    )
+    # A corrected partition: user 1's latest loaded row changes in the export.
+    rows = pq.read_table(export_path(paths, "user_daily_features")).to_pylist()
+    (latest,) = [r for r in rows if r["user_id"] == 1 and r["user_impressions_1d"] == 3]
+    rows = [user_day(1, r["feature_ts"], 9) if r is latest else r for r in rows]
+    write_export(paths, "user_daily_features", rows)
+
+    stale = materialize_incremental(paths, DAY3)  # what happened before the record existed
+    assert {v.mode for v in stale.views.values()} == {"up_to_date"}
+    assert (
+        online_features(paths, request_rows()).set_index("user_id").loc[1, "user_impressions_1d"]
+        == 3
+    )
+
+    record_rebuilt(paths, [latest["feature_ts"].date()])
+    reloaded = materialize_incremental(paths, DAY3)
+    assert reloaded.views["user_daily_stats"].mode == "rebuilt"
+    assert reloaded.views["user_daily_stats"].start.date() == latest["feature_ts"].date()
+    assert (
+        online_features(paths, request_rows()).set_index("user_id").loc[1, "user_impressions_1d"]
+        == 9
+    )
+    assert pending_rebuild(paths) is None  # consumed: the next load is incremental again

@@ -235,7 +235,18 @@ def cmd_gap_check(args: argparse.Namespace) -> int:
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
-    return _run_flow(args, "canary", refresh_features=not args.no_refresh)
+    """The Prefect ``canary`` flow; ``--no-flow`` runs the canary itself in this process (on the
+    current features, no Prefect), as ``gap-check`` does by default."""
+    if not args.no_flow:
+        return _run_flow(args, "canary", refresh_features=not args.no_refresh)
+    from rankflow.canary.run import run_canary
+    from rankflow.preflight import check_model_config
+
+    config = _config(args)
+    check_model_config(config)
+    outcome = run_canary(_settings(args), config)
+    print(outcome.summary())
+    return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -263,6 +274,10 @@ def _canary_commands(sub: argparse._SubParsersAction) -> None:
     canary = _add(sub, "canary", cmd_canary, "the Prefect `canary` flow: warm-started challenger "
                   "-> offline gate -> canary phase -> promote / reject")  # fmt: skip
     canary.add_argument("--no-refresh", action="store_true", help="skip the build-features subflow")
+    canary.add_argument(
+        "--no-flow", action="store_true",
+        help="run the canary in this process on the current features (no Prefect, no refresh)",
+    )  # fmt: skip
     back = _add(sub, "rollback", cmd_rollback, "make @previous the champion again")
     back.add_argument("--reason", required=True, help="why (recorded on both versions)")
     demo = _add(sub, "demo", cmd_demo, "the drift scenario: drift -> gap check -> canary "

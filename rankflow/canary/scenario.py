@@ -22,7 +22,6 @@ the default size.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,9 +114,10 @@ def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) ->
 
     sim = config.simulation
     drift_day = max(1, sim.days - drift_days)
-    drifted = config.model_copy(
-        update={"simulation": sim.model_copy(update={"drift_day": drift_day})}
-    )
+    # A strong drift (every user, drifted parts fully re-drawn): the scenario is about what the
+    # canary does with it, not about whether a mild one is noticed.
+    update = {"drift_day": drift_day, "drift_strength": 1.0, "drift_user_share": 1.0}
+    drifted = config.model_copy(update={"simulation": sim.model_copy(update=update)})
     paths = settings.paths
     raw = drifted.resolved_raw_dir(paths)
     simulate(drifted.simulation, raw, paths.truth)
@@ -200,26 +200,44 @@ def item_blind_model_config(config: RankflowConfig, folder: Path) -> Path:
     return target
 
 
-def concurrent_canaries(settings: Settings, config: RankflowConfig, n: int = 2) -> list:
-    """Start ``n`` canaries at the same moment (threads; they share the state dir, so the
-    training lock queues them and the promotion lock plus the champion check decide)."""
-    from rankflow.canary.run import run_canary
+def concurrent_canaries(
+    settings: Settings, config: RankflowConfig, folder: Path, n: int = 2
+) -> list[dict[str, Any]]:
+    """Start ``n`` canaries at the same moment, each in its own process (``rankflow canary
+    --no-flow``) on the same state: the training lock queues their training, the promotion
+    lock and the champion check decide. Each result: exit code, decision and its line."""
+    import subprocess
+    import sys
 
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
+    import yaml
 
-    def one(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = run_canary(settings, config)
-        except RankflowError as error:  # a clear refusal is an outcome too
-            results[i] = error
-
-    threads = [threading.Thread(target=one, args=(i,), name=f"canary-{i}") for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    data = config.model_dump(mode="json")
+    data["model_config_path"] = str(config.resolved_model_config_path())
+    folder.mkdir(parents=True, exist_ok=True)
+    config_file = folder / "concurrent-canary.yaml"
+    config_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    command = [sys.executable, "-m", "rankflow", "--home", str(settings.paths.root),
+               "--config", str(config_file), "canary", "--no-flow"]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            command,
+            env=settings.child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    results = []
+    for process in processes:
+        out, err = process.communicate()
+        line = next((x for x in out.splitlines() if x.startswith("canary: ")), None)
+        if line is None:  # a refusal: the one-line error is the last line of stderr
+            line = (err.strip().splitlines() or ["(no output)"])[-1]
+            decision = "error"
+        else:
+            decision = line.split(":", 2)[1].strip().lower()
+        results.append({"code": process.returncode, "decision": decision, "line": line})
     return results
 
 
@@ -257,8 +275,8 @@ def run_scenario(
     with tempfile.TemporaryDirectory(prefix="rankflow-demo-") as tmp:
         folder = scratch or Path(tmp)
         _failure_cases(settings, drifted, report, folder)
-    report.add(_rollback_stage(settings, drifted))
-    report.add(_concurrency_stage(concurrent_canaries(settings, drifted)))
+        report.add(_rollback_stage(settings, drifted))
+        report.add(_concurrency_stage(concurrent_canaries(settings, drifted, folder)))
     from rankflow.registry.aliases import aliases_of
     from rankflow.tracking.setup import setup_tracking
 
@@ -335,14 +353,10 @@ def _failure_cases(
     report.add(_canary_stage("worse online", run_canary(settings, permissive)))
 
 
-def _concurrency_stage(results: list) -> Stage:
-    promoted = [r for r in results if getattr(r, "decision", None) == "promoted"]
-    lines = []
-    for i, r in enumerate(results):
-        what = r.decision if hasattr(r, "decision") else f"refused ({type(r).__name__})"
-        reason = r.reason if hasattr(r, "reason") else str(r)
-        lines.append(f"canary {i + 1}: {what}: {reason}")
-    decision = f"{len(promoted)} promotion(s) of {len(results)} concurrent canaries"
+def _concurrency_stage(results: list[dict[str, Any]]) -> Stage:
+    promoted = sum(r["decision"] == "promoted" for r in results)
+    lines = [f"canary {i + 1} (exit {r['code']}): {r['line']}" for i, r in enumerate(results)]
+    decision = f"{promoted} promotion(s) of {len(results)} concurrent canaries"
     return Stage("concurrent canaries", decision, " | ".join(lines),
-                 {"promotions": len(promoted), "outcomes": [getattr(r, "decision", str(r))
-                                                             for r in results]})  # fmt: skip
+                 {"promotions": promoted, "outcomes": [r["decision"] for r in results],
+                  "codes": [r["code"] for r in results]})  # fmt: skip

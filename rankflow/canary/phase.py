@@ -4,7 +4,10 @@ Traffic is the simulator's closed loop (:func:`rankflow.serving.replay.closed_lo
 service ranks each request's candidates with the arm the user hashes to, the top ``k`` are shown
 at their ranks, and clicks are drawn from the ground truth of what was shown. The traffic is cut
 into ``looks`` batches; after each one the cumulative clicks and impressions per arm go to
-:func:`rankflow.canary.stats.decide_online` (mSPRT), which may stop the phase early. That rule
+:func:`rankflow.canary.stats.decide_online` (mSPRT), which may stop the phase early. Users are
+the unit of randomisation, so the CTR difference's variance is the delta method's over users
+(:func:`rankflow.canary.stats.clustered_variance`), not the binomial one over impressions: with
+heavy users the latter takes the arms' user mix for an effect. That rule
 is valid however often it looks, so the number of looks only changes how soon it can stop.
 
 Only clicks decide (what production sees). The true click probabilities of what each arm
@@ -83,22 +86,38 @@ class _Recording:
 
     def __init__(self, score: Scorer) -> None:
         self.score = score
-        self.rows: list[tuple[str, int, str, str, float]] = []
+        self.rows: list[tuple[str, int, int, str, str, float]] = []
 
     def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
         response = self.score(body)
-        version = response["model"]["version"]
+        version, user = response["model"]["version"], int(body["user_id"])
         for item in response["items"]:
             self.rows.append(
-                (response["request_id"], int(item["item_id"]), response["arm"], version,
+                (response["request_id"], int(item["item_id"]), user, response["arm"], version,
                  float(item["p_click"]))
             )  # fmt: skip
         return response
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(
-            self.rows, columns=["__request_id", "item_id", "arm", "model_version", "p_click"]
+            self.rows,
+            columns=["__request_id", "item_id", "user_id", "arm", "model_version", "p_click"],
         )
+
+
+def _look_variance(labels: list[pd.DataFrame], recording: _Recording) -> float:
+    """The CTR difference's variance so far, users as the randomisation unit."""
+    from rankflow.canary.stats import clustered_variance
+
+    shown = pd.concat(labels, ignore_index=True)[["__request_id", "item_id", "label"]]
+    rows = shown.merge(recording.frame(), on=["__request_id", "item_id"], how="inner")
+    per_user = rows.groupby(["arm", "user_id"])["label"].agg(["sum", "count"])
+    arms = [per_user.loc[arm] if arm in per_user.index.get_level_values(0) else None
+            for arm in (CHAMPION, CHALLENGER)]  # fmt: skip
+    if any(a is None for a in arms):
+        return float("inf")
+    a, b = arms
+    return clustered_variance(a["sum"], a["count"], b["sum"], b["count"])
 
 
 def _merge(total: dict[str, ArmResult], part: dict[str, ArmResult]) -> None:
@@ -138,6 +157,7 @@ def run_phase(
     batches = [b for b in np.array_split(request_ids, max(1, looks)) if len(b)]
     arms: dict[str, ArmResult] = {}
     history: list[tuple[int, int, int, int]] = []
+    variances: list[float] = []
     labels: list[pd.DataFrame] = []
     decision: OnlineDecision | None = None
     for i, batch in enumerate(batches):
@@ -148,18 +168,19 @@ def run_phase(
         _merge(arms, result.arms)
         labels.append(batch_labels)
         history.append(_counts(arms))
+        variances.append(_look_variance(labels, recording))
         ca, va, cb, vb = (np.array(x) for x in zip(*history, strict=True))
         decision = decide_online(
-            ca, va, cb, vb, alpha=rule.alpha, tau=rule.tau,
-            min_views=rule.min_views, max_views=rule.max_views,
+            ca, va, cb, vb, alpha=rule.alpha, tau=rule.tau, min_views=rule.min_views,
+            max_views=rule.max_views, variance=np.array(variances),
         )  # fmt: skip
         if decision.verdict != "continue":
             break
     assert decision is not None
     looked = [
         {"look": i + 1, "clicks_champion": c[0], "views_champion": c[1],
-         "clicks_challenger": c[2], "views_challenger": c[3]}
-        for i, c in enumerate(history)
+         "clicks_challenger": c[2], "views_challenger": c[3], "variance": v}
+        for i, (c, v) in enumerate(zip(history, variances, strict=True))
     ]  # fmt: skip
     labelled = pd.concat(labels, ignore_index=True).merge(
         recording.frame(), on=["__request_id", "item_id"], how="inner"

@@ -149,14 +149,42 @@ def non_inferior(interval: Interval, margin: float) -> bool:
 # Online: always-valid test of the CTR difference
 
 
+def clustered_variance(
+    clicks_a: np.ndarray, views_a: np.ndarray, clicks_b: np.ndarray, views_b: np.ndarray
+) -> float:
+    """Variance of ``ctr_b - ctr_a`` when users, not impressions, were randomised.
+
+    Arguments are per-user totals in each arm. A CTR is a ratio of sums over users, and one
+    user's impressions are correlated (a heavy user with a high CTR moves the whole arm), so the
+    binomial ``p(1-p)/n`` understates the variance and an online test on it "finds" the arms'
+    user mix. The delta method gives, per arm with ratio ``r = sum c / sum n`` over ``m`` users,
+    ``Var(r) = m / (m - 1) * sum (c_u - r n_u)^2 / (sum n)^2`` (Deng, Knoblich and Lu, "Applying
+    the delta method in metric analytics", KDD 2018); the arms are independent, so the two add.
+    """
+
+    def one(clicks: np.ndarray, views: np.ndarray) -> float:
+        clicks, views = np.asarray(clicks, np.float64), np.asarray(views, np.float64)
+        total, users = views.sum(), views.size
+        if users < 2 or total <= 0:
+            return float("inf")
+        ratio = clicks.sum() / total
+        return float(users / (users - 1) * np.sum((clicks - ratio * views) ** 2) / total**2)
+
+    return one(clicks_a, views_a) + one(clicks_b, views_b)
+
+
 def msprt_likelihood_ratios(
     clicks_a: np.ndarray,
     views_a: np.ndarray,
     clicks_b: np.ndarray,
     views_b: np.ndarray,
     tau: float,
+    variance: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Lambda at each look, from cumulative clicks and views per arm (arrays, one per look)."""
+    """Lambda at each look, from cumulative clicks and views per arm (arrays, one per look).
+
+    ``variance``: of the CTR difference at each look (e.g. :func:`clustered_variance`); default
+    the binomial one, right only when impressions themselves were randomised."""
     clicks_a, views_a, clicks_b, views_b = (
         np.asarray(x, dtype=np.float64) for x in (clicks_a, views_a, clicks_b, views_b)
     )
@@ -168,7 +196,12 @@ def msprt_likelihood_ratios(
         # Smoothed rates in the variance only, so a zero-click start has a finite variance.
         sa = (clicks_a + 0.5) / (views_a + 1.0)
         sb = (clicks_b + 0.5) / (views_b + 1.0)
-        variance = sa * (1 - sa) / views_a + sb * (1 - sb) / views_b
+        binomial = sa * (1 - sa) / views_a + sb * (1 - sb) / views_b
+        if variance is not None:  # inf (too few users to estimate) -> no evidence at that look
+            variance = np.clip(
+                np.nan_to_num(np.asarray(variance, np.float64), posinf=1e6), 1e-12, 1e6
+            )
+        variance = binomial if variance is None else variance
         diff = ctr_b - ctr_a
         tau2 = tau * tau
         ratio = np.sqrt(variance / (variance + tau2)) * np.exp(
@@ -184,10 +217,11 @@ def always_valid_p_values(
     views_b: np.ndarray,
     tau: float,
     min_views: int = 0,
+    variance: np.ndarray | None = None,
 ) -> np.ndarray:
     """The running always-valid p-value ``min(1, 1 / max Lambda)`` at each look; looks where
     either arm has fewer than ``min_views`` views do not count (p stays 1 until then)."""
-    ratio = msprt_likelihood_ratios(clicks_a, views_a, clicks_b, views_b, tau)
+    ratio = msprt_likelihood_ratios(clicks_a, views_a, clicks_b, views_b, tau, variance)
     counted = (np.asarray(views_a) >= min_views) & (np.asarray(views_b) >= min_views)
     ratio = np.where(counted, ratio, 1.0)
     return np.minimum(1.0, 1.0 / np.maximum.accumulate(ratio))
@@ -220,13 +254,14 @@ def decide_online(
     tau: float,
     min_views: int,
     max_views: int,
+    variance: np.ndarray | None = None,
 ) -> OnlineDecision:
     """Promote when the always-valid test shows the challenger's CTR higher, reject when lower;
     keep the champion (reject) once the challenger arm reaches ``max_views`` without evidence;
     otherwise ask for more traffic. Arrays are cumulative counts at each look, in order."""
     ca, va, cb, vb = (np.atleast_1d(np.asarray(x)) for x in (
         clicks_champion, views_champion, clicks_challenger, views_challenger))  # fmt: skip
-    p = always_valid_p_values(ca, va, cb, vb, tau, min_views)
+    p = always_valid_p_values(ca, va, cb, vb, tau, min_views, variance)
     last_p = float(p[-1])
     ctr_a = float(ca[-1] / va[-1]) if va[-1] else float("nan")
     ctr_b = float(cb[-1] / vb[-1]) if vb[-1] else float("nan")

@@ -1,7 +1,7 @@
 """The canary end to end on small simulated data: the drift scenario, the three failure cases,
 concurrent canaries and rollback, with real dbt, Feast, MLflow, training and scoring service.
 
-One state per module: a champion trained on 14 days without drift, then
+One state per module: a (deliberately under-trained) champion on 14 days without drift, then
 :func:`rankflow.canary.scenario.run_scenario` (what ``make demo`` runs) re-draws the last 8 days
 with strong concept drift and plays every stage once; the tests read its report and the registry.
 """
@@ -98,7 +98,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         simulate(config.simulation, paths.raw, paths.truth)
         build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
         refresh_online_store(paths, settings=settings)
-        first = train_and_register(config, paths, settings=settings)
+        # A champion trained on a small budget (one epoch of a dozen large batches): the
+        # canary retrain on the drifted window is then truly better, so the promotion, the
+        # rollback and the concurrent case all have a promotion to make.
+        weak = {"training.max_epochs": 1, "training.batch_size": 8192}
+        first = train_and_register(config, paths, settings=settings, model_overrides=weak)
         assert first.champion_version is not None, first.decision
         report = run_scenario(settings, config, drift_days=8, scratch=home / "scenario")
         client = setup_tracking(config, settings).client

@@ -135,3 +135,62 @@ def test_likelihood_ratio_is_one_without_traffic_and_grows_with_evidence() -> No
 def test_interval_serialises() -> None:
     interval = Interval("auc", 0.01, -0.002, 0.02, 0.95, 100)
     assert interval.to_dict()["low"] == -0.002
+
+
+def _aa_looks(seed: int, looks: int = 8) -> tuple[np.ndarray, ...]:
+    """An A/A canary with heavy, heterogeneous users split by user: cumulative counts per look,
+    plus the clustered variance at each look."""
+    from rankflow.canary.stats import clustered_variance
+
+    rng = np.random.default_rng(seed)
+    users = 300
+    ctr = rng.beta(2, 14, users)  # users differ a lot
+    activity = rng.lognormal(0, 1.2, users)  # and a few do most of the traffic
+    arm = rng.random(users) < 0.5
+    views = np.zeros(users)
+    clicks = np.zeros(users)
+    out: list[list[float]] = [[], [], [], [], []]
+    for _ in range(looks):
+        n = rng.poisson(activity * 5)
+        views += n
+        clicks += rng.binomial(n, ctr)
+        a, b = ~arm, arm
+        for k, value in enumerate((clicks[a].sum(), views[a].sum(), clicks[b].sum(),
+                                   views[b].sum())):  # fmt: skip
+            out[k].append(value)
+        out[4].append(clustered_variance(clicks[a], views[a], clicks[b], views[b]))
+    return tuple(np.array(x) for x in out)
+
+
+def test_clustered_variance_keeps_the_aa_error_rate_where_the_binomial_one_does_not() -> None:
+    """Users are randomised, so impressions are not independent: over 300 A/A canaries the
+    binomial variance 'finds' the arms' user mix far more often than alpha; the delta-method
+    variance over users stays at about alpha (always-valid, so every look counts)."""
+    alpha, trials = 0.05, 300
+    binomial = clustered = 0
+    for seed in range(trials):
+        ca, va, cb, vb, var = _aa_looks(seed)
+        binomial += always_valid_p_values(ca, va, cb, vb, tau=0.01, min_views=200)[-1] <= alpha
+        clustered += (
+            always_valid_p_values(ca, va, cb, vb, tau=0.01, min_views=200, variance=var)[-1]
+            <= alpha
+        )
+    assert clustered / trials <= alpha + 0.03  # sampling slack over 300 trials
+    assert binomial / trials > 2 * alpha  # the flaw the clustered variance removes
+
+
+def test_clustered_variance_still_detects_a_real_effect() -> None:
+    from rankflow.canary.stats import clustered_variance
+
+    rng = np.random.default_rng(1)
+    users = 2000
+    ctr = rng.beta(2, 14, users)
+    views = rng.poisson(rng.lognormal(0, 1.0, users) * 30).astype(float)
+    arm = rng.random(users) < 0.5
+    clicks = rng.binomial(views.astype(int), np.where(arm, np.minimum(ctr * 1.3, 1), ctr))
+    var = clustered_variance(clicks[~arm], views[~arm], clicks[arm], views[arm])
+    p = always_valid_p_values(
+        [clicks[~arm].sum()], [views[~arm].sum()], [clicks[arm].sum()], [views[arm].sum()],
+        tau=0.01, min_views=100, variance=[var],
+    )  # fmt: skip
+    assert p[-1] <= 0.05

@@ -1,0 +1,292 @@
+"""Warm start, measured: a warm-started and a cold-started model at an equal training budget.
+
+Issue #12 item 6. The canary's challenger starts from the champion's weights; whether that
+pays is a measurement, not an assumption. :func:`measure_warm_start` trains, on the same fresh
+training set, with the same config, the same seed and the same budget (epochs, early-stopping
+rule), one model warm-started from the champion's checkpoint and one from a fresh
+initialisation, and compares them: test AUC and logloss of each (the best weights of each
+run), each run's best validation logloss, and the steps the warm start needs to reach the cold
+start's best validation logloss. Goal (issue #12): at most a third of the cold start's steps
+with no loss in test AUC.
+
+Pure of MLflow: the caller logs :meth:`WarmStartComparison.to_metrics` (flat
+``warm_start_*`` floats) on its run. Imports only ``models`` and ``rankflow.features``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from models.checkpoint import CheckpointError, resolve_checkpoint
+from models.config import ModelConfig, TrainingConfig
+from models.metrics import auc, logloss
+from models.scoring import Scorer
+from models.train import TrainResult, train_model
+from rankflow.errors import RankflowError
+from rankflow.features.training_set import LABEL, TrainingSet
+
+# "Steps to reach" is read off the validation history, so it is only as fine as the
+# evaluations: at least this many per epoch (see _measuring_config).
+MIN_EVALS_PER_EPOCH = 10
+GOAL_STEPS_RATIO = 1 / 3  # issue #12: the cold start's best in at most a third of its steps
+Arm = Literal["warm", "cold"]
+
+
+class WarmMeasureError(RankflowError, ValueError):
+    """The warm-start measurement cannot run on this input; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm (warm or cold) of the comparison."""
+
+    test_auc: float
+    test_logloss: float
+    best_valid_logloss: float
+    best_step: int  # step of the lowest validation logloss (the weights tested, except
+    # under the small-valid-split rule of models.train, which keeps the last weights)
+    steps: int  # steps trained (early stopping may end an arm before the budget)
+    first_valid_logloss: float  # at the first evaluation: how good the starting point is
+    first_eval_step: int
+
+
+@dataclass(frozen=True)
+class WarmStartComparison:
+    """Warm against cold at an equal budget; ``warm_steps_to_cold_best`` is None if never."""
+
+    kind: str
+    seed: int
+    eval_every_steps: int  # the evaluation cadence both arms used
+    steps_per_epoch: int
+    warm: ArmResult
+    cold: ArmResult
+    # The cold start's best validation logloss plus training.min_delta: the trainer's own
+    # notion of a real improvement, so a warm start 1e-5 above the cold best counts as there.
+    target_valid_logloss: float
+    cold_steps_to_best: int
+    warm_steps_to_cold_best: int | None
+    distill_weight: float  # of the warm arm (the cold arm has no teacher: always 0)
+
+    @property
+    def steps_ratio(self) -> float:
+        """warm steps to the cold best / cold steps to its best; inf if the warm never got there."""
+        if self.warm_steps_to_cold_best is None:
+            return math.inf
+        return self.warm_steps_to_cold_best / max(self.cold_steps_to_best, 1)
+
+    @property
+    def test_auc_diff(self) -> float:
+        """Warm minus cold test AUC (>= 0: no loss)."""
+        return self.warm.test_auc - self.cold.test_auc
+
+    @property
+    def goal_met(self) -> bool:
+        """Issue #12's goal: a third of the steps or fewer, and no loss in test AUC."""
+        return self.steps_ratio <= GOAL_STEPS_RATIO and self.test_auc_diff >= 0
+
+    def to_metrics(self) -> dict[str, float]:
+        """Flat ``warm_start_*`` floats for MLflow. A never-reached target is reported as
+        ``warm_start_reached_cold_best = 0`` and no steps / ratio keys (MLflow stores inf
+        as a huge finite number, which would read as a real measurement)."""
+        metrics: dict[str, float] = {}
+        for arm, result in (("warm", self.warm), ("cold", self.cold)):
+            for name, value in asdict(result).items():
+                metrics[f"warm_start_{arm}_{name}"] = float(value)
+        metrics |= {
+            "warm_start_test_auc_diff": self.test_auc_diff,
+            "warm_start_test_logloss_diff": self.warm.test_logloss - self.cold.test_logloss,
+            "warm_start_target_valid_logloss": self.target_valid_logloss,
+            "warm_start_cold_steps_to_best": float(self.cold_steps_to_best),
+            "warm_start_reached_cold_best": float(self.warm_steps_to_cold_best is not None),
+            "warm_start_eval_every_steps": float(self.eval_every_steps),
+            "warm_start_distill_weight": self.distill_weight,
+            "warm_start_goal_met": float(self.goal_met),
+        }
+        if self.warm_steps_to_cold_best is not None:
+            metrics["warm_start_steps_to_cold_best"] = float(self.warm_steps_to_cold_best)
+            metrics["warm_start_steps_ratio"] = self.steps_ratio
+        return metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (inf ratio as None)."""
+        data = asdict(self)
+        data["steps_ratio"] = None if math.isinf(self.steps_ratio) else self.steps_ratio
+        data["test_auc_diff"] = self.test_auc_diff
+        data["goal_met"] = self.goal_met
+        return data
+
+    def summary(self) -> str:
+        """Two lines for logs and the canary report."""
+        reached = (
+            f"{self.warm_steps_to_cold_best} steps vs {self.cold_steps_to_best} "
+            f"(ratio {self.steps_ratio:.2f}, goal <= {GOAL_STEPS_RATIO:.2f})"
+            if self.warm_steps_to_cold_best is not None
+            else f"never within {self.warm.steps} steps (cold: {self.cold_steps_to_best})"
+        )
+        return (
+            f"warm start ({self.kind}, seed {self.seed}): reaches the cold best valid logloss "
+            f"{self.target_valid_logloss:.5f} in {reached}; goal "
+            f"{'met' if self.goal_met else 'missed'}\n"
+            f"  test AUC warm {self.warm.test_auc:.4f} cold {self.cold.test_auc:.4f} "
+            f"({self.test_auc_diff:+.4f}); test logloss warm {self.warm.test_logloss:.5f} "
+            f"cold {self.cold.test_logloss:.5f}"
+        )
+
+
+def measure_warm_start(
+    kind: Literal["wide_deep", "dcn"],
+    training_set: TrainingSet,
+    model_config: ModelConfig,
+    champion_checkpoint: Path,
+    scratch: Path,
+    *,
+    seed: int = 0,
+) -> WarmStartComparison:
+    """Train a warm-started (from ``champion_checkpoint``) and a cold-started ``kind`` model on
+    ``training_set`` at an equal budget and compare them.
+
+    Equal budget: the same config (epochs, batch size, learning rate, early-stopping rule),
+    the same seed and the same data; the only differences are the initial weights and, if
+    ``warm_start.distill_weight`` > 0, the warm arm's soft targets (the cold arm has no
+    teacher, so it trains with weight 0; a cold start distilling the champion would not be
+    cold). Each arm stops by the config's own rule, so their step counts may differ.
+
+    The evaluation cadence may be overridden, equally for both arms: if the config evaluates
+    fewer than ``MIN_EVALS_PER_EPOCH`` times per epoch, both evaluate every
+    ``ceil(steps_per_epoch / MIN_EVALS_PER_EPOCH)`` steps, and an early-stopping patience
+    counted in evaluations is converted to the same length in epochs (``patience_epochs``),
+    so the finer cadence does not stop a run sooner. The cadence used is on the result.
+
+    ``scratch``: a folder for the two runs' checkpoints (``warm/``, ``cold/``; replaced, not
+    resumed); the caller owns it and may delete it afterwards. ``champion_checkpoint``: a
+    checkpoint folder or a training run folder (its best checkpoint).
+    """
+    _check_inputs(training_set, champion_checkpoint)
+    config = _measuring_config(model_config, len(training_set.train))
+    runs: dict[Arm, TrainResult] = {}
+    for arm in ("warm", "cold"):
+        arm_config = config if arm == "warm" else _without_distillation(config)
+        runs[arm] = train_model(
+            kind,
+            training_set.train,
+            training_set.valid,
+            dict(training_set.feature_types),
+            arm_config,
+            checkpoint_dir=Path(scratch) / arm,
+            warm_start_from=Path(champion_checkpoint) if arm == "warm" else None,
+            resume=False,
+            seed=seed,
+        )
+    return compare_runs(
+        kind,
+        runs["warm"],
+        runs["cold"],
+        training_set.test,
+        seed=seed,
+        eval_every_steps=_eval_every(config.training, len(training_set.train)),
+        steps_per_epoch=math.ceil(len(training_set.train) / config.training.batch_size),
+        min_delta=config.training.min_delta,
+        distill_weight=config.warm_start.distill_weight,
+    )
+
+
+def compare_runs(
+    kind: str,
+    warm: TrainResult,
+    cold: TrainResult,
+    test: pd.DataFrame,
+    *,
+    seed: int,
+    eval_every_steps: int,
+    steps_per_epoch: int,
+    min_delta: float,
+    distill_weight: float,
+) -> WarmStartComparison:
+    """The comparison of two finished runs: test metrics of each run's best weights, and the
+    first warm evaluation at or below the cold best (+ ``min_delta``) from the histories."""
+    if not warm.history or not cold.history:
+        raise WarmMeasureError("a run has no validation history: nothing to compare")
+    cold_best = min(cold.history, key=lambda h: h["valid_logloss"])
+    target = cold_best["valid_logloss"] + min_delta
+    reached = [int(h["step"]) for h in warm.history if h["valid_logloss"] <= target]
+    return WarmStartComparison(
+        kind=kind,
+        seed=seed,
+        eval_every_steps=eval_every_steps,
+        steps_per_epoch=steps_per_epoch,
+        warm=_arm_result(warm, test),
+        cold=_arm_result(cold, test),
+        target_valid_logloss=target,
+        cold_steps_to_best=int(cold_best["step"]),
+        warm_steps_to_cold_best=reached[0] if reached else None,
+        distill_weight=distill_weight,
+    )
+
+
+def _arm_result(run: TrainResult, test: pd.DataFrame) -> ArmResult:
+    probs = Scorer.from_checkpoint(run.checkpoint_path).predict_proba(test)
+    y = test[LABEL].to_numpy(dtype=np.float64)
+    best = min(run.history, key=lambda h: h["valid_logloss"])
+    first = run.history[0]
+    return ArmResult(
+        test_auc=auc(y, probs),
+        test_logloss=logloss(y, probs),
+        best_valid_logloss=float(best["valid_logloss"]),
+        best_step=int(best["step"]),
+        steps=int(run.history[-1]["step"]),
+        first_valid_logloss=float(first["valid_logloss"]),
+        first_eval_step=int(first["step"]),
+    )
+
+
+def _check_inputs(training_set: TrainingSet, champion_checkpoint: Path) -> None:
+    for name in ("train", "valid", "test"):
+        frame = training_set.split(name)  # type: ignore[arg-type]
+        if len(frame) == 0:
+            raise WarmMeasureError(f"warm-start measurement: the {name} split is empty")
+        if LABEL not in frame.columns:
+            raise WarmMeasureError(
+                f"warm-start measurement: the {name} split has no {LABEL!r} column"
+            )
+    try:
+        resolve_checkpoint(Path(champion_checkpoint))
+    except CheckpointError as error:
+        raise WarmMeasureError(f"warm-start measurement: champion checkpoint: {error}") from None
+
+
+def _eval_every(tc: TrainingConfig, train_rows: int) -> int:
+    """The evaluation interval in steps that models.train uses for this config."""
+    steps_per_epoch = math.ceil(train_rows / tc.batch_size)
+    if tc.eval_every_epochs is not None:
+        return max(1, round(tc.eval_every_epochs * steps_per_epoch))
+    return tc.eval_every_steps or steps_per_epoch
+
+
+def _measuring_config(config: ModelConfig, train_rows: int) -> ModelConfig:
+    """``config`` with an evaluation cadence fine enough to read "steps to reach" off the
+    histories (see measure_warm_start); unchanged if it already is."""
+    tc = config.training
+    steps_per_epoch = math.ceil(train_rows / tc.batch_size)
+    current = _eval_every(tc, train_rows)
+    wanted = max(1, math.ceil(steps_per_epoch / MIN_EVALS_PER_EPOCH))
+    if current <= wanted:
+        return config
+    overrides: dict[str, Any] = {
+        "training.eval_every_epochs": None,
+        "training.eval_every_steps": wanted,
+    }
+    if tc.patience_epochs is None:
+        overrides["training.patience_epochs"] = max(tc.patience, 1) * current / steps_per_epoch
+    return config.with_overrides(overrides)
+
+
+def _without_distillation(config: ModelConfig) -> ModelConfig:
+    if config.warm_start.distill_weight == 0:
+        return config
+    return config.with_overrides({"warm_start.distill_weight": 0.0})

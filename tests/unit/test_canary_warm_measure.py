@@ -1,0 +1,140 @@
+"""Warm start measured (issue #12 item 6): a champion trained on an earlier window of the same
+world, warm and cold starts trained on the next window, real training runs on small data."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from models.config import ModelConfig
+from models.train import train_model
+from rankflow.canary.warm_measure import (
+    MIN_EVALS_PER_EPOCH,
+    WarmMeasureError,
+    WarmStartComparison,
+    _measuring_config,
+    measure_warm_start,
+)
+from rankflow.errors import RankflowError
+from rankflow.features.training_set import TrainingSet
+from tests.fixtures.synthetic import as_training_set, drift_windows, small_model_config
+
+KIND = "wide_deep"
+
+
+@pytest.fixture(autouse=True)
+def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANKFLOW_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module")
+def config() -> ModelConfig:
+    # Evaluated once per epoch: coarser than the measurement needs, so it must refine it.
+    return small_model_config({"training.max_epochs": 3, "training.patience": 1})
+
+
+@pytest.fixture(scope="module")
+def windows(config: ModelConfig, tmp_path_factory: pytest.TempPathFactory):
+    """(champion checkpoint, the next window as a TrainingSet), same distribution (no drift)."""
+    before, after = drift_windows(8000, 6000, seed=3)
+    champion = train_model(
+        KIND, before.train, before.valid, before.schema, config,
+        checkpoint_dir=tmp_path_factory.mktemp("champion"), resume=False,
+    )  # fmt: skip
+    return champion.run_dir, as_training_set(after)
+
+
+@pytest.fixture(scope="module")
+def comparison(windows, config, tmp_path_factory) -> WarmStartComparison:
+    champion, training_set = windows
+    return measure_warm_start(
+        KIND, training_set, config, champion, tmp_path_factory.mktemp("scratch"), seed=1
+    )
+
+
+def test_the_comparison_has_every_figure(comparison: WarmStartComparison) -> None:
+    assert comparison.kind == KIND and comparison.seed == 1
+    for arm in (comparison.warm, comparison.cold):
+        assert 0.5 < arm.test_auc < 1
+        assert 0 < arm.test_logloss < 1
+        assert arm.first_eval_step <= arm.best_step <= arm.steps
+        assert arm.best_valid_logloss <= arm.first_valid_logloss
+    assert comparison.cold_steps_to_best == comparison.cold.best_step
+    assert comparison.target_valid_logloss >= comparison.cold.best_valid_logloss
+    metrics = comparison.to_metrics()
+    assert all(k.startswith("warm_start_") and isinstance(v, float) for k, v in metrics.items())
+    assert metrics["warm_start_warm_test_auc"] == comparison.warm.test_auc
+    assert metrics["warm_start_cold_best_valid_logloss"] == comparison.cold.best_valid_logloss
+    assert not any(math.isinf(v) or math.isnan(v) for v in metrics.values())
+    lines = comparison.summary().splitlines()
+    assert len(lines) == 2 and "test AUC warm" in lines[1]
+
+
+def test_the_eval_cadence_is_refined_for_both_arms(comparison: WarmStartComparison) -> None:
+    # small_model_config evaluates once per epoch; the measurement needs MIN_EVALS_PER_EPOCH.
+    assert comparison.steps_per_epoch > MIN_EVALS_PER_EPOCH
+    assert comparison.eval_every_steps == math.ceil(
+        comparison.steps_per_epoch / MIN_EVALS_PER_EPOCH
+    )
+    assert comparison.warm.first_eval_step == comparison.eval_every_steps
+    assert comparison.cold.first_eval_step == comparison.eval_every_steps
+
+
+def test_a_champion_of_the_same_distribution_starts_ahead(
+    comparison: WarmStartComparison,
+) -> None:
+    # The warm start's first evaluation is better than the cold start's first evaluation,
+    # and it gets to the cold best sooner than the cold start did.
+    assert comparison.warm.first_valid_logloss < comparison.cold.first_valid_logloss - 0.002
+    assert comparison.warm_steps_to_cold_best is not None
+    assert comparison.warm_steps_to_cold_best < comparison.cold_steps_to_best
+    assert comparison.steps_ratio == pytest.approx(
+        comparison.warm_steps_to_cold_best / comparison.cold_steps_to_best
+    )
+    metrics = comparison.to_metrics()
+    assert metrics["warm_start_reached_cold_best"] == 1.0
+    assert metrics["warm_start_steps_ratio"] == comparison.steps_ratio
+
+
+def test_never_reaching_the_cold_best_is_reported_as_such(
+    comparison: WarmStartComparison,
+) -> None:
+    never = WarmStartComparison(**{**comparison.__dict__, "warm_steps_to_cold_best": None})
+    assert never.steps_ratio == math.inf and not never.goal_met
+    metrics = never.to_metrics()
+    assert metrics["warm_start_reached_cold_best"] == 0.0
+    assert "warm_start_steps_ratio" not in metrics
+    assert "never within" in never.summary()
+    assert never.to_dict()["steps_ratio"] is None
+
+
+def test_distillation_applies_to_the_warm_arm_only(windows, config, tmp_path: Path) -> None:
+    champion, training_set = windows
+    distilled = config.with_overrides({"warm_start.distill_weight": 0.3})
+    plain = measure_warm_start(KIND, training_set, config, champion, tmp_path / "a", seed=1)
+    result = measure_warm_start(KIND, training_set, distilled, champion, tmp_path / "b", seed=1)
+    assert result.distill_weight == 0.3
+    assert result.cold == plain.cold  # the cold arm trains without a teacher: the same run
+    assert result.warm != plain.warm
+
+
+def test_patience_in_evaluations_keeps_its_length_in_steps() -> None:
+    config = small_model_config({"training.patience": 2})  # 2 evaluations of 1 epoch each
+    refined = _measuring_config(config, train_rows=256 * 40)
+    assert refined.training.eval_every_steps == 4 and refined.training.eval_every_epochs is None
+    assert refined.training.patience_epochs == pytest.approx(2.0)
+    fine = config.with_overrides({"training.eval_every_steps": 2})
+    assert _measuring_config(fine, train_rows=256 * 40) is fine
+
+
+def test_bad_input_is_a_one_line_rankflow_error(windows, config, tmp_path: Path) -> None:
+    champion, training_set = windows
+    with pytest.raises(WarmMeasureError, match="champion checkpoint") as error:
+        measure_warm_start(KIND, training_set, config, tmp_path / "nope", tmp_path / "s")
+    assert isinstance(error.value, RankflowError) and "\n" not in str(error.value)
+    empty = TrainingSet(**{**training_set.__dict__, "valid": training_set.valid.iloc[:0]})
+    with pytest.raises(WarmMeasureError, match="the valid split is empty"):
+        measure_warm_start(KIND, empty, config, champion, tmp_path / "s")
+    assert not (tmp_path / "s").exists()  # nothing trained

@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help install run test test-unit test-integration lint format lock bench bench-models canary demo docs clean clean-state \
+.PHONY: help install run test test-unit test-integration lint format lock bench bench-models bench-warm-start canary demo docs clean clean-state \
 	browser-deps redis-deps mlflow-ui serve bench-serving
 
 help: ## Show this help
@@ -123,6 +123,10 @@ bench-models: $(INSTALLED) ## Model benchmarks on the 1M pipeline training set: 
 		--bound .state/bench/oracle_bound.json --variant 'base=' \
 		--variant 'user_ids=features.categorical.user_id:{encoding: hash, buckets: 50000, embedding_dim: 16, min_count: 2}' \
 		--variant 'no_crosses=features.crosses:[]' --only warm,speed
+
+bench-warm-start: $(INSTALLED) ## Warm vs cold start after a concept drift, 5 seeds, mean +- SE (goal: 1/3 of the steps, no AUC loss; ~5-10 min loaded)
+	mkdir -p .state/bench
+	$(PY) bench/bench_warm_start.py --seeds 5 --out .state/bench/warm_start.json
 
 docs: $(INSTALLED) ## Generate dbt docs (written to $$RANKFLOW_HOME/dbt/docs)
 	$(PY) -m rankflow dbt-docs

@@ -3,10 +3,13 @@ world, warm and cold starts trained on the next window, real training runs on sm
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from models.config import ModelConfig
 from models.train import train_model
@@ -138,3 +141,42 @@ def test_bad_input_is_a_one_line_rankflow_error(windows, config, tmp_path: Path)
     with pytest.raises(WarmMeasureError, match="the valid split is empty"):
         measure_warm_start(KIND, empty, config, champion, tmp_path / "s")
     assert not (tmp_path / "s").exists()  # nothing trained
+
+
+def test_drift_windows_share_a_world_and_drift_changes_only_the_truth() -> None:
+    before, after = drift_windows(3000, 3000, seed=5)
+    _, drifted = drift_windows(3000, 3000, seed=5, drift=0.5)
+    price = {"before": before, "after": after}
+    by_item = {k: s.train.groupby("item_id")["item_price"].first() for k, s in price.items()}
+    common = by_item["before"].index.intersection(by_item["after"].index)
+    assert len(common) > 50  # one catalogue...
+    assert (by_item["before"][common] == by_item["after"][common]).all()
+    assert after.train["event_timestamp"].min() > before.test["event_timestamp"].max()  # ...later
+    # The same impressions, a different truth: drift moves the click probabilities.
+    assert (after.train["item_id"].to_numpy() == drifted.train["item_id"].to_numpy()).all()
+    moved = (after.truth - drifted.truth).abs()
+    assert moved.mean() > 0.005
+
+
+def test_the_bench_prints_and_writes_mean_and_se(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_warm_start.py"
+    spec = importlib.util.spec_from_file_location("bench_warm_start", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config = tmp_path / "model.yaml"
+    config.write_text(yaml.safe_dump(small_model_config({"training.max_epochs": 2}).to_dict()))
+    out = tmp_path / "out.json"
+    args = ["--seeds", "2", "--rows", "4000", "--kind", KIND, "--distill", "0,0.3"]
+    assert bench.main([*args, "--config", str(config), "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert [r["distill_weight"] for r in results] == [0.0, 0.3]
+    for result in results:
+        assert len(result["seeds"]) == 2 and {s["seed"] for s in result["seeds"]} == {0, 1}
+        mean, se = result["mean_se"]["test_auc_diff"]
+        diffs = [s["test_auc_diff"] for s in result["seeds"]]
+        assert mean == pytest.approx(sum(diffs) / 2) and se > 0
+    printed = capsys.readouterr().out
+    assert printed.count("seed 0:") == 2 and "mean +- SE over 2 seeds" in printed

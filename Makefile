@@ -124,9 +124,9 @@ bench-models: $(INSTALLED) ## Model benchmarks on the 1M pipeline training set: 
 		--variant 'user_ids=features.categorical.user_id:{encoding: hash, buckets: 50000, embedding_dim: 16, min_count: 2}' \
 		--variant 'no_crosses=features.crosses:[]' --only warm,speed
 
-bench-warm-start: $(INSTALLED) ## Warm vs cold start after a concept drift, 5 seeds, mean +- SE (goal: 1/3 of the steps, no AUC loss; ~5-10 min loaded)
+bench-warm-start: $(INSTALLED) ## Warm vs cold start after a concept drift, 5 seeds, distill 0 and 0.3, mean +- SE (goal: 1/3 of the steps, no AUC loss; ~6 min at load 5)
 	mkdir -p .state/bench
-	$(PY) bench/bench_warm_start.py --seeds 5 --out .state/bench/warm_start.json
+	$(PY) bench/bench_warm_start.py --seeds 5 --rows 100000 --distill 0,0.3 --out .state/bench/warm_start.json
 
 docs: $(INSTALLED) ## Generate dbt docs (written to $$RANKFLOW_HOME/dbt/docs)
 	$(PY) -m rankflow dbt-docs

@@ -38,23 +38,18 @@ def run(root: Path, config: SimulationConfig) -> SimulationSummary:
     return simulate(config, root / "raw", root / "truth")
 
 
-def impressions(raw: Path) -> pd.DataFrame:
-    """All impressions in partition order, with the partition's date as a column."""
+def impressions(folder: Path) -> pd.DataFrame:
+    """All impressions of a raw or truth folder in partition order, with the partition's date
+    as a column."""
     frames = []
-    for part in sorted((raw / "impressions").iterdir()):
+    for part in sorted((folder / "impressions").iterdir()):
         frame = pd.read_parquet(part / "part-0.parquet")
         frame["partition"] = part.name.split("=")[1]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
-def truth(truth_dir: Path) -> pd.DataFrame:
-    frames = []
-    for part in sorted((truth_dir / "impressions").iterdir()):
-        frame = pd.read_parquet(part / "part-0.parquet")
-        frame["partition"] = part.name.split("=")[1]
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+truth = impressions  # the truth folder has the same layout (p_click per event)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ in the same run:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -50,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     shutil.rmtree(args.home, ignore_errors=True)
-    os.environ["RANKFLOW_HOME"] = str(args.home)
+    args.home.mkdir(parents=True)
 
     from pit_floor import asof_join, service_views
 
@@ -63,7 +62,7 @@ def main() -> None:
     from rankflow.warehouse.build import build_warehouse
 
     config = load_config(overrides={"simulation.n_impressions": args.impressions})
-    paths = StatePaths.default()
+    paths = StatePaths(args.home.resolve())  # explicit: this process's environment is untouched
     seconds: dict[str, float] = {}
     raw_dir = config.resolved_raw_dir(paths)
 

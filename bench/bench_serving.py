@@ -114,7 +114,23 @@ def build_state(home: Path, impressions: int) -> None:
         raise SystemExit(f"no champion: {outcome.decision}")
 
 
-def load_redis(paths: Any, port: int) -> subprocess.Popen:
+def bench_settings(home: Path, profile: str, redis_url: str | None = None) -> Any:
+    """Where the bench's service and raw path run, as explicit settings (this process's
+    environment is never changed): the copied state, its own embedded MLflow store (not a
+    tracking server the caller's environment may name), and the online store measured."""
+    from rankflow.paths import StatePaths
+    from rankflow.settings import Settings
+    from rankflow.tracking.setup import default_tracking_uri
+
+    return Settings.resolve(
+        home=home,
+        feast_online_store=profile,
+        redis_url=redis_url,
+        mlflow_tracking_uri=default_tracking_uri(StatePaths(home)),
+    )
+
+
+def load_redis(settings: Any, port: int) -> subprocess.Popen:
     """A redis-server on ``port``, loaded with every view up to the state's as-of time."""
     from rankflow.features.store import apply_feature_repo, exports_as_of, open_store
 
@@ -124,9 +140,9 @@ def load_redis(paths: Any, port: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     time.sleep(0.5)
-    apply_feature_repo(paths, profile="redis")
-    end = exports_as_of(paths)
-    with open_store(paths, profile="redis") as store:
+    apply_feature_repo(settings.paths, settings=settings)
+    end = exports_as_of(settings.paths)
+    with open_store(settings=settings) as store:
         for view in store.list_feature_views():
             ttl = view.ttl if view.ttl and view.ttl > timedelta(0) else timedelta(days=365 * 60)
             store.materialize(start_date=end - ttl, end_date=end, feature_views=[view.name])
@@ -134,12 +150,10 @@ def load_redis(paths: Any, port: int) -> subprocess.Popen:
 
 
 # ------------------------------------------------------------------------------- paths
-def start_service(home: Path, profile: str, port: int, env_extra: dict[str, str]):
+def start_service(settings: Any, port: int):
     import httpx
 
-    env = {**os.environ, **env_extra, "RANKFLOW_HOME": str(home),
-           "RANKFLOW_FEAST_PROFILE": profile}  # fmt: skip
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = settings.child_env()  # the settings travel to the child as their variables
     process = subprocess.Popen(
         [sys.executable, "-m", "rankflow", "--set", "serving.alias_poll_seconds=600", "serve",
          "--port", str(port)],
@@ -159,21 +173,20 @@ def start_service(home: Path, profile: str, port: int, env_extra: dict[str, str]
     raise SystemExit("service did not become ready")
 
 
-def raw_caller(paths: Any, profile: str, clients: int) -> Callable[[int, dict[str, Any]], None]:
+def raw_caller(settings: Any, clients: int) -> Callable[[int, dict[str, Any]], None]:
     """The naive raw path per client thread: Feast SDK read -> DataFrame -> Scorer."""
     from mlflow import MlflowClient
 
     from models.scoring import Scorer
     from rankflow.features.store import coerce_features, feature_service_schema, get_store
     from rankflow.tracking.pyfunc import checkpoint_of
-    from rankflow.tracking.setup import default_tracking_uri
 
-    uri = default_tracking_uri(paths)
+    uri = settings.mlflow_tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("rankflow-ctr", "champion")
     source = client.get_model_version_download_uri("rankflow-ctr", champion.version)
     scorer = Scorer.from_checkpoint(checkpoint_of(source))
-    stores = [get_store(paths, profile=profile) for _ in range(clients)]
+    stores = [get_store(settings=settings) for _ in range(clients)]
     service = stores[0].get_feature_service("ctr_ranker_v1")
     schema = feature_service_schema(stores[0])
     categories = {}
@@ -204,14 +217,13 @@ def raw_caller(paths: Any, profile: str, clients: int) -> Callable[[int, dict[st
     return call
 
 
-def breakdown(home: Path, bodies: list[dict[str, Any]]) -> dict[str, float]:
+def breakdown(settings: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
     """Mean ms per in-process request spent in each step of ``ScoringService.score``."""
     from rankflow.config import load_config
     from rankflow.serving.schemas import score_request_model
     from rankflow.serving.service import ScoringService
-    from rankflow.settings import Settings
 
-    service = ScoringService(Settings.resolve(home=home), load_config())
+    service = ScoringService(settings, load_config())
     service.start(poll=False)
     spent = {"categories": 0.0, "feast_read": 0.0, "transform": 0.0, "forward": 0.0}
 
@@ -248,17 +260,16 @@ def breakdown(home: Path, bodies: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def measure(home: Path, profile: str, args: argparse.Namespace, env: dict[str, str]) -> dict:
+def measure(settings: Any, args: argparse.Namespace) -> dict:
     import httpx
 
-    from rankflow.paths import StatePaths
     from rankflow.tracking.server import free_port
 
-    paths = StatePaths(home)
+    profile = settings.feast_online_store
     rng = np.random.default_rng(0)
     users, items = args.users, args.items
     results: dict[str, Any] = {}
-    process, url = start_service(home, profile, free_port(), env)
+    process, url = start_service(settings, free_port())
     try:
         clients = {k: httpx.Client(base_url=url, timeout=30) for k in range(8)}
 
@@ -267,7 +278,7 @@ def measure(home: Path, profile: str, args: argparse.Namespace, env: dict[str, s
             if response.status_code != 200:
                 raise SystemExit(f"/score {response.status_code}: {response.text[:300]}")
 
-        raw = raw_caller(paths, profile, 8)
+        raw = raw_caller(settings, 8)
         for size in (1, 100):
             warm = bodies_for(rng, users, items, size, 20)
             run_clients(http_call, warm, 1)
@@ -314,7 +325,6 @@ def main() -> None:
     home = work / "run"
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(args.home or source, home, ignore=shutil.ignore_patterns("logs", "reports"))
-    os.environ["RANKFLOW_HOME"] = str(home)  # feature_repo/ and Feast's yaml expansion read it
 
     from rankflow.data.oracle import Oracle
     from rankflow.features.store import exports_as_of
@@ -328,19 +338,19 @@ def main() -> None:
     results: dict[str, Any] = {"when": WHEN, "users": args.users, "items": args.items}
     print(f"state {home}: {args.users} users, {args.items} items, requests at {WHEN}")
     rng = np.random.default_rng(1)
-    results["breakdown_1"] = breakdown(home, bodies_for(rng, args.users, args.items, 1, 200))
-    results["breakdown_100"] = breakdown(home, bodies_for(rng, args.users, args.items, 100, 100))
+    sqlite = bench_settings(home, "sqlite")
+    results["breakdown_1"] = breakdown(sqlite, bodies_for(rng, args.users, args.items, 1, 200))
+    results["breakdown_100"] = breakdown(sqlite, bodies_for(rng, args.users, args.items, 100, 100))
     for size in (1, 100):
         b = results[f"breakdown_{size}"]
         print(f"  in process, {size} cand (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in b.items()))
-    results["sqlite"] = measure(home, "sqlite", args, {})
+    results["sqlite"] = measure(sqlite, args)
     if not args.skip_redis:
         port = free_port()
-        env = {"RANKFLOW_REDIS": f"127.0.0.1:{port}"}
-        os.environ.update(env)  # rankflow.features.store reads it for the Redis profile
-        redis = load_redis(paths, port)
+        on_redis = bench_settings(home, "redis", f"127.0.0.1:{port}")
+        redis = load_redis(on_redis, port)
         try:
-            results["redis"] = measure(home, "redis", args, env)
+            results["redis"] = measure(on_redis, args)
         finally:
             os.killpg(redis.pid, signal.SIGTERM)
             redis.wait(timeout=30)

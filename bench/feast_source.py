@@ -11,7 +11,6 @@ A state dir already built for the same rows and seed is reused.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,13 +22,24 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def state_paths():  # -> StatePaths
+    """``$RANKFLOW_HOME`` if set, else ``.state/bench/models`` (not the main job's ``.state``).
+
+    The bench's default goes in below the environment (the config-file layer of
+    :meth:`Settings.resolve`), so this process's environment is read, never changed."""
+    from rankflow.paths import StatePaths
+    from rankflow.settings import Settings
+
+    settings = Settings.resolve(file={"home": REPO / ".state" / "bench" / "models"})
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return StatePaths(settings.home)
+
+
 def load(rows: int, seed: int) -> SimpleNamespace:
-    os.environ.setdefault("RANKFLOW_HOME", str(REPO / ".state" / "bench" / "models"))
     from rankflow.config import load_config
     from rankflow.data.simulate import simulate
     from rankflow.features.store import refresh_online_store
     from rankflow.features.training_set import build_training_set
-    from rankflow.paths import StatePaths
     from rankflow.warehouse.build import build_warehouse
 
     # The population scales with the rows, so every size keeps the defaults' density (about
@@ -42,7 +52,7 @@ def load(rows: int, seed: int) -> SimpleNamespace:
             "simulation.n_items": max(50, rows // 500),
         }
     )
-    paths = StatePaths.default()
+    paths = state_paths()
     marker = paths.root / "bench-source.json"
     wanted = {"rows": rows, "seed": seed, "simulation": config.simulation.model_dump(mode="json")}
     if not marker.is_file() or json.loads(marker.read_text()) != wanted:

@@ -24,6 +24,8 @@ else:  # imported by `feast apply` as top-level modules of the repo folder
     import features
     import on_demand_features
 
+# Read only for the Feast CLI door (as in data_sources.py): rankflow binds the logging
+# destination to its own state dir (rankflow.serving.served_log) and never relies on it.
 _HOME = os.environ.get("RANKFLOW_HOME")
 LOG_ROOT = Path(_HOME).expanduser().resolve() / "logs" if _HOME else Path("logs")
 

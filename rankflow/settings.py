@@ -11,7 +11,8 @@ of these that sets it:
 4. the default below, which is the embedded profile: everything in files under ``.state/``.
 
 ``profile: server`` only changes defaults (Redis as the online store) and requires the server
-URIs to be given; no other code branches on it. Only this module writes ``os.environ``, once
+URIs to be given (:data:`SERVER_NEEDS`; a one-line ``ConfigError`` names each one missing and
+its variable); no other code branches on it. Only this module writes ``os.environ``, once
 per process (:func:`configure_process` at the CLI's start; :func:`apply_process_defaults` for
 library switches that exist only as environment variables, never overriding a user's value):
 child processes (dbt, ``mlflow server``, the Feast CLI) get :meth:`Settings.child_env`.
@@ -51,6 +52,17 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "profile": ("local", "server"),
     "feast_online_store": ("sqlite", "redis"),
 }
+# What the server profile cannot run without (docs/scale-out.md, docker/compose.yaml), each
+# with the form expected: without them it would quietly fall back to an embedded store (an
+# MLflow SQLite file or a localhost Redis per machine, a temporary Prefect server per run, a
+# file lock that other machines cannot see). redis_url only while Redis is the online store.
+SERVER_NEEDS: dict[str, str] = {
+    "mlflow_tracking_uri": "an MLflow tracking server, http(s)://host:port",
+    "redis_url": "Feast's Redis connection string, host:port",
+    "postgres_url": "the promotion lock's database, postgresql://user:pass@host:port/db",
+    "prefect_api_url": "the Prefect server's API, http(s)://host:port/api",
+}
+_SERVER_SCHEMES = ("http://", "https://")
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,7 @@ class Settings:
                 )
         if values.get("profile") == "server":
             values.setdefault("feast_online_store", "redis")
+            _check_server_profile(values, given)
         home = Path(values.pop("home", REPO_ROOT / ".state")).expanduser().resolve()
         return cls(home=home, **values)
 
@@ -128,6 +141,23 @@ class Settings:
     def describe(self) -> dict[str, str | None]:
         """Printable, with any password in a URI masked."""
         return {f.name: _mask(getattr(self, f.name)) for f in fields(self)}
+
+
+def _check_server_profile(values: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """Refuse a server profile that lacks a server: one line naming every missing setting."""
+    needed = [
+        n for n in SERVER_NEEDS if n != "redis_url" or values["feast_online_store"] == "redis"
+    ]
+    missing = [f"{n} (set {ENV_VARS[n]}: {SERVER_NEEDS[n]})" for n in needed if not values.get(n)]
+    not_servers = [
+        f"{n} {values[n]!r} (from {'argument' if n in given else ENV_VARS[n]}) is not a server: "
+        f"expected {SERVER_NEEDS[n]}"
+        for n in ("mlflow_tracking_uri", "prefect_api_url")
+        if values.get(n) and not str(values[n]).startswith(_SERVER_SCHEMES)
+    ]
+    problems = ([f"missing {', '.join(missing)}"] if missing else []) + not_servers
+    if problems:
+        raise ConfigError(f"settings: the server profile needs its servers: {'; '.join(problems)}")
 
 
 def apply_process_defaults() -> None:

@@ -8,8 +8,11 @@ need a private state dir still set RANKFLOW_HOME themselves with monkeypatch.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from rankflow.paths import StatePaths
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,6 +28,19 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         mp.setenv("FEAST_USAGE", "False")
         mp.setenv("PREFECT_HOME", str(home / "prefect"))
         yield
+
+
+@pytest.fixture
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StatePaths:
+    """A state dir of the test's own (``tmp_path/home``, created) on the embedded defaults:
+    RANKFLOW_HOME points at it, and no tracking server, profile or online-store choice of the
+    caller's environment leaks in."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("RANKFLOW_HOME", str(home))
+    for name in ("MLFLOW_TRACKING_URI", "RANKFLOW_PROFILE", "RANKFLOW_FEAST_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    return StatePaths(home)
 
 
 @pytest.fixture(scope="session")

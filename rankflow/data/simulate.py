@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from models.atomic import replace_dir
+from models.metrics import auc, logloss
 from rankflow.data.clicks import (
     _logit,
     _Requests,
@@ -64,8 +65,6 @@ __all__ = [
     "Truth",
     "_Requests",
     "_logit",
-    "binary_auc",
-    "binary_logloss",
     "category_names",
     "load_truth",
     "simulate",
@@ -116,34 +115,6 @@ class SimulationSummary:
                 f"  truth         {self.truth_dir}",
             ]
         )
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics against the truth
-
-
-def binary_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by the rank-sum formula; tied scores share their average rank."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=float)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    del sorted_scores
-    ends = np.r_[starts[1:], len(scores)]
-    positives = np.add.reduceat(labels[order].astype(np.int64), starts)  # per tie group
-    rank_sum = float(((starts + ends + 1) / 2 * positives).sum())  # average 1-based ranks
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def binary_logloss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-12) -> float:
-    p = np.clip(np.asarray(probabilities, dtype=float), eps, 1 - eps)
-    y = np.asarray(labels).astype(float)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,8 +336,8 @@ def simulate(config: SimulationConfig, raw_dir: Path, truth_dir: Path) -> Simula
             end_date=end,
             drift_day=config.drift_day,
             base_logit=truth.effects.base_logit,
-            oracle_auc=binary_auc(y, p),
-            oracle_logloss=binary_logloss(y, p),
+            oracle_auc=auc(y, p),
+            oracle_logloss=logloss(y, p),
             raw_dir=raw_dir,
             truth_dir=truth_dir,
             truth_file=truth_dir / "simulation.json",
@@ -416,8 +387,8 @@ def _write_days(
                 "active_users": len(np.unique(result.users)),
                 "signups": int(signed_up.sum()),
                 "mean_p_click": float(result.p_click.mean()),
-                "oracle_auc": binary_auc(result.clicked, result.p_click),
-                "oracle_logloss": binary_logloss(result.clicked, result.p_click),
+                "oracle_auc": auc(result.clicked, result.p_click),
+                "oracle_logloss": logloss(result.clicked, result.p_click),
             }
         )
         log.debug("simulated %s: %d impressions", day, len(result.clicked))

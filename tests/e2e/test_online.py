@@ -5,14 +5,11 @@ the champion's run."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +18,7 @@ from mlflow import MlflowClient
 
 from rankflow.paths import REPO_ROOT
 from rankflow.tracking.server import free_port
+from tests.fixtures.service import scoring_service
 
 pytestmark = pytest.mark.e2e
 
@@ -57,27 +55,12 @@ def session(online_state: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
     shutil.copytree(online_state["home"], home)
     url = f"http://127.0.0.1:{free_port()}"
     env = _env(home, url)
-    log = home.parent / "serve.log"
-    with log.open("w") as out:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "rankflow", "--set", "serving.log.flush_seconds=0.5", "serve"],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        deadline, ready = time.monotonic() + 180, False
-        while not ready and time.monotonic() < deadline and service.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                ready = httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            time.sleep(0.3)
-        assert ready, log.read_text()[-3000:]
+    with scoring_service(env, home.parent / "serve.log", "--set", "serving.log.flush_seconds=0.5"):
         replays = {
             mode: _rankflow(env, "replay", "--http", "--mode", mode, "--impressions", "1200")
             for mode in ("log", "closed")
         }
         metrics = httpx.get(f"{url}/metrics").text
-    finally:
-        os.killpg(service.pid, signal.SIGINT)  # graceful: flushes the served-feature log
-        service.wait(timeout=60)
     return {**online_state, "home": home, "env": env, "replays": replays, "metrics": metrics}
 
 

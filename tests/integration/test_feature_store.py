@@ -178,14 +178,9 @@ def write_feature_exports(paths: StatePaths) -> None:
 
 
 @pytest.fixture
-def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StatePaths:
-    root = tmp_path / "home"
-    root.mkdir()
-    monkeypatch.setenv("RANKFLOW_HOME", str(root))
-    monkeypatch.delenv("RANKFLOW_FEAST_PROFILE", raising=False)
-    state = StatePaths(root)
-    write_feature_exports(state)
-    return state
+def paths(private_home: StatePaths) -> StatePaths:
+    write_feature_exports(private_home)
+    return private_home
 
 
 def request_rows() -> list[dict[str, Any]]:

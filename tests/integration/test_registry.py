@@ -75,12 +75,8 @@ def training_set() -> TrainingSet:
 
 
 @pytest.fixture
-def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StatePaths:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("RANKFLOW_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return StatePaths(home)
+def paths(private_home: StatePaths) -> StatePaths:
+    return private_home
 
 
 def _config(**registry: Any) -> RankflowConfig:

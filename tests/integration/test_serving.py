@@ -8,13 +8,9 @@ provider); an alias move and a canary share are picked up while serving, without
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,27 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.paths import StatePaths
 from rankflow.serving.holder import canary_bucket
 from rankflow.tracking.server import free_port
+from tests.fixtures.service import scoring_service
 
 pytestmark = pytest.mark.integration
 
 WHEN = "2026-03-11T18:30:00Z"  # the day the online store's features are for
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"service exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"service not ready:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +35,7 @@ def served(online_state: dict, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     home = tmp_path_factory.mktemp("serving") / "home"
     shutil.copytree(online_state["home"], home)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = home.parent / "service.log"
+    url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "RANKFLOW_HOME": str(home), "RANKFLOW_SERVICE_URL": url}
     env.pop("MLFLOW_TRACKING_URI", None)
     args = [
@@ -63,27 +44,12 @@ def served(online_state: dict, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "--set", "serving.canary_share=0.5",
         "--set", "serving.max_candidates=50",
     ]  # fmt: skip
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "rankflow", *args, "serve"],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        _wait_healthy(url, process, log)
+    with scoring_service(env, home.parent / "service.log", *args) as process:
         uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
         yield {
-            **online_state, "home": home, "url": url, "process": process, "log": log,
+            **online_state, "home": home, "url": url, "process": process,
             "client": MlflowClient(tracking_uri=uri, registry_uri=uri),
         }  # fmt: skip
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)  # graceful: the last log flush runs
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def _score(url: str, body: dict[str, Any]) -> httpx.Response:

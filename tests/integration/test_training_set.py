@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -96,12 +95,8 @@ USER_ROWS = [
 
 
 @pytest.fixture
-def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StatePaths:
-    root = tmp_path / "home"
-    root.mkdir()
-    monkeypatch.setenv("RANKFLOW_HOME", str(root))
-    monkeypatch.delenv("RANKFLOW_FEAST_PROFILE", raising=False)
-    state = StatePaths(root)
+def paths(private_home: StatePaths) -> StatePaths:
+    state = private_home
     write_export(state, "labelled_impressions", IMPRESSIONS)
     write_export(
         state,

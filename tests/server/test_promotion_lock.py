@@ -7,8 +7,6 @@ concurrent read-modify-write promotions against a real ``mlflow server`` on the 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,7 +14,8 @@ import pytest
 
 from rankflow.errors import LockedError
 from rankflow.registry.lock import PostgresAdvisoryLock, promotion_lock
-from rankflow.settings import REPO_ROOT, Settings
+from rankflow.settings import Settings
+from tests.fixtures.lock_holder import lock_held_elsewhere
 
 pytestmark = pytest.mark.server
 
@@ -37,25 +36,11 @@ def test_second_session_is_refused_until_the_first_releases(postgres) -> None:
 
 def test_a_holder_that_dies_releases_the_lock(postgres) -> None:
     url = postgres.url("rankflow")
-    script = (
-        "import sys; from rankflow.registry.lock import PostgresAdvisoryLock; "
-        f"lock = PostgresAdvisoryLock({url!r}, 'promotion of m'); lock.acquire(); "
-        "print('held', flush=True); sys.stdin.read()"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(LockedError):
-            PostgresAdvisoryLock(url, "promotion of m", timeout=0.5).acquire()
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
+    with (
+        lock_held_elsewhere(f"PostgresAdvisoryLock({url!r}, 'promotion of m')"),
+        pytest.raises(LockedError),
+    ):
+        PostgresAdvisoryLock(url, "promotion of m", timeout=0.5).acquire()
     # Postgres ends the killed client's session, and its advisory locks with it.
     with PostgresAdvisoryLock(url, "promotion of m", timeout=30):
         pass
@@ -78,11 +63,10 @@ def test_concurrent_promotions_on_the_mlflow_server_lose_no_update(
     client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     model = "lock-test-model"
     client.create_registered_model(model, tags={"counter": "0"})
-    settings = Settings.resolve(
-        home=tmp_path,
-        profile="server",
-        postgres_url=postgres.url("rankflow", "psycopg"),
-        environ={},
+    # Built by hand: only the lock is under test (no Redis or Prefect server, which
+    # Settings.resolve requires of a server profile).
+    settings = Settings(
+        home=tmp_path, profile="server", postgres_url=postgres.url("rankflow", "psycopg")
     )
     errors: list[BaseException] = []
 

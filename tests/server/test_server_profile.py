@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,121 @@ def test_online_reads_from_redis_match_the_offline_store(
     online = online.set_index("user_id").sort_index()
     assert online["user_segment"].notna().all()  # attributes came back from Redis
     pd.testing.assert_frame_equal(online[list(schema)], offline[list(schema)], check_exact=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# A scoring request in the server profile
+# ---------------------------------------------------------------------------------------------
+
+STORED_VIEWS = ("user_attributes", "item_attributes", "user_daily_stats", "item_daily_stats",
+                "user_category_affinity")  # fmt: skip
+USER_VIEWS = ("user_attributes", "user_daily_stats")
+
+
+@pytest.fixture(scope="module")
+def scored(server_run, redis_server: str, mlflow_server) -> dict[str, Any]:
+    """``rankflow serve`` with the run's server-profile environment on a free loopback port,
+    one ``POST /score`` for a user and items the state knows at its as-of day, the served log
+    rows of that request, and the service's metrics; the service is stopped afterwards."""
+    import httpx
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from rankflow.features.store import exports_as_of
+    from rankflow.paths import StatePaths
+    from rankflow.serving.served_log import read_served_log
+    from rankflow.tracking.server import free_port
+    from tests.fixtures.service import scoring_service
+
+    home, env, _ = server_run
+    paths = StatePaths(home)
+    as_of = exports_as_of(paths)
+    users = pq.read_table(paths.exports / "user_daily_features.parquet").to_pandas()
+    items = pq.read_table(paths.exports / "item_daily_features.parquet").to_pandas()
+    user = int(sorted(users.loc[users["feature_ts"] == pd.Timestamp(as_of), "user_id"])[0])
+    item_ids = [int(i) for i in sorted(items.loc[items["feature_ts"] == pd.Timestamp(as_of),
+                                                  "item_id"])[:5]]  # fmt: skip
+    when = as_of + timedelta(hours=12)
+    body = {"user_id": user, "item_ids": item_ids, "device": "mobile",
+            "time": when.isoformat(), "request_id": "server-profile-score-1"}  # fmt: skip
+    url = f"http://127.0.0.1:{free_port()}"
+    service_env = {**env, "RANKFLOW_SERVICE_URL": url}
+    with scoring_service(service_env, home.parent / "service.log",
+                         "--set", "serving.log.flush_seconds=0.2"):  # fmt: skip
+        response = httpx.post(f"{url}/score", json=body, timeout=60)
+        logged = pd.DataFrame()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            frame = read_served_log(paths, "ctr_ranker_v1")
+            if not frame.empty:
+                logged = frame[frame["__request_id"] == body["request_id"]]
+                if len(logged) == len(item_ids):
+                    break
+            time.sleep(0.3)
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    return {"home": home, "body": body, "hour": when.hour, "response": response,
+            "logged": logged, "metrics": metrics}  # fmt: skip
+
+
+def test_a_scoring_request_is_ranked_by_the_champion_on_the_mlflow_server(
+    scored, mlflow_server
+) -> None:
+    from mlflow import MlflowClient
+
+    response = scored["response"]
+    assert response.status_code == 200, response.text
+    data = response.json()
+    body = scored["body"]
+    assert sorted(i["item_id"] for i in data["items"]) == sorted(body["item_ids"])
+    assert [i["rank"] for i in data["items"]] == list(range(1, len(body["item_ids"]) + 1))
+    p = [i["p_click"] for i in data["items"]]
+    assert p == sorted(p, reverse=True) and all(0 < v < 1 for v in p)
+    client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
+    champion = client.get_model_version_by_alias("rankflow-ctr", "champion")
+    assert data["arm"] == "champion"
+    assert data["model"]["name"] == "rankflow-ctr"
+    assert data["model"]["version"] == str(champion.version)
+    assert not data["unknown_user"] and data["unknown_items"] == 0
+
+
+def test_the_served_features_came_from_redis(
+    scored, redis_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The logged feature values of the request are what the Redis online store holds for those
+    entities (read back through Feast), the user's views were all present (no missing-feature
+    count for them), and no SQLite online store was created beside it."""
+    import numpy as np
+
+    from rankflow.features.store import online_features
+    from rankflow.paths import StatePaths
+
+    logged, body = scored["logged"], scored["body"]
+    assert len(logged) == len(body["item_ids"]), "the request's rows never reached the log"
+    logged = logged.set_index("item_id").loc[body["item_ids"]]
+    monkeypatch.setenv("RANKFLOW_REDIS", redis_server)
+    rows = [
+        {"user_id": body["user_id"], "item_id": i, "category": logged.at[i, "category"],
+         "position": 1, "device": body["device"], "hour_of_day": scored["hour"]}
+        for i in body["item_ids"]
+    ]  # fmt: skip
+    stored = online_features(StatePaths(scored["home"]), rows, profile="redis")
+    stored = stored.set_index("item_id").loc[body["item_ids"]]
+    compared: set[str] = set()
+    for column in logged.columns:
+        view, _, feature = column.partition("__")
+        if view not in STORED_VIEWS or feature.endswith(("__status", "__timestamp")):
+            continue
+        present = (logged[f"{column}__status"] == 1).to_numpy()
+        if view in USER_VIEWS:
+            assert present.all(), column  # the known user's rows were all in Redis
+        served, held = logged[column].to_numpy()[present], stored[feature].to_numpy()[present]
+        if served.dtype.kind in "fiub":
+            np.testing.assert_allclose(served.astype(float), held.astype(float), err_msg=column)
+        else:
+            assert list(served) == list(held), column
+        if present.any():
+            compared.add(view)
+    assert {"user_attributes", "user_daily_stats", "item_daily_stats"} <= compared, compared
+    for view in USER_VIEWS:
+        assert f'rankflow_missing_features_total{{feature_view="{view}"' not in scored["metrics"]
+    assert not (scored["home"] / "feast" / "online_store.db").exists()

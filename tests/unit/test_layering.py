@@ -33,6 +33,14 @@ def test_loading_the_config_imports_no_heavy_library() -> None:
     assert heavy == []
 
 
+def test_the_metrics_module_and_the_simulator_import_no_torch() -> None:
+    """The simulator's oracle figures come from models.metrics (one metrics module), so that
+    module stays light: torch only reaches it with a model, sklearn on the first AUC."""
+    loaded = _imported_modules("import models.metrics, rankflow.data.simulate")
+    heavy = sorted(n for n in loaded if n.split(".")[0] in ("torch", "sklearn", "scipy"))
+    assert heavy == []
+
+
 def _python_files(*folders: str) -> list[Path]:
     return [p for folder in folders for p in (REPO_ROOT / folder).rglob("*.py")]
 
@@ -66,9 +74,11 @@ def test_models_knows_nothing_above_it() -> None:
 
 
 def test_only_the_settings_module_touches_the_process_environment() -> None:
+    """The benchmarks too: they hand explicit Settings to the stages and child processes.
+    (feature_repo/ reads RANKFLOW_HOME for the bare Feast CLI only; see data_sources.py.)"""
     readers = sorted(
         str(f.relative_to(REPO_ROOT))
-        for f in _python_files("rankflow", "models", "flows")
+        for f in _python_files("rankflow", "models", "flows", "bench")
         if "os.environ" in f.read_text() or "getenv(" in f.read_text()
     )
     assert readers == ["rankflow/settings.py"]

@@ -13,10 +13,7 @@ from models.spec import FeatureSpec
 from models.train import _make_optimizer, train_model
 from tests.fixtures.synthetic import make_splits, small_model_config
 
-
-@pytest.fixture(autouse=True)
-def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RANKFLOW_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

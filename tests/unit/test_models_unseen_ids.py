@@ -19,9 +19,7 @@ from tests.fixtures.synthetic import make_splits, small_model_config
 RARE = {"features.categorical.user_id.min_count": 3}
 
 
-@pytest.fixture(autouse=True)
-def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RANKFLOW_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,7 @@ from models.train import train_model
 from models.warm_start import warm_start
 from tests.fixtures.synthetic import make_splits, small_model_config
 
-
-@pytest.fixture(autouse=True)
-def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RANKFLOW_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

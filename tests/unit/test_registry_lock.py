@@ -5,8 +5,6 @@ The Postgres implementation runs against a real server in tests/server/test_prom
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,8 @@ from rankflow.registry.lock import (
     libpq_url,
     promotion_lock,
 )
-from rankflow.settings import REPO_ROOT, Settings
+from rankflow.settings import Settings
+from tests.fixtures.lock_holder import lock_held_elsewhere
 
 
 def test_local_profile_uses_a_file_lock_under_the_state_dir(tmp_path: Path) -> None:
@@ -29,7 +28,9 @@ def test_local_profile_uses_a_file_lock_under_the_state_dir(tmp_path: Path) -> N
 
 
 def test_server_profile_uses_postgres_and_needs_its_url(tmp_path: Path) -> None:
-    server = Settings.resolve(home=tmp_path, profile="server", environ={})
+    # Settings.resolve refuses a server profile without its URL (tests/unit/test_settings.py);
+    # the lock still guards settings built by hand.
+    server = Settings(home=tmp_path, profile="server")
     with pytest.raises(ConfigError, match="RANKFLOW_POSTGRES_URL"):
         promotion_lock(server, "rankflow-ctr")
     url = "postgresql+psycopg://u:p@db:5432/rankflow"
@@ -59,24 +60,11 @@ def test_file_lock_excludes_a_second_holder_until_released(tmp_path: Path) -> No
 
 def test_file_lock_excludes_another_process_and_is_freed_when_it_dies(tmp_path: Path) -> None:
     path = tmp_path / "x.lock"
-    script = (
-        "import sys; from pathlib import Path; from rankflow.registry.lock import FileLock; "
-        f"lock = FileLock(Path({str(path)!r}), 'x'); lock.acquire(); print('held', flush=True); "
-        "sys.stdin.read()"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(LockedError, match=f"pid {holder.pid}"):
-            FileLock(path, "x", timeout=0.5).acquire()
-    finally:
-        holder.kill()  # dies holding the lock: the kernel drops the flock with the process
-        holder.wait(timeout=30)
+    with (
+        lock_held_elsewhere(f"FileLock(Path({str(path)!r}), 'x')") as holder,
+        pytest.raises(LockedError, match=f"pid {holder.pid}"),
+    ):
+        FileLock(path, "x", timeout=0.5).acquire()
+    # The holder died holding the lock: the kernel drops the flock with the process.
     with FileLock(path, "x", timeout=5):
         pass

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rankflow.errors import ConfigError, RankflowError
-from rankflow.settings import ENV_VARS, REPO_ROOT, Settings
+from rankflow.settings import ENV_VARS, REPO_ROOT, SERVER_NEEDS, Settings
 
 
 def test_defaults_are_the_embedded_profile() -> None:
@@ -34,11 +34,83 @@ def test_precedence_explicit_then_environment_then_file_then_default(tmp_path: P
     )
 
 
+SERVER_ENV = {
+    "RANKFLOW_PROFILE": "server",
+    "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    "RANKFLOW_REDIS": "redis:6379",
+    "RANKFLOW_POSTGRES_URL": "postgresql://rank:pw@postgres:5432/rankflow",
+    "PREFECT_API_URL": "http://prefect-server:4200/api",
+}
+
+
 def test_server_profile_switches_the_online_store_default_only() -> None:
-    server = Settings.resolve(environ={"RANKFLOW_PROFILE": "server"})
+    server = Settings.resolve(environ=SERVER_ENV)
     assert server.feast_online_store == "redis"
-    explicit = Settings.resolve(environ={"RANKFLOW_PROFILE": "server"}, feast_online_store="sqlite")
+    assert server.redis_url == "redis:6379"
+    explicit = Settings.resolve(environ=SERVER_ENV, feast_online_store="sqlite")
     assert explicit.feast_online_store == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("setting", "variable"),
+    [
+        ("mlflow_tracking_uri", "MLFLOW_TRACKING_URI"),
+        ("redis_url", "RANKFLOW_REDIS"),
+        ("postgres_url", "RANKFLOW_POSTGRES_URL"),
+        ("prefect_api_url", "PREFECT_API_URL"),
+    ],
+)
+def test_server_profile_refuses_a_missing_server_naming_it_and_its_variable(
+    setting: str, variable: str
+) -> None:
+    environ = {k: v for k, v in SERVER_ENV.items() if k != variable}
+    with pytest.raises(ConfigError) as caught:
+        Settings.resolve(environ=environ)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"missing {setting} (set {variable}:" in message
+    others = set(SERVER_NEEDS) - {setting}
+    assert not any(other in message for other in others), message  # only what is missing
+    # A blank variable is unset; the local profile needs none of them.
+    with pytest.raises(ConfigError, match=f"missing {setting} "):
+        Settings.resolve(environ={**SERVER_ENV, variable: "  "})
+    assert Settings.resolve(environ={**environ, "RANKFLOW_PROFILE": "local"}).profile == "local"
+
+
+def test_server_profile_names_every_missing_setting_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.resolve(environ={"RANKFLOW_PROFILE": "server"})
+    message = str(caught.value)
+    for setting in SERVER_NEEDS:
+        assert f"{setting} (set {ENV_VARS[setting]}:" in message
+    assert "\n" not in message
+
+
+def test_server_profile_without_redis_as_online_store_needs_no_redis_url() -> None:
+    environ = {k: v for k, v in SERVER_ENV.items() if k != "RANKFLOW_REDIS"}
+    settings = Settings.resolve(environ={**environ, "RANKFLOW_FEAST_PROFILE": "sqlite"})
+    assert settings.feast_online_store == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MLFLOW_TRACKING_URI", "sqlite:////data/mlflow.db"),
+        ("MLFLOW_TRACKING_URI", "/data/mlruns"),
+        ("PREFECT_API_URL", "ephemeral"),
+    ],
+)
+def test_server_profile_refuses_an_embedded_store_in_place_of_a_server(
+    variable: str, value: str
+) -> None:
+    setting = next(k for k, v in ENV_VARS.items() if v == variable)
+    with pytest.raises(
+        ConfigError, match=f"{setting} '{value}' \\(from {variable}\\) is not a server"
+    ):
+        Settings.resolve(environ={**SERVER_ENV, variable: value})
+    # an explicit argument is named as such
+    with pytest.raises(ConfigError, match=r"\(from argument\) is not a server"):
+        Settings.resolve(environ=SERVER_ENV, **{setting: value})
 
 
 def test_bad_values_name_the_setting_and_its_source() -> None:

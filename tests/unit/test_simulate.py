@@ -15,13 +15,12 @@ from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
 import rankflow.data.simulate as simulate_module
+from models.metrics import EPS, auc, logloss
 from rankflow.data.contract import CONTRACT, arrow_schema
 from rankflow.data.simulate import (
     MARKER_FILE,
     SimulationConfig,
     SimulationSummary,
-    binary_auc,
-    binary_logloss,
     load_truth,
     simulate,
     true_logit,
@@ -39,23 +38,18 @@ def run(root: Path, config: SimulationConfig) -> SimulationSummary:
     return simulate(config, root / "raw", root / "truth")
 
 
-def impressions(raw: Path) -> pd.DataFrame:
-    """All impressions in partition order, with the partition's date as a column."""
+def impressions(folder: Path) -> pd.DataFrame:
+    """All impressions of a raw or truth folder in partition order, with the partition's date
+    as a column."""
     frames = []
-    for part in sorted((raw / "impressions").iterdir()):
+    for part in sorted((folder / "impressions").iterdir()):
         frame = pd.read_parquet(part / "part-0.parquet")
         frame["partition"] = part.name.split("=")[1]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
-def truth(truth_dir: Path) -> pd.DataFrame:
-    frames = []
-    for part in sorted((truth_dir / "impressions").iterdir()):
-        frame = pd.read_parquet(part / "part-0.parquet")
-        frame["partition"] = part.name.split("=")[1]
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+truth = impressions  # the truth folder has the same layout (p_click per event)
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +229,7 @@ def test_ctr_is_near_target_and_oracle_beats_chance(
     assert abs(p.p_click.mean() - 0.045) < 0.015
     assert summary.oracle_auc > 0.6
     assert summary.oracle_auc == pytest.approx(roc_auc_score(events.clicked, p.p_click))
-    assert summary.oracle_logloss < binary_logloss(
-        events.clicked, np.full(len(p), events.clicked.mean())
-    )
+    assert summary.oracle_logloss < logloss(events.clicked, np.full(len(p), events.clicked.mean()))
 
 
 def test_clicks_follow_position_bias(tmp_path: Path) -> None:
@@ -263,13 +255,24 @@ def test_drift_changes_truth_from_drift_day_only(
     assert abs(stable.p_click[~before].mean() - drifting.p_click[~before].mean()) < 0.02
 
 
-def test_metric_helpers_match_sklearn_with_ties() -> None:
-    rng = np.random.default_rng(0)
-    labels = rng.random(2_000) < 0.1
-    scores = np.round(rng.random(2_000) + labels * 0.3, 1)  # many ties
-    assert binary_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
-    assert np.isnan(binary_auc(np.zeros(5), np.arange(5)))
-    assert binary_logloss(np.array([1, 0]), np.array([0.5, 0.5])) == pytest.approx(np.log(2))
+def test_oracle_figures_are_the_shared_metrics_over_the_written_truth(
+    dataset: tuple[Path, SimulationSummary],
+) -> None:
+    """The summary's and each day's oracle AUC / log loss are models.metrics over the files
+    (one metrics module: the simulator keeps no copy of its own)."""
+    root, summary = dataset
+    events, p = impressions(root / "raw"), truth(root / "truth")
+    y, q = events.clicked.to_numpy(dtype=float), p.p_click.to_numpy(dtype=float)
+    assert q.min() > EPS and q.max() < 1 - EPS  # so the log-loss clip changes nothing here
+    expected = -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+    assert summary.oracle_logloss == pytest.approx(expected, rel=1e-12)
+    daily = json.loads(summary.truth_file.read_text())["daily"]
+    assert [d["date"] for d in daily] == sorted(events.partition.unique())
+    for day in daily:
+        on_day = (events.partition == day["date"]).to_numpy()
+        assert day["oracle_auc"] == auc(y[on_day], q[on_day])
+        assert day["oracle_logloss"] == logloss(y[on_day], q[on_day])
+    assert not hasattr(simulate_module, "binary_auc")
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from rankflow.config import ConfigError, load_config
 from rankflow.data.contract import ContractError
 from rankflow.data.simulate import SimulationConfig, simulate
 from rankflow.features import store as feature_store
+from rankflow.features.exports import export_files
 from rankflow.features.store import EXPORT_SCHEMAS, FeatureStoreError
 from rankflow.paths import StatePaths
 from rankflow.warehouse.build import WarehouseBuildError
@@ -108,9 +109,9 @@ def test_build_features_completes_and_writes_exports(built: Built) -> None:
     paths = StatePaths(built.home)
 
     for name in EXPORT_SCHEMAS:
-        export = paths.exports / f"{name}.parquet"
-        assert export.is_file(), export
-        assert pq.read_metadata(export).num_rows > 0, export
+        files = export_files(paths, name)
+        assert files, name
+        assert sum(pq.read_metadata(f).num_rows for f in files) > 0, name
     assert (paths.feast / "online_store.db").is_file()
     views = summary.details["feature_store"]["materialize"]["views"]
     assert views and all(v["mode"] == "initial" for v in views.values())

@@ -97,6 +97,7 @@ class WarehouseResult:
     elapsed_seconds: float = 0.0
     plan: str = ""  # what the build redid: full (why) or which days
     skipped: list[str] = field(default_factory=list)  # raw paths that are not data
+    decoded: list[str] = field(default_factory=list)  # raw files read page by page (new/changed)
 
     def __str__(self) -> str:
         lines = [
@@ -112,6 +113,7 @@ class WarehouseResult:
         else:
             lines.append("quarantined impressions: none")
         lines.append(f"plan: {self.plan}")
+        lines.append(f"contract check: pages decoded in {len(self.decoded)} new or changed file(s)")
         if self.skipped:
             lines.append(f"skipped raw paths (not data): {', '.join(self.skipped)}")
         lines += [f"warning: {w}" for w in self.warnings]
@@ -198,6 +200,7 @@ def build_warehouse(
         dbt_target_dir=paths.root / "dbt" / "target",
         plan=plan.describe(),
         skipped=list(plan.skipped),
+        decoded=list(plan.decoded),
     )
     return _with_run(base, run, round(time.perf_counter() - started, 2))
 
@@ -260,6 +263,7 @@ def _prepare(
         inventory = validate_raw(raw_dir, deep=plan.changed_files)
         plan.as_of = as_of.replace(tzinfo=None)
         plan.skipped = inventory.skipped
+        plan.decoded = inventory.decoded
         if plan.full:
             plan.reload_days = set(listing.partitions)
             con.close()

@@ -24,7 +24,6 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rankflow.errors import RankflowError
@@ -142,8 +141,8 @@ def _copy_days(
     )
     for day in days:
         parts = sorted((staging / f"{DAY_COLUMN}={day.isoformat()}").glob("*.parquet"))
-        if len(parts) != 1:
-            raise RuntimeError(f"export {export.name}: expected one file for {day}, found {parts}")
+        if len(parts) != 1:  # DuckDB's layout changed: fail the build, keep the live exports
+            raise RankflowError(f"export {export.name}: expected one file for {day}, found {parts}")
         os.replace(parts[0], day_file(target, day))
     shutil.rmtree(staging)
 
@@ -163,11 +162,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def export_rows(folder: Path) -> int:
     """Rows over every parquet file of an export folder (from the footers)."""
     return sum(pq.read_metadata(p).num_rows for p in sorted(folder.glob("*.parquet")))
-
-
-def export_schema(folder: Path) -> pa.Schema | None:
-    files = sorted(folder.glob("*.parquet"))
-    return pq.read_schema(files[0]) if files else None
 
 
 def sql_literal(value: object) -> str:

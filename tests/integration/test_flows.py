@@ -414,10 +414,13 @@ def test_two_train_runs_started_together_never_race(
     model_file.write_text(yaml.safe_dump(model))
     overrides = {**TINY, "model_config_path": str(model_file)}
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
+    uri = default_tracking_uri(StatePaths(built.home))
     env = {
         **os.environ,
         "RANKFLOW_HOME": str(built.home),
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),  # the session's server, not two new ones
+        # this state's own store: an earlier in-process mlflow.set_tracking_uri exported another
+        "MLFLOW_TRACKING_URI": uri,
     }
     command = [sys.executable, "-m", "rankflow", *sets, "train"]
     runs = [
@@ -447,7 +450,6 @@ def test_two_train_runs_started_together_never_race(
         raised = set(re.findall(r"^([\w.]+(?:Error|Exception)):", err, flags=re.MULTILINE))
         assert raised <= {"rankflow.errors.LockedError"}, raised
 
-    uri = default_tracking_uri(StatePaths(built.home))
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     fingerprints = [

@@ -170,10 +170,7 @@ def build_warehouse(
             build_id = invocation_id()
             _finish(build_db, plan, as_of, build_exports, live_exports, build_id)
             row_counts, quarantine = _inspect_build_db(build_db, build_exports)
-            exports = {
-                **{Path(f).stem: live_exports / f for f in EXPORT_MODELS.values()},
-                **{name: live_exports / name for name in DAILY_EXPORT_MODELS.values()},
-            }
+            exports = _export_paths(live_exports)
             missing = [f for f in EXPORT_MODELS.values() if not (build_exports / f).is_file()]
             if missing:
                 raise WarehouseBuildError(
@@ -203,6 +200,14 @@ def build_warehouse(
         decoded=list(plan.decoded),
     )
     return _with_run(base, run, round(time.perf_counter() - started, 2))
+
+
+def _export_paths(live_exports: Path) -> dict[str, Path]:
+    """Export name -> its live file (attribute exports) or folder of per-day files."""
+    return {
+        **{Path(f).stem: live_exports / f for f in EXPORT_MODELS.values()},
+        **{name: live_exports / name for name in DAILY_EXPORT_MODELS.values()},
+    }
 
 
 def _fresh_scratch(paths: StatePaths) -> tuple[Path, Path, Path]:

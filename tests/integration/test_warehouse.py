@@ -22,6 +22,7 @@ import pytest
 from rankflow.data.contract import ContractError
 from rankflow.features.exports import export_files, export_path
 from rankflow.paths import StatePaths
+from rankflow.warehouse import rebuilt
 from rankflow.warehouse.build import (
     WarehouseBuildError,
     WarehouseResult,
@@ -239,10 +240,11 @@ def test_build_writes_every_export_with_the_exact_schema(
     ]
     assert result.row_counts["export_labelled_impressions"] == 5
     assert result.run_summary.get("error", 0) == 0 and result.run_summary.get("fail", 0) == 0
-    # nothing of the build is left behind next to the live files
+    # nothing of the build is left behind next to the live files (the rebuilt-days record for
+    # the next materialization is state, not scratch: rankflow.warehouse.rebuilt)
     assert sorted(
         p.name for p in paths.warehouse.parent.iterdir() if not p.name.endswith(".lock")
-    ) == ["rankflow.duckdb"]
+    ) == sorted(["rankflow.duckdb", rebuilt.MARKER])
     assert not any(p.name.startswith(".exports") for p in paths.root.iterdir())
 
 

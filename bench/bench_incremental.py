@@ -8,11 +8,13 @@ daily scheduled run does). Prints both times and their ratio per history, plus t
 time at each H against the one at the first H (the goal: the daily cost does not grow with the
 history). Each history runs in a state dir of its own under ``--home``; times are wall clock on
 a shared machine, so compare the ratios measured in this run, not absolute seconds across runs.
+The load average is printed before and after, to say how shared the machine was.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -69,12 +71,18 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=REPO / ".state" / "bench" / "incremental")
     parser.add_argument("--keep", action="store_true", help="keep the state dirs to inspect")
     args = parser.parse_args()
+    args.home = args.home.resolve()
 
+    load_before = os.getloadavg()
     results = {h: measure(h, args.per_day, args.home / f"{h}d") for h in args.histories}
     if not args.keep:
         shutil.rmtree(args.home, ignore_errors=True)
     first = args.histories[0]
     print(f"\nincremental warehouse build of one new day, {args.per_day:,} impressions per day")
+    print(
+        f"  load average (1, 5, 15 min) before {_load(load_before)}, after {_load(os.getloadavg())}"
+        f" on {os.cpu_count()} CPUs"
+    )
     print(
         f"  {'history':>8} {'full s':>8} {'incr. s':>8} {'incr./full':>11} {'incr./incr.@' + str(first):>14}"
     )
@@ -83,6 +91,10 @@ def main() -> None:
             f"  {h:>6} d {r['full']:8.2f} {r['incremental']:8.2f} "
             f"{r['incremental'] / r['full']:11.2f} {r['incremental'] / results[first]['incremental']:14.2f}"
         )
+
+
+def _load(values: tuple[float, float, float]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
 
 
 if __name__ == "__main__":

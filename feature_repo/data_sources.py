@@ -9,8 +9,9 @@ Every export lives under ``<state dir>/exports/``. Two doors import this module:
   top-level modules; like ``${RANKFLOW_HOME}`` in ``feature_store.yaml``, which Feast expands
   from the environment, the paths below then come from ``RANKFLOW_HOME``.
 
-Without ``RANKFLOW_HOME`` the paths are relative (``exports/<name>.parquet``), which Feast
-resolves against the repo config's ``repo_path``.
+Without ``RANKFLOW_HOME`` the paths are relative (``exports/<name>.parquet``, and
+``exports/<name>/*.parquet`` for the per-day exports), which Feast resolves against the repo
+config's ``repo_path``.
 
 ``feature_ts`` is the time a row became true (UTC midnight for the daily aggregates, which only
 count events strictly before it); ``created_ts`` is when dbt built the row and only breaks ties
@@ -29,10 +30,12 @@ _HOME = os.environ.get("RANKFLOW_HOME")
 EXPORTS_DIR = Path(_HOME).expanduser().resolve() / "exports" if _HOME else Path("exports")
 
 
-def _export(name: str, description: str) -> FileSource:
+def _export(name: str, description: str, per_day: bool = True) -> FileSource:
+    # The daily exports are folders of one file per day (rankflow.warehouse.exports), read
+    # through one glob; Feast's DuckDB offline store reads the glob as one table.
     return FileSource(
         name=f"{name}_source",
-        path=str(EXPORTS_DIR / f"{name}.parquet"),
+        path=str(EXPORTS_DIR / name / "*.parquet" if per_day else EXPORTS_DIR / f"{name}.parquet"),
         file_format=ParquetFormat(),
         timestamp_field="feature_ts",
         created_timestamp_column="created_ts",
@@ -41,10 +44,14 @@ def _export(name: str, description: str) -> FileSource:
 
 
 user_attributes_source = _export(
-    "user_attributes", "One row per user, stamped at signup (dbt export user_attributes)"
+    "user_attributes",
+    "One row per user, stamped at signup (dbt export user_attributes)",
+    per_day=False,
 )
 item_attributes_source = _export(
-    "item_attributes", "One row per item, stamped at creation (dbt export item_attributes)"
+    "item_attributes",
+    "One row per item, stamped at creation (dbt export item_attributes)",
+    per_day=False,
 )
 user_daily_features_source = _export(
     "user_daily_features",

@@ -185,6 +185,7 @@ class RawInventory:
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # not data: hidden, not parquet, too deep
     listing: RawListing | None = None  # the file list the warehouse build loads
+    decoded: list[str] = field(default_factory=list)  # files read page by page (all or `deep`)
 
     def __str__(self) -> str:
         lines = [f"raw data in {self.raw_dir} follows {CONTRACT_DOC}"]
@@ -198,6 +199,8 @@ class RawInventory:
                 f"  partitions   {len(self.partition_dates)} days, "
                 f"{self.partition_dates[0]} .. {self.partition_dates[-1]}"
             )
+        total = sum(len(files) for files in self.files.values())
+        lines.append(f"  pages decoded in {len(self.decoded)} of {total} file(s)")
         for where, columns in self.extra_columns.items():
             lines.append(f"  extra columns (kept, not used) in {where}: {', '.join(columns)}")
         lines += [f"  note: {note}" for note in self.notes]
@@ -231,14 +234,13 @@ def validate_raw(raw_dir: Path, *, deep: Collection[Path] | None = None) -> RawI
         suffix = "/" if not layout.path.suffix else ""
         checker.problem(checker.label(layout.path) + suffix, None, layout.problem, layout.expected)
     deep_set = None if deep is None else {Path(p).resolve() for p in deep}
+    listed = [path for files in listing.files.values() for path in files]
+    decoded = {path for path in listed if deep_set is None or path in deep_set}
     rows: dict[str, int] = {}
     for table in CONTRACT:
         table_files = listing.files[table]
         _note_empty(checker, listing, table)
-        counts = [
-            checker.check_file(table, path, deep_set is None or path in deep_set)
-            for path in table_files
-        ]
+        counts = [checker.check_file(table, path, path in decoded) for path in table_files]
         rows[table] = sum(n or 0 for n in counts)
         if counts and None not in counts and rows[table] == 0:
             checker.problem(
@@ -259,6 +261,7 @@ def validate_raw(raw_dir: Path, *, deep: Collection[Path] | None = None) -> RawI
         notes=checker.notes,
         skipped=[listing.label(p) for p in listing.skipped],
         listing=listing,
+        decoded=[checker.label(path) for path in listed if path in decoded],
     )
 
 

@@ -90,8 +90,14 @@ def load_definitions(paths: StatePaths) -> RepoContents:
 def _point_at_exports(source: Any, paths: StatePaths) -> None:
     from feast import FileSource
 
+    from rankflow.features.exports import EXPORT_SCHEMAS, source_path
+
     if isinstance(source, FileSource):
-        source.file_options.uri = str(paths.exports / Path(source.path).name)
+        path = Path(source.path)  # exports/<name>.parquet, or exports/<name>/*.parquet per day
+        name = path.parent.name if path.name == "*.parquet" else path.stem
+        if name not in EXPORT_SCHEMAS:
+            raise FeatureStoreError(f"feature_repo: source {source.name!r} reads no known export")
+        source.file_options.uri = source_path(paths, name)
 
 
 def _point_log_at_state(service: Any, paths: StatePaths) -> None:

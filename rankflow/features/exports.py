@@ -18,6 +18,7 @@ from models import schema
 from rankflow.features.errors import FeatureStoreError
 from rankflow.paths import StatePaths
 from rankflow.times import as_utc
+from rankflow.warehouse.exports import DAILY_EXPORTS
 
 
 class ExportError(FeatureStoreError):
@@ -103,8 +104,30 @@ FEATURE_EXPORTS: tuple[str, ...] = (
 _DAILY_EXPORTS = ("user_daily_features", "item_daily_features", "user_category_daily_features")
 
 
+# Exports written as a folder of one parquet file per day (rankflow.warehouse.exports); the
+# others are one file each.
+PER_DAY_EXPORTS: frozenset[str] = frozenset(e.name for e in DAILY_EXPORTS)
+
+
 def export_path(paths: StatePaths, name: str) -> Path:
+    """The export's file, or its folder of per-day files (pandas and pyarrow read either)."""
+    if name in PER_DAY_EXPORTS:
+        return paths.exports / name
     return paths.exports / f"{name}.parquet"
+
+
+def source_path(paths: StatePaths, name: str) -> str:
+    """What the export's Feast ``FileSource`` reads: its file, or a glob over its day files."""
+    path = export_path(paths, name)
+    return str(path / "*.parquet") if name in PER_DAY_EXPORTS else str(path)
+
+
+def export_files(paths: StatePaths, name: str) -> list[Path]:
+    """The parquet files of an export (one, or one per day); empty when it is missing."""
+    path = export_path(paths, name)
+    if name in PER_DAY_EXPORTS:
+        return sorted(path.glob("*.parquet")) if path.is_dir() else []
+    return [path] if path.is_file() else []
 
 
 def _compatible(actual: pa.DataType, expected: pa.DataType) -> str | None:
@@ -135,12 +158,18 @@ def check_export(paths: StatePaths, name: str) -> pa.Schema:
 
     Extra columns are allowed. Raises :class:`ExportError` naming the file and every bad column.
     """
-    expected = EXPORT_SCHEMAS[name]
-    path = export_path(paths, name)
-    if not path.is_file():
+    files = export_files(paths, name)
+    if not files:
         raise ExportError(
-            f"{path}: export {name!r} not found; run the dbt build (`rankflow build`) first"
+            f"{export_path(paths, name)}: export {name!r} not found; "
+            "run the dbt build (`rankflow build`) first"
         )
+    # footers only; every per-day file must pass (Feast reads them as one table)
+    return [_check_file(path, name) for path in files][-1]
+
+
+def _check_file(path: Path, name: str) -> pa.Schema:
+    expected = EXPORT_SCHEMAS[name]
     try:
         actual = pq.read_schema(path)
     except (OSError, pa.ArrowException) as error:

@@ -48,6 +48,7 @@ from rankflow.warehouse.dbt_runner import (
     invocation_id,
     invoke_dbt,
 )
+from rankflow.warehouse.exports import DAILY_EXPORTS, export_rows, sql_literal, write_daily_exports
 from rankflow.warehouse.raw_load import write_raw as write_raw  # re-export for tests, demos
 from rankflow.warehouse.rebuilt import record_rebuilt
 
@@ -56,15 +57,13 @@ if TYPE_CHECKING:  # dbt is imported lazily: it is slow to import and only neede
 
     from rankflow.data.raw_files import RawListing
 
-# export model -> parquet file it writes under the exports folder (Feast's FileSources)
+# export model -> the parquet file dbt writes under the exports folder (whole, every build)
 EXPORT_MODELS: dict[str, str] = {
-    "export_labelled_impressions": "labelled_impressions.parquet",
     "export_user_attributes": "user_attributes.parquet",
     "export_item_attributes": "item_attributes.parquet",
-    "export_user_daily_features": "user_daily_features.parquet",
-    "export_item_daily_features": "item_daily_features.parquet",
-    "export_user_category_daily_features": "user_category_daily_features.parquet",
 }
+# export model -> the folder of per-day files rankflow.warehouse.exports writes from its view
+DAILY_EXPORT_MODELS: dict[str, str] = {e.model: e.name for e in DAILY_EXPORTS}
 
 
 class WarehouseError(RankflowError, RuntimeError):
@@ -98,6 +97,7 @@ class WarehouseResult:
     elapsed_seconds: float = 0.0
     plan: str = ""  # what the build redid: full (why) or which days
     skipped: list[str] = field(default_factory=list)  # raw paths that are not data
+    decoded: list[str] = field(default_factory=list)  # raw files read page by page (new/changed)
 
     def __str__(self) -> str:
         lines = [
@@ -113,6 +113,7 @@ class WarehouseResult:
         else:
             lines.append("quarantined impressions: none")
         lines.append(f"plan: {self.plan}")
+        lines.append(f"contract check: pages decoded in {len(self.decoded)} new or changed file(s)")
         if self.skipped:
             lines.append(f"skipped raw paths (not data): {', '.join(self.skipped)}")
         lines += [f"warning: {w}" for w in self.warnings]
@@ -167,9 +168,9 @@ def build_warehouse(
             if found or not run.success:
                 raise _build_error(run, found)
             build_id = invocation_id()
-            _finish(build_db, plan, as_of)
+            _finish(build_db, plan, as_of, build_exports, live_exports, build_id)
             row_counts, quarantine = _inspect_build_db(build_db, build_exports)
-            exports = {stem: live_exports / stem for stem in EXPORT_MODELS.values()}
+            exports = _export_paths(live_exports)
             missing = [f for f in EXPORT_MODELS.values() if not (build_exports / f).is_file()]
             if missing:
                 raise WarehouseBuildError(
@@ -196,8 +197,17 @@ def build_warehouse(
         dbt_target_dir=paths.root / "dbt" / "target",
         plan=plan.describe(),
         skipped=list(plan.skipped),
+        decoded=list(plan.decoded),
     )
     return _with_run(base, run, round(time.perf_counter() - started, 2))
+
+
+def _export_paths(live_exports: Path) -> dict[str, Path]:
+    """Export name -> its live file (attribute exports) or folder of per-day files."""
+    return {
+        **{Path(f).stem: live_exports / f for f in EXPORT_MODELS.values()},
+        **{name: live_exports / name for name in DAILY_EXPORT_MODELS.values()},
+    }
 
 
 def _fresh_scratch(paths: StatePaths) -> tuple[Path, Path, Path]:
@@ -258,6 +268,7 @@ def _prepare(
         inventory = validate_raw(raw_dir, deep=plan.changed_files)
         plan.as_of = as_of.replace(tzinfo=None)
         plan.skipped = inventory.skipped
+        plan.decoded = inventory.decoded
         if plan.full:
             plan.reload_days = set(listing.partitions)
             con.close()
@@ -288,10 +299,19 @@ def _load(
     con.execute("checkpoint")
 
 
-def _finish(build_db: Path, plan: changes.BuildPlan, as_of: datetime) -> None:
-    """After a good dbt build: record the manifest, drop the loaded impressions copy."""
+def _finish(
+    build_db: Path,
+    plan: changes.BuildPlan,
+    as_of: datetime,
+    build_exports: Path,
+    live_exports: Path,
+    build_id: str,
+) -> None:
+    """After a good dbt build: write the per-day exports (only the days this build redid; the
+    rest are linked from the live folder), record the manifest, drop the loaded impressions."""
     con = _connect(build_db)
     try:
+        write_daily_exports(con, build_exports, live_exports, build_id, plan.full)
         as_of_naive = as_of.replace(tzinfo=None)
         newest = con.execute(
             "select max(event_date) from main.stg_impressions where event_date <= ?",
@@ -376,6 +396,8 @@ def _inspect_build_db(build_db: Path, build_exports: Path) -> tuple[dict[str, in
             if table in EXPORT_MODELS:
                 path = build_exports / EXPORT_MODELS[table]
                 row_counts[table] = pq.read_metadata(path).num_rows
+            elif table in DAILY_EXPORT_MODELS:
+                row_counts[table] = export_rows(build_exports / DAILY_EXPORT_MODELS[table])
             else:
                 sql = f"select count(*) from main.{_identifier(table)}"
                 row_counts[table] = int(con.execute(sql).fetchall()[0][0])
@@ -459,16 +481,6 @@ def _check_raw_dir(raw_dir: Path) -> None:
             f"raw data folder {raw_dir} lacks {', '.join(f'{t}/' for t in missing)} "
             "(see docs/data-contract.md); live warehouse unchanged"
         )
-
-
-def sql_literal(value: object) -> str:
-    """``value`` as a DuckDB string literal, for the few statements that take no parameters
-    (view definitions). DuckDB's only escape inside '...' is a doubled quote (no backslash
-    escapes), so the result can never end the literal early; NUL cannot be represented."""
-    text = str(value)
-    if "\x00" in text:
-        raise WarehouseError(f"a NUL character cannot be part of a SQL string: {text!r}")
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _identifier(name: str) -> str:

@@ -69,6 +69,7 @@ class BuildPlan:
     changed_days: set[date] = field(default_factory=set)  # added / rewritten / removed
     changed_files: list[Path] = field(default_factory=list)  # new or rewritten: validate deeply
     skipped: list[str] = field(default_factory=list)  # raw paths that are not data (noted)
+    decoded: list[str] = field(default_factory=list)  # files the contract check read page by page
     as_of: datetime | None = None  # "now" of the build (naive UTC), handed to dbt as a table
 
     def describe(self) -> str:
@@ -123,16 +124,24 @@ def plan_build(
     lookback_days: int,
     full_refresh: bool,
 ) -> BuildPlan:
-    """Compare today's raw files with the previous build's manifest and decide the work."""
-    all_files = [raw_dir / e.file for e in entries]
+    """Compare today's raw files with the previous build's manifest and decide the work.
+
+    ``changed_files`` (decoded page by page by the contract check) are the files not in the
+    manifest with the same content: a file the last good build loaded was decoded then. Without
+    a manifest, or on ``--full-refresh``, every file is.
+    """
     reason = _full_reason(previous, entries, key, full_refresh)
+    known = (
+        {}
+        if previous is None or full_refresh
+        else {e.file: e.fingerprint for e in previous.entries}
+    )
+    changed_files = [raw_dir / e.file for e in entries if known.get(e.file) != e.fingerprint]
     if reason is not None or previous is None:
-        return BuildPlan(True, reason or "", entries, key, changed_files=all_files)
+        return BuildPlan(True, reason or "", entries, key, changed_files=changed_files)
     old = _by_day(previous.entries)
     new = _by_day(entries)
     changed = {day for day in old.keys() | new.keys() if old.get(day) != new.get(day)}
-    known = {e.file: e.fingerprint for e in previous.entries}
-    changed_files = [raw_dir / e.file for e in entries if known.get(e.file) != e.fingerprint]
     raw_days = sorted(new)
     reload = set(changed) | set(raw_days[-lookback_days:] if lookback_days > 0 else [])
     judged_from = min(previous.as_of, as_of).date()  # rows judged against "now" may flip

@@ -59,7 +59,8 @@ def dbt_path_vars(warehouse: Path, exports_dir: Path) -> dict[str, str]:
 def dbt_common_args(paths: StatePaths, target_name: str) -> list[str]:
     # target/ and logs/ under the state dir, not dbt_project/: the checkout stays clean and two
     # state dirs (tests, engineers) never share partial-parse files or manifests.
-    dbt_home = paths.root / "dbt"
+    # absolute: dbt resolves a relative target path against the project folder
+    dbt_home = paths.root.resolve() / "dbt"
     return [
         "--project-dir",
         str(DBT_PROJECT_DIR),

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rankflow.features.exports import export_files, source_path
 from rankflow.features.store import (
-    EXPORT_SCHEMAS,
     FEATURE_REPO,
     ExportError,
     FeatureStoreError,
@@ -37,6 +36,7 @@ from rankflow.features.store import (
     repo_config,
 )
 from rankflow.paths import REPO_ROOT, StatePaths
+from tests.fixtures.exports import write_export
 
 pytestmark = pytest.mark.integration
 
@@ -65,14 +65,6 @@ EXPECTED_SCHEMA = {
     "hour_cos": "Float64",
     "uc_ctr_lift": "Float64",
 }
-
-
-def write_export(paths: StatePaths, name: str, rows: list[dict[str, Any]]) -> Path:
-    """Write rows with exactly the export's Arrow schema (as dbt-duckdb writes it)."""
-    paths.exports.mkdir(parents=True, exist_ok=True)
-    path = export_path(paths, name)
-    pq.write_table(pa.Table.from_pylist(rows, schema=EXPORT_SCHEMAS[name]), path)
-    return path
 
 
 def user_day(user_id: int, ts: datetime, n: int, ctr_28d: float | None = None) -> dict[str, Any]:
@@ -213,7 +205,7 @@ def test_apply_registers_the_repo_under_the_state_dir(paths: StatePaths) -> None
     assert (paths.feast / "registry.db").is_file()
     # The sources point at this state dir's exports, not at whatever was applied before.
     assert set(summary.sources.values()) == {
-        str(export_path(paths, name))
+        source_path(paths, name)
         for name in (
             "user_attributes",
             "item_attributes",
@@ -253,10 +245,11 @@ def test_apply_rejects_a_bad_export_naming_file_and_column(paths: StatePaths) ->
 def test_nanosecond_timestamps_are_rejected_before_feast_fails_on_them(paths: StatePaths) -> None:
     # DuckDB cannot CAST TIMESTAMPTZ_NS -> TIMESTAMP, which Feast's materialization does;
     # pandas writes tz-aware datetimes in ns unless told otherwise.
-    frame = pq.read_table(export_path(paths, "user_daily_features")).to_pandas()
+    day_file = export_files(paths, "user_daily_features")[-1]  # one day's file of several
+    frame = pq.read_table(day_file).to_pandas()
     frame["feature_ts"] = frame["feature_ts"].astype("datetime64[ns, UTC]")
-    frame.to_parquet(export_path(paths, "user_daily_features"))
-    with pytest.raises(ExportError, match=r"column 'feature_ts'.*microseconds"):
+    frame.to_parquet(day_file)
+    with pytest.raises(ExportError, match=rf"{day_file.name}: column 'feature_ts'.*microseconds"):
         apply_feature_repo(paths)
 
 

@@ -7,7 +7,11 @@ in the pipeline test, training and the MLflow registry.
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from uuid import UUID
 import httpx
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
@@ -36,10 +41,12 @@ from flows.policies import (
 from flows.train import train
 from rankflow.config import ConfigError, load_config
 from rankflow.data.contract import ContractError
+from rankflow.data.raw_files import fingerprint, list_raw
 from rankflow.data.simulate import SimulationConfig, simulate
 from rankflow.features import store as feature_store
+from rankflow.features.exports import export_files
 from rankflow.features.store import EXPORT_SCHEMAS, FeatureStoreError
-from rankflow.paths import StatePaths
+from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.warehouse.build import WarehouseBuildError
 
 pytestmark = pytest.mark.integration
@@ -108,9 +115,9 @@ def test_build_features_completes_and_writes_exports(built: Built) -> None:
     paths = StatePaths(built.home)
 
     for name in EXPORT_SCHEMAS:
-        export = paths.exports / f"{name}.parquet"
-        assert export.is_file(), export
-        assert pq.read_metadata(export).num_rows > 0, export
+        files = export_files(paths, name)
+        assert files, name
+        assert sum(pq.read_metadata(f).num_rows for f in files) > 0, name
     assert (paths.feast / "online_store.db").is_file()
     views = summary.details["feature_store"]["materialize"]["views"]
     assert views and all(v["mode"] == "initial" for v in views.values())
@@ -319,3 +326,142 @@ def test_pipeline_runs_build_features_then_train(
         assert Path(sub).is_file()
     text = summary.render()
     assert "MLflow UI:" in text and "champion:" in text
+
+
+# --------------------------------------------------------------------------------------------
+# The contract check's deep read: only what is new or changed (issue #9)
+
+
+def _raw_fingerprints(raw: Path) -> dict[str, str]:
+    listing = list_raw(raw)
+    return {listing.label(p): fingerprint(p) for files in listing.files.values() for p in files}
+
+
+def test_a_daily_run_decodes_only_new_or_changed_raw_files(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANKFLOW_HOME", str(built.home))
+    paths = StatePaths(built.home)
+    before = _raw_fingerprints(paths.raw)
+
+    # the next day: the simulator appends a day (and drops the oldest; shared days identical)
+    next_day = {**TINY, "simulation.end_date": "2026-03-08"}
+    state = build_features(config=ConfigParams(overrides=next_day), return_state=True)
+
+    assert state.is_completed(), state.message
+    details = state.result().details
+    after = _raw_fingerprints(paths.raw)
+    changed = {label for label, digest in after.items() if before.get(label) != digest}
+    unchanged = set(after) - changed
+    assert any("impressions/" in label for label in changed)
+    assert sum("impressions/" in label for label in unchanged) >= 4
+    # the contract-check task reads footers and schemas only; the build decodes exactly the
+    # files that are new or rewritten since the last build, never the unchanged history
+    assert details["validate"]["decoded"] == []
+    assert set(details["warehouse"]["decoded"]) == changed
+
+    # a rewritten file with corrupt pages in a column the footer-level check need not read
+    # (valid footer): the flow's check passes it, the build's deep read of changed files fails
+    # it, named, before dbt runs
+    victim = sorted((paths.raw / "impressions").glob("event_date=*/*.parquet"))[-1]
+    pq.write_table(pq.read_table(victim), victim, write_page_checksum=True)
+    meta = pq.read_metadata(victim).row_group(0)
+    device = next(
+        meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == "device"
+    )
+    data = bytearray(victim.read_bytes())
+    first = device.dictionary_page_offset if device.has_dictionary_page else device.data_page_offset
+    end = first + device.total_compressed_size  # the column chunk; other columns stay intact
+    for k in range(device.data_page_offset + 24, end - 2, 5):  # inside the data page, mostly
+        data[k] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    pq.read_metadata(victim)  # the footer reads: only a page-by-page read finds the damage
+    exports_before = sorted(p.stat().st_mtime_ns for p in paths.exports.rglob("*.parquet"))
+
+    raw_only = {**next_day, "source": "raw"}
+    state = build_features(config=ConfigParams(overrides=raw_only), return_state=True)
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, ContractError), repr(error)
+    assert f"{victim.parent.name}/{victim.name}: is not a readable" in str(error)
+    runs = task_runs(state)
+    assert runs["contract-check"][0].state.is_completed()  # footers fine: passes the flow's check
+    assert runs["dbt-build"][0].state.is_failed()  # the build's deep read of the changed file
+    assert sorted(p.stat().st_mtime_ns for p in paths.exports.rglob("*.parquet")) == exports_before
+
+
+# --------------------------------------------------------------------------------------------
+# Two training runs at once (issue #9): the training lock
+
+
+def test_two_train_runs_started_together_never_race(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two real ``rankflow train`` processes on one state dir and one MLflow store: both finish,
+    or the second stops at once on a one-line LockedError; never a CheckpointError, another
+    exception or a second run / version of the same fingerprint. (Prefect logs the failed
+    task's traceback before the CLI's one line, as for every failed flow run.)"""
+    from mlflow import MlflowClient
+
+    from rankflow.errors import LockedError
+    from rankflow.registry.versions import TAG_FINGERPRINT
+    from rankflow.tracking.setup import default_tracking_uri
+
+    model = yaml.safe_load((REPO_ROOT / "configs" / "model.yaml").read_text())
+    model["training"]["max_epochs"] = 1  # a fingerprint no earlier test trained, and quick
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text(yaml.safe_dump(model))
+    overrides = {**TINY, "model_config_path": str(model_file)}
+    sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
+    uri = default_tracking_uri(StatePaths(built.home))
+    env = {
+        **os.environ,
+        "RANKFLOW_HOME": str(built.home),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),  # the session's server, not two new ones
+        # this state's own store: an earlier in-process mlflow.set_tracking_uri exported another
+        "MLFLOW_TRACKING_URI": uri,
+    }
+    command = [sys.executable, "-m", "rankflow", *sets, "train"]
+    runs = [
+        subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=900) for run in runs]
+
+    codes = [run.returncode for run in runs]
+    assert 0 in codes, [err[-3000:] for _, err in outputs]
+    for code, (out, err) in zip(codes, outputs, strict=True):
+        assert "CheckpointError" not in out + err
+        if code == 0:
+            assert "Traceback" not in out + err, err[-3000:]
+            continue
+        assert code == LockedError.exit_code, err[-3000:]
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "training is already running" in errors[0], err[-2000:]
+        assert err.rstrip().endswith(errors[0].rstrip()), err[-2000:]  # the run ends on it
+        raised = set(re.findall(r"^([\w.]+(?:Error|Exception)):", err, flags=re.MULTILINE))
+        assert raised <= {"rankflow.errors.LockedError"}, raised
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    fingerprints = [
+        run.data.tags[TAG_FINGERPRINT]
+        for run in client.search_runs(experiments, "attributes.status = 'FINISHED'")
+        if TAG_FINGERPRINT in run.data.tags
+    ]
+    assert fingerprints and len(fingerprints) == len(set(fingerprints))
+    for registered in client.search_registered_models():
+        tagged = [
+            v.tags.get(TAG_FINGERPRINT)
+            for v in client.search_model_versions(f"name = '{registered.name}'")
+            if v.tags.get(TAG_FINGERPRINT)
+        ]
+        assert len(tagged) == len(set(tagged)), registered.name

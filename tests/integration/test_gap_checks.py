@@ -145,7 +145,7 @@ def test_a_stale_materialization_fails_naming_the_view(online_copy: dict) -> Non
     from rankflow.paths import StatePaths
 
     paths = StatePaths(online_copy["home"])
-    table = pq.read_table(paths.exports / "user_daily_features.parquet").to_pandas()
+    table = pq.read_table(paths.exports / "user_daily_features").to_pandas()
     day_before = pd.Timestamp("2026-03-10", tz="UTC")
     stale = table[table["feature_ts"] == day_before]
     assert len(stale) > 50

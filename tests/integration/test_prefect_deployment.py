@@ -29,8 +29,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from rankflow.features.exports import export_files
 from rankflow.features.store import EXPORT_SCHEMAS
-from rankflow.paths import REPO_ROOT
+from rankflow.paths import REPO_ROOT, StatePaths
 
 pytestmark = pytest.mark.integration
 
@@ -236,9 +237,9 @@ def test_worker_runs_the_feature_build_deployment(deployed: Server, tmp_path: Pa
     assert flow_run["state"]["type"] == "COMPLETED", (flow_run["state"], worker.stdout[-4000:])
     assert flow_run["parameters"]["config"]["overrides"] == TINY
 
-    exports = deployed.state_dir / "exports"
     for name in EXPORT_SCHEMAS:
-        assert pq.read_metadata(exports / f"{name}.parquet").num_rows > 0, name
+        files = export_files(StatePaths(deployed.state_dir), name)
+        assert sum(pq.read_metadata(f).num_rows for f in files) > 0, name
     assert (deployed.state_dir / "feast" / "online_store.db").is_file()
     (summary_file,) = (deployed.state_dir / "runs").glob(
         f"*-build-features-{flow_run_id[:8]}/summary.json"

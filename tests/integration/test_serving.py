@@ -60,7 +60,7 @@ def _score(url: str, body: dict[str, Any]) -> httpx.Response:
 def known(served: dict) -> dict[str, Any]:
     """Ids the state knows: a user with a daily-feature row for the served day, and items."""
     exports = StatePaths(served["home"]).exports
-    users = pq.read_table(exports / "user_daily_features.parquet").to_pandas()
+    users = pq.read_table(exports / "user_daily_features").to_pandas()
     day = pd.Timestamp(WHEN).normalize()
     active = sorted(users.loc[users["feature_ts"] == day, "user_id"].unique())
     items = sorted(pq.read_table(exports / "item_attributes.parquet").to_pandas()["item_id"])

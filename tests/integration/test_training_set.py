@@ -7,6 +7,7 @@ given impression was joined to (``user_impressions_1d`` == the row's tag).
 from __future__ import annotations
 
 import math
+import shutil
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -15,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rankflow.features.store import EXPORT_SCHEMAS, ExportError, apply_feature_repo, export_path
+from rankflow.features.exports import PER_DAY_EXPORTS, export_files
+from rankflow.features.store import ExportError, apply_feature_repo, export_path
 from rankflow.features.training_set import (
     ENTITY_COLUMNS,
     SplitConfig,
@@ -23,6 +25,7 @@ from rankflow.features.training_set import (
     build_training_set,
 )
 from rankflow.paths import StatePaths
+from tests.fixtures.exports import write_export
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +34,6 @@ BUILT = datetime(2024, 3, 20, tzinfo=UTC)
 
 def at(day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
     return datetime(2024, 3, day, hour, minute, second, tzinfo=UTC)
-
-
-def write_export(paths: StatePaths, name: str, rows: list[dict[str, Any]]) -> None:
-    paths.exports.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.Table.from_pylist(rows, schema=EXPORT_SCHEMAS[name]), export_path(paths, name)
-    )
 
 
 def user_row(user_id: int, ts: datetime, tag: int) -> dict[str, Any]:
@@ -169,6 +165,24 @@ def test_point_in_time_join_never_sees_a_later_feature_row(paths: StatePaths) ->
     assert rows.loc["e_noon", "hour_cos"] == pytest.approx(-1.0)
 
 
+def test_per_day_files_join_exactly_like_one_file(paths: StatePaths) -> None:
+    """Feast reads a per-day export through one glob source: splitting the rows into one file
+    per day must not change a single joined value (against the same rows in one file each)."""
+    per_day = all_rows(build_training_set(paths, SPLIT))
+    assert len(export_files(paths, "user_daily_features")) > 1  # the rows really are split
+    for name in PER_DAY_EXPORTS:
+        folder = export_path(paths, name)
+        table = pq.read_table(folder)
+        shutil.rmtree(folder)
+        folder.mkdir()
+        pq.write_table(table, folder / "all.parquet")
+    apply_feature_repo(paths)
+
+    one_file = all_rows(build_training_set(paths, SPLIT))
+
+    pd.testing.assert_frame_equal(per_day, one_file)
+
+
 def test_split_is_by_day_ordered_and_disjoint(paths: StatePaths) -> None:
     training_set = build_training_set(paths, SPLIT)
     train, valid, test = training_set.train, training_set.valid, training_set.test
@@ -242,15 +256,15 @@ def test_empty_split_is_a_clear_error(paths: StatePaths) -> None:
 
 def test_duplicate_event_ids_are_rejected_naming_the_file(paths: StatePaths) -> None:
     write_export(paths, "labelled_impressions", [*IMPRESSIONS, IMPRESSIONS[0]])
-    with pytest.raises(TrainingSetError, match=r"labelled_impressions\.parquet: column 'event_id'"):
+    with pytest.raises(TrainingSetError, match=r"labelled_impressions: column 'event_id'"):
         build_training_set(paths, SPLIT)
 
 
 def test_naive_utc_timestamps_are_read_as_utc(paths: StatePaths) -> None:
-    path = export_path(paths, "labelled_impressions")
-    table = pq.read_table(path)
-    naive = table["event_timestamp"].cast(pa.timestamp("us"))
-    pq.write_table(table.set_column(1, "event_timestamp", naive), path)
+    for path in export_files(paths, "labelled_impressions"):
+        table = pq.read_table(path)
+        naive = table["event_timestamp"].cast(pa.timestamp("us"))
+        pq.write_table(table.set_column(1, "event_timestamp", naive), path)
 
     rows = all_rows(build_training_set(paths, SPLIT))
     assert rows.loc["e_noon", "event_timestamp"] == pd.Timestamp(at(2, 12))
@@ -259,8 +273,8 @@ def test_naive_utc_timestamps_are_read_as_utc(paths: StatePaths) -> None:
 
 
 def test_missing_export_names_the_file(paths: StatePaths) -> None:
-    export_path(paths, "labelled_impressions").unlink()
-    with pytest.raises(ExportError, match=r"labelled_impressions\.parquet: export"):
+    shutil.rmtree(export_path(paths, "labelled_impressions"))
+    with pytest.raises(ExportError, match=r"labelled_impressions: export"):
         build_training_set(paths, SPLIT)
 
 

@@ -20,7 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from rankflow.data.contract import ContractError
+from rankflow.features.exports import export_files, export_path
 from rankflow.paths import StatePaths
+from rankflow.warehouse import rebuilt
 from rankflow.warehouse.build import (
     WarehouseBuildError,
     WarehouseResult,
@@ -75,7 +77,7 @@ DAY_3 = [
 ]
 
 EXPORT_SCHEMAS: dict[str, dict[str, pa.DataType]] = {
-    "labelled_impressions.parquet": {
+    "labelled_impressions": {
         "event_id": pa.string(),
         "event_timestamp": pa.timestamp("us", tz="UTC"),
         "event_date": pa.date32(),
@@ -88,7 +90,7 @@ EXPORT_SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "day_of_week": pa.int32(),
         "label": pa.int32(),
     },
-    "user_attributes.parquet": {
+    "user_attributes": {
         "user_id": pa.int64(),
         "user_segment": pa.string(),
         "user_age_bucket": pa.string(),
@@ -96,14 +98,14 @@ EXPORT_SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "feature_ts": pa.timestamp("us", tz="UTC"),
         "created_ts": pa.timestamp("us", tz="UTC"),
     },
-    "item_attributes.parquet": {
+    "item_attributes": {
         "item_id": pa.int64(),
         "item_category": pa.string(),
         "item_price": pa.float64(),
         "feature_ts": pa.timestamp("us", tz="UTC"),
         "created_ts": pa.timestamp("us", tz="UTC"),
     },
-    "user_daily_features.parquet": {
+    "user_daily_features": {
         "user_id": pa.int64(),
         "feature_ts": pa.timestamp("us", tz="UTC"),
         "created_ts": pa.timestamp("us", tz="UTC"),
@@ -116,7 +118,7 @@ EXPORT_SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "user_ctr_28d": pa.float64(),
         "user_days_since_last_click": pa.float64(),
     },
-    "item_daily_features.parquet": {
+    "item_daily_features": {
         "item_id": pa.int64(),
         "feature_ts": pa.timestamp("us", tz="UTC"),
         "created_ts": pa.timestamp("us", tz="UTC"),
@@ -128,7 +130,7 @@ EXPORT_SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "item_ctr_7d": pa.float64(),
         "item_ctr_28d": pa.float64(),
     },
-    "user_category_daily_features.parquet": {
+    "user_category_daily_features": {
         "user_id": pa.int64(),
         "category": pa.string(),
         "feature_ts": pa.timestamp("us", tz="UTC"),
@@ -223,19 +225,26 @@ def test_build_writes_every_export_with_the_exact_schema(
 ) -> None:
     paths, result = build_a
     assert set(result.exports) == set(EXPORT_SCHEMAS)
-    for file_name, expected in EXPORT_SCHEMAS.items():
-        path = paths.exports / file_name
-        assert result.exports[file_name] == path
-        schema = pq.read_schema(path)
-        assert schema.names == list(expected), file_name
-        for column, dtype in expected.items():
-            assert schema.field(column).type == dtype, f"{file_name}:{column}"
+    for name, expected in EXPORT_SCHEMAS.items():
+        assert result.exports[name] == export_path(paths, name)
+        files = export_files(paths, name)
+        assert files, name
+        for file in files:  # per-day exports: one file per day, each with the whole schema
+            schema = pq.read_schema(file)
+            assert schema.names == list(expected), file
+            for column, dtype in expected.items():
+                assert schema.field(column).type == dtype, f"{file}:{column}"
+    assert [f.name for f in export_files(paths, "labelled_impressions")] == [
+        "2024-03-01.parquet",
+        "2024-03-02.parquet",
+    ]
     assert result.row_counts["export_labelled_impressions"] == 5
     assert result.run_summary.get("error", 0) == 0 and result.run_summary.get("fail", 0) == 0
-    # nothing of the build is left behind next to the live files
+    # nothing of the build is left behind next to the live files (the rebuilt-days record for
+    # the next materialization is state, not scratch: rankflow.warehouse.rebuilt)
     assert sorted(
         p.name for p in paths.warehouse.parent.iterdir() if not p.name.endswith(".lock")
-    ) == ["rankflow.duckdb"]
+    ) == sorted(["rankflow.duckdb", rebuilt.MARKER])
     assert not any(p.name.startswith(".exports") for p in paths.root.iterdir())
 
 
@@ -272,7 +281,7 @@ def test_bad_rows_are_quarantined_with_their_reason(
 
 def test_labelled_impressions_columns(build_a: tuple[StatePaths, WarehouseResult]) -> None:
     paths, _ = build_a
-    frame = pd.read_parquet(paths.exports / "labelled_impressions.parquet").set_index("event_id")
+    frame = pd.read_parquet(paths.exports / "labelled_impressions").set_index("event_id")
     b1 = frame.loc["b1"]
     assert b1["event_timestamp"] == pd.Timestamp("2024-03-02 00:00:00", tz="UTC")
     assert str(b1["event_date"]) == "2024-03-02"
@@ -285,7 +294,7 @@ def test_features_count_only_events_strictly_before_their_timestamp(
     build_a: tuple[StatePaths, WarehouseResult],
 ) -> None:
     paths, _ = build_a
-    users = pd.read_parquet(paths.exports / "user_daily_features.parquet")
+    users = pd.read_parquet(paths.exports / "user_daily_features")
     users = users.set_index(["user_id", users["feature_ts"].dt.strftime("%m-%d")])
     # user 1, stamped 03-02: a1 (10:00) and a2 (23:59:59) of 03-01, not b1 at 03-02 00:00:00
     row = users.loc[(1, "03-02")]
@@ -310,11 +319,11 @@ def test_features_count_only_events_strictly_before_their_timestamp(
     assert sorted(users.index) == [(1, "03-02"), (1, "03-03"), (2, "03-02"), (2, "03-03")]
     assert (users.index.get_level_values(1) != "03-01").all()
 
-    items = pd.read_parquet(paths.exports / "item_daily_features.parquet")
+    items = pd.read_parquet(paths.exports / "item_daily_features")
     item10 = items[(items["item_id"] == 10) & (items["feature_ts"].dt.day == 3)].iloc[0]
     assert (item10["item_impressions_1d"], item10["item_impressions_28d"]) == (1, 3)
 
-    uc = pd.read_parquet(paths.exports / "user_category_daily_features.parquet")
+    uc = pd.read_parquet(paths.exports / "user_category_daily_features")
     uc["day"] = uc["feature_ts"].dt.strftime("%m-%d")
     toys = uc[(uc["user_id"] == 1) & (uc["category"] == "toys")].set_index("day")
     assert toys.loc["03-02", "uc_impressions_28d"] == 1  # a2 only; b1 is at 03-02 00:00
@@ -367,7 +376,7 @@ def test_incremental_build_adds_the_new_day_and_keeps_old_rows(
     assert list(features.loc["03-04", "ids"]) == [result_b.invocation_id]
 
     # the rewritten day was picked up: user 2 stamped 03-03 sees b2 and the late b3
-    users = pd.read_parquet(paths.exports / "user_daily_features.parquet")
+    users = pd.read_parquet(paths.exports / "user_daily_features")
     row = users[(users["user_id"] == 2) & (users["feature_ts"].dt.day == 3)].iloc[0]
     assert row["user_impressions_1d"] == 2
     # re-judged with the new as_of, the 20:00 impression of 03-02 is valid now

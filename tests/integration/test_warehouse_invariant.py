@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 from rankflow.data.contract import ContractError
 from rankflow.data.simulate import SimulationConfig, simulate
+from rankflow.features.exports import EXPORT_SCHEMAS, export_files, export_path
 from rankflow.paths import StatePaths
-from rankflow.warehouse.build import EXPORT_MODELS, WarehouseResult, build_warehouse
+from rankflow.warehouse.build import WarehouseResult, build_warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -111,10 +112,10 @@ def tables_of(paths: StatePaths) -> dict[str, pd.DataFrame]:
             out[table] = frame.drop(columns=[c for c in frame.columns if c in LINEAGE])
     finally:
         con.close()
-    for file_name in EXPORT_MODELS.values():
-        frame = pd.read_parquet(paths.exports / file_name)
+    for name in EXPORT_SCHEMAS:  # contents, whatever the files: one, or one per day
+        frame = pd.read_parquet(export_path(paths, name))
         frame = frame.drop(columns=[c for c in frame.columns if c in LINEAGE])
-        out[file_name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+        out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
     return out
 
 
@@ -411,3 +412,38 @@ def test_an_unchanged_raw_folder_rebuilds_only_the_lookback(
     finally:
         con.close()
     assert reloaded == [(days[-1],)]
+
+
+def test_a_daily_build_rewrites_only_the_export_days_it_redid(
+    three_days: tuple[StatePaths, list[date], datetime],
+) -> None:
+    """Per-day export files: a new day writes its own files (and the feature day it feeds);
+    every other day's file is the previous build's, carried over (hard link: same inode). The
+    contents equal a full build's: the property test above checks that after every change."""
+    paths, days, clock = three_days
+
+    def inodes(name: str) -> dict[str, int]:
+        return {f.name: f.stat().st_ino for f in export_files(paths, name)}
+
+    before = {name: inodes(name) for name in ("labelled_impressions", "user_daily_features")}
+    new_day = days[-1] + timedelta(days=1)
+    put_day(paths.raw, new_day, day_rows(new_day, 1))
+    clock = at(new_day, 20)
+    result = build(paths, clock)
+    assert not result.full_refresh
+
+    labelled = inodes("labelled_impressions")
+    assert set(labelled) == {f"{d}.parquet" for d in [*days, new_day]}
+    # the reloaded days: the new day and the 1-day lookback (the previous newest day)
+    redone = {f"{new_day}.parquet", f"{days[-1]}.parquet"}
+    for file, inode in labelled.items():
+        assert (inode == before["labelled_impressions"].get(file)) is (file not in redone), file
+    features = inodes("user_daily_features")
+    kept = {f for f, i in features.items() if i == before["user_daily_features"].get(f)}
+    assert kept and f"{new_day + timedelta(days=1)}.parquet" in set(features) - kept
+    # each file holds only the rows of its own day
+    for name in ("labelled_impressions", "user_daily_features"):
+        for file in export_files(paths, name):
+            column = "event_timestamp" if name == "labelled_impressions" else "feature_ts"
+            stamps = pd.read_parquet(file, columns=[column])[column]
+            assert {str(d) for d in stamps.dt.date} == {file.stem}, file

@@ -1,5 +1,6 @@
-{{ config(location=export_location('item_daily_features')) }}
+{{ config(materialized='view') }}
 -- Feast source of item_daily_stats. created_ts is when the row was computed (its load time).
+-- A view written to one parquet file per feature day by rankflow.warehouse.exports.
 select
     item_id,
     timezone('UTC', feature_ts) as feature_ts,
@@ -11,6 +12,7 @@ select
     item_clicks_7d,
     item_clicks_28d,
     item_ctr_7d,
-    item_ctr_28d
+    item_ctr_28d,
+    feature_date as _export_day,
+    _load_id
 from {{ ref('item_daily_features') }}
-order by feature_ts, item_id

@@ -280,7 +280,12 @@ def _measure_warm_start(
 
     model_config = load_model_config(ctx.config.resolved_model_config_path(), overrides)
     comparison = measure_warm_start(
-        kind, training_set, model_config, champion_ckpt, ctx.scratch / "warm-vs-cold"
+        kind,
+        training_set,
+        model_config,
+        champion_ckpt,
+        ctx.scratch / "warm-vs-cold",
+        seed=model_config.training.seed,
     )
     ctx.stage(comparison.summary().replace("\n", " "))
     return {"summary": comparison.summary(), "metrics": comparison.to_metrics()}

@@ -152,10 +152,13 @@ def train_and_register(
     is safe: it moves no alias before both candidates are logged, registered and gated, and a
     model whose inputs already have a registry version is reused, not trained again.
     """
-    from rankflow.locks import training_lock
+    from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
     from rankflow.training.step import train_and_register as train_and_register_models
 
-    with training_lock(paths):  # a second run fails at once (LockedError), never races this one
+    # A second run queues behind the first (never races it for the shared checkpoints and
+    # registry); once in, the first run's registered models are reused by fingerprint.
+    lock = training_lock(paths, wait_seconds=TRAINING_WAIT_SECONDS)
+    with lock.waiting(get_run_logger().info):
         outcome = train_and_register_models(config, paths, training_set=training)
     get_run_logger().info("%s", outcome.render())
     return outcome

@@ -46,6 +46,7 @@ class FileLock:
             lambda holder: f"{name}: {path} is held by {holder} (waited {self.timeout:.0f} s)"
         )
         self._fd: int | None = None
+        self._note: Callable[[str], None] | None = None
 
     def acquire(self) -> None:
         if self._fd is not None:
@@ -53,11 +54,19 @@ class FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.timeout
+        noted = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not noted and self._note is not None and self.timeout > 0:
+                    holder = self.path.read_text(errors="replace").strip() or "another process"
+                    self._note(
+                        f"{self.name}: {holder} holds {self.path}; waiting up to "
+                        f"{self.timeout:.0f} s for it"
+                    )
+                    noted = True
                 if time.monotonic() >= deadline:
                     holder = self.path.read_text(errors="replace").strip() or "another process"
                     os.close(fd)
@@ -75,6 +84,12 @@ class FileLock:
             os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+    def waiting(self, note: Callable[[str], None]) -> FileLock:
+        """This lock, saying through ``note`` that it waits when another process holds it
+        (``with lock.waiting(log.info):``), so a queued run does not look hung."""
+        self._note = note
+        return self
 
     def __enter__(self) -> FileLock:
         self.acquire()
@@ -95,6 +110,10 @@ def exclusive(lock_path: Path, what: str, *, wait_seconds: float = 0.0) -> FileL
             f"{what} is already running ({holder} holds {lock_path}); wait for it to finish"
         ),
     )
+
+
+# How long a training run (``train`` or a canary) queues behind another one before it gives up.
+TRAINING_WAIT_SECONDS = 3600.0
 
 
 def training_lock(paths: StatePaths, *, wait_seconds: float = 0.0) -> FileLock:

@@ -64,8 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRAINING_WAIT_SECONDS = 3600.0  # a canary queues behind another run's training
-
 
 class CanaryError(RankflowError):
     """The canary cannot run (no traffic for its phase, a missing checkpoint); says which."""
@@ -234,7 +232,7 @@ def _challenger(
     overrides: dict[str, Any] | None,
 ) -> tuple[str, CandidateOutcome, Candidate, Path, dict[str, Any] | None]:
     """Train the configured families warm-started from the champion; the best of them."""
-    from rankflow.locks import training_lock
+    from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
     from rankflow.registry.gates import pick_best
     from rankflow.training.runs import WarmSource
     from rankflow.training.step import train_and_register
@@ -247,7 +245,8 @@ def _challenger(
     source = WarmSource(champion_ckpt, champion.version, champion.fingerprint or champion.version)
     # One training per state dir at a time; a concurrent canary waits here (then reuses the
     # identical version, if its inputs are the same) and races only at the alias moves.
-    with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS):
+    lock = training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS)
+    with lock.waiting(log.info):
         trained = train_and_register(
             config, ctx.settings.paths, training_set=training_set, model_overrides=overrides,
             settings=ctx.settings, families=families, promote=False, warm_start=source,

@@ -8,7 +8,6 @@ in the pipeline test, training and the MLflow registry.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -398,13 +397,12 @@ def test_a_daily_run_decodes_only_new_or_changed_raw_files(
 def test_two_train_runs_started_together_never_race(
     built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two real ``rankflow train`` processes on one state dir and one MLflow store: both finish,
-    or the second stops at once on a one-line LockedError; never a CheckpointError, another
-    exception or a second run / version of the same fingerprint. (Prefect logs the failed
-    task's traceback before the CLI's one line, as for every failed flow run.)"""
+    """Two real ``rankflow train`` processes on one state dir and one MLflow store: the second
+    queues behind the first's training lock (and says so), then reuses what the first
+    registered; both exit 0 without a traceback, and no fingerprint is logged or registered
+    twice (before the lock, one died on a CheckpointError and the baseline was logged twice)."""
     from mlflow import MlflowClient
 
-    from rankflow.errors import LockedError
     from rankflow.registry.versions import TAG_FINGERPRINT
     from rankflow.tracking.setup import default_tracking_uri
 
@@ -437,18 +435,15 @@ def test_two_train_runs_started_together_never_race(
     outputs = [run.communicate(timeout=900) for run in runs]
 
     codes = [run.returncode for run in runs]
-    assert 0 in codes, [err[-3000:] for _, err in outputs]
-    for code, (out, err) in zip(codes, outputs, strict=True):
+    assert codes == [0, 0], [err[-3000:] for _, err in outputs]
+    for out, err in outputs:
+        assert "Traceback" not in out + err, err[-3000:]
         assert "CheckpointError" not in out + err
-        if code == 0:
-            assert "Traceback" not in out + err, err[-3000:]
-            continue
-        assert code == LockedError.exit_code, err[-3000:]
-        errors = [line for line in err.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "training is already running" in errors[0], err[-2000:]
-        assert err.rstrip().endswith(errors[0].rstrip()), err[-2000:]  # the run ends on it
-        raised = set(re.findall(r"^([\w.]+(?:Error|Exception)):", err, flags=re.MULTILINE))
-        assert raised <= {"rankflow.errors.LockedError"}, raised
+    # Whether the second reached the lock while the first held it depends on timing; when it
+    # did, it said whom it waited for (the note itself: tests/unit/test_locks.py).
+    waited = [out + err for out, err in outputs if "waiting up to" in out + err]
+    assert len(waited) <= 1
+    assert all("training: pid " in text for text in waited)
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiments = [e.experiment_id for e in client.search_experiments()]

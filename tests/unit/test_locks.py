@@ -61,3 +61,27 @@ def test_a_waiting_run_gets_the_lock_when_the_holder_ends(tmp_path: Path) -> Non
     child.terminate()  # ends while the second run waits; the wait is bounded, not timed
     with training_lock(StatePaths(tmp_path), wait_seconds=60):
         assert child.wait() != 0
+
+
+def test_a_queued_run_says_whom_it_waits_for_once(tmp_path: Path) -> None:
+    child = hold_in_child(tmp_path)
+    notes: list[str] = []
+    lock = training_lock(StatePaths(tmp_path), wait_seconds=60)
+
+    def note(text: str) -> None:
+        notes.append(text)
+        child.kill()  # the holder goes away once the waiter has said it waits
+
+    with lock.waiting(note):
+        pass
+    child.wait()
+    assert len(notes) == 1
+    assert notes[0].startswith(f"training: pid {child.pid} holds ")
+    assert "waiting up to 60 s" in notes[0]
+
+
+def test_no_wait_note_when_the_lock_is_free(tmp_path: Path) -> None:
+    notes: list[str] = []
+    with training_lock(StatePaths(tmp_path), wait_seconds=60).waiting(notes.append):
+        pass
+    assert notes == []

@@ -221,7 +221,6 @@ def scored(server_run, redis_server: str, mlflow_server) -> dict[str, Any]:
     rows of that request, and the service's metrics; the service is stopped afterwards."""
     import httpx
     import pandas as pd
-    import pyarrow.parquet as pq
 
     from rankflow.features.store import exports_as_of
     from rankflow.paths import StatePaths
@@ -232,8 +231,8 @@ def scored(server_run, redis_server: str, mlflow_server) -> dict[str, Any]:
     home, env, _ = server_run
     paths = StatePaths(home)
     as_of = exports_as_of(paths)
-    users = pq.read_table(paths.exports / "user_daily_features.parquet").to_pandas()
-    items = pq.read_table(paths.exports / "item_daily_features.parquet").to_pandas()
+    users = pd.read_parquet(paths.exports / "user_daily_features")  # one file per day
+    items = pd.read_parquet(paths.exports / "item_daily_features")
     user = int(sorted(users.loc[users["feature_ts"] == pd.Timestamp(as_of), "user_id"])[0])
     item_ids = [int(i) for i in sorted(items.loc[items["feature_ts"] == pd.Timestamp(as_of),
                                                   "item_id"])[:5]]  # fmt: skip

@@ -180,6 +180,11 @@ class OnlineGateConfig(_Strict):
     max_views: int = Field(
         200_000, ge=1000, description="Horizon per arm: no evidence by then keeps the champion"
     )
+    variance_reduction: Literal["cuped", "none"] = Field(
+        "cuped",
+        description="cuped: test the CTR difference adjusted by each user's clicks and views in "
+        "the fresh window before the phase (discounts the arms' user mix); none: the raw one",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> OnlineGateConfig:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rankflow.canary.stats import OnlineDecision, decide_online
+from rankflow.canary.stats import AdjustedDifference, OnlineDecision, decide_online
 from rankflow.registry.promotion import CHALLENGER, CHAMPION
 from rankflow.serving.replay import ArmResult, Scorer, closed_loop
 
@@ -105,19 +105,38 @@ class _Recording:
         )
 
 
-def _look_variance(labels: list[pd.DataFrame], recording: _Recording) -> float:
-    """The CTR difference's variance so far, users as the randomisation unit."""
-    from rankflow.canary.stats import clustered_variance
+def _look_estimate(
+    labels: list[pd.DataFrame], recording: _Recording, pre_period: pd.DataFrame | None
+) -> AdjustedDifference:
+    """The CTR difference so far and its variance, users as the randomisation unit, adjusted
+    by the users' pre-period click rates when ``pre_period`` is given (CUPED)."""
+    from rankflow.canary.stats import cuped_difference
 
     shown = pd.concat(labels, ignore_index=True)[["__request_id", "item_id", "label"]]
     rows = shown.merge(recording.frame(), on=["__request_id", "item_id"], how="inner")
-    per_user = rows.groupby(["arm", "user_id"])["label"].agg(["sum", "count"])
-    arms = [per_user.loc[arm] if arm in per_user.index.get_level_values(0) else None
-            for arm in (CHAMPION, CHALLENGER)]  # fmt: skip
-    if any(a is None for a in arms):
-        return float("inf")
-    a, b = arms
-    return clustered_variance(a["sum"], a["count"], b["sum"], b["count"])
+    per_user = rows.groupby(["arm", "user_id"])["label"].agg(["sum", "count"]).reset_index()
+    if pre_period is not None:
+        per_user = per_user.merge(pre_period, on="user_id", how="left")
+    else:
+        per_user = per_user.assign(pre_clicks=0.0, pre_views=0.0)
+    per_user[["pre_clicks", "pre_views"]] = per_user[["pre_clicks", "pre_views"]].fillna(0.0)
+    arms = []
+    for arm in (CHAMPION, CHALLENGER):
+        rows = per_user[per_user["arm"] == arm]
+        if rows.empty:
+            return AdjustedDifference(float("nan"), float("inf"), 0.0, float("inf"))
+        arms.append(tuple(rows[c].to_numpy(np.float64)
+                          for c in ("sum", "count", "pre_clicks", "pre_views")))  # fmt: skip
+    return cuped_difference(arms[0], arms[1])
+
+
+def pre_period_from(frame: pd.DataFrame, user_column: str = "user_id", label: str = "label"):
+    """Per-user clicks and views before the canary (``user_id, pre_clicks, pre_views``), from
+    labelled impressions such as the canary's fresh window."""
+    grouped = frame.groupby(user_column)[label].agg(["sum", "count"]).reset_index()
+    return grouped.rename(
+        columns={user_column: "user_id", "sum": "pre_clicks", "count": "pre_views"}
+    ).astype({"user_id": np.int64, "pre_clicks": np.float64, "pre_views": np.float64})
 
 
 def _merge(total: dict[str, ArmResult], part: dict[str, ArmResult]) -> None:
@@ -149,15 +168,19 @@ def run_phase(
     top_k: int | None,
     seed: int = 0,
     run_id: str = "canary",
+    pre_period: pd.DataFrame | None = None,
 ) -> PhaseResult:
     """Send ``traffic`` (the simulator's requests for ``day``) in ``looks`` batches through
-    ``score`` (a service that splits users between the two arms) and decide after each."""
+    ``score`` (a service that splits users between the two arms) and decide after each.
+
+    ``pre_period``: per-user clicks and views before the phase (:func:`pre_period_from`); the
+    rule then tests the CUPED-adjusted difference, which discounts the arms' user mix."""
     recording = _Recording(score)
     request_ids = traffic["request_id"].drop_duplicates().to_numpy()
     batches = [b for b in np.array_split(request_ids, max(1, looks)) if len(b)]
     arms: dict[str, ArmResult] = {}
     history: list[tuple[int, int, int, int]] = []
-    variances: list[float] = []
+    estimates: list[AdjustedDifference] = []
     labels: list[pd.DataFrame] = []
     decision: OnlineDecision | None = None
     for i, batch in enumerate(batches):
@@ -168,19 +191,22 @@ def run_phase(
         _merge(arms, result.arms)
         labels.append(batch_labels)
         history.append(_counts(arms))
-        variances.append(_look_variance(labels, recording))
+        estimates.append(_look_estimate(labels, recording, pre_period))
         ca, va, cb, vb = (np.array(x) for x in zip(*history, strict=True))
         decision = decide_online(
             ca, va, cb, vb, alpha=rule.alpha, tau=rule.tau, min_views=rule.min_views,
-            max_views=rule.max_views, variance=np.array(variances),
+            max_views=rule.max_views, variance=np.array([e.variance for e in estimates]),
+            difference=np.array([e.difference for e in estimates]),
         )  # fmt: skip
         if decision.verdict != "continue":
             break
     assert decision is not None
     looked = [
         {"look": i + 1, "clicks_champion": c[0], "views_champion": c[1],
-         "clicks_challenger": c[2], "views_challenger": c[3], "variance": v}
-        for i, (c, v) in enumerate(zip(history, variances, strict=True))
+         "clicks_challenger": c[2], "views_challenger": c[3], "difference": e.difference,
+         "variance": e.variance, "cuped_theta": e.theta,
+         "variance_reduction": e.variance_reduction}
+        for i, (c, e) in enumerate(zip(history, estimates, strict=True))
     ]  # fmt: skip
     labelled = pd.concat(labels, ignore_index=True).merge(
         recording.frame(), on=["__request_id", "item_id"], how="inner"

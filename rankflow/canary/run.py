@@ -185,7 +185,7 @@ def _canary(
         return _finish(ctx, result, family)
     result.challenger["serving_version"] = version
     versions = [*family, (ctx.serving, version)]
-    phase = _phase(ctx, version)
+    phase = _phase(ctx, version, training_set)
     result.online = phase.to_dict()
     ctx.stage(phase.summary().replace("\n", " |"))
     return _decide(ctx, result, phase.decision, version, versions)
@@ -331,9 +331,12 @@ def _set_challenger(ctx: _Context, candidate: Candidate, why: str) -> str:
     return version
 
 
-def _phase(ctx: _Context, version: str) -> Any:
-    """Serve both versions (pinned) in process and run the closed loop through them."""
-    from rankflow.canary.phase import run_phase
+def _phase(ctx: _Context, version: str, window: TrainingSet) -> Any:
+    """Serve both versions (pinned) in process and run the closed loop through them. The users'
+    clicks and views in the fresh window are the pre-period of the CUPED adjustment."""
+    import pandas as pd
+
+    from rankflow.canary.phase import pre_period_from, run_phase
     from rankflow.data.oracle import Oracle
     from rankflow.serving.replay import in_process
     from rankflow.serving.service import ScoringService
@@ -351,6 +354,9 @@ def _phase(ctx: _Context, version: str) -> Any:
     phase_config = config.model_copy(
         update={"serving": config.serving.model_copy(update={"canary_share": cc.share})}
     )
+    pre_period = None
+    if cc.online.variance_reduction == "cuped":
+        pre_period = pre_period_from(pd.concat([window.train, window.valid, window.test]))
     pinned = {CHAMPION: ctx.champion, CHALLENGER: version}
     service = ScoringService(ctx.settings, phase_config, pinned=pinned)
     service.start(poll=False)
@@ -358,6 +364,7 @@ def _phase(ctx: _Context, version: str) -> Any:
         return run_phase(
             in_process(service), oracle, traffic.frame, traffic.day, cc.online,
             looks=cc.looks, top_k=cc.top_k, seed=cc.seed, run_id=f"canary-{ctx.run_id[:8]}",
+            pre_period=pre_period,
         )  # fmt: skip
     finally:
         service.close()

@@ -173,6 +173,79 @@ def clustered_variance(
     return one(clicks_a, views_a) + one(clicks_b, views_b)
 
 
+@dataclass(frozen=True)
+class AdjustedDifference:
+    """A CTR difference ``ctr_b - ctr_a`` with its variance, after CUPED (``theta`` 0: none)."""
+
+    difference: float
+    variance: float
+    theta: float
+    variance_unadjusted: float
+
+    @property
+    def variance_reduction(self) -> float:
+        """Share of the variance the covariate removed (0 without one)."""
+        if not np.isfinite(self.variance_unadjusted) or self.variance_unadjusted <= 0:
+            return 0.0
+        return float(1.0 - self.variance / self.variance_unadjusted)
+
+
+def _influence(clicks: np.ndarray, views: np.ndarray) -> tuple[float, np.ndarray]:
+    """A ratio of sums over users and each user's delta-method influence on it:
+    ``r = sum c / sum n`` and ``psi_u = (c_u - r n_u) / mean(n)``, so ``Var(r) ~ var(psi) / m``."""
+    total = views.sum()
+    if total <= 0:
+        return float("nan"), np.zeros_like(views)
+    ratio = clicks.sum() / total
+    return float(ratio), (clicks - ratio * views) / views.mean()
+
+
+def cuped_difference(
+    arm_a: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    arm_b: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> AdjustedDifference:
+    """The CTR difference between two user-randomised arms, adjusted by each user's CTR before
+    the experiment (CUPED: Deng, Xu, Kohavi and Walker, WSDM 2013), with its delta-method
+    variance.
+
+    Each arm is per-user ``(clicks, views, pre_clicks, pre_views)``. With ``Y = sum c / sum n``
+    and the pre-period ratio ``X = sum x / sum m`` per arm, the estimate is
+    ``(Y_b - Y_a) - theta (X_b - X_a)``: the arms' pre-period difference has mean zero under
+    randomisation (it is the user mix the split happened to draw), so subtracting it keeps the
+    estimate unbiased and removes the part of the noise the users' own click rates explain.
+    ``theta = cov(psi, phi) / var(phi)`` over both arms' users, where ``psi`` and ``phi`` are the
+    users' influences on ``Y`` and ``X``; the variance is ``sum over arms var(psi - theta phi) /
+    users``. A user without pre-period views has ``phi = 0`` (no adjustment). Without any
+    pre-period views, ``theta = 0`` and this is :func:`clustered_variance`'s estimate.
+    """
+    parts = []
+    for arm in (arm_a, arm_b):
+        c, n, x, m = (np.asarray(v, np.float64) for v in arm)
+        if c.size < 2 or n.sum() <= 0:
+            return AdjustedDifference(float("nan"), float("inf"), 0.0, float("inf"))
+        y, psi = _influence(c, n)
+        if m.sum() > 0:
+            pre, phi = _influence(x, m)
+        else:
+            pre, phi = 0.0, np.zeros_like(psi)
+        parts.append((y, psi, pre, phi))
+    phi_all = np.concatenate([p[3] for p in parts])
+    psi_all = np.concatenate([p[1] for p in parts])
+    denominator = float(np.sum(phi_all**2))
+    theta = float(np.sum(psi_all * phi_all) / denominator) if denominator > 0 else 0.0
+    (ya, psi_a, xa, phi_a), (yb, psi_b, xb, phi_b) = parts
+
+    def var(values: np.ndarray) -> float:
+        return float(np.var(values, ddof=1) / values.size)
+
+    return AdjustedDifference(
+        difference=float((yb - ya) - theta * (xb - xa)),
+        variance=var(psi_a - theta * phi_a) + var(psi_b - theta * phi_b),
+        theta=theta,
+        variance_unadjusted=var(psi_a) + var(psi_b),
+    )
+
+
 def msprt_likelihood_ratios(
     clicks_a: np.ndarray,
     views_a: np.ndarray,
@@ -180,11 +253,14 @@ def msprt_likelihood_ratios(
     views_b: np.ndarray,
     tau: float,
     variance: np.ndarray | None = None,
+    difference: np.ndarray | None = None,
 ) -> np.ndarray:
     """Lambda at each look, from cumulative clicks and views per arm (arrays, one per look).
 
     ``variance``: of the CTR difference at each look (e.g. :func:`clustered_variance`); default
-    the binomial one, right only when impressions themselves were randomised."""
+    the binomial one, right only when impressions themselves were randomised. ``difference``:
+    an estimate of the difference to use instead of the raw one (with its ``variance``, e.g.
+    :func:`cuped_difference`'s)."""
     clicks_a, views_a, clicks_b, views_b = (
         np.asarray(x, dtype=np.float64) for x in (clicks_a, views_a, clicks_b, views_b)
     )
@@ -202,7 +278,8 @@ def msprt_likelihood_ratios(
                 np.nan_to_num(np.asarray(variance, np.float64), posinf=1e6), 1e-12, 1e6
             )
         variance = binomial if variance is None else variance
-        diff = ctr_b - ctr_a
+        diff = ctr_b - ctr_a if difference is None else np.asarray(difference, np.float64)
+        diff = np.nan_to_num(diff, nan=0.0)
         tau2 = tau * tau
         ratio = np.sqrt(variance / (variance + tau2)) * np.exp(
             tau2 * diff**2 / (2 * variance * (variance + tau2))
@@ -218,10 +295,11 @@ def always_valid_p_values(
     tau: float,
     min_views: int = 0,
     variance: np.ndarray | None = None,
+    difference: np.ndarray | None = None,
 ) -> np.ndarray:
     """The running always-valid p-value ``min(1, 1 / max Lambda)`` at each look; looks where
     either arm has fewer than ``min_views`` views do not count (p stays 1 until then)."""
-    ratio = msprt_likelihood_ratios(clicks_a, views_a, clicks_b, views_b, tau, variance)
+    ratio = msprt_likelihood_ratios(clicks_a, views_a, clicks_b, views_b, tau, variance, difference)
     counted = (np.asarray(views_a) >= min_views) & (np.asarray(views_b) >= min_views)
     ratio = np.where(counted, ratio, 1.0)
     return np.minimum(1.0, 1.0 / np.maximum.accumulate(ratio))
@@ -255,13 +333,16 @@ def decide_online(
     min_views: int,
     max_views: int,
     variance: np.ndarray | None = None,
+    difference: np.ndarray | None = None,
 ) -> OnlineDecision:
     """Promote when the always-valid test shows the challenger's CTR higher, reject when lower;
     keep the champion (reject) once the challenger arm reaches ``max_views`` without evidence;
-    otherwise ask for more traffic. Arrays are cumulative counts at each look, in order."""
+    otherwise ask for more traffic. Arrays are cumulative counts at each look, in order;
+    ``difference`` / ``variance``: an adjusted estimate of the CTR difference at each look
+    (:func:`cuped_difference`), which then also gives the direction."""
     ca, va, cb, vb = (np.atleast_1d(np.asarray(x)) for x in (
         clicks_champion, views_champion, clicks_challenger, views_challenger))  # fmt: skip
-    p = always_valid_p_values(ca, va, cb, vb, tau, min_views, variance)
+    p = always_valid_p_values(ca, va, cb, vb, tau, min_views, variance, difference)
     last_p = float(p[-1])
     ctr_a = float(ca[-1] / va[-1]) if va[-1] else float("nan")
     ctr_b = float(cb[-1] / vb[-1]) if vb[-1] else float("nan")
@@ -275,11 +356,19 @@ def decide_online(
     )
     rule = f"mSPRT alpha={alpha} tau={tau}"
     if last_p <= alpha:
-        better = ctr_b > ctr_a
+        if difference is None:
+            better = ctr_b > ctr_a
+            shown = f"challenger CTR {ctr_b:.5f} {'>' if better else '<'} champion {ctr_a:.5f}"
+        else:
+            adjusted = float(np.atleast_1d(difference)[-1])
+            better = adjusted > 0
+            shown = (
+                f"CUPED-adjusted CTR difference {adjusted:+.5f} (raw: challenger {ctr_b:.5f}, "
+                f"champion {ctr_a:.5f})"
+            )
         return OnlineDecision(
             verdict="promote" if better else "reject",
-            reason=f"{rule}: always-valid p={last_p:.4g} <= {alpha}; challenger CTR "
-            f"{ctr_b:.5f} {'>' if better else '<'} champion {ctr_a:.5f}",
+            reason=f"{rule}: always-valid p={last_p:.4g} <= {alpha}; {shown}",
             **common,
         )
     if min(va[-1], vb[-1]) >= max_views:

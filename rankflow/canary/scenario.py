@@ -206,7 +206,6 @@ def concurrent_canaries(
     """Start ``n`` canaries at the same moment, each in its own process (``rankflow canary
     --no-flow``) on the same state: the training lock queues their training, the promotion
     lock and the champion check decide. Each result: exit code, decision and its line."""
-    import subprocess
     import sys
 
     import yaml
@@ -218,13 +217,17 @@ def concurrent_canaries(
     config_file.write_text(yaml.safe_dump(data, sort_keys=False))
     command = [sys.executable, "-m", "rankflow", "--home", str(settings.paths.root),
                "--config", str(config_file), "canary", "--no-flow"]  # fmt: skip
+    return start_together(command, settings.child_env(), n)
+
+
+def start_together(command: list[str], env: dict[str, str], n: int = 2) -> list[dict[str, Any]]:
+    """Run ``n`` copies of a ``rankflow canary`` command at the same moment and read each
+    one's decision: exit code, decision (``error`` for a refusal) and its line."""
+    import subprocess
+
     processes = [
         subprocess.Popen(
-            command,
-            env=settings.child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         for _ in range(n)
     ]

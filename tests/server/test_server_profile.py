@@ -320,3 +320,59 @@ def test_the_served_features_came_from_redis(
     for view in USER_VIEWS:
         assert f'rankflow_missing_features_total{{feature_view="{view}"' not in scored["metrics"]
     assert not (scored["home"] / "feast" / "online_store.db").exists()
+
+
+# Two canaries at once in the server profile (issue #13): the promotion lock is Postgres'
+
+
+CANARY_SMALL = [
+    "--set", "canary.traffic_impressions=6000",
+    "--set", "canary.looks=2",
+    "--set", "canary.measure_warm_start=false",
+    "--set", "canary.online.min_views=500",
+    "--set", "canary.online.max_views=1000",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def concurrent(server_run, mlflow_server) -> dict[str, Any]:
+    """Two ``rankflow canary --no-flow`` processes started together against the servers (after
+    the scoring tests, which read the run's champion), and the registry before and after."""
+    from mlflow import MlflowClient
+
+    from rankflow.canary.scenario import start_together
+    from rankflow.registry.aliases import aliases_of
+
+    home, env, _ = server_run
+    client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
+    before = aliases_of(client, "rankflow-ctr")
+    command = [sys.executable, "-m", "rankflow", *SMALL, *CANARY_SMALL, "canary", "--no-flow"]
+    results = start_together(command, {**env, "PYTHONPATH": str(REPO_ROOT)}, n=2)
+    return {"home": home, "client": client, "before": before, "results": results,
+            "after": aliases_of(client, "rankflow-ctr")}  # fmt: skip
+
+
+def test_two_canaries_at_once_promote_at_most_once_on_the_servers(concurrent) -> None:
+    """Both finish with a decision (no refusal, no traceback); at most one promotion, and when
+    one promoted the other aborted on the champion check under the Postgres lock; every decision
+    is on its version in the MLflow server; the embedded stores stayed empty."""
+    from rankflow.registry.promotion import CHAMPION
+
+    results, client = concurrent["results"], concurrent["client"]
+    assert [r["code"] for r in results] == [0, 0], results
+    decisions = [r["decision"] for r in results]
+    assert "error" not in decisions, results
+    promoted = decisions.count("promoted")
+    assert promoted <= 1, results
+    if promoted:
+        assert "aborted" in decisions, results
+        assert concurrent["after"][CHAMPION] != concurrent["before"][CHAMPION]
+    else:
+        assert concurrent["after"][CHAMPION] == concurrent["before"][CHAMPION]
+    tagged = {
+        v.tags["rankflow.canary.decision"]
+        for v in client.search_model_versions("name = 'rankflow-ctr'")
+        if "rankflow.canary.decision" in v.tags
+    }
+    assert tagged & set(decisions), (tagged, results)
+    assert not (concurrent["home"] / "mlflow" / "mlflow.db").exists()

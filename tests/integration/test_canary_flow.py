@@ -68,3 +68,73 @@ def test_rollback_without_a_previous_champion_is_a_one_line_error(
     assert code != 0
     assert err.strip().count("\n") == 0
     assert "no @previous" in err
+
+
+# The decision step for real: what follows a phase that says "promote". The phase itself is
+# played for real by tests/e2e/test_canary.py (on that data it stays inconclusive); here its
+# verdict is given, and training, the offline gate, the promotion lock, the alias moves, the
+# records and rollback are all real.
+
+
+def _given_verdict(verdict: str, before_return=None):
+    from datetime import date
+
+    from rankflow.canary.phase import PhaseResult
+    from rankflow.canary.stats import OnlineDecision
+
+    def phase(ctx, version, window):  # the signature of rankflow.canary.run._phase
+        if before_return is not None:
+            before_return(ctx, version)
+        decision = OnlineDecision(verdict, "verdict given by the test", 0.001, 0.100, 0.112,
+                                  6000, 6000, 3)  # type: ignore[arg-type]  # fmt: skip
+        return PhaseResult(decision, [], {}, date(2026, 3, 11), 0, {})
+
+    return phase
+
+
+def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollback_restores(
+    online_copy: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlflow import MlflowClient
+
+    from rankflow.canary import run as canary_run
+    from rankflow.config import load_config
+    from rankflow.registry.aliases import aliases_of
+    from rankflow.settings import Settings
+
+    monkeypatch.setenv("RANKFLOW_HOME", str(online_copy["home"]))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", online_copy["tracking_uri"])
+    overrides = _overrides(online_copy)
+    # Permissive offline margins: this test is about what happens after the phase.
+    overrides.update({"canary.offline.auc_margin": 0.2, "canary.offline.logloss_margin": 0.2,
+                      "canary.offline.max_ece_increase": 0.2})  # fmt: skip
+    config = load_config(None, overrides)
+    settings = Settings.resolve(home=online_copy["home"])
+    client = MlflowClient(online_copy["tracking_uri"], online_copy["tracking_uri"])
+    model, before = online_copy["model"], online_copy["champion"]
+
+    monkeypatch.setattr(canary_run, "_phase", _given_verdict("promote"))
+    promoted = canary_run.run_canary(settings, config)
+    assert promoted.decision == "promoted", promoted.summary()
+    new = promoted.challenger["serving_version"]
+    aliases = aliases_of(client, model)
+    assert aliases["champion"] == new and aliases["previous"] == before, aliases
+    assert "challenger" not in aliases
+    assert client.get_model_version(model, new).tags["rankflow.canary.decision"] == "promoted"
+
+    assert main(["--home", str(online_copy["home"]), "rollback", "--reason", "test: CTR fell"]) == 0
+    assert f"-> v{before}" in capsys.readouterr().out
+    aliases = aliases_of(client, model)
+    assert aliases["champion"] == before and "previous" not in aliases, aliases
+    assert client.get_model_version(model, new).tags["rankflow.rolled_back"] == "test: CTR fell"
+
+    def another_canary_promotes(ctx, version) -> None:  # during this one's phase
+        client.set_registered_model_alias(model, "champion", new)
+
+    monkeypatch.setattr(canary_run, "_phase", _given_verdict("promote", another_canary_promotes))
+    aborted = canary_run.run_canary(settings, config)
+    assert aborted.decision == "aborted", aborted.summary()
+    assert f"@champion is v{new}, the plan expected v{before}" in aborted.reason, aborted.reason
+    assert aliases_of(client, model)["champion"] == new  # the other canary's move stands
+    tags = client.get_model_version(model, aborted.challenger["serving_version"]).tags
+    assert tags["rankflow.canary.decision"] == "aborted"

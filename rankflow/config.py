@@ -217,7 +217,7 @@ class CanaryConfig(_Strict):
         description="Share of users (stable hash) the canary phase sends to the challenger",
     )
     traffic_impressions: int = Field(
-        100_000,
+        300_000,
         ge=1000,
         description="Candidate impressions the simulator offers over the "
         "canary phase (closed loop; the phase may stop earlier)",

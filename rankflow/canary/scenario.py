@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 ITEM_SIGNALS = ("item_id", "item_impressions_", "item_clicks_", "item_ctr_")
 
 
+# Candidate impressions of each closed-loop measurement (before / after the drift, after the
+# promotion, the gap check's log replay) unless the caller says: the expected CTRs come from the
+# truth, so they need far less traffic than the canary phase's decision on clicks.
+MEASURE_IMPRESSIONS = 100_000
+
+
 class ScenarioError(RankflowError):
     """The scenario cannot start (no champion, not simulated data)."""
 
@@ -253,14 +259,15 @@ def run_scenario(
     scratch: Path | None = None,
 ) -> ScenarioReport:
     """The whole story (module docstring). ``drift_days``: days re-drawn with drift (default:
-    the canary window); ``traffic_impressions``: per closed-loop measurement."""
+    the canary window); ``traffic_impressions``: per closed-loop measurement (default: the
+    canary phase's traffic, at most ``MEASURE_IMPRESSIONS``)."""
     import tempfile
 
     from rankflow.canary.run import run_canary
 
     _require_champion(settings, config)
     report = ScenarioReport()
-    impressions = traffic_impressions or config.canary.traffic_impressions
+    impressions = traffic_impressions or min(config.canary.traffic_impressions, MEASURE_IMPRESSIONS)
     before = closed_loop_ctr(settings, config, impressions)
     report.add(Stage("before drift", "served", _ctr_line(before), before))
     drifted = inject_drift(settings, config, drift_days or config.canary.window_days or 7)

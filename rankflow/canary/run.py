@@ -388,6 +388,7 @@ def _decide(
         with promotion_lock(ctx.settings, serving):
             state = read_serving_state(client, serving)
             if online.verdict == "promote":
+                _require_started_champion(state, serving, ctx.champion)
                 reason = f"canary promoted {label}: {online.reason}"
                 plan = canary_promotion(state, version, reason, ctx.champion)
             else:
@@ -402,6 +403,19 @@ def _decide(
     result.decision = "promoted" if promoted else "rejected_online"
     result.reason = applied.describe(serving) if promoted else f"{label}: {online.reason}"
     return _finish(ctx, result, versions)
+
+
+def _require_started_champion(state: Any, serving: str, started_against: str) -> None:
+    """A promotion is decided against the champion the canary started with: if another canary
+    promoted meanwhile, even the same version (two canaries on the same inputs share it), this
+    one did not promote anything and says so."""
+    current = state.aliases.get(CHAMPION)
+    now = None if current is None else str(current.version)
+    if now != str(started_against):
+        raise PromotionConflict(
+            f"{serving}: @champion is {'unset' if now is None else f'v{now}'}, the plan "
+            f"expected v{started_against}; nothing moved (another canary promoted first)"
+        )
 
 
 def _cold_start(

@@ -129,7 +129,12 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
     assert client.get_model_version(model, new).tags["rankflow.rolled_back"] == "test: CTR fell"
 
     def another_canary_promotes(ctx, version) -> None:  # during this one's phase
+        # What a concurrent canary on the same inputs does: it shares this one's challenger
+        # version, promotes it and drops @challenger. This canary promoted nothing (the demo
+        # once counted it as a second promotion: the plan had no move left to check).
+        assert version == new
         client.set_registered_model_alias(model, "champion", new)
+        client.delete_registered_model_alias(model, "challenger")
 
     monkeypatch.setattr(canary_run, "_phase", _given_verdict("promote", another_canary_promotes))
     aborted = canary_run.run_canary(settings, config)

@@ -157,8 +157,7 @@ def train_and_register(
 
     # A second run queues behind the first (never races it for the shared checkpoints and
     # registry); once in, the first run's registered models are reused by fingerprint.
-    lock = training_lock(paths, wait_seconds=TRAINING_WAIT_SECONDS)
-    with lock.waiting(get_run_logger().info):
+    with training_lock(paths, wait_seconds=TRAINING_WAIT_SECONDS, note=get_run_logger().info):
         outcome = train_and_register_models(config, paths, training_set=training)
     get_run_logger().info("%s", outcome.render())
     return outcome

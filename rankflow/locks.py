@@ -40,13 +40,16 @@ class FileLock:
         timeout: float = 0.0,
         *,
         busy: Callable[[str], str] | None = None,
+        note: Callable[[str], None] | None = None,
     ) -> None:
         self.path, self.name, self.timeout = path, name, max(timeout, 0.0)
         self._busy = busy or (
             lambda holder: f"{name}: {path} is held by {holder} (waited {self.timeout:.0f} s)"
         )
         self._fd: int | None = None
-        self._note: Callable[[str], None] | None = None
+        # Told once when the lock is busy and this waits for it, so a queued run does not look
+        # hung (e.g. ``note=log.info``).
+        self._note = note
 
     def acquire(self) -> None:
         if self._fd is not None:
@@ -61,20 +64,22 @@ class FileLock:
                 break
             except BlockingIOError:
                 if not noted and self._note is not None and self.timeout > 0:
-                    holder = self.path.read_text(errors="replace").strip() or "another process"
                     self._note(
-                        f"{self.name}: {holder} holds {self.path}; waiting up to "
+                        f"{self.name}: {self._holder()} holds {self.path}; waiting up to "
                         f"{self.timeout:.0f} s for it"
                     )
                     noted = True
                 if time.monotonic() >= deadline:
-                    holder = self.path.read_text(errors="replace").strip() or "another process"
+                    holder = self._holder()
                     os.close(fd)
                     raise LockedError(self._busy(holder)) from None
                 time.sleep(_POLL_SECONDS)
         os.ftruncate(fd, 0)
         os.write(fd, holder_text().encode())
         self._fd = fd
+
+    def _holder(self) -> str:
+        return self.path.read_text(errors="replace").strip() or "another process"
 
     def release(self) -> None:
         if self._fd is None:
@@ -85,12 +90,6 @@ class FileLock:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
-    def waiting(self, note: Callable[[str], None]) -> FileLock:
-        """This lock, saying through ``note`` that it waits when another process holds it
-        (``with lock.waiting(log.info):``), so a queued run does not look hung."""
-        self._note = note
-        return self
-
     def __enter__(self) -> FileLock:
         self.acquire()
         return self
@@ -99,9 +98,15 @@ class FileLock:
         self.release()
 
 
-def exclusive(lock_path: Path, what: str, *, wait_seconds: float = 0.0) -> FileLock:
+def exclusive(
+    lock_path: Path,
+    what: str,
+    *,
+    wait_seconds: float = 0.0,
+    note: Callable[[str], None] | None = None,
+) -> FileLock:
     """Hold ``lock_path`` for ``what``; raise ``LockedError`` if another process holds it
-    (after waiting up to ``wait_seconds``)."""
+    (after waiting up to ``wait_seconds``, saying so once through ``note``)."""
     return FileLock(
         lock_path,
         what,
@@ -109,6 +114,7 @@ def exclusive(lock_path: Path, what: str, *, wait_seconds: float = 0.0) -> FileL
         busy=lambda holder: (
             f"{what} is already running ({holder} holds {lock_path}); wait for it to finish"
         ),
+        note=note,
     )
 
 
@@ -116,10 +122,13 @@ def exclusive(lock_path: Path, what: str, *, wait_seconds: float = 0.0) -> FileL
 TRAINING_WAIT_SECONDS = 3600.0
 
 
-def training_lock(paths: StatePaths, *, wait_seconds: float = 0.0) -> FileLock:
+def training_lock(
+    paths: StatePaths, *, wait_seconds: float = 0.0, note: Callable[[str], None] | None = None
+) -> FileLock:
     """One training run per state dir: runs share ``training/<kind>/<fingerprint>`` checkpoints
     and the registry, so a second one would delete the first one's checkpoint or log twice."""
-    return exclusive(paths.root / "locks" / "training.lock", "training", wait_seconds=wait_seconds)
+    lock_path = paths.root / "locks" / "training.lock"
+    return exclusive(lock_path, "training", wait_seconds=wait_seconds, note=note)
 
 
 def warehouse_lock(paths: StatePaths) -> FileLock:

@@ -130,13 +130,14 @@ def _look_estimate(
     return cuped_difference(arms[0], arms[1])
 
 
-def pre_period_from(frame: pd.DataFrame, user_column: str = "user_id", label: str = "label"):
+def pre_period_from(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Per-user clicks and views before the canary (``user_id, pre_clicks, pre_views``), from
-    labelled impressions such as the canary's fresh window."""
-    grouped = frame.groupby(user_column)[label].agg(["sum", "count"]).reset_index()
-    return grouped.rename(
-        columns={user_column: "user_id", "sum": "pre_clicks", "count": "pre_views"}
-    ).astype({"user_id": np.int64, "pre_clicks": np.float64, "pre_views": np.float64})
+    labelled impressions (``user_id``, ``label``) such as the splits of the fresh window."""
+    rows = pd.concat([f[["user_id", "label"]] for f in frames], ignore_index=True)
+    grouped = rows.groupby("user_id")["label"].agg(["sum", "count"]).reset_index()
+    return grouped.rename(columns={"sum": "pre_clicks", "count": "pre_views"}).astype(
+        {"user_id": np.int64, "pre_clicks": np.float64, "pre_views": np.float64}
+    )
 
 
 def _merge(total: dict[str, ArmResult], part: dict[str, ArmResult]) -> None:

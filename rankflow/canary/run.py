@@ -245,8 +245,7 @@ def _challenger(
     source = WarmSource(champion_ckpt, champion.version, champion.fingerprint or champion.version)
     # One training per state dir at a time; a concurrent canary waits here (then reuses the
     # identical version, if its inputs are the same) and races only at the alias moves.
-    lock = training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS)
-    with lock.waiting(log.info):
+    with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
         trained = train_and_register(
             config, ctx.settings.paths, training_set=training_set, model_overrides=overrides,
             settings=ctx.settings, families=families, promote=False, warm_start=source,
@@ -334,8 +333,6 @@ def _set_challenger(ctx: _Context, candidate: Candidate, why: str) -> str:
 def _phase(ctx: _Context, version: str, window: TrainingSet) -> Any:
     """Serve both versions (pinned) in process and run the closed loop through them. The users'
     clicks and views in the fresh window are the pre-period of the CUPED adjustment."""
-    import pandas as pd
-
     from rankflow.canary.phase import pre_period_from, run_phase
     from rankflow.data.oracle import Oracle
     from rankflow.serving.replay import in_process
@@ -356,7 +353,7 @@ def _phase(ctx: _Context, version: str, window: TrainingSet) -> Any:
     )
     pre_period = None
     if cc.online.variance_reduction == "cuped":
-        pre_period = pre_period_from(pd.concat([window.train, window.valid, window.test]))
+        pre_period = pre_period_from([window.train, window.valid, window.test])
     pinned = {CHAMPION: ctx.champion, CHALLENGER: version}
     service = ScoringService(ctx.settings, phase_config, pinned=pinned)
     service.start(poll=False)
@@ -388,7 +385,6 @@ def _decide(
         with promotion_lock(ctx.settings, serving):
             state = read_serving_state(client, serving)
             if online.verdict == "promote":
-                _require_started_champion(state, serving, ctx.champion)
                 reason = f"canary promoted {label}: {online.reason}"
                 plan = canary_promotion(state, version, reason, ctx.champion)
             else:
@@ -403,19 +399,6 @@ def _decide(
     result.decision = "promoted" if promoted else "rejected_online"
     result.reason = applied.describe(serving) if promoted else f"{label}: {online.reason}"
     return _finish(ctx, result, versions)
-
-
-def _require_started_champion(state: Any, serving: str, started_against: str) -> None:
-    """A promotion is decided against the champion the canary started with: if another canary
-    promoted meanwhile, even the same version (two canaries on the same inputs share it), this
-    one did not promote anything and says so."""
-    current = state.aliases.get(CHAMPION)
-    now = None if current is None else str(current.version)
-    if now != str(started_against):
-        raise PromotionConflict(
-            f"{serving}: @champion is {'unset' if now is None else f'v{now}'}, the plan "
-            f"expected v{started_against}; nothing moved (another canary promoted first)"
-        )
 
 
 def _cold_start(

@@ -216,6 +216,13 @@ def canary_promotion(
     """The canary's promotion: like :func:`promote_to_champion`, but decided against the
     champion the canary *started* with (so :func:`~rankflow.registry.aliases.apply_plan`
     aborts if anyone moved it since), and ``challenger`` is removed once it is champion."""
+    current = state.aliases.get(CHAMPION)
+    if current is None or current.version != str(started_against):
+        # Moved since the canary started, even to this very version (a concurrent canary on the
+        # same inputs shares it and promoted it first): the plan keeps its champion move, so
+        # apply_plan's compare half refuses it instead of reporting a promotion of nothing.
+        move = AliasMove(CHAMPION, reason, version=str(version))
+        return PromotionPlan("promote", "", (move,), CHAMPION, str(started_against))
     plan = promote_to_champion(state, version, reason)
     moves = list(plan.moves)
     challenger = state.aliases.get(CHALLENGER)

@@ -66,13 +66,12 @@ def test_a_waiting_run_gets_the_lock_when_the_holder_ends(tmp_path: Path) -> Non
 def test_a_queued_run_says_whom_it_waits_for_once(tmp_path: Path) -> None:
     child = hold_in_child(tmp_path)
     notes: list[str] = []
-    lock = training_lock(StatePaths(tmp_path), wait_seconds=60)
 
     def note(text: str) -> None:
         notes.append(text)
         child.kill()  # the holder goes away once the waiter has said it waits
 
-    with lock.waiting(note):
+    with training_lock(StatePaths(tmp_path), wait_seconds=60, note=note):
         pass
     child.wait()
     assert len(notes) == 1
@@ -82,6 +81,6 @@ def test_a_queued_run_says_whom_it_waits_for_once(tmp_path: Path) -> None:
 
 def test_no_wait_note_when_the_lock_is_free(tmp_path: Path) -> None:
     notes: list[str] = []
-    with training_lock(StatePaths(tmp_path), wait_seconds=60).waiting(notes.append):
+    with training_lock(StatePaths(tmp_path), wait_seconds=60, note=notes.append):
         pass
     assert notes == []

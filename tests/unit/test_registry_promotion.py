@@ -203,6 +203,18 @@ def test_canary_promotion_expects_the_champion_it_started_against_and_drops_chal
     assert canary_promotion(moved, "5", "x", started_against="3").expected_champion == "3"
 
 
+def test_a_canary_whose_own_version_was_promoted_by_another_still_carries_a_checked_move() -> None:
+    """Two canaries on the same inputs share one challenger version; the first promotes it and
+    drops @challenger. The second's plan must not be an empty "already champion" (apply_plan
+    checks nothing for an empty plan, and it would report a promotion it never made)."""
+    from rankflow.registry.promotion import canary_promotion
+
+    after_the_other = state(champion=AliasTarget("5"), previous=CHAMP)
+    plan = canary_promotion(after_the_other, "5", "online CTR higher", started_against="3")
+    assert plan.moves and plan.expected_champion == "3"
+    assert [(m.alias, m.version) for m in plan.moves] == [(CHAMPION, "5")]
+
+
 def test_canary_promotion_leaves_another_canarys_challenger_alone() -> None:
     from rankflow.registry.promotion import canary_promotion
 

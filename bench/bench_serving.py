@@ -1,6 +1,6 @@
 """``/score`` latency and throughput against the raw path, with SQLite and with Redis.
 
-    .state/venv/bin/python bench/bench_serving.py [--home STATE] [--requests 300]
+    .state/venv/bin/python bench/bench_serving.py [--home STATE] [--requests 1000]
 
 Needs a built state with a champion: ``--home`` (copied, never changed), else one is built
 under ``.state/bench/serving`` (``--impressions`` simulated, default sizes otherwise, the
@@ -150,13 +150,13 @@ def load_redis(settings: Any, port: int) -> subprocess.Popen:
 
 
 # ------------------------------------------------------------------------------- paths
-def start_service(settings: Any, port: int):
+def start_service(settings: Any, port: int, overrides: list[str] = ()):
     import httpx
 
     env = settings.child_env()  # the settings travel to the child as their variables
+    sets = [a for o in ["serving.alias_poll_seconds=600", *overrides] for a in ("--set", o)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "rankflow", "--set", "serving.alias_poll_seconds=600", "serve",
-         "--port", str(port)],
+        [sys.executable, "-m", "rankflow", *sets, "serve", "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
@@ -269,7 +269,7 @@ def measure(settings: Any, args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     users, items = args.users, args.items
     results: dict[str, Any] = {}
-    process, url = start_service(settings, free_port())
+    process, url = start_service(settings, free_port(), args.service_set)
     try:
         clients = {k: httpx.Client(base_url=url, timeout=30) for k in range(8)}
 
@@ -312,8 +312,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="a built state with a champion (copied)")
     parser.add_argument("--impressions", type=int, default=200_000)
-    parser.add_argument("--requests", type=int, default=300, help="per cell")
+    parser.add_argument(
+        "--requests", type=int, default=1000, help="per cell (p99 = the 10th worst at 1000)"
+    )
     parser.add_argument("--skip-redis", action="store_true")
+    parser.add_argument(
+        "--service-set", action="append", default=[], metavar="KEY=VALUE",
+        help="a config override for the service (rankflow --set), e.g. serving.scoring_threads=4",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
 

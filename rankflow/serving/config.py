@@ -57,4 +57,12 @@ class ServingConfig(BaseModel):
         "values Feast read (same code, half the 100-row read time) instead of Feast's "
         "augmentation",
     )
+    scoring_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Requests scored at once; the rest wait their turn in arrival order. A "
+        "request is CPU under the GIL, so more threads only interleave them and stretch the "
+        "tail (bench_serving, 8 clients)",
+    )
     log: LogConfig = Field(default_factory=LogConfig)

@@ -164,6 +164,13 @@ def test_metrics_are_prometheus_text(served: dict) -> None:
     assert httpx.get(f"{served['url']}/healthz").json() == {"status": "ok"}
 
 
+def test_the_serving_process_keeps_its_startup_objects_out_of_the_collector(served: dict) -> None:
+    """``rankflow serve`` freezes what is alive once the service is open (app.create_app's
+    ``freeze_gc``: a full collection over them stalled every request in flight ~300 ms)."""
+    ready = httpx.get(f"{served['url']}/readyz").json()
+    assert ready["gc_frozen_objects"] > 10_000, ready
+
+
 def test_served_rows_are_feast_logs_joined_with_their_scores(served: dict, known: dict) -> None:
     from rankflow.features.store import open_store
     from rankflow.serving.served_log import bind_logging_destination, served_log_dir

@@ -22,6 +22,7 @@ the default size.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,26 +61,36 @@ class Stage:
     decision: str
     line: str
     numbers: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time since the previous stage (what this stage cost)
 
 
 @dataclass
 class ScenarioReport:
     stages: list[Stage] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
+    # Stage times are what a user waits for in `make demo` (and what the e2e spends).
+    _last_mark: float = field(default_factory=time.monotonic, repr=False)
 
     def add(self, stage: Stage) -> Stage:
-        log.info("[%s] %s: %s", stage.name, stage.decision, stage.line)
-        print(f"[{stage.name}] {stage.decision}: {stage.line}", flush=True)
+        now = time.monotonic()
+        stage.seconds, self._last_mark = now - self._last_mark, now
+        log.info("[%s] %s: %s (%.0f s)", stage.name, stage.decision, stage.line, stage.seconds)
+        print(f"[{stage.name}] {stage.decision}: {stage.line} ({stage.seconds:.0f} s)", flush=True)
         self.stages.append(stage)
         return stage
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
 
     def summary(self) -> str:
-        lines = [f"[{s.name}] {s.decision}: {s.line}" for s in self.stages]
+        lines = [f"[{s.name}] {s.decision}: {s.line} ({s.seconds:.0f} s)" for s in self.stages]
         shown = ", ".join(f"@{a} -> v{v}" for a, v in sorted(self.aliases.items()))
         lines.append(f"registry aliases: {shown}")
+        lines.append(f"scenario time: {self.seconds / 60:.1f} min")
         return "\n".join(lines)
 
 
@@ -256,11 +267,14 @@ def run_scenario(
     *,
     drift_days: int | None = None,
     traffic_impressions: int | None = None,
+    concurrent_phase_impressions: int | None = None,
     scratch: Path | None = None,
 ) -> ScenarioReport:
     """The whole story (module docstring). ``drift_days``: days re-drawn with drift (default:
     the canary window); ``traffic_impressions``: per closed-loop measurement (default: the
-    canary phase's traffic, at most ``MEASURE_IMPRESSIONS``)."""
+    canary phase's traffic, at most ``MEASURE_IMPRESSIONS``); ``concurrent_phase_impressions``:
+    the canary phase of each of the two concurrent canaries (default: the configured phase;
+    that stage is about the race, which a shorter phase shows as well)."""
     import tempfile
 
     from rankflow.canary.run import run_canary
@@ -286,7 +300,13 @@ def run_scenario(
         folder = scratch or Path(tmp)
         _failure_cases(settings, drifted, report, folder)
         report.add(_rollback_stage(settings, drifted))
-        report.add(_concurrency_stage(concurrent_canaries(settings, drifted, folder)))
+        racing = drifted
+        if concurrent_phase_impressions is not None:
+            canary = drifted.canary.model_copy(
+                update={"traffic_impressions": concurrent_phase_impressions}
+            )
+            racing = drifted.model_copy(update={"canary": canary})
+        report.add(_concurrency_stage(concurrent_canaries(settings, racing, folder)))
     from rankflow.registry.aliases import aliases_of
     from rankflow.tracking.setup import setup_tracking
 

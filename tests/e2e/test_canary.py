@@ -65,6 +65,13 @@ class Scenario:
 # of the truth's best order 66.3% against 65.6%); given 8 (early stopping on) it reaches
 # 70.6% against 65.6% (7.7% more expected CTR on the same requests).
 CHAMPION_EPOCHS, CANARY_EPOCHS = 2, 8
+# Each closed-loop measurement (before / after the drift, the gap check's replay). Their
+# expected CTRs come from the truth, not from clicks: the drift's fall (-0.035 expected CTR
+# here) is far above their noise at this traffic, half the canary phase's.
+MEASURE_IMPRESSIONS = 40_000
+# The two concurrent canaries' phases: that stage tests the race (at most one promotion, both
+# exit cleanly), not the decision, which the retrain's full phase tests.
+RACE_IMPRESSIONS = 20_000
 
 
 def _model_config(folder: Path) -> Path:
@@ -109,7 +116,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         budget = {"training.max_epochs": CHAMPION_EPOCHS}
         first = train_and_register(config, paths, settings=settings, model_overrides=budget)
         assert first.champion_version is not None, first.decision
-        report = run_scenario(settings, config, drift_days=8, scratch=home / "scenario")
+        report = run_scenario(
+            settings, config, drift_days=8, traffic_impressions=MEASURE_IMPRESSIONS,
+            concurrent_phase_impressions=RACE_IMPRESSIONS, scratch=home / "scenario",
+        )  # fmt: skip
+        print(report.summary())  # with each stage's time (-s shows it)
         client = setup_tracking(config, settings).client
         model = config.registry.serving_model
         report.aliases = aliases_of(client, model)

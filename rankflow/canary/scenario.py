@@ -10,9 +10,9 @@ simulator, from a state where the pipeline has named a champion.
 4. **Canary**: a challenger warm-started from the champion on the post-drift window passes the
    offline gate and the canary phase and is promoted; closed-loop CTR recovers.
 5. **Failure cases**, each leaving the champion in place with the reason recorded: a challenger
-   trained on shuffled labels (gates / offline gate); one that is within a permissive offline
-   margin but blind to the items, so it ranks worse (canary phase); after a rollback to the
-   pre-drift champion, two canaries at once (one promotion, the other aborts).
+   trained on shuffled labels (gates / offline gate); one that is blind to the candidates, so
+   it cannot rank them, yet within a permissive offline margin (canary phase); after a rollback
+   to the pre-drift champion, two canaries at once (one promotion, the other aborts).
 6. **Rollback** and the registry's aliases at the end.
 
 Every stage prints its decision with its numbers. Tests run it on small data; ``make demo`` at
@@ -39,10 +39,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The item-blind challenger (the "passes offline, worse online" case) drops the item's id and
-# statistics: it still tells users apart (most of the offline AUC) but ranks one user's
-# candidates by category and price only.
-ITEM_SIGNALS = ("item_id", "item_impressions_", "item_clicks_", "item_ctr_")
+# The candidate-blind challenger (the "passes offline, worse online" case) drops every feature
+# that differs between the candidates of one request: the item's id, attributes and statistics
+# and the user x category ones. It still tells users, positions and contexts apart, which is
+# most of a global AUC over all rows, but gives every candidate of a request the same score, so
+# it ranks them in the order they came. Global offline AUC rewards who clicks at all; a ranking
+# needs which item a user clicks.
+CANDIDATE_SIGNALS = ("item_", "category", "uc_")
 
 
 # Candidate impressions of each closed-loop measurement (before / after the drift, after the
@@ -193,8 +196,9 @@ def shuffled_labels(training_set: Any, seed: int = 0) -> Any:
     return replace(training_set, **frames)
 
 
-def item_blind_model_config(config: RankflowConfig, folder: Path) -> Path:
-    """A copy of the model config without the item's id and statistics (written to ``folder``)."""
+def candidate_blind_model_config(config: RankflowConfig, folder: Path) -> Path:
+    """A copy of the model config without any feature that tells one request's candidates
+    apart (``CANDIDATE_SIGNALS``; written to ``folder``)."""
     import yaml
 
     data = yaml.safe_load(config.resolved_model_config_path().read_text())
@@ -204,15 +208,15 @@ def item_blind_model_config(config: RankflowConfig, folder: Path) -> Path:
         features[section] = {
             name: spec
             for name, spec in (features.get(section) or {}).items()
-            if not name.startswith(ITEM_SIGNALS)
+            if not name.startswith(CANDIDATE_SIGNALS)
         }
     features["crosses"] = [
         cross
         for cross in features.get("crosses") or []
-        if not any(str(f).startswith(ITEM_SIGNALS) for f in cross.get("features", []))
+        if not any(str(f).startswith(CANDIDATE_SIGNALS) for f in cross.get("features", []))
     ]
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "model-item-blind.yaml"
+    target = folder / "model-candidate-blind.yaml"
     target.write_text(yaml.safe_dump(data, sort_keys=False))
     return target
 
@@ -365,7 +369,7 @@ def _failure_cases(
     report.add(_canary_stage("shuffled labels", broken))
     permissive = config.model_copy(
         update={
-            "model_config_path": item_blind_model_config(config, folder),
+            "model_config_path": candidate_blind_model_config(config, folder),
             "canary": config.canary.model_copy(
                 update={
                     "measure_warm_start": False,

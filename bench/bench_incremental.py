@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the state dirs to inspect")
     parser.add_argument("--repeats", type=int, default=3, help="incremental builds per history")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     args.home = args.home.resolve()
 
     load_before = os.getloadavg()

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -150,7 +150,7 @@ def load_redis(settings: Any, port: int) -> subprocess.Popen:
 
 
 # ------------------------------------------------------------------------------- paths
-def start_service(settings: Any, port: int, overrides: list[str] = ()):
+def start_service(settings: Any, port: int, overrides: Sequence[str] = ()):
     import httpx
 
     env = settings.child_env()  # the settings travel to the child as their variables

@@ -72,7 +72,7 @@ class ScenarioReport:
     stages: list[Stage] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
     # Stage times are what a user waits for in `make demo` (and what the e2e spends).
-    _last_mark: float = field(default_factory=lambda: time.monotonic(), repr=False)
+    _last_mark: float = field(default_factory=lambda: time.monotonic(), init=False, repr=False)
 
     def add(self, stage: Stage) -> Stage:
         now = time.monotonic()

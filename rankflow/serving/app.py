@@ -42,7 +42,9 @@ def validation_detail(errors: list[dict[str, Any]]) -> str:
     return "; ".join(f"{_field(tuple(e.get('loc', ())))}: {e.get('msg', '')}" for e in errors)
 
 
-def _get_service(request: Request) -> ScoringService:
+async def _get_service(request: Request) -> ScoringService:
+    # async so FastAPI resolves it on the event loop: a plain def dependency costs every request
+    # a hop through the thread pool before /score's own (limited) hop to score it.
     return request.app.state.service
 
 

@@ -22,12 +22,16 @@ FLOW_NAME = "canary"
 
 
 @flow(name=FLOW_NAME, validate_parameters=True, log_prints=False)
-def canary(config: ConfigParams = DEFAULT_CONFIG, refresh_features: bool = True) -> RunSummary:
-    """Fresh features, then a canary retrain and its decision.
+def canary(
+    config: ConfigParams = DEFAULT_CONFIG, refresh_features: bool = True, look_only: bool = False
+) -> RunSummary:
+    """Fresh features, then a canary retrain and its decision (or, with a live phase open, a
+    look at its labelled traffic).
 
     Args:
         config: the rankflow config (YAML path and dotted-key overrides), validated first.
         refresh_features: run the build-features subflow first (off: use the current exports).
+        look_only: only look at an open live phase; never start a new canary.
     """
     resolved, paths = config.load(), StatePaths.default()
     record = RunRecord(FLOW_NAME, config, resolved, paths)
@@ -36,7 +40,9 @@ def canary(config: ConfigParams = DEFAULT_CONFIG, refresh_features: bool = True)
         record.summary.stage_seconds.update(sub.stage_seconds)
         record.summary.details["build_features_summary"] = str(sub.summary_path)
     outcome = record.run(
-        "canary", lambda: tasks.canary(resolved, paths), detail=lambda done: done.to_dict()
+        "canary",
+        lambda: tasks.canary(resolved, paths, look_only),
+        detail=lambda done: done.to_dict(),
     )
     record.summary.details["canary_report"] = outcome.summary()
     return record.write()

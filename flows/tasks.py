@@ -164,7 +164,7 @@ def train_and_register(
 
 
 @task(name="canary", cache_policy=NO_CACHE, persist_result=False)
-def canary(config: RankflowConfig, paths: StatePaths) -> Any:
+def canary(config: RankflowConfig, paths: StatePaths, look_only: bool = False) -> Any:
     """Warm-started challenger -> offline gate -> @challenger -> canary phase -> decision.
 
     Not retried: it moves aliases, and a retry after a partial move would decide against a
@@ -174,6 +174,6 @@ def canary(config: RankflowConfig, paths: StatePaths) -> Any:
     from rankflow.canary.run import run_canary
     from rankflow.settings import Settings
 
-    outcome = run_canary(Settings.resolve(home=paths.root), config)
+    outcome = run_canary(Settings.resolve(home=paths.root), config, look_only=look_only)
     get_run_logger().info("%s", outcome.summary())
     return outcome

@@ -237,20 +237,25 @@ def cmd_gap_check(args: argparse.Namespace) -> int:
 def cmd_canary(args: argparse.Namespace) -> int:
     """The Prefect ``canary`` flow; ``--no-flow`` runs the canary itself in this process (on the
     current features, no Prefect), as ``gap-check`` does by default."""
+    from rankflow.canary.live import check_phase_config
+
+    config = _config(args)
+    check_phase_config(config, config.canary.resolved_phase(config.source))  # before any stage
     if not args.no_flow:
-        return _run_flow(args, "canary", refresh_features=not args.no_refresh)
+        return _run_flow(
+            args, "canary", refresh_features=not args.no_refresh, look_only=args.look_only
+        )
     from rankflow.canary.run import run_canary
     from rankflow.preflight import check_model_config
 
-    config = _config(args)
     check_model_config(config)
-    outcome = run_canary(_settings(args), config)
+    outcome = run_canary(_settings(args), config, look_only=args.look_only)
     print(outcome.summary())
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from rankflow.canary.run import rollback
+    from rankflow.canary.rollback import rollback
 
     applied = rollback(_settings(args), _config(args), args.reason)
     print(applied.describe(_config(args).registry.serving_model))
@@ -277,6 +282,10 @@ def _canary_commands(sub: argparse._SubParsersAction) -> None:
     canary.add_argument(
         "--no-flow", action="store_true",
         help="run the canary in this process on the current features (no Prefect, no refresh)",
+    )  # fmt: skip
+    canary.add_argument(
+        "--look-only", action="store_true",
+        help="only look at an open live phase (canary.phase: live); never start a new canary",
     )  # fmt: skip
     back = _add(sub, "rollback", cmd_rollback, "make @previous the champion again")
     back.add_argument("--reason", required=True, help="why (recorded on both versions)")

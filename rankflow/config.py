@@ -195,8 +195,13 @@ class OnlineGateConfig(_Strict):
 
 class CanaryConfig(_Strict):
     """Canary retraining (``canary:``): the fresh window, warm start, offline gate, the canary
-    phase and its online rule. ``share`` is the phase's (in-process, simulated traffic); a
-    deployed ``rankflow serve`` sends ``serving.canary_share`` to ``@challenger``."""
+    phase and its online rule. ``share`` is the simulated phase's (in-process traffic); in the
+    live phase a deployed ``rankflow serve`` sends ``serving.canary_share`` to ``@challenger``."""
+
+    def resolved_phase(self, source: str) -> Literal["simulated", "live"]:
+        if self.phase != "auto":
+            return self.phase
+        return "simulated" if source == "simulate" else "live"
 
     families: list[Literal["wide_deep", "dcn"]] | None = Field(
         None, description="Families to retrain; null = the champion's family"
@@ -225,6 +230,13 @@ class CanaryConfig(_Strict):
     looks: int = Field(10, ge=1, le=1000, description="Times the online rule is evaluated")
     top_k: int | None = Field(
         3, ge=1, description="Items shown per request in the canary phase (ranked positions)"
+    )
+    phase: Literal["auto", "simulated", "live"] = Field(
+        "auto",
+        description="simulated: closed-loop traffic from the simulator, in process (needs its "
+        "ground truth); live: the deployed service's traffic over days, a look at every canary "
+        "run (rankflow/canary/live.py; needs serving.canary_share > 0); auto: simulated for "
+        "source: simulate, live for your own data",
     )
     on_gap_fail: bool = Field(
         True, description="The gap-check flow starts a canary when its verdict is 'fail'"

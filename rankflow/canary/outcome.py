@@ -14,6 +14,8 @@ CanaryDecision = Literal[
     "inconclusive",  # the phase ran out of traffic before the rule decided; @challenger stays
     "promoted",  # the phase found it better; it is @champion now, the old one @previous
     "aborted",  # the registry moved under the canary (another promotion); nothing changed
+    "phase_started",  # live phase: @challenger serves serving.canary_share; later runs look
+    "idle",  # a look-only run with no live phase to look at; nothing changed
 ]
 
 

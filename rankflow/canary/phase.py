@@ -110,12 +110,22 @@ def _look_estimate(
 ) -> AdjustedDifference:
     """The CTR difference so far and its variance, users as the randomisation unit, adjusted
     by the users' pre-period click rates when ``pre_period`` is given (CUPED)."""
-    from rankflow.canary.stats import cuped_difference
-
     shown = pd.concat(labels, ignore_index=True)[["__request_id", "item_id", "label"]]
     rows = shown.merge(recording.frame(), on=["__request_id", "item_id"], how="inner")
     per_user = rows.groupby(["arm", "user_id"])["label"].agg(["sum", "count"]).reset_index()
-    if pre_period is not None:
+    return estimate_from_per_user(per_user, pre_period)
+
+
+def estimate_from_per_user(
+    per_user: pd.DataFrame, pre_period: pd.DataFrame | None
+) -> AdjustedDifference:
+    """``per_user`` (``arm, user_id, sum, count``: clicks and views per user and arm) -> the
+    challenger - champion CTR difference with its variance over users, CUPED-adjusted by
+    ``pre_period`` (``user_id, pre_clicks, pre_views``) when given. Shared by the simulated
+    and the live phase, so both decide on the same estimate."""
+    from rankflow.canary.stats import cuped_difference
+
+    if pre_period is not None and not pre_period.empty:
         per_user = per_user.merge(pre_period, on="user_id", how="left")
     else:
         per_user = per_user.assign(pre_clicks=0.0, pre_views=0.0)

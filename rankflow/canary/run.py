@@ -19,7 +19,7 @@
    ``@challenger``. Every decision is written on the versions involved and on a canary run.
 
 With no champion yet the canary cold-starts: the train step's first-champion rule applies.
-:func:`rollback` restores ``@previous``.
+:func:`rankflow.canary.rollback.rollback` restores ``@previous``.
 """
 
 from __future__ import annotations
@@ -48,11 +48,9 @@ from rankflow.registry.promotion import (
     CHALLENGER,
     CHAMPION,
     AliasMove,
-    NothingToRollBack,
     PromotionPlan,
     canary_promotion,
     reject_challenger,
-    rollback_plan,
 )
 
 if TYPE_CHECKING:
@@ -67,10 +65,6 @@ log = logging.getLogger(__name__)
 
 class CanaryError(RankflowError):
     """The canary cannot run (no traffic for its phase, a missing checkpoint); says which."""
-
-
-class RollbackError(RankflowError):
-    """Nothing to roll back to, or the registry moved during the rollback."""
 
 
 @dataclass
@@ -120,14 +114,24 @@ def run_canary(
     *,
     training_set: TrainingSet | None = None,
     model_overrides: dict[str, Any] | None = None,
+    look_only: bool = False,
 ) -> CanaryOutcome:
     """One canary (see the module docstring). ``training_set``: use this one instead of
-    building the fresh window (tests inject faults this way)."""
+    building the fresh window (tests inject faults this way). With a live phase open
+    (``canary.phase: live``) the run is a look at it and trains nothing; ``look_only``: never
+    start a new canary (the daily look deployment)."""
     from rankflow.tracking.setup import setup_tracking
 
     started = time.perf_counter()
+    from rankflow.canary.live import check_phase_config, idle_outcome, open_phase
+
+    phase_kind = config.canary.resolved_phase(config.source)
+    check_phase_config(config, phase_kind)
     tracking = setup_tracking(config, settings)
     client, serving = tracking.client, config.registry.serving_model
+    live = open_phase(settings.paths, client, serving) if phase_kind == "live" else None
+    if look_only and live is None:
+        return idle_outcome(client, serving, time.perf_counter() - started)
     state = read_serving_state(client, serving)
     champion = state.live(CHAMPION)
     if champion is None:
@@ -136,7 +140,10 @@ def run_canary(
     with tempfile.TemporaryDirectory(prefix="rankflow-canary-") as tmp:
         ctx = _Context(settings, config, client, serving, champion.version, run_id, Path(tmp), [])
         try:
-            outcome = _canary(ctx, champion, training_set, model_overrides)
+            if live is not None:
+                outcome = _live_look(ctx, live)
+            else:
+                outcome = _canary(ctx, champion, training_set, model_overrides, phase_kind)
         except BaseException:
             client.set_terminated(run_id, "FAILED")
             raise
@@ -150,6 +157,7 @@ def _canary(
     champion: Any,
     training_set: TrainingSet | None,
     overrides: dict[str, Any] | None,
+    phase_kind: str = "simulated",
 ) -> CanaryOutcome:
     config = ctx.config
     if training_set is None:
@@ -185,6 +193,8 @@ def _canary(
         return _finish(ctx, result, family)
     result.challenger["serving_version"] = version
     versions = [*family, (ctx.serving, version)]
+    if phase_kind == "live":
+        return _start_live_phase(ctx, result, version, versions)
     phase = _phase(ctx, version, training_set)
     result.online = phase.to_dict()
     ctx.stage(phase.summary().replace("\n", " |"))
@@ -330,6 +340,52 @@ def _set_challenger(ctx: _Context, candidate: Candidate, why: str) -> str:
     return version
 
 
+def _start_live_phase(
+    ctx: _Context, result: CanaryOutcome, version: str, versions: list[tuple[str, str]]
+) -> CanaryOutcome:
+    """Open the live phase: @challenger is set; the deployed service's traffic decides."""
+    from rankflow.canary.live import start_phase
+
+    config = ctx.config
+    phase = start_phase(
+        ctx.settings.paths, ctx.serving, ctx.champion, version, ctx.run_id,
+        config.canary.window_days,
+    )  # fmt: skip
+    share = config.serving.canary_share
+    result.decision = "phase_started"
+    result.reason = (
+        f"{result.challenger['label'] if result.challenger else f'v{version}'} is @challenger: "
+        f"the deployed service scores {share:.0%} of users with it from {phase.started_at}; "
+        "every later canary run (canary-look, daily) looks at its labelled traffic and "
+        f"promotes or rejects by {config.canary.online.max_views:,} views per arm at the latest"
+    )
+    ctx.stage(f"live phase started ({phase.describe()})")
+    return _finish(ctx, result, versions)
+
+
+def _live_look(ctx: _Context, phase: Any) -> CanaryOutcome:
+    """A look at the open live phase; a decision is applied as the simulated phase's is."""
+    from rankflow.canary.live import end_phase, look_at_phase, write_phase
+
+    config = ctx.config
+    look = look_at_phase(
+        ctx.settings.paths, config.serving.feature_service, phase, config.canary.online,
+        cuped=config.canary.online.variance_reduction == "cuped",
+    )  # fmt: skip
+    label = f"{ctx.serving} v{phase.challenger}"
+    result = _outcome(ctx, "inconclusive", "", {"kind": "live", "label": label,
+                      "serving_version": phase.challenger})  # fmt: skip
+    result.online = look.to_dict()
+    ctx.stage(look.summary().replace("\n", " |"))
+    write_phase(ctx.settings.paths, look.phase)  # the look counts even if what follows fails
+    versions = [(ctx.serving, phase.challenger)]
+    result = _decide(ctx, result, look.decision, phase.challenger, versions)
+    if result.decision != "inconclusive":
+        end_phase(ctx.settings.paths, ctx.serving)
+        ctx.stage(f"live phase closed: {result.decision}")
+    return result
+
+
 def _phase(ctx: _Context, version: str, window: TrainingSet) -> Any:
     """Serve both versions (pinned) in process and run the closed loop through them. The users'
     clicks and views in the fresh window are the pre-period of the CUPED adjustment."""
@@ -339,12 +395,6 @@ def _phase(ctx: _Context, version: str, window: TrainingSet) -> Any:
     from rankflow.serving.service import ScoringService
 
     config, paths = ctx.config, ctx.settings.paths
-    if config.source != "simulate":
-        raise CanaryError(
-            f"source: {config.source}: the canary phase sends simulated closed-loop traffic and needs the "
-            "simulator's ground truth (source: simulate); with your own data, serve "
-            "serving.canary_share to @challenger and decide on the labelled served log"
-        )
     oracle = Oracle.from_truth_dir(paths.truth)
     cc = config.canary
     traffic = oracle.day_traffic(None, cc.traffic_impressions)
@@ -425,26 +475,3 @@ def _cold_start(
         seconds=round(time.perf_counter() - started, 2),
         stages=[f"cold start: {trained.decision}"],
     )
-
-
-def rollback(settings: Settings, config: RankflowConfig, reason: str) -> AppliedPlan:
-    """``@previous`` becomes ``@champion`` again (under the promotion lock), with ``reason``
-    recorded on both versions; ``@previous`` is removed."""
-    from rankflow.registry.versions import record_note
-    from rankflow.tracking.setup import setup_tracking
-
-    if not reason.strip():
-        raise RollbackError("rollback needs a reason (--reason '...'): it is recorded")
-    client, serving = setup_tracking(config, settings).client, config.registry.serving_model
-    with promotion_lock(settings, serving):
-        state = read_serving_state(client, serving)
-        try:
-            plan = rollback_plan(state, reason)
-        except NothingToRollBack as error:
-            raise RollbackError(str(error)) from None
-        applied = apply_plan(client, serving, plan)
-    demoted = plan.expected_champion
-    if demoted is not None:
-        client.set_model_version_tag(serving, demoted, "rankflow.rolled_back", reason[:5000])
-        record_note(client, serving, demoted, f"rolled back (no longer champion): {reason}")
-    return applied

@@ -320,7 +320,7 @@ def run_scenario(
 
 
 def _rollback_stage(settings: Settings, config: RankflowConfig) -> Stage:
-    from rankflow.canary.run import RollbackError, rollback
+    from rankflow.canary.rollback import RollbackError, rollback
 
     try:
         applied = rollback(settings, config, "demo: restore the pre-drift champion")

@@ -47,10 +47,14 @@ log = logging.getLogger(__name__)
 LOG_TIMESTAMP = "__log_timestamp"
 LOG_DATE = "__log_date"
 REQUEST_ID = "__request_id"
+# Wall-clock time the service scored the row (``__log_timestamp`` is the request's own time,
+# which a replay of a past day sets in the past): what a live canary phase counts from.
+SERVED_AT = "__served_at"
 SCORE_SCHEMA = pa.schema(
     [
         (REQUEST_ID, pa.string()),
         (LOG_TIMESTAMP, pa.timestamp("us", tz="UTC")),
+        (SERVED_AT, pa.timestamp("us", tz="UTC")),
         ("user_id", pa.int64()),
         ("item_id", pa.int64()),
         ("position", pa.int32()),
@@ -272,7 +276,7 @@ def read_served_log(paths: StatePaths, service: str) -> pd.DataFrame:
     features = features.drop_columns([c for c in (LOG_DATE,) if c in features.column_names])
     scores = pa.concat_tables([pq.read_table(f) for f in score_files]).to_pandas()
     frame = features.to_pandas().merge(
-        scores.drop(columns=[LOG_TIMESTAMP, "user_id", "position"]),
+        scores.drop(columns=[LOG_TIMESTAMP, "user_id", "position", SERVED_AT], errors="ignore"),
         on=[REQUEST_ID, "item_id"],
         how="inner",
         validate="one_to_one",

@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from rankflow.serving.served_log import (
     LOG_DATE,
     LOG_TIMESTAMP,
     REQUEST_ID,
+    SERVED_AT,
     LogBatch,
     ServedLogWriter,
     bind_logging_destination,
@@ -240,6 +242,7 @@ class ScoringService:
         scores = {
             REQUEST_ID: [request_id] * n,
             LOG_TIMESTAMP: [when] * n,
+            SERVED_AT: [datetime.now(UTC)] * n,
             "user_id": rows.columns["user_id"],
             "item_id": rows.columns["item_id"],
             "position": rows.columns["position"],

@@ -40,3 +40,15 @@ def test_every_command_has_help() -> None:
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert {"run", "train", "build-features", "build", "validate", "settings"} <= set(commands)
+
+
+def test_a_live_canary_without_a_canary_share_is_one_line_before_any_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Your own data (source: raw) means a live phase, which needs the service to send users
+    to @challenger: said in one line naming the key, before Prefect or any training starts."""
+    code = main(["--home", str(tmp_path), "--set", "source=raw", "canary"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "Traceback" not in err and err.strip().count("\n") == 0
+    assert "serving.canary_share" in err

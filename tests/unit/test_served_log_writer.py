@@ -13,6 +13,7 @@ from rankflow.serving.served_log import (
     LOG_TIMESTAMP,
     REQUEST_ID,
     SCORE_SCHEMA,
+    SERVED_AT,
     LogBatch,
     ServedLogWriter,
 )
@@ -26,7 +27,7 @@ def _batch(request: str, n: int) -> LogBatch:
     when = datetime(2026, 3, 11, tzinfo=UTC)
     features = {"user_id": [1] * n, "item_id": list(range(n)), REQUEST_ID: [request] * n}
     scores = {
-        REQUEST_ID: [request] * n, LOG_TIMESTAMP: [when] * n, "user_id": [1] * n,
+        REQUEST_ID: [request] * n, LOG_TIMESTAMP: [when] * n, SERVED_AT: [when] * n, "user_id": [1] * n,
         "item_id": list(range(n)), "position": [1] * n, "p_click": [0.1] * n,
         "rank": list(range(1, n + 1)), "model_name": ["m"] * n, "model_version": ["1"] * n,
         "model_kind": ["dcn"] * n, "arm": ["champion"] * n,

@@ -297,16 +297,9 @@ class LookResult:
     arms: dict[str, dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
-        d = self.decision
         return {
             "mode": "live",
-            "verdict": d.verdict,
-            "reason": d.reason,
-            "p_value": d.p_value,
-            "ctr_champion": d.ctr_champion,
-            "ctr_challenger": d.ctr_challenger,
-            "views_champion": d.views_champion,
-            "views_challenger": d.views_challenger,
+            **self.decision.to_dict(),
             "looks": self.phase.looks,
             "arms": self.arms,
             "started_at": self.phase.started_at,
@@ -346,17 +339,14 @@ def take_look(
         else pd.DataFrame(columns=["arm", "user_id", "sum", "count"])
     )
     estimate = estimate_from_per_user(per_user, pre)
-    counts = {}
-    for arm in (CHAMPION, CHALLENGER):
-        rows = labelled[labelled["arm"] == arm] if not labelled.empty else labelled
-        counts[arm] = (int(rows["label"].sum()) if len(rows) else 0, len(rows))
+    arms = _arm_evidence(labelled, phase)
     look = {
         "look": len(phase.looks) + 1,
         "at": (now or datetime.now(UTC)).astimezone(UTC).isoformat(),
-        "clicks_champion": counts[CHAMPION][0],
-        "views_champion": counts[CHAMPION][1],
-        "clicks_challenger": counts[CHALLENGER][0],
-        "views_challenger": counts[CHALLENGER][1],
+        "clicks_champion": arms[CHAMPION]["clicks"],
+        "views_champion": arms[CHAMPION]["impressions"],
+        "clicks_challenger": arms[CHALLENGER]["clicks"],
+        "views_challenger": arms[CHALLENGER]["impressions"],
         "difference": _finite(estimate.difference),
         "variance": _finite(estimate.variance),
         "cuped_theta": _finite(estimate.theta),
@@ -374,7 +364,7 @@ def take_look(
         variance=column("variance", np.inf), difference=column("difference", np.nan),
     )  # fmt: skip
     updated = LivePhase(**{**asdict(phase), "looks": looks})
-    return LookResult(decision, updated, _arm_evidence(labelled, phase))
+    return LookResult(decision, updated, arms)
 
 
 def _finite(value: float) -> float | None:

@@ -45,15 +45,8 @@ class PhaseResult:
     truth: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = self.decision
         return {
-            "verdict": d.verdict,
-            "reason": d.reason,
-            "p_value": d.p_value,
-            "ctr_champion": d.ctr_champion,
-            "ctr_challenger": d.ctr_challenger,
-            "views_champion": d.views_champion,
-            "views_challenger": d.views_challenger,
+            **self.decision.to_dict(),
             "looks": self.looks,
             "arms": self.arms,
             "day": str(self.day),

@@ -54,6 +54,7 @@ from rankflow.registry.promotion import (
 )
 
 if TYPE_CHECKING:
+    from rankflow.canary.live import LivePhase
     from rankflow.config import RankflowConfig
     from rankflow.features.training_set import TrainingSet
     from rankflow.registry.gates import Candidate
@@ -120,11 +121,10 @@ def run_canary(
     building the fresh window (tests inject faults this way). With a live phase open
     (``canary.phase: live``) the run is a look at it and trains nothing; ``look_only``: never
     start a new canary (the daily look deployment)."""
+    from rankflow.canary.live import check_phase_config, idle_outcome, open_phase
     from rankflow.tracking.setup import setup_tracking
 
     started = time.perf_counter()
-    from rankflow.canary.live import check_phase_config, idle_outcome, open_phase
-
     phase_kind = config.canary.resolved_phase(config.source)
     check_phase_config(config, phase_kind)
     tracking = setup_tracking(config, settings)
@@ -363,7 +363,7 @@ def _start_live_phase(
     return _finish(ctx, result, versions)
 
 
-def _live_look(ctx: _Context, phase: Any) -> CanaryOutcome:
+def _live_look(ctx: _Context, phase: LivePhase) -> CanaryOutcome:
     """A look at the open live phase; a decision is applied as the simulated phase's is."""
     from rankflow.canary.live import end_phase, look_at_phase, write_phase
 

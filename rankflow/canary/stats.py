@@ -321,6 +321,18 @@ class OnlineDecision:
     views_challenger: int
     looks: int
 
+    def to_dict(self) -> dict[str, str | float | int]:
+        """The decision's fields as a canary outcome records them (both phases)."""
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "p_value": self.p_value,
+            "ctr_champion": self.ctr_champion,
+            "ctr_challenger": self.ctr_challenger,
+            "views_champion": self.views_champion,
+            "views_challenger": self.views_challenger,
+        }
+
 
 def decide_online(
     clicks_champion: np.ndarray,

@@ -274,7 +274,10 @@ def read_served_log(paths: StatePaths, service: str) -> pd.DataFrame:
         return pd.DataFrame()
     features = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
     features = features.drop_columns([c for c in (LOG_DATE,) if c in features.column_names])
-    scores = pa.concat_tables([pq.read_table(f) for f in score_files]).to_pandas()
+    # promote: score files written before __served_at existed lack that column
+    scores = pa.concat_tables(
+        [pq.read_table(f) for f in score_files], promote_options="default"
+    ).to_pandas()
     frame = features.to_pandas().merge(
         scores.drop(columns=[LOG_TIMESTAMP, "user_id", "position", SERVED_AT], errors="ignore"),
         on=[REQUEST_ID, "item_id"],

@@ -103,3 +103,27 @@ def test_a_failing_sink_counts_the_batch_and_keeps_going() -> None:
     assert writer.flush() == 2
     assert writer.dropped == 4 and writer.failed_batches == 1
     assert metrics.log_flush_errors._value.get() == 1
+
+
+def test_score_files_from_before_served_at_still_read(tmp_path) -> None:
+    """A state upgraded in place keeps score files without ``__served_at``: the reader
+    promotes the schemas instead of failing the gap check."""
+    import pyarrow.parquet as pq
+
+    from rankflow.paths import StatePaths
+    from rankflow.serving.served_log import read_served_log, score_log_dir, served_log_dir
+
+    paths, service = StatePaths(tmp_path), "ctr_ranker_v1"
+    features, scores = served_log_dir(paths, service), score_log_dir(paths, service)
+    features.mkdir(parents=True)
+    scores.mkdir(parents=True)
+    for name in ("old", "new"):
+        batch = _batch(name, 2)
+        logged = {**batch.features, LOG_TIMESTAMP: batch.scores[LOG_TIMESTAMP]}
+        pq.write_table(pa.table(logged), features / f"{name}.parquet")
+        table = pa.table({k: batch.scores[k] for k in SCORE_SCHEMA.names}, schema=SCORE_SCHEMA)
+        if name == "old":
+            table = table.drop_columns([SERVED_AT])
+        pq.write_table(table, scores / f"{name}.parquet")
+    frame = read_served_log(paths, service)
+    assert sorted(frame[REQUEST_ID]) == ["new", "new", "old", "old"]

@@ -10,6 +10,9 @@ VENV := .state/venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` runs on pytest-xdist workers, one module (or one shared state) per work unit
+# (tests/conftest.py); TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
@@ -34,7 +37,7 @@ run: $(INSTALLED) ## Set up if needed, then run the main job on the embedded def
 	$(PY) -m rankflow run
 
 test: $(INSTALLED) browser-deps redis-deps ## Run every test (unit, integration, e2e, server)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED) ## Run the unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

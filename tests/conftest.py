@@ -14,6 +14,60 @@ import pytest
 
 from rankflow.paths import StatePaths
 
+# `make test` runs the suite on two pytest-xdist workers. A work unit is a test module, so a
+# module-scoped state (the canary scenario, the main job's run) is built once; modules that share
+# a session-scoped state form one unit, so that state is built once too. (xdist's own
+# `--dist loadgroup` does not work with pytest 9: it renames node ids through an attribute
+# pytest 9 no longer reads, so every test became its own unit.)
+SHARED_STATE_UNITS = {  # module (or folder) -> work unit
+    # online_state (below): a built state with a champion
+    "tests/e2e/test_online.py": "online-state",
+    "tests/integration/test_canary_flow.py": "online-state",
+    "tests/integration/test_canary_live.py": "online-state",
+    "tests/integration/test_gap_checks.py": "online-state",
+    "tests/integration/test_serving.py": "online-state",
+    # tests/server/conftest.py: PostgreSQL, Redis, mlflow server, Prefect server
+    "tests/server/": "servers",
+}
+SHARED_STATE_FIXTURES = {
+    "online_state": "online-state",
+    "postgres": "servers",
+    "redis_server": "servers",
+    "mlflow_server": "servers",
+    "prefect_server": "servers",
+}
+
+
+def work_unit(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    for prefix, unit in SHARED_STATE_UNITS.items():
+        if module == prefix or (prefix.endswith("/") and module.startswith(prefix)):
+            return unit
+    return module
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module that starts using a shared session state must join that state's unit."""
+    for item in items:
+        for fixture in item.fixturenames:
+            unit = SHARED_STATE_FIXTURES.get(fixture)
+            if unit is not None and work_unit(item.nodeid) != unit:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses the session state {fixture!r}: add its module to "
+                    f"SHARED_STATE_UNITS as {unit!r} in tests/conftest.py"
+                )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedStateScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return SharedStateScheduling(config, log)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

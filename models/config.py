@@ -231,6 +231,13 @@ class WarmStartConfig(_Strict):
         description="Weight of the production model's predictions as soft targets "
         "(loss = (1 - w) * BCE(label) + w * BCE(teacher)); needs warm_start_from",
     )
+    learning_rate_scale: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="Both learning rates times this when training starts from a checkpoint "
+        "(a cold start is unaffected)",
+    )
 
 
 class BaselineConfig(_Strict):

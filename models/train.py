@@ -194,7 +194,8 @@ def train_model(
 
     soft = _teacher_targets(warm_start_from, train_df) if distill > 0 else None
     model.train()
-    optimizer = _make_optimizer(model, tc)
+    lr_scale = config.warm_start.learning_rate_scale if warm_start_from is not None else 1.0
+    optimizer = _make_optimizer(model, tc, lr_scale)
     if checkpoint is not None:
         _restore_training_state(checkpoint, optimizer, model)
     loop = _Loop(kind, model, spec, config, optimizer, run_dir, state, train_t, valid_t, soft, seed)
@@ -477,22 +478,25 @@ def _init_output_bias(model: RankingModel, train_df: pd.DataFrame, label: str) -
         model.output_bias().fill_(math.log(rate / (1 - rate)))
 
 
-def _make_optimizer(model: torch.nn.Module, tc: TrainingConfig) -> torch.optim.Optimizer:
+def _make_optimizer(
+    model: torch.nn.Module, tc: TrainingConfig, lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
     """Adam with two groups: id-indexed tables (embeddings, wide weights: sparse, many rows,
-    each seen rarely) get their own learning rate and L2; everything else the dense ones."""
+    each seen rarely) get their own learning rate and L2; everything else the dense ones.
+    ``lr_scale`` multiplies both rates (``warm_start.learning_rate_scale``)."""
     ids, dense = [], []
     for name, parameter in model.named_parameters():
         is_table = name.startswith("embeddings.tables.") or name.startswith("wide.tables.")
         (ids if is_table else dense).append(parameter)
     groups = [
-        {"params": dense, "weight_decay": tc.weight_decay},
+        {"params": dense, "lr": tc.learning_rate * lr_scale, "weight_decay": tc.weight_decay},
         {
             "params": ids,
-            "lr": tc.embedding_learning_rate or tc.learning_rate,
+            "lr": (tc.embedding_learning_rate or tc.learning_rate) * lr_scale,
             "weight_decay": tc.embedding_weight_decay,
         },
     ]
-    return torch.optim.Adam([g for g in groups if g["params"]], lr=tc.learning_rate, fused=True)
+    return torch.optim.Adam([g for g in groups if g["params"]], fused=True)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

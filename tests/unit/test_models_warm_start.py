@@ -177,3 +177,25 @@ def test_distillation_pulls_the_student_towards_the_teacher(production, splits, 
     distance_labels = np.abs(student(0.0) - teacher).mean()
     distance_distilled = np.abs(student(1.0) - teacher).mean()
     assert distance_distilled < 0.5 * distance_labels
+
+
+def test_learning_rate_scale_applies_to_warm_starts_only(production, splits, tmp_path) -> None:
+    """``warm_start.learning_rate_scale`` lets a warm start move faster (to unlearn a drifted
+    concept); a cold start with the same config trains exactly as without it."""
+
+    def run(name: str, scale: float, warm: Path | None):
+        overrides = {"training.max_epochs": 1, "warm_start.learning_rate_scale": scale}
+        return train_model(
+            "dcn", splits.train, splits.valid, splits.schema, small_model_config(overrides),
+            checkpoint_dir=tmp_path / name, warm_start_from=warm,
+        )  # fmt: skip
+
+    def moved(result) -> float:  # distance of the weights from the champion's
+        start = Scorer.from_checkpoint(production.run_dir).model.state_dict()
+        end = Scorer.from_checkpoint(result.run_dir).model.state_dict()
+        return float(sum(((end[k] - start[k]) ** 2).sum() for k in start if k in end) ** 0.5)
+
+    slow, fast = run("warm-1", 1.0, production.run_dir), run("warm-4", 4.0, production.run_dir)
+    assert moved(fast) > 1.5 * moved(slow)
+    cold, cold_scaled = run("cold-1", 1.0, None), run("cold-4", 4.0, None)
+    assert cold.history == cold_scaled.history

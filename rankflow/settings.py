@@ -195,4 +195,8 @@ def configure_process(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_HOME", str(settings.paths.prefect))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The temporary API server takes ~20 s to start on an idle 2-core machine, which is
+    # Prefect's own startup timeout: on a busy host (or two test workers) a flow then failed
+    # with "Timed out while attempting to connect to ephemeral Prefect API server".
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     apply_process_defaults()

@@ -131,3 +131,26 @@ def test_child_env_carries_the_settings_and_describe_masks_passwords(tmp_path: P
     described = settings.describe()
     assert "s3cret" not in str(described)
     assert described["postgres_url"] == "postgresql+psycopg://rank:***@db:5432/mlflow"
+
+
+def test_configure_process_gives_prefect_time_to_start_its_temporary_server(
+    tmp_path: Path,
+) -> None:
+    """Prefect's own 20 s startup timeout failed flows on a loaded machine; an explicit
+    value (a user's, a deployment's) still wins."""
+    import os
+
+    from rankflow.settings import configure_process
+
+    name = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+    saved = dict(os.environ)  # configure_process sets process-wide variables: put them back
+    try:
+        os.environ.pop(name, None)
+        configure_process(Settings.resolve(environ={}, home=tmp_path))
+        assert float(os.environ[name]) >= 60
+        os.environ[name] = "45"
+        configure_process(Settings.resolve(environ={}, home=tmp_path))
+        assert os.environ[name] == "45"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

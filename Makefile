@@ -10,8 +10,8 @@ VENV := .state/venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
-# `make test` runs on pytest-xdist workers, one module (or one shared state) per work unit
-# (tests/conftest.py); TEST_WORKERS=0 runs everything in this process.
+# `make test` runs on pytest-xdist workers, one module (or one shared state) per work unit: the
+# scheduler is tests/conftest.py's (pytest_xdist_make_scheduler); TEST_WORKERS=0 runs in-process.
 TEST_WORKERS ?= 2
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -37,7 +37,7 @@ run: $(INSTALLED) ## Set up if needed, then run the main job on the embedded def
 	$(PY) -m rankflow run
 
 test: $(INSTALLED) browser-deps redis-deps ## Run every test (unit, integration, e2e, server)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED) ## Run the unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

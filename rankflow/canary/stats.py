@@ -20,7 +20,7 @@ which the minimum sample size protects).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -45,14 +45,7 @@ class Interval:
     resamples: int
 
     def to_dict(self) -> dict[str, float | int | str]:
-        return {
-            "metric": self.metric,
-            "difference": self.difference,
-            "low": self.low,
-            "high": self.high,
-            "level": self.level,
-            "resamples": self.resamples,
-        }
+        return asdict(self)
 
 
 class _WeightedAUC:
@@ -322,16 +315,9 @@ class OnlineDecision:
     looks: int
 
     def to_dict(self) -> dict[str, str | float | int]:
-        """The decision's fields as a canary outcome records them (both phases)."""
-        return {
-            "verdict": self.verdict,
-            "reason": self.reason,
-            "p_value": self.p_value,
-            "ctr_champion": self.ctr_champion,
-            "ctr_challenger": self.ctr_challenger,
-            "views_champion": self.views_champion,
-            "views_challenger": self.views_challenger,
-        }
+        """The decision's fields as a canary outcome records them (both phases; the look
+        count is recorded with the phase)."""
+        return {k: v for k, v in asdict(self).items() if k != "looks"}
 
 
 def decide_online(

@@ -241,6 +241,12 @@ class CanaryConfig(_Strict):
     on_gap_fail: bool = Field(
         True, description="The gap-check flow starts a canary when its verdict is 'fail'"
     )
+    allow_rolled_back: bool = Field(
+        False,
+        description="Canary a challenger even if it is the very model (same training "
+        "fingerprint) that `rankflow rollback` removed from @champion; off, the canary rejects "
+        "it: a rollback is not undone by the next scheduled retrain on unchanged inputs",
+    )
     seed: int = Field(0, description="Bootstrap resamples and simulated clicks")
     measure_warm_start: bool = Field(
         True, description="Also train a cold start at the same budget and log the comparison"

@@ -10,6 +10,7 @@ CanaryDecision = Literal[
     "no_champion",  # no champion yet and nothing passed the absolute gates
     "rejected_gates",  # the challenger failed the absolute quality gates
     "rejected_offline",  # it failed the offline gate against the champion
+    "rejected_rolled_back",  # it is the very model a rollback removed from @champion
     "rejected_online",  # the canary phase found it worse (or no better by the horizon)
     "inconclusive",  # the phase ran out of traffic before the rule decided; @challenger stays
     "promoted",  # the phase found it better; it is @champion now, the old one @previous

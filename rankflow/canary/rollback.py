@@ -1,13 +1,16 @@
-"""``rankflow rollback``: ``@previous`` becomes ``@champion`` again, under the promotion lock."""
+"""``rankflow rollback``: ``@previous`` becomes ``@champion`` again, under the promotion lock;
+and the guard that keeps a later canary from re-proposing the model it removed."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rankflow.errors import RankflowError
 from rankflow.registry.aliases import AppliedPlan, apply_plan, read_serving_state
 from rankflow.registry.lock import promotion_lock
 from rankflow.registry.promotion import NothingToRollBack, rollback_plan
+from rankflow.registry.versions import TAG_ROLLED_BACK, find_version, record_note
 
 if TYPE_CHECKING:
     from rankflow.config import RankflowConfig
@@ -21,7 +24,6 @@ class RollbackError(RankflowError):
 def rollback(settings: Settings, config: RankflowConfig, reason: str) -> AppliedPlan:
     """``@previous`` becomes ``@champion`` again (under the promotion lock), with ``reason``
     recorded on both versions; ``@previous`` is removed."""
-    from rankflow.registry.versions import record_note
     from rankflow.tracking.setup import setup_tracking
 
     if not reason.strip():
@@ -36,6 +38,51 @@ def rollback(settings: Settings, config: RankflowConfig, reason: str) -> Applied
         applied = apply_plan(client, serving, plan)
     demoted = plan.expected_champion
     if demoted is not None:
-        client.set_model_version_tag(serving, demoted, "rankflow.rolled_back", reason[:5000])
+        client.set_model_version_tag(serving, demoted, TAG_ROLLED_BACK, reason[:5000])
         record_note(client, serving, demoted, f"rolled back (no longer champion): {reason}")
     return applied
+
+
+def rolled_back_refusal(
+    client: Any,
+    serving: str,
+    fingerprint: str,
+    label: str,
+    *,
+    allow: bool,
+    note: Callable[[str], None],
+) -> tuple[str, str] | None:
+    """(why, serving version) when a challenger with training ``fingerprint`` is the very
+    model a rollback removed from ``@champion`` and ``allow`` is off; else None.
+
+    Same training fingerprint = same inputs, config and warm-start source, so the same model:
+    after ``rankflow rollback`` the next scheduled canary on unchanged data would otherwise
+    re-propose the model a person just took out of production, and a simulated or live phase
+    can promote it again. A new day of data or a changed config is a new model and runs."""
+    existing = find_version(client, serving, fingerprint)
+    if existing is None or TAG_ROLLED_BACK not in existing.tags:
+        return None
+    why = existing.tags[TAG_ROLLED_BACK]
+    if allow:
+        note(
+            f"{label} is {serving} v{existing.version}, rolled back ({why}); canaried again "
+            "because canary.allow_rolled_back is set"
+        )
+        return None
+    reason = (
+        f"{label} is {serving} v{existing.version}, the model `rankflow rollback` removed from "
+        f"@champion ({why}); a canary does not re-propose it on the same inputs: retrain on "
+        "newer data or a changed config, or set canary.allow_rolled_back "
+        "(--set canary.allow_rolled_back=true)"
+    )
+    return reason, str(existing.version)
+
+
+def clear_rolled_back(client: Any, serving: str, version: str) -> None:
+    """A rolled-back version promoted again (``canary.allow_rolled_back``) is no longer marked
+    rolled back; its description keeps both events."""
+    tags = client.get_model_version(serving, version).tags
+    if TAG_ROLLED_BACK in tags:
+        client.delete_model_version_tag(serving, version, TAG_ROLLED_BACK)
+        record_note(client, serving, version,
+                    f"promoted again after its rollback ({tags[TAG_ROLLED_BACK]})")  # fmt: skip

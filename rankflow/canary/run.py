@@ -4,7 +4,9 @@
    are the holdout both models are scored on.
 2. **Challenger**: each configured family (default: the champion's) trained warm-started from
    the ``@champion`` checkpoint downloaded from the registry (optionally distilled from its
-   predictions), logged and registered like any candidate; it must pass the absolute gates.
+   predictions), logged and registered like any candidate; it must pass the absolute gates,
+   and it must not be the very model ``rankflow rollback`` removed from ``@champion`` (same
+   training fingerprint) unless ``canary.allow_rolled_back``.
 3. **Offline gate** (:func:`rankflow.canary.gates.offline_gate`): paired-bootstrap intervals of
    the AUC and log-loss differences on the shared holdout, non-inferiority by declared margins,
    a calibration guardrail and the latest gap-check verdict.
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from rankflow.canary.outcome import CanaryOutcome
 from rankflow.canary.records import finish_canary_run, record_on_versions, start_canary_run
+from rankflow.canary.rollback import clear_rolled_back, rolled_back_refusal
 from rankflow.errors import RankflowError
 from rankflow.registry.aliases import (
     AppliedPlan,
@@ -168,14 +171,23 @@ def _canary(
         )
     ctx.stage(f"fresh window {training_set.window} ({len(training_set.train):,} train rows)")
     champion_ckpt = _checkpoint(ctx.client, ctx.serving, champion.version, ctx.scratch / "champ")
-    kind, outcome, candidate, challenger_ckpt, warm = _challenger(
+    overrides = _challenger_overrides(config, overrides)
+    kind, outcome, candidate, challenger_ckpt = _challenger(
         ctx, champion, champion_ckpt, training_set, overrides
     )
     label = f"{candidate.name} v{candidate.version} ({kind})"
     result = _outcome(ctx, "rejected_gates", "", {"kind": kind, "label": label,
                       "family": [candidate.name, candidate.version]})  # fmt: skip
-    result.warm_start = warm
     family = [(candidate.name, candidate.version)]
+    # Before the warm-start measurement (a second training): a refused model costs nothing more.
+    refusal = rolled_back_refusal(ctx.client, ctx.serving, candidate.fingerprint, label,
+                                  allow=config.canary.allow_rolled_back, note=ctx.stage)  # fmt: skip
+    if refusal is not None:
+        result.decision, result.reason = "rejected_rolled_back", refusal[0]
+        result.challenger["serving_version"] = refusal[1]  # type: ignore[index]
+        ctx.stage(refusal[0])
+        return _finish(ctx, result, [*family, (ctx.serving, refusal[1])])
+    result.warm_start = _measure_warm_start(ctx, kind, training_set, champion_ckpt, overrides)
     if not outcome.gate.passed:
         result.reason = f"{label} failed the quality gates: {', '.join(outcome.gate.failures)}"
         return _finish(ctx, result, family)
@@ -234,13 +246,21 @@ def _checkpoint(client: Any, name: str, version: str, dst: Path) -> Path:
     return checkpoint_of(client.get_model_version_download_uri(name, version), dst)
 
 
+def _challenger_overrides(config: RankflowConfig, overrides: dict[str, Any] | None) -> dict:
+    """The model-config overrides of the challenger (and of its cold-start comparison)."""
+    overrides = dict(overrides or {})
+    if config.canary.distill_weight > 0:
+        overrides["warm_start"] = {"distill_weight": config.canary.distill_weight}
+    return overrides
+
+
 def _challenger(
     ctx: _Context,
     champion: Any,
     champion_ckpt: Path,
     training_set: TrainingSet,
-    overrides: dict[str, Any] | None,
-) -> tuple[str, CandidateOutcome, Candidate, Path, dict[str, Any] | None]:
+    overrides: dict[str, Any],
+) -> tuple[str, CandidateOutcome, Candidate, Path]:
     """Train the configured families warm-started from the champion; the best of them."""
     from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
     from rankflow.registry.gates import pick_best
@@ -249,9 +269,6 @@ def _challenger(
 
     config = ctx.config
     families = tuple(config.canary.families or [champion.kind or "dcn"])
-    overrides = dict(overrides or {})
-    if config.canary.distill_weight > 0:
-        overrides["warm_start"] = {"distill_weight": config.canary.distill_weight}
     source = WarmSource(champion_ckpt, champion.version, champion.fingerprint or champion.version)
     # One training per state dir at a time; a concurrent canary waits here (then reuses the
     # identical version, if its inputs are the same) and races only at the alias moves.
@@ -273,8 +290,7 @@ def _challenger(
     if ckpt is None or not Path(ckpt).is_dir():  # reused version: fetch its checkpoint
         ckpt = _checkpoint(ctx.client, outcome.registered_model, outcome.version,
                            ctx.scratch / "challenger")  # fmt: skip
-    warm = _measure_warm_start(ctx, kind, training_set, champion_ckpt, overrides)
-    return kind, outcome, candidates[kind], Path(ckpt), warm
+    return kind, outcome, candidates[kind], Path(ckpt)
 
 
 def _measure_warm_start(
@@ -446,6 +462,8 @@ def _decide(
         ctx.stage(result.reason)
         return _finish(ctx, result, versions)
     promoted = online.verdict == "promote"
+    if promoted:
+        clear_rolled_back(client, serving, version)
     result.decision = "promoted" if promoted else "rejected_online"
     result.reason = applied.describe(serving) if promoted else f"{label}: {online.reason}"
     return _finish(ctx, result, versions)

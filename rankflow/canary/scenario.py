@@ -11,9 +11,11 @@ simulator, from a state where the pipeline has named a champion.
    offline gate and the canary phase and is promoted; closed-loop CTR recovers.
 5. **Failure cases**, each leaving the champion in place with the reason recorded: a challenger
    trained on shuffled labels (gates / offline gate); one that is blind to the candidates, so
-   it cannot rank them, yet within a permissive offline margin (canary phase); after a rollback
-   to the pre-drift champion, two canaries at once (one promotion, the other aborts).
-6. **Rollback** and the registry's aliases at the end.
+   it cannot rank them, yet within a permissive offline margin (canary phase).
+6. **Rollback** to the pre-drift champion; the next canary on the same data retrains the
+   rolled-back model and is refused (``rejected_rolled_back``).
+7. **Two canaries at once**, allowed to re-propose it (``canary.allow_rolled_back``): at most
+   one promotion, the other aborts. The registry's aliases at the end.
 
 Every stage prints its decision with its numbers. Tests run it on small data; ``make demo`` at
 the default size.
@@ -304,12 +306,14 @@ def run_scenario(
         folder = scratch or Path(tmp)
         _failure_cases(settings, drifted, report, folder)
         report.add(_rollback_stage(settings, drifted))
-        racing = drifted
+        # The next canary on the same data retrains the model just rolled back: it is refused.
+        report.add(_canary_stage("canary after rollback", run_canary(settings, drifted)))
+        # The race re-proposes it on purpose (the rollback above was a drill, not a verdict on
+        # the model): both canaries train the same challenger, at most one may promote it.
+        race = {"allow_rolled_back": True}
         if concurrent_phase_impressions is not None:
-            canary = drifted.canary.model_copy(
-                update={"traffic_impressions": concurrent_phase_impressions}
-            )
-            racing = drifted.model_copy(update={"canary": canary})
+            race["traffic_impressions"] = concurrent_phase_impressions
+        racing = drifted.model_copy(update={"canary": drifted.canary.model_copy(update=race)})
         report.add(_concurrency_stage(concurrent_canaries(settings, racing, folder)))
     from rankflow.registry.aliases import aliases_of
     from rankflow.tracking.setup import setup_tracking

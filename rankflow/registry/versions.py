@@ -23,6 +23,9 @@ TAG_FINGERPRINT = "rankflow.fingerprint"
 TAG_KIND = "rankflow.model_kind"
 TAG_GATES = "rankflow.gates"
 TAG_FAMILY_VERSION = "rankflow.family_version"
+# Set by `rankflow rollback` on the version it removed from @champion (the reason); a canary
+# does not re-propose that model unless canary.allow_rolled_back.
+TAG_ROLLED_BACK = "rankflow.rolled_back"
 
 
 def now_utc() -> str:

@@ -215,6 +215,20 @@ def test_rollback_restores_the_pre_drift_champion(scenario: Scenario) -> None:
     assert f"-> v{scenario.champion_before}" in stage.line
 
 
+def test_the_next_canary_does_not_re_propose_the_rolled_back_model(scenario: Scenario) -> None:
+    """Same data, same warm start: the canary after the rollback trains the rolled-back model
+    again (its training cache) and refuses it before any gate, phase or second training."""
+    stage = scenario.report.stage("canary after rollback")
+    outcome = stage.numbers
+    rolled_back = _numbers(scenario, "canary retrain")["challenger"]["serving_version"]
+    assert stage.decision == "rejected_rolled_back", stage.line
+    assert outcome["challenger"]["serving_version"] == rolled_back
+    assert "demo: restore the pre-drift champion" in outcome["reason"]
+    assert outcome["offline"] is None and outcome["online"] is None
+    assert outcome["warm_start"] is None
+    assert outcome["aliases"] == {"champion": scenario.champion_before}
+
+
 def test_concurrent_canaries_promote_at_most_once_and_both_exit_cleanly(
     scenario: Scenario,
 ) -> None:

@@ -128,6 +128,23 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
     assert aliases["champion"] == before and "previous" not in aliases, aliases
     assert client.get_model_version(model, new).tags["rankflow.rolled_back"] == "test: CTR fell"
 
+    # The next canary on the same inputs trains the same model again (its training cache):
+    # the rollback is not undone by it.
+    monkeypatch.setattr(canary_run, "_phase", _given_verdict("promote"))
+    refused = canary_run.run_canary(settings, config)
+    assert refused.decision == "rejected_rolled_back", refused.summary()
+    assert f"{model} v{new}" in refused.reason and "test: CTR fell" in refused.reason
+    assert "canary.allow_rolled_back" in refused.reason
+    assert refused.online is None and refused.offline is None  # neither gate nor phase ran
+    assert aliases_of(client, model) == {"champion": before}
+    assert "rejected_rolled_back" in client.get_model_version(model, before).description
+    assert client.get_model_version(model, new).tags["rankflow.canary.decision"] == (
+        "rejected_rolled_back"
+    )
+
+    # Allowed explicitly (a rollback for an outage, not the model), it is canaried again.
+    config = load_config(None, {**overrides, "canary.allow_rolled_back": True})
+
     def another_canary_promotes(ctx, version) -> None:  # during this one's phase
         # What a concurrent canary on the same inputs does: it shares this one's challenger
         # version, promotes it and drops @challenger. This canary promoted nothing (the demo
@@ -143,3 +160,4 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
     assert aliases_of(client, model)["champion"] == new  # the other canary's move stands
     tags = client.get_model_version(model, aborted.challenger["serving_version"]).tags
     assert tags["rankflow.canary.decision"] == "aborted"
+    assert any("canaried again because canary.allow_rolled_back" in s for s in aborted.stages)

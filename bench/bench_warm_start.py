@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from models.config import ModelConfig, load_model_config  # noqa: E402
 from models.train import configure_threads, train_model  # noqa: E402
+from models.yaml_config import parse_overrides  # noqa: E402
 from rankflow.canary.warm_measure import (  # noqa: E402
     GOAL_STEPS_RATIO,
     WarmStartComparison,
@@ -133,10 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads (default 1: on a loaded 2-core machine two threads spin-wait; "
         "a DCN run took 90 s with 2 and 12 s with 1 at load 9; 0 = the config's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a model-config key, e.g. --set warm_start.shrink=0.5",
+    )  # fmt: skip
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    overrides: dict[str, Any] = {"training.progress": False}
+    overrides: dict[str, Any] = {"training.progress": False, **parse_overrides(args.set)}
     if args.threads:
         overrides["training.num_threads"] = args.threads
     config = load_model_config(args.config, overrides)
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"warm vs cold start: {args.kind}, {args.seeds} seeds, {args.rows} rows per window, "
         f"drift {args.drift}, distill {args.distill}, {threads} thread(s), "
+        f"overrides {args.set or 'none'}, "
         f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
     start = time.perf_counter()

@@ -363,7 +363,12 @@ def run_replay(
         service = ScoringService(settings, config)
         service.start(poll=False)
         if not service.ready:
+            why = service.holder.last_error
             service.close()
+            if why:  # a champion that cannot be loaded is not a missing one
+                raise ReplayError(
+                    f"@champion of {config.registry.serving_model!r} could not be loaded: {why}"
+                )
             raise ReplayError(
                 f"no @champion of {config.registry.serving_model!r} to serve; run `rankflow run`"
             )

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -250,3 +251,55 @@ def test_alias_moves_are_picked_up_while_serving(served: dict) -> None:
     assert {(a, v) for a, v in seen.values()} == {("champion", other)}
     assert "rankflow_model_swaps_total" in httpx.get(f"{served['url']}/metrics").text
     assert served["process"].poll() is None  # no restart
+
+
+def test_a_champion_that_cannot_be_loaded_is_named_as_such_not_as_missing(
+    online_copy: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path,
+) -> None:
+    """A checkpoint whose saved model config this code cannot read (here a key it does not
+    know, as after a downgrade) is refused loudly, and the replay says the champion exists but
+    cannot be loaded, with the reason, instead of advising a first `rankflow run`."""
+    import hashlib
+    import json
+
+    from mlflow.artifacts import download_artifacts
+
+    from rankflow.cli import main
+
+    uri, model = online_copy["tracking_uri"], online_copy["model"]
+    client = MlflowClient(uri, uri)
+    champion = client.get_model_version_by_alias(model, "champion")
+    # A new version from a changed copy of the champion's files (the copied state's versions
+    # point at the shared state's artifacts, which must stay as they are).
+    local = Path(
+        download_artifacts(
+            artifact_uri=client.get_model_version_download_uri(model, champion.version),
+            dst_path=str(tmp_path / "broken"),
+            tracking_uri=uri,
+        )
+    )
+    saved = list(local.rglob("model_config.json"))
+    assert saved, f"no saved model config under {local}"
+    for path in saved:  # written as a newer rankflow would: the manifest agrees with the file
+        data = json.loads(path.read_text())
+        data["warm_start"]["retired_option"] = 1
+        path.write_text(json.dumps(data))
+        manifest = json.loads((path.parent / "manifest.json").read_text())
+        manifest["files"]["model_config.json"] = {
+            "bytes": path.stat().st_size,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+        (path.parent / "manifest.json").write_text(json.dumps(manifest))
+    broken = client.create_model_version(model, source=str(local), run_id=champion.run_id)
+    client.set_registered_model_alias(model, "champion", broken.version)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    home = str(online_copy["home"])
+    code = main(["--home", home, "replay", "--mode", "closed", "--impressions", "200"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "could not be loaded" in err and "retired_option" in err, err
+    assert "run `rankflow run`" not in err

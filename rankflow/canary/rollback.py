@@ -55,10 +55,12 @@ def rolled_back_refusal(
     """(why, serving version) when a challenger with training ``fingerprint`` is the very
     model a rollback removed from ``@champion`` and ``allow`` is off; else None.
 
-    Same training fingerprint = same inputs, config and warm-start source, so the same model:
-    after ``rankflow rollback`` the next scheduled canary on unchanged data would otherwise
-    re-propose the model a person just took out of production, and a simulated or live phase
-    can promote it again. A new day of data or a changed config is a new model and runs."""
+    Same training fingerprint = same training data, model config, model code and warm-start
+    source, so the same model: after ``rankflow rollback`` the next scheduled canary on
+    unchanged data would otherwise re-propose the model a person just took out of production,
+    and a simulated or live phase can promote it again. A new day of data, a changed config or
+    changed model code (``rankflow.training.fingerprints.CODE_PATHS``) is a new model and runs
+    through every gate as usual."""
     existing = find_version(client, serving, fingerprint)
     if existing is None or TAG_ROLLED_BACK not in existing.tags:
         return None
@@ -72,7 +74,7 @@ def rolled_back_refusal(
     reason = (
         f"{label} is {serving} v{existing.version}, the model `rankflow rollback` removed from "
         f"@champion ({why}); a canary does not re-propose it on the same inputs: retrain on "
-        "newer data or a changed config, or set canary.allow_rolled_back "
+        "newer data or a changed model config or code, or set canary.allow_rolled_back "
         "(--set canary.allow_rolled_back=true)"
     )
     return reason, str(existing.version)

@@ -75,6 +75,14 @@ CHAMPION_EPOCHS, CANARY_EPOCHS = 2, 8
 # replay). Their expected CTRs come from the truth, not from clicks: the drift's fall (-0.053
 # expected CTR here) and the recovery (+0.030) are far above their noise at this traffic.
 MEASURE_IMPRESSIONS = 15_000
+# The two concurrent canaries' phases: that stage checks that the race ends with at most one
+# promotion and both processes exit cleanly, not the decision, which the retrain's full phase
+# tests. With the full phase (about 60k impressions each before it decides) both find the
+# re-proposed v2 better and exactly one promotes (measured 2026-12-01), but the stage cost
+# 230 s instead of 63 s and took `make test` to 21:23 in CI. The race with a decided phase is
+# tested deterministically in tests/integration/test_canary_flow.py and on real servers in
+# tests/server/test_server_profile.py; `make demo` shows it at the default size.
+RACE_IMPRESSIONS = 20_000
 
 
 def _model_config(folder: Path) -> Path:
@@ -121,7 +129,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         assert first.champion_version is not None, first.decision
         report = run_scenario(
             settings, config, drift_days=8, traffic_impressions=MEASURE_IMPRESSIONS,
-            scratch=home / "scenario",
+            concurrent_phase_impressions=RACE_IMPRESSIONS, scratch=home / "scenario",
         )  # fmt: skip
         print(report.summary())  # with each stage's time (-s shows it)
         client = setup_tracking(config, settings).client
@@ -226,25 +234,18 @@ def test_the_next_canary_does_not_re_propose_the_rolled_back_model(scenario: Sce
     assert outcome["aliases"] == {"champion": scenario.champion_before}
 
 
-def test_two_canaries_at_once_one_promotes_the_other_aborts(scenario: Scenario) -> None:
-    """Two processes started together against the restored v1, each with the full phase: both
-    re-propose the rolled-back v2 (allowed for the race), both phases find it better, and the
-    promotion lock with the champion check lets exactly one move the aliases; the other aborts
-    with the reason, and both exit cleanly."""
+def test_concurrent_canaries_promote_at_most_once_and_both_exit_cleanly(
+    scenario: Scenario,
+) -> None:
+    """Two processes started together against the restored v1 both re-propose the rolled-back
+    v2 (allowed for the race): at most one promotes, and then the other aborts."""
     stage = scenario.report.stage("concurrent canaries")
+    assert stage.numbers["promotions"] <= 1, stage.line
     assert stage.numbers["codes"] == [0, 0], stage.line
-    assert sorted(stage.numbers["outcomes"]) == ["aborted", "promoted"], stage.line
-    assert f"the plan expected v{scenario.champion_before}" in stage.line or (
-        f"@champion moved from v{scenario.champion_before}" in stage.line
-    ), stage.line
-    rolled_back = _numbers(scenario, "canary retrain")["challenger"]["serving_version"]
-    assert scenario.report.aliases == {
-        "champion": rolled_back,
-        "previous": scenario.champion_before,
-    }
-    assert "rankflow.rolled_back" not in (
-        scenario.client.get_model_version(scenario.model, rolled_back).tags
-    )
+    assert all(o != "error" for o in stage.numbers["outcomes"]), stage.line
+    assert "rejected_rolled_back" not in stage.numbers["outcomes"], stage.line  # allowed
+    if stage.numbers["promotions"] == 1:
+        assert "aborted" in stage.numbers["outcomes"], stage.line
 
 
 def test_the_mlflow_ui_shows_why_a_challenger_was_rejected(scenario: Scenario) -> None:

@@ -64,7 +64,7 @@ def measure(history: int, per_day: int, home: Path, repeats: int = 3) -> dict[st
     built = home.parent / f"{home.name}-built"
     shutil.rmtree(built, ignore_errors=True)
     shutil.copytree(home, built, symlinks=True)
-    times = []
+    times, phases = [], []
     for attempt in range(repeats):
         if attempt:
             shutil.rmtree(home)
@@ -73,11 +73,23 @@ def measure(history: int, per_day: int, home: Path, repeats: int = 3) -> dict[st
         start = time.perf_counter()
         result = build_warehouse(paths, as_of=as_of, vars=vars)
         times.append(time.perf_counter() - start)
+        phases.append(result.phases)
     print(f"  {history} days: {result.plan}; incremental s {', '.join(f'{t:.2f}' for t in times)}",
           flush=True)  # fmt: skip
+    median_phases = {k: statistics.median(p.get(k, 0.0) for p in phases) for k in phases[0]}
+    print(
+        f"  {history} days, median s per step: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in median_phases.items()),
+        flush=True,
+    )
     shutil.rmtree(built)
     shutil.rmtree(held.parent)
-    return {"full": full, "incremental": statistics.median(times), "fastest": min(times)}
+    return {
+        "full": full,
+        "incremental": statistics.median(times),
+        "fastest": min(times),
+        **{f"step:{k}": v for k, v in median_phases.items()},
+    }
 
 
 def main() -> None:
@@ -115,6 +127,14 @@ def main() -> None:
             f"{r['incremental'] / results[first]['incremental']:14.2f} "
             f"{r['fastest'] / results[first]['fastest']:18.2f}"
         )
+    steps = [k for k in results[first] if k.startswith("step:")]
+    print(
+        "\n  where the incremental build's time goes (median s per step; the last column: growth)"
+    )
+    for key in steps:
+        row = " ".join(f"{results[h].get(key, 0.0):8.2f}" for h in args.histories)
+        growth = results[args.histories[-1]].get(key, 0.0) - results[first][key]
+        print(f"  {key[5:]:>10} {row} {growth:+8.2f}")
 
 
 def _load(values: tuple[float, float, float]) -> str:

@@ -19,11 +19,11 @@ and ``as_of`` (the lineage columns ``_load_id``, ``_loaded_at`` and ``created_ts
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +38,7 @@ from rankflow.errors import RankflowError
 from rankflow.locks import exclusive, warehouse_lock
 from rankflow.paths import StatePaths
 from rankflow.times import as_utc
-from rankflow.warehouse import changes, raw_load
+from rankflow.warehouse import changes, raw_load, scratch
 from rankflow.warehouse.dbt_runner import (
     DBT_PROJECT_DIR,
     NodeFailure,
@@ -48,7 +48,11 @@ from rankflow.warehouse.dbt_runner import (
     invocation_id,
     invoke_dbt,
 )
-from rankflow.warehouse.exports import DAILY_EXPORTS, export_rows, sql_literal, write_daily_exports
+from rankflow.warehouse.exports import ATTRIBUTE_EXPORTS as EXPORT_MODELS
+from rankflow.warehouse.exports import (
+    DAILY_EXPORTS,
+    write_daily_exports,
+)
 from rankflow.warehouse.raw_load import write_raw as write_raw  # re-export for tests, demos
 from rankflow.warehouse.rebuilt import record_rebuilt
 
@@ -57,11 +61,24 @@ if TYPE_CHECKING:  # dbt is imported lazily: it is slow to import and only neede
 
     from rankflow.data.raw_files import RawListing
 
-# export model -> the parquet file dbt writes under the exports folder (whole, every build)
-EXPORT_MODELS: dict[str, str] = {
-    "export_user_attributes": "user_attributes.parquet",
-    "export_item_attributes": "item_attributes.parquet",
-}
+# What an incremental build leaves out of `dbt build`, because it cannot change there:
+# - dbt unit tests check the SQL against fixed rows, not the data: they change only with the
+#   project, and a changed project forces a full build;
+# - the attribute branch (tag `attributes`: users, items, their dims and exports) and the source
+#   tests on raw users / items: a change in users/ or items/ forces a full build too. Their
+#   tables stay as the copied warehouse holds them, and the export files are carried over.
+#   `cautious` keeps the tests that join a daily model to a dim (relationships), which check
+#   this build's new rows against the kept dims.
+INCREMENTAL_EXCLUDES = [
+    "--exclude-resource-type",
+    "unit_test",
+    "--exclude",
+    "tag:attributes",
+    "source:raw.users",
+    "source:raw.items",
+    "--indirect-selection",
+    "cautious",
+]
 # export model -> the folder of per-day files rankflow.warehouse.exports writes from its view
 DAILY_EXPORT_MODELS: dict[str, str] = {e.model: e.name for e in DAILY_EXPORTS}
 
@@ -98,6 +115,7 @@ class WarehouseResult:
     plan: str = ""  # what the build redid: full (why) or which days
     skipped: list[str] = field(default_factory=list)  # raw paths that are not data
     decoded: list[str] = field(default_factory=list)  # raw files read page by page (new/changed)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step, in build order
 
     def __str__(self) -> str:
         lines = [
@@ -118,7 +136,24 @@ class WarehouseResult:
             lines.append(f"skipped raw paths (not data): {', '.join(self.skipped)}")
         lines += [f"warning: {w}" for w in self.warnings]
         lines.append(f"exports: {self.exports_dir}")
+        if self.phases:
+            lines.append("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items()))
         return "\n".join(lines)
+
+
+class Stopwatch:
+    """Seconds spent per named step of one build (where a daily build's time goes)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
 
 
 def build_warehouse(
@@ -148,35 +183,33 @@ def build_warehouse(
 
     live_db, live_exports = paths.warehouse, paths.exports
     live_db.parent.mkdir(parents=True, exist_ok=True)
+    clock = Stopwatch()
     with warehouse_lock(paths):
-        build_dir, build_db, build_exports = _fresh_scratch(paths)
+        build_dir, build_db, build_exports = scratch.fresh_scratch(paths)
         try:
             _refuse_open_live_db(live_db)
             if live_db.exists() and not full_refresh:
-                shutil.copy2(live_db, build_db)
-            plan = _prepare(build_db, raw_dir, as_of, vars, full_refresh)
-            dbt_vars = {**dbt_vars, **dbt_path_vars(build_db, build_exports)}
-            args = ["build", *dbt_common_args(paths, "target"), "--vars", json.dumps(dbt_vars)]
-            if plan.full:
-                args.append("--full-refresh")
-            else:
-                # dbt unit tests check the SQL against fixed rows, not the data: they cannot
-                # change unless the project does, and a changed project forces a full build.
-                args += ["--exclude-resource-type", "unit_test"]
-            run = invoke_dbt(args)
+                with clock.step("copy"):
+                    shutil.copy2(live_db, build_db)
+            missing = scratch.attribute_exports_missing(live_exports)
+            force_full = f"live exports lack {', '.join(missing)}" if missing else None
+            plan = _prepare(build_db, raw_dir, as_of, vars, full_refresh, clock, force_full)
+            if not plan.full:
+                scratch.carry_attribute_exports(live_exports, build_exports)
+            with clock.step("dbt"):
+                run = invoke_dbt(_dbt_build_args(paths, dbt_vars, build_db, build_exports, plan))
             found = failures(run)
             if found or not run.success:
                 raise _build_error(run, found)
             build_id = invocation_id()
-            _finish(build_db, plan, as_of, build_exports, live_exports, build_id)
-            row_counts, quarantine = _inspect_build_db(build_db, build_exports)
+            with clock.step("exports"):
+                written = _finish(build_db, plan, as_of, build_exports, live_exports, build_id)
+            with clock.step("counts"):
+                row_counts, quarantine = _inspect_build_db(build_db, build_exports, written)
             exports = _export_paths(live_exports)
-            missing = [f for f in EXPORT_MODELS.values() if not (build_exports / f).is_file()]
-            if missing:
-                raise WarehouseBuildError(
-                    f"dbt build succeeded but did not write {missing} into {build_exports}"
-                )
-            _swap_in(build_db, live_db, build_exports, live_exports)
+            _check_written(build_exports)
+            with clock.step("swap"):
+                scratch.swap_in(build_db, live_db, build_exports, live_exports)
             # The online store must reload these days (rankflow.warehouse.rebuilt says why).
             record_rebuilt(paths, plan.reload_days | plan.changed_days)
         finally:
@@ -198,8 +231,31 @@ def build_warehouse(
         plan=plan.describe(),
         skipped=list(plan.skipped),
         decoded=list(plan.decoded),
+        phases={k: round(v, 3) for k, v in clock.phases.items()},
     )
     return _with_run(base, run, round(time.perf_counter() - started, 2))
+
+
+def _check_written(build_exports: Path) -> None:
+    missing = [f for f in EXPORT_MODELS.values() if not (build_exports / f).is_file()]
+    if missing:
+        raise WarehouseBuildError(
+            f"dbt build succeeded but did not write {missing} into {build_exports}"
+        )
+
+
+def _dbt_build_args(
+    paths: StatePaths,
+    dbt_vars: dict[str, Any],
+    build_db: Path,
+    build_exports: Path,
+    plan: changes.BuildPlan,
+) -> list[str]:
+    """``dbt build`` against the build database: everything on a full build, else without the
+    nodes an incremental build cannot change (``INCREMENTAL_EXCLUDES``)."""
+    dbt_vars = {**dbt_vars, **dbt_path_vars(build_db, build_exports)}
+    args = ["build", *dbt_common_args(paths, "target"), "--vars", json.dumps(dbt_vars)]
+    return [*args, "--full-refresh"] if plan.full else [*args, *INCREMENTAL_EXCLUDES]
 
 
 def _export_paths(live_exports: Path) -> dict[str, Path]:
@@ -208,24 +264,6 @@ def _export_paths(live_exports: Path) -> dict[str, Path]:
         **{Path(f).stem: live_exports / f for f in EXPORT_MODELS.values()},
         **{name: live_exports / name for name in DAILY_EXPORT_MODELS.values()},
     }
-
-
-def _fresh_scratch(paths: StatePaths) -> tuple[Path, Path, Path]:
-    """Empty scratch folders for one build: (folder, database path, exports folder).
-
-    Fixed paths (the build lock makes them private): dbt's partial parsing keys on the env
-    vars, so stable paths let consecutive builds skip a full parse. The database keeps the live
-    file's name, in a folder of its own: DuckDB names the database after the file and dbt
-    writes that name into every view, so the views keep working after the swap.
-    """
-    live_db = paths.warehouse
-    build_dir = live_db.parent / ".build"
-    build_exports = paths.root / ".exports-build"
-    for leftover in (build_dir, build_exports):  # from a build that was killed
-        shutil.rmtree(leftover, ignore_errors=True)
-    build_dir.mkdir()
-    build_exports.mkdir(parents=True)
-    return build_dir, build_dir / live_db.name, build_exports
 
 
 def _with_run(result: WarehouseResult, run: dbtRunnerResult, elapsed: float) -> WarehouseResult:
@@ -242,7 +280,13 @@ def _with_run(result: WarehouseResult, run: dbtRunnerResult, elapsed: float) -> 
 
 
 def _prepare(
-    build_db: Path, raw_dir: Path, as_of: datetime, vars: dict[str, Any], full_refresh: bool
+    build_db: Path,
+    raw_dir: Path,
+    as_of: datetime,
+    vars: dict[str, Any],
+    full_refresh: bool,
+    clock: Stopwatch,
+    force_full: str | None = None,
 ) -> changes.BuildPlan:
     """Contract check, change plan and raw load into the build database, before dbt runs.
 
@@ -254,8 +298,9 @@ def _prepare(
     con = _connect(build_db)
     try:
         previous = None if fresh else changes.read_state(con)
-        listing = list_raw(raw_dir)
-        entries = changes.scan(listing)
+        with clock.step("scan"):
+            listing = list_raw(raw_dir)
+            entries = changes.scan(listing, previous)
         plan = changes.plan_build(
             previous,
             entries,
@@ -264,8 +309,10 @@ def _prepare(
             key=changes.settings_key(DBT_PROJECT_DIR, vars, raw_dir),
             lookback_days=int(vars.get("lookback_days", 1)),
             full_refresh=full_refresh,
+            force_full=force_full,
         )
-        inventory = validate_raw(raw_dir, deep=plan.changed_files)
+        with clock.step("contract"):
+            inventory = validate_raw(raw_dir, deep=plan.changed_files)
         plan.as_of = as_of.replace(tzinfo=None)
         plan.skipped = inventory.skipped
         plan.decoded = inventory.decoded
@@ -274,7 +321,8 @@ def _prepare(
             con.close()
             build_db.unlink(missing_ok=True)  # a full build starts from an empty database
             con = _connect(build_db)
-        _load(con, listing, plan, previous)
+        with clock.step("load"):
+            _load(con, listing, plan, previous)
     finally:
         con.close()
     return plan
@@ -306,12 +354,13 @@ def _finish(
     build_exports: Path,
     live_exports: Path,
     build_id: str,
-) -> None:
+) -> dict[str, int]:
     """After a good dbt build: write the per-day exports (only the days this build redid; the
-    rest are linked from the live folder), record the manifest, drop the loaded impressions."""
+    rest are linked from the live folder), record the manifest, drop the loaded impressions.
+    Returns the rows of each per-day export (by its model)."""
     con = _connect(build_db)
     try:
-        write_daily_exports(con, build_exports, live_exports, build_id, plan.full)
+        writes = write_daily_exports(con, build_exports, live_exports, build_id, plan.full)
         as_of_naive = as_of.replace(tzinfo=None)
         newest = con.execute(
             "select max(event_date) from main.stg_impressions where event_date <= ?",
@@ -322,6 +371,8 @@ def _finish(
         con.execute("checkpoint")
     finally:
         con.close()
+    models = {e.name: e.model for e in DAILY_EXPORTS}
+    return {models[w.name]: w.rows for w in writes}
 
 
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
@@ -357,11 +408,13 @@ def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
     docs_dir = paths.root / "dbt" / "docs"
     live_db.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(live_db.parent / ".docs.lock", "dbt docs generate"):
-        scratch = live_db.parent / ".docs"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
+        docs_scratch = live_db.parent / ".docs"
+        shutil.rmtree(docs_scratch, ignore_errors=True)
+        docs_scratch.mkdir()
         try:
-            copy = scratch / live_db.name  # same name: the catalog shows the live database name
+            copy = (
+                docs_scratch / live_db.name
+            )  # same name: the catalog shows the live database name
             shutil.copy2(live_db, copy)
             path_vars = json.dumps(dbt_path_vars(copy, paths.exports))
             run = invoke_dbt(
@@ -371,7 +424,7 @@ def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
                 detail = run.exception or "; ".join(f.describe() for f in failures(run))
                 raise WarehouseError(f"dbt docs generate failed: {detail}")
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(docs_scratch, ignore_errors=True)
     if not (docs_dir / "index.html").is_file():
         raise WarehouseError(f"dbt docs generate wrote no index.html into {docs_dir}")
     return docs_dir
@@ -380,8 +433,12 @@ def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
 # --- after a good build: inspect, swap -----------------------------------------------------
 
 
-def _inspect_build_db(build_db: Path, build_exports: Path) -> tuple[dict[str, int], dict[str, int]]:
-    """Row counts per relation (exports: rows in the written file) and quarantine counts."""
+def _inspect_build_db(
+    build_db: Path, build_exports: Path, daily_rows: dict[str, int]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Row counts per relation and quarantine counts. The attribute exports count the rows in
+    the written file; the per-day exports the rows their writer wrote or carried over
+    (``daily_rows``; reading every day file's footer again made this step grow with the history)."""
     con = duckdb.connect(str(build_db), read_only=True)
     try:
         tables = [
@@ -397,9 +454,9 @@ def _inspect_build_db(build_db: Path, build_exports: Path) -> tuple[dict[str, in
                 path = build_exports / EXPORT_MODELS[table]
                 row_counts[table] = pq.read_metadata(path).num_rows
             elif table in DAILY_EXPORT_MODELS:
-                row_counts[table] = export_rows(build_exports / DAILY_EXPORT_MODELS[table])
+                row_counts[table] = daily_rows[table]
             else:
-                sql = f"select count(*) from main.{_identifier(table)}"
+                sql = f"select count(*) from main.{scratch.identifier(table)}"
                 row_counts[table] = int(con.execute(sql).fetchall()[0][0])
         quarantine = con.execute(
             "select reason, count(*) from main.quarantined_impressions group by reason"
@@ -407,26 +464,6 @@ def _inspect_build_db(build_db: Path, build_exports: Path) -> tuple[dict[str, in
     finally:
         con.close()
     return row_counts, {str(reason): int(n) for reason, n in quarantine}
-
-
-def _repoint_export_views(build_db: Path, live_exports: Path) -> None:
-    """Point the export views of the build database at the live exports folder.
-
-    dbt-duckdb makes each external model a view over the file it wrote, i.e. over the build
-    folder that the swap renames away. DuckDB binds a view when it is created, so this runs
-    once the new exports are in their live place, before the database itself is swapped in.
-    """
-    con = duckdb.connect(str(build_db))
-    try:
-        for model, file_name in EXPORT_MODELS.items():
-            # A view cannot take parameters: the path goes in as a DuckDB string literal.
-            con.execute(
-                f"create or replace view main.{_identifier(model)} as "
-                f"select * from read_parquet({sql_literal(live_exports / file_name)})"
-            )
-        con.execute("checkpoint")
-    finally:
-        con.close()
 
 
 def _build_error(run: dbtRunnerResult, found: list[NodeFailure]) -> WarehouseBuildError:
@@ -446,31 +483,6 @@ def _build_error(run: dbtRunnerResult, found: list[NodeFailure]) -> WarehouseBui
     return WarehouseBuildError("; ".join(lines), found)
 
 
-def _swap_in(build_db: Path, live_db: Path, build_exports: Path, live_exports: Path) -> None:
-    """Move the build over the live exports and warehouse by renames, or leave both as they were.
-
-    Each rename is atomic; the pair is not, so any failure after the first undoes it.
-    """
-    old_exports = live_exports.with_name(f".exports-old-{uuid.uuid4().hex[:8]}")
-    had_exports = live_exports.exists()
-    if had_exports:
-        os.rename(live_exports, old_exports)
-    try:
-        os.rename(build_exports, live_exports)
-        try:
-            _repoint_export_views(build_db, live_exports)
-            os.replace(build_db, live_db)
-        except BaseException:
-            os.rename(live_exports, build_exports)
-            raise
-    except BaseException:
-        if had_exports:
-            os.rename(old_exports, live_exports)
-        raise
-    if had_exports:
-        shutil.rmtree(old_exports, ignore_errors=True)
-
-
 # --- small helpers ------------------------------------------------------------------------------
 
 
@@ -481,7 +493,3 @@ def _check_raw_dir(raw_dir: Path) -> None:
             f"raw data folder {raw_dir} lacks {', '.join(f'{t}/' for t in missing)} "
             "(see docs/data-contract.md); live warehouse unchanged"
         )
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -31,7 +31,14 @@ from rankflow.errors import RankflowError
 # The columns the export views carry for this module only; never written to the files.
 DAY_COLUMN = "_export_day"
 LOAD_COLUMN = "_load_id"
-EMPTY_FILE = "empty.parquet"  # an export with no rows at all still has its schema on disk
+EMPTY_FILE = "empty.parquet"
+# The attribute exports: dbt model -> the parquet file it writes, whole, under the exports folder
+# (one row per user / item; an incremental build carries them over, since users/ and items/
+# changing forces a full build).
+ATTRIBUTE_EXPORTS: dict[str, str] = {
+    "export_user_attributes": "user_attributes.parquet",
+    "export_item_attributes": "item_attributes.parquet",
+}  # an export with no rows at all still has its schema on disk
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ def _write_one(
         if full or day in redone or not old.is_file():
             to_write.append(day)
         else:
-            _link_or_copy(old, day_file(target, day))
+            link_or_copy(old, day_file(target, day))
             kept += 1
     if to_write:
         _copy_days(con, export, view, target, to_write)
@@ -152,16 +159,11 @@ def _write_empty(con: duckdb.DuckDBPyConnection, view: str, path: Path) -> None:
     pq.write_table(table.fetch_arrow_table(), path)
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
     try:
         os.link(source, target)
     except OSError:  # no hard links here (another device, a file system without them)
         shutil.copy2(source, target)
-
-
-def export_rows(folder: Path) -> int:
-    """Rows over every parquet file of an export folder (from the footers)."""
-    return sum(pq.read_metadata(p).num_rows for p in sorted(folder.glob("*.parquet")))
 
 
 def sql_literal(value: object) -> str:

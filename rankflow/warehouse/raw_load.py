@@ -28,10 +28,13 @@ from rankflow.data.raw_files import RawListing
 RAW_SCHEMA = "raw"
 
 
-def create_raw_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re)create the empty raw tables with the contract's types."""
+def create_raw_tables(
+    con: duckdb.DuckDBPyConnection, tables: Iterable[str] = tuple(CONTRACT)
+) -> None:
+    """(Re)create the empty raw ``tables`` (default: all) with the contract's types."""
     con.execute(f"create schema if not exists {RAW_SCHEMA}")
-    for table, columns in CONTRACT.items():
+    for table in tables:
+        columns = CONTRACT[table]
         cols = [f'"{name}" {spec.sql_type}' for name, spec in columns.items()]
         if table == "impressions":
             cols.append(f'"{PARTITION_KEY}" DATE')
@@ -66,10 +69,19 @@ def load_files(con: duckdb.DuckDBPyConnection, table: str, files: Iterable[Path]
 def load_build_inputs(
     con: duckdb.DuckDBPyConnection, listing: RawListing, days: Iterable[date] | None
 ) -> None:
-    """Fresh raw tables holding users, items and the impressions of ``days`` (None: all)."""
-    create_raw_tables(con)
-    load_files(con, "users", listing.files["users"])
-    load_files(con, "items", listing.files["items"])
+    """Fresh raw tables holding users, items and the impressions of ``days`` (None: a full
+    build: every day).
+
+    An incremental build (``days`` given) keeps ``raw.users`` and ``raw.items`` as the previous
+    build loaded them: the plan only builds incrementally when their files are byte-identical
+    to the manifest's (rankflow.warehouse.changes), so reloading them would change nothing.
+    """
+    if days is None:
+        create_raw_tables(con)
+        load_files(con, "users", listing.files["users"])
+        load_files(con, "items", listing.files["items"])
+    else:
+        create_raw_tables(con, ["impressions"])
     load_days(con, listing, days)
 
 

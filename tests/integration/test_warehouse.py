@@ -8,6 +8,7 @@ incremental result equals a full rebuild. Failing builds run on copies of B's st
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from datetime import datetime
@@ -407,6 +408,57 @@ def test_incremental_result_equals_a_full_rebuild(
         incremental, full = query(paths_b.warehouse, sql), query(paths_c.warehouse, sql)
         assert len(full) > 0, table
         pd.testing.assert_frame_equal(incremental, full, obj=table)
+
+
+ATTRIBUTE_NODES = {
+    f"model.rankflow.{name}"
+    for name in (
+        "stg_users",
+        "stg_items",
+        "dim_users",
+        "dim_items",
+        "export_user_attributes",
+        "export_item_attributes",
+    )
+}
+
+
+def test_an_incremental_build_leaves_the_attribute_branch_as_it_was(
+    build_b: tuple[StatePaths, WarehouseResult, WarehouseResult],
+) -> None:
+    paths, result_a, result_b = build_b
+    assert not result_b.full_refresh
+    run = json.loads((result_b.dbt_target_dir / "run_results.json").read_text())
+    ran = {r["unique_id"] for r in run["results"]}
+    assert "model.rankflow.fct_labelled_impressions" in ran
+    # users/ and items/ are unchanged (else the build would be full): their branch is not rerun
+    assert not ran & ATTRIBUTE_NODES
+    assert not any(n.startswith("test.rankflow.source_") for n in ran)
+    # ... but the tests joining the new rows to the kept dims still run
+    assert any(n.startswith("test.rankflow.relationships_fct_labelled_impressions") for n in ran)
+    # the attribute exports were carried over from build A, not rewritten
+    loaded_a = query(
+        paths.warehouse,
+        f"select distinct _loaded_at from fct_labelled_impressions "
+        f"where _load_id = '{result_a.invocation_id}'",
+    )["_loaded_at"].tolist()
+    for name in ("user_attributes", "item_attributes"):
+        created = pd.read_parquet(paths.exports / f"{name}.parquet")["created_ts"]
+        assert created.dt.tz_localize(None).unique().tolist() == loaded_a, name
+    assert result_b.row_counts["export_user_attributes"] == len(USERS)
+
+
+def test_a_missing_attribute_export_makes_the_build_full(
+    build_b: tuple[StatePaths, WarehouseResult, WarehouseResult], tmp_path: Path
+) -> None:
+    paths = copy_state(build_b[0], tmp_path / "state")
+    build_warehouse(paths, as_of=AS_OF_B)  # full: the raw folder moved (part of the plan key)
+    (paths.exports / "item_attributes.parquet").unlink()
+    result = build_warehouse(paths, as_of=AS_OF_B)
+    assert result.full_refresh
+    assert "live exports lack item_attributes.parquet" in result.plan
+    rows = build_b[2].row_counts["export_item_attributes"]
+    assert rows > 0 and len(pd.read_parquet(paths.exports / "item_attributes.parquet")) == rows
 
 
 # --- failures leave the live state alone -------------------------------------------------------

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from rankflow.data.raw_files import fingerprint, list_raw
 from rankflow.errors import LockedError
 from rankflow.locks import warehouse_lock
 from rankflow.paths import StatePaths
 from rankflow.times import as_utc
 from rankflow.warehouse import build as warehouse
+from rankflow.warehouse import changes, scratch
 from rankflow.warehouse.build import NodeFailure, WarehouseBuildError, write_raw
 
 
@@ -37,9 +42,9 @@ def test_swap_replaces_warehouse_and_exports(
 ) -> None:
     live_db, live_exports, build_db, build_exports = _live_and_build(tmp_path)
     repointed: list[Path] = []
-    monkeypatch.setattr(warehouse, "_repoint_export_views", lambda db, exp: repointed.append(exp))
+    monkeypatch.setattr(scratch, "repoint_export_views", lambda db, exp: repointed.append(exp))
 
-    warehouse._swap_in(build_db, live_db, build_exports, live_exports)
+    scratch.swap_in(build_db, live_db, build_exports, live_exports)
 
     assert live_db.read_bytes() == b"new db"
     assert (live_exports / "a.parquet").read_bytes() == b"new export"
@@ -58,9 +63,9 @@ def test_swap_failure_restores_the_previous_state(
         assert (exports / "a.parquet").read_bytes() == b"new export"
         raise OSError("disk full")
 
-    monkeypatch.setattr(warehouse, "_repoint_export_views", fail)
+    monkeypatch.setattr(scratch, "repoint_export_views", fail)
     with pytest.raises(OSError, match="disk full"):
-        warehouse._swap_in(build_db, live_db, build_exports, live_exports)
+        scratch.swap_in(build_db, live_db, build_exports, live_exports)
 
     assert live_db.read_bytes() == b"old db"
     assert (live_exports / "a.parquet").read_bytes() == b"old export"
@@ -76,9 +81,9 @@ def test_first_swap_without_previous_exports(
     for f in live_exports.iterdir():
         f.unlink()
     live_exports.rmdir()
-    monkeypatch.setattr(warehouse, "_repoint_export_views", lambda db, exp: None)
+    monkeypatch.setattr(scratch, "repoint_export_views", lambda db, exp: None)
 
-    warehouse._swap_in(build_db, live_db, build_exports, live_exports)
+    scratch.swap_in(build_db, live_db, build_exports, live_exports)
 
     assert live_db.read_bytes() == b"new db"
     assert (live_exports / "a.parquet").exists()
@@ -170,3 +175,60 @@ def test_build_refuses_a_live_warehouse_with_a_write_ahead_log(tmp_path: Path) -
 
     assert paths.warehouse.read_bytes() == b"live" and wal.read_bytes() == b"pending"
     assert not (paths.warehouse.parent / ".build").exists()
+
+
+# --- the fingerprint cache of changes.scan ----------------------------------------------------
+
+
+def _one_day_raw(raw: Path, payload: bytes = b"a" * 64) -> Path:
+    for table in ("users", "items"):
+        (raw / table).mkdir(parents=True, exist_ok=True)
+        (raw / table / "part-0.parquet").write_bytes(b"x")
+    day = raw / "impressions" / "event_date=2024-03-01"
+    day.mkdir(parents=True, exist_ok=True)
+    (day / "part-0.parquet").write_bytes(payload)
+    return day / "part-0.parquet"
+
+
+def _state_of(entries: list[changes.FileEntry]) -> changes.BuildState:
+    return changes.BuildState(entries, datetime(2024, 3, 2), "key", None)
+
+
+def test_scan_keeps_the_fingerprint_of_a_file_whose_stat_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(changes, "RACY_SECONDS", 0.0)
+    _one_day_raw(tmp_path)
+    first = changes.scan(list_raw(tmp_path))
+    assert all(e.stat_key for e in first)
+    # A planted fingerprint survives: the unchanged files were not read again.
+    planted = [replace(e, fingerprint=f"planted-{e.file}") for e in first]
+    again = changes.scan(list_raw(tmp_path), _state_of(planted))
+    assert [e.fingerprint for e in again] == [e.fingerprint for e in planted]
+
+
+def test_scan_hashes_a_rewritten_file_even_with_its_size_and_mtime_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(changes, "RACY_SECONDS", 0.0)
+    path = _one_day_raw(tmp_path, b"a" * 64)
+    before = changes.scan(list_raw(tmp_path))
+    stat = path.stat()
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    path.write_bytes(b"b" * 64)  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime; ctime moves anyway
+    after = changes.scan(list_raw(tmp_path), _state_of(before))
+    old, new = ({e.file: e.fingerprint for e in s} for s in (before, after))
+    rel = path.relative_to(tmp_path).as_posix()
+    assert new[rel] != old[rel]
+    assert new[rel] == fingerprint(path)
+
+
+def test_scan_records_no_stat_key_for_a_file_written_just_now(tmp_path: Path) -> None:
+    # Within RACY_SECONDS of a write, a second write could leave the stat unchanged.
+    _one_day_raw(tmp_path)
+    entries = changes.scan(list_raw(tmp_path))
+    assert entries and all(e.stat_key == "" for e in entries)
+    replanted = [replace(e, fingerprint="planted") for e in entries]
+    again = changes.scan(list_raw(tmp_path), _state_of(replanted))
+    assert all(e.fingerprint != "planted" for e in again)

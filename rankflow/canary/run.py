@@ -187,7 +187,7 @@ def _canary(
         result.challenger["serving_version"] = refusal[1]  # type: ignore[index]
         ctx.stage(refusal[0])
         return _finish(ctx, result, [*family, (ctx.serving, refusal[1])])
-    result.warm_start = _measure_warm_start(ctx, kind, training_set, champion_ckpt, overrides)
+    result.warm_start = _measure_warm_start(ctx, candidate, training_set, champion_ckpt, overrides)
     if not outcome.gate.passed:
         result.reason = f"{label} failed the quality gates: {', '.join(outcome.gate.failures)}"
         return _finish(ctx, result, family)
@@ -294,25 +294,27 @@ def _challenger(
 
 
 def _measure_warm_start(
-    ctx: _Context, kind: str, training_set: TrainingSet, champion_ckpt: Path, overrides: dict
-) -> dict[str, Any] | None:
-    """Warm against cold start at an equal budget, when configured (issue #12 item 6)."""
+    ctx: _Context, candidate: Candidate, training_set: TrainingSet, champion_ckpt: Path,
+    overrides: dict,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Warm against cold start at an equal budget, when configured (issue #12 item 6); under
+    the training lock, and stored by its inputs (a re-proposed challenger is not re-measured)."""
     if not ctx.config.canary.measure_warm_start:
         return None
     from models.config import load_model_config
-    from rankflow.canary.warm_measure import measure_warm_start
+    from rankflow.canary import warm_measure as wm
+    from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
 
     model_config = load_model_config(ctx.config.resolved_model_config_path(), overrides)
-    comparison = measure_warm_start(
-        kind,
-        training_set,
-        model_config,
-        champion_ckpt,
-        ctx.scratch / "warm-vs-cold",
-        seed=model_config.training.seed,
-    )
-    ctx.stage(comparison.summary().replace("\n", " "))
-    return {"summary": comparison.summary(), "metrics": comparison.to_metrics()}
+    seed, cache = model_config.training.seed, ctx.settings.paths.root / "training" / "warm-vs-cold"
+    with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
+        comparison, stored = wm.measure_warm_start_cached(
+            cache, wm.measurement_key(candidate.fingerprint, seed), candidate.kind, training_set,
+            model_config, champion_ckpt, ctx.scratch / "warm-vs-cold", seed=seed,
+        )  # fmt: skip
+    ctx.stage(("(same inputs as a stored measurement) " if stored else "")
+              + comparison.summary().replace("\n", " "))  # fmt: skip
+    return {"summary": comparison.summary(), "metrics": comparison.to_metrics(), "stored": stored}
 
 
 def _offline_gate(

@@ -15,8 +15,11 @@ Pure of MLflow: the caller logs :meth:`WarmStartComparison.to_metrics` (flat
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,6 +124,13 @@ class WarmStartComparison:
         data["goal_met"] = self.goal_met
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WarmStartComparison:
+        """The inverse of :meth:`to_dict` (its derived keys are recomputed, not read)."""
+        own = {f.name: data[f.name] for f in fields(cls)}
+        own["warm"], own["cold"] = ArmResult(**data["warm"]), ArmResult(**data["cold"])
+        return cls(**own)
+
     def summary(self) -> str:
         """Two lines for logs and the canary report."""
         reached = (
@@ -194,6 +204,49 @@ def measure_warm_start(
         min_delta=config.training.min_delta,
         distill_weight=config.warm_start.distill_weight,
     )
+
+
+def measurement_key(challenger_fingerprint: str, seed: int) -> str:
+    """What decides a measurement, hashed: the challenger's training fingerprint (training
+    data, model config, model code and the warm-start source, i.e. the champion), the seed, and
+    this module's code (the measuring cadence and the comparison)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (challenger_fingerprint, str(seed), Path(__file__).read_text()):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def measure_warm_start_cached(
+    cache_dir: Path,
+    key: str,
+    kind: Literal["wide_deep", "dcn"],
+    training_set: TrainingSet,
+    model_config: ModelConfig,
+    champion_checkpoint: Path,
+    scratch: Path,
+    *,
+    seed: int = 0,
+) -> tuple[WarmStartComparison, bool]:
+    """:func:`measure_warm_start`, or the stored result of the identical measurement (``key``:
+    :func:`measurement_key`); the flag says which. Training is deterministic for a seed, so the
+    same inputs give the same figures: a canary that re-proposes a challenger (two canaries
+    racing, a retry) costs no second pair of trainings. The caller serializes callers of one
+    state (the training lock); an unreadable entry is measured again and replaced."""
+    path = Path(cache_dir) / f"{key}.json"
+    if path.is_file():
+        try:
+            return WarmStartComparison.from_dict(json.loads(path.read_text())), True
+        except (ValueError, KeyError, TypeError):
+            pass  # damaged or from an older layout: measure again
+    comparison = measure_warm_start(
+        kind, training_set, model_config, champion_checkpoint, scratch, seed=seed
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(comparison.to_dict(), indent=1))
+    os.replace(partial, path)  # a reader never sees half a file
+    return comparison, False
 
 
 def compare_runs(

@@ -449,10 +449,11 @@ def test_an_incremental_build_leaves_the_attribute_branch_as_it_was(
 
 
 def test_a_missing_attribute_export_makes_the_build_full(
-    build_b: tuple[StatePaths, WarehouseResult, WarehouseResult], tmp_path: Path
+    build_b: tuple[StatePaths, WarehouseResult, WarehouseResult],
+    build_c: tuple[StatePaths, WarehouseResult],
 ) -> None:
-    paths = copy_state(build_b[0], tmp_path / "state")
-    build_warehouse(paths, as_of=AS_OF_B)  # full: the raw folder moved (part of the plan key)
+    # build_c's own state (its tests ran above): the next build there would be incremental
+    paths = build_c[0]
     (paths.exports / "item_attributes.parquet").unlink()
     result = build_warehouse(paths, as_of=AS_OF_B)
     assert result.full_refresh

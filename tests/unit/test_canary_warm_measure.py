@@ -19,6 +19,8 @@ from rankflow.canary.warm_measure import (
     WarmStartComparison,
     _measuring_config,
     measure_warm_start,
+    measure_warm_start_cached,
+    measurement_key,
 )
 from rankflow.errors import RankflowError
 from rankflow.features.training_set import TrainingSet
@@ -180,3 +182,27 @@ def test_the_bench_prints_and_writes_mean_and_se(
         assert mean == pytest.approx(sum(diffs) / 2) and se > 0
     printed = capsys.readouterr().out
     assert printed.count("seed 0:") == 2 and "mean +- SE over 2 seeds" in printed
+
+
+def test_a_stored_measurement_round_trips(comparison: WarmStartComparison) -> None:
+    again = WarmStartComparison.from_dict(json.loads(json.dumps(comparison.to_dict())))
+    assert again == comparison
+    assert again.to_metrics() == comparison.to_metrics()
+
+
+def test_the_same_inputs_are_measured_once(
+    windows, config, comparison: WarmStartComparison, tmp_path: Path
+) -> None:
+    champion, training_set = windows
+    key = measurement_key("challenger-fingerprint", 1)
+    args = (KIND, training_set, config, champion, tmp_path / "scratch")
+    first, stored = measure_warm_start_cached(tmp_path / "cache", key, *args, seed=1)
+    # deterministic: the measurement equals the module's own one with the same inputs
+    assert not stored and first == comparison
+    second, stored = measure_warm_start_cached(tmp_path / "cache", key, *args, seed=1)
+    assert stored and second == first
+    # another challenger, seed or code is another key; a damaged entry is measured again
+    assert measurement_key("other", 1) != key != measurement_key("challenger-fingerprint", 2)
+    (tmp_path / "cache" / f"{key}.json").write_text("{not json")
+    third, stored = measure_warm_start_cached(tmp_path / "cache", key, *args, seed=1)
+    assert not stored and third == first

@@ -193,6 +193,9 @@ def configure_process(settings: Settings) -> None:
     """
     os.environ.update(settings.as_env())
     os.environ.setdefault("PREFECT_HOME", str(settings.paths.prefect))
+    # Prefect creates its home on import without parents: on a fresh RANKFLOW_HOME it warned
+    # "Failed to create the Prefect home directory" (harmless, but the first line a user saw).
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # The temporary API server takes ~20 s to start on an idle 2-core machine, which is

@@ -154,3 +154,21 @@ def test_configure_process_gives_prefect_time_to_start_its_temporary_server(
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_configure_process_creates_prefect_home_on_a_fresh_state_dir(tmp_path: Path) -> None:
+    """Prefect makes its home on import without parents and warned on a new RANKFLOW_HOME."""
+    import os
+
+    from rankflow.settings import configure_process
+
+    home = tmp_path / "new" / "state"
+    saved = dict(os.environ)  # configure_process sets process-wide variables: put them back
+    try:
+        os.environ.pop("PREFECT_HOME", None)
+        configure_process(Settings.resolve(environ={}, home=home))
+        assert Path(os.environ["PREFECT_HOME"]).is_dir()
+        assert Path(os.environ["PREFECT_HOME"]).is_relative_to(home)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

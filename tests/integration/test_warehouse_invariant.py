@@ -142,6 +142,32 @@ def build(paths: StatePaths, as_of: datetime) -> WarehouseResult:
     return build_warehouse(paths, as_of=as_of)
 
 
+# Built starting states, one per (name, worker process): the first test that needs one builds it
+# and keeps a pristine copy; later tests get that copy back at the same path. The path matters:
+# the build's settings key includes the raw folder, so a state moved elsewhere would rebuild in
+# full. Each test still starts from a real full build of the same raw data (a full dbt build
+# saved per test: ~10 s each); only the raw files' inodes differ, so the first build re-hashes
+# them and finds no change.
+_STARTS: dict[str, tuple[Path, Path]] = {}
+
+
+def _start_state(
+    factory: pytest.TempPathFactory, name: str, days: list[date], clock: datetime, shared: int = 0
+) -> Path:
+    if name not in _STARTS:
+        base = factory.mktemp(f"start-{name}")
+        work, pristine = base / "state", base / "pristine"
+        new_raw(StatePaths(work).raw, days, shared=shared)
+        build(StatePaths(work), clock)
+        shutil.copytree(work, pristine, symlinks=True)
+        _STARTS[name] = (work, pristine)
+        return work
+    work, pristine = _STARTS[name]
+    shutil.rmtree(work)
+    shutil.copytree(pristine, work, symlinks=True)
+    return work
+
+
 # --- the property: random sequences of raw changes ---------------------------------------------
 
 OPS = st.sampled_from(
@@ -174,12 +200,10 @@ def test_any_sequence_of_raw_changes_equals_a_full_build(
     # Trust the stat keys at once (production waits RACY_SECONDS after a write), so these
     # sequences exercise the fingerprint cache: only files the steps rewrote are hashed again.
     monkeypatch.setattr(changes, "RACY_SECONDS", 0.0)
-    root = tmp_path_factory.mktemp("prop")
-    paths = StatePaths(root / "state")
     days = [START + timedelta(days=k) for k in range(3)]
-    new_raw(paths.raw, days, shared=1)
     clock = at(days[-1], 20)
-    build(paths, clock)
+    paths = StatePaths(_start_state(tmp_path_factory, "prop", days, clock, shared=1))
+    root = tmp_path_factory.mktemp("prop-full")
     for step, (op, arg) in enumerate(ops):
         days, clock = apply_op(paths, op, arg, days, clock, step)
         build(paths, clock)
@@ -236,13 +260,12 @@ def apply_op(
 
 
 @pytest.fixture
-def three_days(tmp_path: Path) -> tuple[StatePaths, list[date], datetime]:
-    paths = StatePaths(tmp_path / "state")
+def three_days(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[StatePaths, list[date], datetime]:
     days = [START + timedelta(days=k) for k in range(3)]
-    new_raw(paths.raw, days)
     clock = at(days[-1], 20)
-    build(paths, clock)
-    return paths, days, clock
+    return StatePaths(_start_state(tmp_path_factory, "three-days", days, clock)), days, clock
 
 
 def test_a_future_partition_never_stops_later_days(

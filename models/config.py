@@ -143,6 +143,11 @@ class WideDeepConfig(_Strict):
     hidden_units: list[int] = Field(default_factory=lambda: [256, 128])
     dropout: float = Field(0.0, ge=0, lt=1)
     embedding_init_std: float | None = _INIT_STD
+    weight_decay: float | None = Field(
+        None,
+        ge=0,
+        description="L2 on this network's dense parameters (MLP and output layer); null = training.weight_decay",
+    )
 
     @field_validator("hidden_units")
     @classmethod
@@ -160,6 +165,11 @@ class DCNConfig(_Strict):
     hidden_units: list[int] = Field(default_factory=lambda: [256, 128])
     dropout: float = Field(0.0, ge=0, lt=1)
     embedding_init_std: float | None = _INIT_STD
+    weight_decay: float | None = Field(
+        None,
+        ge=0,
+        description="L2 on this network's dense parameters (cross network, MLP and output layer); null = training.weight_decay",
+    )
     wide: Literal["none", "ids", "ids_and_crosses"] = Field(
         "none",
         description="A linear part added to the logit, as in Wide & Deep: 'ids' = one weight per "
@@ -260,6 +270,13 @@ class ModelConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())
+
+    def dense_weight_decay(self, kind: str) -> float:
+        """L2 on the dense (non-id) parameters of network ``kind``: its own setting, else the
+        training section's."""
+        network = {"wide_deep": self.wide_deep, "dcn": self.dcn}.get(kind)
+        own = network.weight_decay if network is not None else None
+        return self.training.weight_decay if own is None else own
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view, for logging as run parameters."""

@@ -150,7 +150,10 @@ def _train_rank(rank: int, job: _Job) -> None:
     # must own its parameters (DDP keeps them equal by averaging gradients, not by sharing).
     tc, model, world = job.config.training, copy.deepcopy(job.model), job.world_size
     torch.manual_seed(job.seed * 1_000 + rank)  # dropout: a stream per rank
-    optimizer = _make_optimizer(model, tc)  # on the module's own parameter names
+    # on the module's own parameter names
+    optimizer = _make_optimizer(
+        model, tc, dense_weight_decay=job.config.dense_weight_decay(model.kind)
+    )
     ddp = DistributedDataParallel(model)
     n, bs = len(job.train_t), tc.batch_size
     # A last batch with fewer rows than ranks would leave a rank without work: drop it.

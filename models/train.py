@@ -195,7 +195,7 @@ def train_model(
     soft = _teacher_targets(warm_start_from, train_df) if distill > 0 else None
     model.train()
     lr_scale = config.warm_start.learning_rate_scale if warm_start_from is not None else 1.0
-    optimizer = _make_optimizer(model, tc, lr_scale)
+    optimizer = _make_optimizer(model, tc, lr_scale, config.dense_weight_decay(kind))
     if checkpoint is not None:
         _restore_training_state(checkpoint, optimizer, model)
     loop = _Loop(kind, model, spec, config, optimizer, run_dir, state, train_t, valid_t, soft, seed)
@@ -479,17 +479,23 @@ def _init_output_bias(model: RankingModel, train_df: pd.DataFrame, label: str) -
 
 
 def _make_optimizer(
-    model: torch.nn.Module, tc: TrainingConfig, lr_scale: float = 1.0
+    model: torch.nn.Module,
+    tc: TrainingConfig,
+    lr_scale: float = 1.0,
+    dense_weight_decay: float | None = None,
 ) -> torch.optim.Optimizer:
     """Adam with two groups: id-indexed tables (embeddings, wide weights: sparse, many rows,
     each seen rarely) get their own learning rate and L2; everything else the dense ones.
-    ``lr_scale`` multiplies both rates (``warm_start.learning_rate_scale``)."""
+    ``lr_scale`` multiplies both rates (``warm_start.learning_rate_scale``);
+    ``dense_weight_decay`` (the network's own, :meth:`ModelConfig.dense_weight_decay`) replaces
+    ``tc.weight_decay``."""
+    dense_decay = tc.weight_decay if dense_weight_decay is None else dense_weight_decay
     ids, dense = [], []
     for name, parameter in model.named_parameters():
         is_table = name.startswith("embeddings.tables.") or name.startswith("wide.tables.")
         (ids if is_table else dense).append(parameter)
     groups = [
-        {"params": dense, "lr": tc.learning_rate * lr_scale, "weight_decay": tc.weight_decay},
+        {"params": dense, "lr": tc.learning_rate * lr_scale, "weight_decay": dense_decay},
         {
             "params": ids,
             "lr": (tc.embedding_learning_rate or tc.learning_rate) * lr_scale,

@@ -86,3 +86,26 @@ def test_id_tables_get_their_own_learning_rate_and_l2(splits) -> None:
     assert (ids["lr"], ids["weight_decay"]) == (0.05, 1e-5)
     assert (dense["lr"], dense["weight_decay"]) == (config.training.learning_rate, 1e-3)
     assert len(ids["params"]) + len(dense["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("dcn", 3e-5), ("wide_deep", 1e-3)])
+def test_a_networks_own_weight_decay_replaces_the_training_one(
+    splits, kind: str, expected: float
+) -> None:
+    """``dcn.weight_decay`` sets DCN's dense L2; Wide & Deep, with none of its own, keeps
+    ``training.weight_decay``; the id tables keep theirs either way."""
+    config = small_model_config(
+        {
+            "training.weight_decay": 1e-3,
+            "training.embedding_weight_decay": 1e-5,
+            "dcn.weight_decay": 3e-5,
+            "wide_deep.weight_decay": None,
+        }
+    )
+    assert config.dense_weight_decay(kind) == expected
+    spec = FeatureSpec.fit(splits.schema, splits.train, config)
+    model = build_model(kind, spec, config)
+    dense, ids = _make_optimizer(
+        model, config.training, dense_weight_decay=config.dense_weight_decay(kind)
+    ).param_groups
+    assert (dense["weight_decay"], ids["weight_decay"]) == (expected, 1e-5)

@@ -5,13 +5,16 @@
 Runs the main job's stages (simulate with ``rows`` impressions and ``seed``, dbt build, feast
 apply + materialize, point-in-time training set) in ``$RANKFLOW_HOME`` (default
 ``.state/bench/models``) and joins the simulator's true click probabilities for oracle metrics.
-A state dir already built for the same rows and seed is reused.
+A state dir already built for the same rows and seed is reused. The simulation ends on
+``END_DATE``, not on the default "today", so that state and the figures measured on it mean the
+same data on any day.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +23,12 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+# The default `simulation.end_date: null` resolves to the day the data is simulated: a cached
+# state would then silently stand for an earlier day's data, and a rebuild on another day would
+# change every figure. The model figures of docs/benchmarks.md of 2026-12-01 and 2026-12-02 are on
+# the simulation that ends here.
+END_DATE = date(2026, 12, 1)
 
 
 def state_paths():  # -> StatePaths
@@ -48,6 +57,7 @@ def load(rows: int, seed: int) -> SimpleNamespace:
         overrides={
             "simulation.n_impressions": rows,
             "simulation.seed": seed or 7,
+            "simulation.end_date": END_DATE.isoformat(),
             "simulation.n_users": max(100, rows // 100),
             "simulation.n_items": max(50, rows // 500),
         }

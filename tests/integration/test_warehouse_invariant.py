@@ -142,27 +142,30 @@ def build(paths: StatePaths, as_of: datetime) -> WarehouseResult:
     return build_warehouse(paths, as_of=as_of)
 
 
-# Built starting states, one per (name, worker process): the first test that needs one builds it
-# and keeps a pristine copy; later tests get that copy back at the same path. The path matters:
-# the build's settings key includes the raw folder, so a state moved elsewhere would rebuild in
-# full. Each test still starts from a real full build of the same raw data (a full dbt build
-# saved per test: ~10 s each); only the raw files' inodes differ, so the first build re-hashes
-# them and finds no change.
-_STARTS: dict[str, tuple[Path, Path]] = {}
+# Built starting states, one per (inputs, worker process): the first test that needs one builds
+# it and keeps a pristine copy; later tests get that copy back at the same path. The path
+# matters: the build's settings key includes the raw folder, so a state moved elsewhere would
+# rebuild in full. Each test still starts from a real full build of the same raw data (a full dbt
+# build saved per test: ~10 s each); only the raw files' inodes differ, so the first build
+# re-hashes them and finds no change. The cache is keyed by everything the state is built from,
+# so a test asking for other days, another clock or another sharing never gets a wrong start.
+_StartKey = tuple[tuple[date, ...], datetime, int]
+_STARTS: dict[_StartKey, tuple[Path, Path]] = {}
 
 
 def _start_state(
-    factory: pytest.TempPathFactory, name: str, days: list[date], clock: datetime, shared: int = 0
+    factory: pytest.TempPathFactory, days: list[date], clock: datetime, shared: int = 0
 ) -> Path:
-    if name not in _STARTS:
-        base = factory.mktemp(f"start-{name}")
+    key = (tuple(days), clock, shared)
+    if key not in _STARTS:
+        base = factory.mktemp("start")
         work, pristine = base / "state", base / "pristine"
         new_raw(StatePaths(work).raw, days, shared=shared)
         build(StatePaths(work), clock)
         shutil.copytree(work, pristine, symlinks=True)
-        _STARTS[name] = (work, pristine)
+        _STARTS[key] = (work, pristine)
         return work
-    work, pristine = _STARTS[name]
+    work, pristine = _STARTS[key]
     shutil.rmtree(work)
     shutil.copytree(pristine, work, symlinks=True)
     return work
@@ -202,7 +205,7 @@ def test_any_sequence_of_raw_changes_equals_a_full_build(
     monkeypatch.setattr(changes, "RACY_SECONDS", 0.0)
     days = [START + timedelta(days=k) for k in range(3)]
     clock = at(days[-1], 20)
-    paths = StatePaths(_start_state(tmp_path_factory, "prop", days, clock, shared=1))
+    paths = StatePaths(_start_state(tmp_path_factory, days, clock, shared=1))
     root = tmp_path_factory.mktemp("prop-full")
     for step, (op, arg) in enumerate(ops):
         days, clock = apply_op(paths, op, arg, days, clock, step)
@@ -265,7 +268,7 @@ def three_days(
 ) -> tuple[StatePaths, list[date], datetime]:
     days = [START + timedelta(days=k) for k in range(3)]
     clock = at(days[-1], 20)
-    return StatePaths(_start_state(tmp_path_factory, "three-days", days, clock)), days, clock
+    return StatePaths(_start_state(tmp_path_factory, days, clock)), days, clock
 
 
 def test_a_future_partition_never_stops_later_days(

@@ -171,7 +171,7 @@ def _canary(
         )
     ctx.stage(f"fresh window {training_set.window} ({len(training_set.train):,} train rows)")
     champion_ckpt = _checkpoint(ctx.client, ctx.serving, champion.version, ctx.scratch / "champ")
-    overrides = _challenger_overrides(config, overrides)
+    overrides = _challenger_overrides(config, overrides, len(training_set.train))
     kind, outcome, candidate, challenger_ckpt = _challenger(
         ctx, champion, champion_ckpt, training_set, overrides
     )
@@ -187,7 +187,9 @@ def _canary(
         result.challenger["serving_version"] = refusal[1]  # type: ignore[index]
         ctx.stage(refusal[0])
         return _finish(ctx, result, [*family, (ctx.serving, refusal[1])])
-    result.warm_start = _measure_warm_start(ctx, candidate, training_set, champion_ckpt, overrides)
+    result.warm_start = _measure_warm_start(
+        ctx, candidate, training_set, champion_ckpt, overrides, challenger_ckpt
+    )
     if not outcome.gate.passed:
         result.reason = f"{label} failed the quality gates: {', '.join(outcome.gate.failures)}"
         return _finish(ctx, result, family)
@@ -246,11 +248,24 @@ def _checkpoint(client: Any, name: str, version: str, dst: Path) -> Path:
     return checkpoint_of(client.get_model_version_download_uri(name, version), dst)
 
 
-def _challenger_overrides(config: RankflowConfig, overrides: dict[str, Any] | None) -> dict:
-    """The model-config overrides of the challenger (and of its cold-start comparison)."""
+def _challenger_overrides(
+    config: RankflowConfig, overrides: dict[str, Any] | None, train_rows: int
+) -> dict:
+    """The model-config overrides of the challenger (and of its cold-start comparison).
+
+    With the warm-start measurement on, the challenger evaluates at the measurement's finer
+    cadence, so that its own run is the measurement's warm arm and only the cold arm is trained
+    again (one extra training per canary, not two). The cadence only decides where the
+    validation logloss is read; patience stays in epochs (``training.patience_epochs``)."""
     overrides = dict(overrides or {})
     if config.canary.distill_weight > 0:
         overrides["warm_start"] = {"distill_weight": config.canary.distill_weight}
+    if config.canary.measure_warm_start:
+        from models.config import load_model_config
+        from rankflow.canary.warm_measure import measuring_overrides
+
+        model_config = load_model_config(config.resolved_model_config_path(), overrides)
+        overrides |= measuring_overrides(model_config, train_rows)
     return overrides
 
 
@@ -295,10 +310,11 @@ def _challenger(
 
 def _measure_warm_start(
     ctx: _Context, candidate: Candidate, training_set: TrainingSet, champion_ckpt: Path,
-    overrides: dict,
+    overrides: dict, challenger_ckpt: Path,
 ) -> dict[str, Any] | None:  # fmt: skip
     """Warm against cold start at an equal budget, when configured (issue #12 item 6); under
-    the training lock, and stored by its inputs (a re-proposed challenger is not re-measured)."""
+    the training lock, and stored by its inputs (a re-proposed challenger is not re-measured).
+    The challenger's own run is the warm arm when it is the run the measurement would train."""
     if not ctx.config.canary.measure_warm_start:
         return None
     from models.config import load_model_config
@@ -307,10 +323,16 @@ def _measure_warm_start(
 
     model_config = load_model_config(ctx.config.resolved_model_config_path(), overrides)
     seed, cache = model_config.training.seed, ctx.settings.paths.root / "training" / "warm-vs-cold"
+    warm_run, why_not = wm.challenger_as_warm_run(
+        challenger_ckpt, candidate.kind, model_config, len(training_set.train)
+    )
+    if warm_run is None:
+        log.info("warm-vs-cold: the challenger cannot be the warm arm (%s): training it", why_not)
     with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
         comparison, stored = wm.measure_warm_start_cached(
             cache, wm.measurement_key(candidate.fingerprint, seed), candidate.kind, training_set,
             model_config, champion_ckpt, ctx.scratch / "warm-vs-cold", seed=seed,
+            warm_run=warm_run,
         )  # fmt: skip
     ctx.stage(("(same inputs as a stored measurement) " if stored else "")
               + comparison.summary().replace("\n", " "))  # fmt: skip

@@ -9,6 +9,11 @@ run), each run's best validation logloss, and the steps the warm start needs to 
 start's best validation logloss. Goal (issue #12): at most a third of the cold start's steps
 with no loss in test AUC.
 
+The canary does not train the warm arm twice: it trains its challenger at the measurement's
+cadence (:func:`measuring_overrides`), and the challenger, warm-started from the same champion
+with the same config, seed and data, is the warm arm (:func:`challenger_as_warm_run`); only the
+cold arm is an extra training.
+
 Pure of MLflow: the caller logs :meth:`WarmStartComparison.to_metrics` (flat
 ``warm_start_*`` floats) on its run. Imports only ``models`` and ``rankflow.features``.
 """
@@ -26,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from models.checkpoint import CheckpointError, resolve_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from models.config import ModelConfig, TrainingConfig
 from models.metrics import auc, logloss
 from models.scoring import Scorer
@@ -60,6 +65,15 @@ class ArmResult:
 
 
 @dataclass(frozen=True)
+class FinishedRun:
+    """A run trained elsewhere, used as an arm: its validation history and best checkpoint (the
+    two things :func:`compare_runs` reads of a :class:`~models.train.TrainResult`)."""
+
+    history: list[dict[str, float]]
+    checkpoint_path: Path
+
+
+@dataclass(frozen=True)
 class WarmStartComparison:
     """Warm against cold at an equal budget; ``warm_steps_to_cold_best`` is None if never."""
 
@@ -75,6 +89,9 @@ class WarmStartComparison:
     cold_steps_to_best: int
     warm_steps_to_cold_best: int | None
     distill_weight: float  # of the warm arm (the cold arm has no teacher: always 0)
+    # The warm arm is the canary's challenger itself (trained at the measuring cadence), not a
+    # second warm-started training: the same config, seed and data, so the same run.
+    warm_is_challenger: bool = False
 
     @property
     def steps_ratio(self) -> float:
@@ -110,6 +127,7 @@ class WarmStartComparison:
             "warm_start_eval_every_steps": float(self.eval_every_steps),
             "warm_start_distill_weight": self.distill_weight,
             "warm_start_goal_met": float(self.goal_met),
+            "warm_start_warm_is_challenger": float(self.warm_is_challenger),
         }
         if self.warm_steps_to_cold_best is not None:
             metrics["warm_start_steps_to_cold_best"] = float(self.warm_steps_to_cold_best)
@@ -139,8 +157,9 @@ class WarmStartComparison:
             if self.warm_steps_to_cold_best is not None
             else f"never within {self.warm.steps} steps (cold: {self.cold_steps_to_best})"
         )
+        warm = "the challenger" if self.warm_is_challenger else "warm start"
         return (
-            f"warm start ({self.kind}, seed {self.seed}): reaches the cold best valid logloss "
+            f"{warm} ({self.kind}, seed {self.seed}): reaches the cold best valid logloss "
             f"{self.target_valid_logloss:.5f} in {reached}; goal "
             f"{'met' if self.goal_met else 'missed'}\n"
             f"  test AUC warm {self.warm.test_auc:.4f} cold {self.cold.test_auc:.4f} "
@@ -157,6 +176,7 @@ def measure_warm_start(
     scratch: Path,
     *,
     seed: int = 0,
+    warm_run: FinishedRun | None = None,
 ) -> WarmStartComparison:
     """Train a warm-started (from ``champion_checkpoint``) and a cold-started ``kind`` model on
     ``training_set`` at an equal budget and compare them.
@@ -176,11 +196,20 @@ def measure_warm_start(
     ``scratch``: a folder for the two runs' checkpoints (``warm/``, ``cold/``; replaced, not
     resumed); the caller owns it and may delete it afterwards. ``champion_checkpoint``: a
     checkpoint folder or a training run folder (its best checkpoint).
+
+    ``warm_run``: the warm arm, already trained (the canary's challenger: warm-started from
+    ``champion_checkpoint`` with the measuring config, seed and data, which is exactly what this
+    function would train; :func:`challenger_as_warm_run` checks that), so only the cold arm
+    is trained.
     """
     _check_inputs(training_set, champion_checkpoint)
     config = _measuring_config(model_config, len(training_set.train))
-    runs: dict[Arm, TrainResult] = {}
+    runs: dict[Arm, TrainResult | FinishedRun] = {}
+    if warm_run is not None:
+        runs["warm"] = warm_run
     for arm in ("warm", "cold"):
+        if arm in runs:
+            continue
         arm_config = config if arm == "warm" else _without_distillation(config)
         runs[arm] = train_model(
             kind,
@@ -203,7 +232,47 @@ def measure_warm_start(
         steps_per_epoch=math.ceil(len(training_set.train) / config.training.batch_size),
         min_delta=config.training.min_delta,
         distill_weight=config.warm_start.distill_weight,
+        warm_is_challenger=warm_run is not None,
     )
+
+
+def measuring_overrides(model_config: ModelConfig, train_rows: int) -> dict[str, Any]:
+    """The dotted overrides that give ``model_config`` the measuring cadence (empty if it has
+    it). The canary trains its challenger with them, so that the challenger's own run can be
+    the warm arm (:func:`challenger_as_warm_run`) and only the cold arm is trained again."""
+    measuring = _measuring_config(model_config, train_rows).training
+    current = model_config.training
+    return {
+        f"training.{name}": getattr(measuring, name)
+        for name in ("eval_every_epochs", "eval_every_steps", "patience_epochs")
+        if getattr(measuring, name) != getattr(current, name)
+    }
+
+
+def challenger_as_warm_run(
+    challenger_checkpoint: Path, kind: str, model_config: ModelConfig, train_rows: int
+) -> tuple[FinishedRun | None, str]:
+    """The challenger's own run as the warm arm, if it is the run the measurement would train:
+    a finished run of ``kind`` whose saved config equals the measuring config (so the same
+    cadence, budget and early-stopping rule as the cold arm) and whose checkpoint carries its
+    validation history. Otherwise None and why (e.g. a version registered before the
+    measurement was on, or fetched from the registry without its trainer state); the caller
+    then trains the warm arm as well. The data, seed and warm-start source are the caller's to
+    match (the canary passes the challenger's own training set; its fingerprint has the
+    champion in it)."""
+    try:
+        checkpoint = load_checkpoint(resolve_checkpoint(Path(challenger_checkpoint)),
+                                     expect_kind=kind)  # fmt: skip
+    except CheckpointError as error:
+        return None, f"its checkpoint does not load ({error})"
+    wanted = _measuring_config(model_config, train_rows)
+    if checkpoint.config.to_dict() != wanted.to_dict():
+        return None, "it was trained with another config than the measurement's"
+    state = checkpoint.trainer_state or {}
+    history = state.get("history")
+    if not state.get("finished") or not isinstance(history, list) or not history:
+        return None, "its checkpoint has no finished run's validation history"
+    return FinishedRun(history=history, checkpoint_path=checkpoint.path), ""
 
 
 def measurement_key(challenger_fingerprint: str, seed: int) -> str:
@@ -227,6 +296,7 @@ def measure_warm_start_cached(
     scratch: Path,
     *,
     seed: int = 0,
+    warm_run: FinishedRun | None = None,
 ) -> tuple[WarmStartComparison, bool]:
     """:func:`measure_warm_start`, or the stored result of the identical measurement (``key``:
     :func:`measurement_key`); the flag says which. Training is deterministic for a seed, so the
@@ -240,8 +310,9 @@ def measure_warm_start_cached(
         except (ValueError, KeyError, TypeError):
             pass  # damaged or from an older layout: measure again
     comparison = measure_warm_start(
-        kind, training_set, model_config, champion_checkpoint, scratch, seed=seed
-    )
+        kind, training_set, model_config, champion_checkpoint, scratch, seed=seed,
+        warm_run=warm_run,
+    )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(comparison.to_dict(), indent=1))
@@ -251,8 +322,8 @@ def measure_warm_start_cached(
 
 def compare_runs(
     kind: str,
-    warm: TrainResult,
-    cold: TrainResult,
+    warm: TrainResult | FinishedRun,
+    cold: TrainResult | FinishedRun,
     test: pd.DataFrame,
     *,
     seed: int,
@@ -260,6 +331,7 @@ def compare_runs(
     steps_per_epoch: int,
     min_delta: float,
     distill_weight: float,
+    warm_is_challenger: bool = False,
 ) -> WarmStartComparison:
     """The comparison of two finished runs: test metrics of each run's best weights, and the
     first warm evaluation at or below the cold best (+ ``min_delta``) from the histories."""
@@ -279,10 +351,11 @@ def compare_runs(
         cold_steps_to_best=int(cold_best["step"]),
         warm_steps_to_cold_best=reached[0] if reached else None,
         distill_weight=distill_weight,
+        warm_is_challenger=warm_is_challenger,
     )
 
 
-def _arm_result(run: TrainResult, test: pd.DataFrame) -> ArmResult:
+def _arm_result(run: TrainResult | FinishedRun, test: pd.DataFrame) -> ArmResult:
     probs = Scorer.from_checkpoint(run.checkpoint_path).predict_proba(test)
     y = test[LABEL].to_numpy(dtype=np.float64)
     best = min(run.history, key=lambda h: h["valid_logloss"])

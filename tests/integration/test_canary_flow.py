@@ -36,7 +36,10 @@ def test_the_canary_flow_decides_and_records_the_decision(
 
     monkeypatch.setenv("RANKFLOW_HOME", str(online_copy["home"]))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", online_copy["tracking_uri"])
-    summary = canary(config=ConfigParams(overrides=_overrides(online_copy)), refresh_features=False)
+    # With the warm-vs-cold measurement, as shipped: the challenger is its warm arm, so it costs
+    # one more training (the cold arm), not two.
+    overrides = {**_overrides(online_copy), "canary.measure_warm_start": True}
+    summary = canary(config=ConfigParams(overrides=overrides), refresh_features=False)
     report = summary.details["canary_report"]
     assert report.startswith("canary: ")
     decision = summary.details["canary"]["decision"]
@@ -48,6 +51,8 @@ def test_the_canary_flow_decides_and_records_the_decision(
     assert run.info.status == "FINISHED"
     assert run.data.tags["rankflow.canary.decision"] == decision
     assert run.data.tags["rankflow.canary.started_against"] == online_copy["champion"]
+    assert run.data.metrics["warm_start_warm_is_challenger"] == 1.0
+    assert run.data.metrics["warm_start_cold_steps"] > 0
     name, version = summary.details["canary"]["challenger"]["family"]
     tags = client.get_model_version(name, version).tags
     assert tags["rankflow.canary.decision"] == decision

@@ -18,9 +18,11 @@ from rankflow.canary.warm_measure import (
     WarmMeasureError,
     WarmStartComparison,
     _measuring_config,
+    challenger_as_warm_run,
     measure_warm_start,
     measure_warm_start_cached,
     measurement_key,
+    measuring_overrides,
 )
 from rankflow.errors import RankflowError
 from rankflow.features.training_set import TrainingSet
@@ -123,6 +125,58 @@ def test_distillation_applies_to_the_warm_arm_only(windows, config, tmp_path: Pa
     assert result.distill_weight == 0.3
     assert result.cold == plain.cold  # the cold arm trains without a teacher: the same run
     assert result.warm != plain.warm
+
+
+def _challenger(windows, config: ModelConfig, folder: Path, overrides: dict) -> Path:
+    """What the canary trains: warm-started from the champion, on the window, seed 1."""
+    champion, training_set = windows
+    run = train_model(
+        KIND, training_set.train, training_set.valid, dict(training_set.feature_types),
+        config.with_overrides(overrides), checkpoint_dir=folder, warm_start_from=champion,
+        resume=False, seed=1,
+    )  # fmt: skip
+    return run.checkpoint_path
+
+
+def test_the_challenger_s_own_run_is_the_warm_arm(
+    windows, config, comparison: WarmStartComparison, tmp_path: Path
+) -> None:
+    champion, training_set = windows
+    rows = len(training_set.train)
+    overrides = measuring_overrides(config, rows)
+    # The fixture's config evaluates once per epoch: the challenger needs the finer cadence.
+    assert overrides["training.eval_every_steps"] == comparison.eval_every_steps
+    checkpoint = _challenger(windows, config, tmp_path / "challenger", overrides)
+    warm_run, why_not = challenger_as_warm_run(checkpoint, KIND, config, rows)
+    assert warm_run is not None, why_not
+    reused = measure_warm_start(
+        KIND, training_set, config, champion, tmp_path / "s", seed=1, warm_run=warm_run
+    )
+    assert not (tmp_path / "s" / "warm").exists()  # only the cold arm was trained
+    # Training is deterministic: the challenger is the run the measurement would have trained.
+    assert reused.warm == comparison.warm and reused.cold == comparison.cold
+    assert reused.warm_steps_to_cold_best == comparison.warm_steps_to_cold_best
+    assert reused.warm_is_challenger and not comparison.warm_is_challenger
+    assert reused.to_metrics()["warm_start_warm_is_challenger"] == 1.0
+    assert reused.summary().startswith("the challenger (")
+    assert WarmStartComparison.from_dict(reused.to_dict()) == reused
+
+
+def test_a_challenger_trained_otherwise_is_not_the_warm_arm(
+    windows, config, tmp_path: Path
+) -> None:
+    _, training_set = windows
+    rows = len(training_set.train)
+    coarse = _challenger(windows, config, tmp_path / "coarse", {"training.max_epochs": 1})
+    warm_run, why_not = challenger_as_warm_run(coarse, KIND, config, rows)
+    assert warm_run is None and "another config" in why_not
+    measured = measuring_overrides(config, rows)
+    fine = _challenger(windows, config, tmp_path / "fine", measured)
+    assert challenger_as_warm_run(fine, "dcn", config, rows)[0] is None  # another family
+    warm_run, why_not = challenger_as_warm_run(tmp_path / "nope", KIND, config, rows)
+    assert warm_run is None and "does not load" in why_not
+    # Already at the measuring cadence: nothing to override.
+    assert measuring_overrides(config.with_overrides(measured), rows) == {}
 
 
 def test_patience_in_evaluations_keeps_its_length_in_steps() -> None:

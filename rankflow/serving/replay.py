@@ -172,24 +172,53 @@ def raw_day_traffic(raw_dir: Path, day: date) -> pd.DataFrame:
     return frame
 
 
-def _requests(frame: pd.DataFrame, limit: int | None) -> Iterator[pd.DataFrame]:
-    for i, (_, group) in enumerate(frame.groupby("request_id", sort=False)):
+class _Request:
+    """One request's rows (each item once, in the order logged) as column arrays: the replay
+    loop reads a few values per request, and a pandas group per request cost more than the
+    service's own scoring of it."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        self.columns = columns
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def __len__(self) -> int:
+        return len(self.columns["item_id"])
+
+    def first(self, name: str) -> Any:
+        return self.columns[name][0]
+
+
+def _requests(frame: pd.DataFrame, limit: int | None) -> Iterator[_Request]:
+    """The frame's requests in order of first appearance, each item once (its first row)."""
+    rows = frame.drop_duplicates(["request_id", "item_id"])
+    if rows.empty:
+        return
+    codes, _ = pd.factorize(rows["request_id"], sort=False)  # numbered by first appearance
+    order = np.argsort(codes, kind="stable")  # each request's rows together, in logged order
+    codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    columns = {name: rows[name].to_numpy()[order] for name in rows.columns}
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
         if limit is not None and i >= limit:
             return
-        yield group.drop_duplicates("item_id")
+        yield _Request({name: values[start:end] for name, values in columns.items()})
 
 
-def _body(group: pd.DataFrame, request_id: str, with_positions: bool) -> dict[str, Any]:
-    first = group.iloc[0]
+def _body(group: _Request, request_id: str, with_positions: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "request_id": request_id,
-        "user_id": int(first["user_id"]),
-        "item_ids": [int(v) for v in group["item_id"]],
-        "device": str(first["device"]),
-        "time": pd.Timestamp(first["event_timestamp"]).isoformat(),
+        "user_id": int(group.first("user_id")),
+        "item_ids": group["item_id"].astype(np.int64).tolist(),
+        "device": str(group.first("device")),
+        "time": pd.Timestamp(group.first("event_timestamp")).isoformat(),
     }
     if with_positions:
-        body["positions"] = [int(v) for v in group["position"]]
+        body["positions"] = group["position"].astype(np.int64).tolist()
     return body
 
 
@@ -201,7 +230,7 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
 
 def _traffic(
     frame: pd.DataFrame, max_requests: int | None, progress: bool, desc: str
-) -> Iterator[pd.DataFrame]:
+) -> Iterator[_Request]:
     """The frame's requests in order, at most ``max_requests``, with a progress bar."""
     n_requests = frame["request_id"].nunique()
     total = min(n_requests, max_requests) if max_requests else n_requests
@@ -211,23 +240,42 @@ def _traffic(
             bar.update(1)
 
 
-def _result(mode: str, day: date, arms: dict[str, ArmResult], labels: list) -> tuple:
+def _result(mode: str, day: date, arms: dict[str, ArmResult], labels: _Labels) -> tuple:
     result = ReplayResult(mode, day, sum(a.requests for a in arms.values()),
                           sum(a.impressions for a in arms.values()), arms, None)  # fmt: skip
-    return result, pd.concat(labels, ignore_index=True) if labels else pd.DataFrame()
+    return result, labels.frame()
 
 
-def _labels(request_id: str, items: Any, positions: Any, clicked: Any, p_true: Any, mode: str):
-    return pd.DataFrame(
-        {
-            "__request_id": request_id,
-            "item_id": np.asarray(items, dtype=np.int64),
-            "position": np.asarray(positions, dtype=np.int32),
-            "label": np.asarray(clicked, dtype=np.int32),
-            "p_true": np.asarray(p_true, dtype=np.float64),
-            "mode": mode,
-        }
-    )
+class _Labels:
+    """The replay's labels, gathered per request and made one frame at the end."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.parts: dict[str, list[np.ndarray]] = {
+            "item_id": [], "position": [], "label": [], "p_true": []
+        }  # fmt: skip
+        self.request_ids: list[str] = []
+        self.sizes: list[int] = []
+
+    def add(self, request_id: str, items: Any, positions: Any, clicked: Any, p_true: Any) -> None:
+        self.request_ids.append(request_id)
+        self.sizes.append(len(items))
+        for name, values in (("item_id", items), ("position", positions),
+                             ("label", clicked), ("p_true", p_true)):  # fmt: skip
+            self.parts[name].append(np.asarray(values))
+
+    def frame(self) -> pd.DataFrame:
+        if not self.sizes:
+            return pd.DataFrame()
+        dtypes = {"item_id": np.int64, "position": np.int32, "label": np.int32,
+                  "p_true": np.float64}  # fmt: skip
+        return pd.DataFrame(
+            {
+                "__request_id": np.repeat(np.array(self.request_ids, dtype=object), self.sizes),
+                **{k: np.concatenate(v).astype(dtypes[k]) for k, v in self.parts.items()},
+                "mode": self.mode,
+            }
+        )
 
 
 def log_replay(
@@ -242,19 +290,19 @@ def log_replay(
     """Send each request as it happened; return the result and the labels to write."""
     run_id = run_id or uuid.uuid4().hex[:8]
     arms: dict[str, ArmResult] = {}
-    labels = []
+    labels = _Labels("log")
     for group in _traffic(frame, max_requests, progress, "log replay"):
-        request_id = f"{run_id}-{group['request_id'].iloc[0]}"
+        request_id = f"{run_id}-{group.first('request_id')}"
         response = score(_body(group, request_id, with_positions=True))
+        p_logged = group["p_click"].astype(np.float64)
         arm = arms.setdefault(response["arm"], ArmResult())
         arm.requests += 1
         arm.impressions += len(group)
         arm.clicks += int(group["clicked"].sum())
-        arm.sum_p_true += float(np.nansum(group["p_click"]))
+        arm.sum_p_true += float(np.nansum(p_logged))
         arm.sum_p_served += float(sum(item["p_click"] for item in response["items"]))
         arm.versions.add(response["model"]["version"])
-        labels.append(_labels(request_id, group["item_id"], group["position"],
-                              group["clicked"], group["p_click"], "log"))  # fmt: skip
+        labels.add(request_id, group["item_id"], group["position"], group["clicked"], p_logged)
     return _result("log", day, arms, labels)
 
 
@@ -275,31 +323,33 @@ def closed_loop(
     rng = np.random.default_rng([seed, 1])
     run_id = run_id or uuid.uuid4().hex[:8]
     arms: dict[str, ArmResult] = {}
-    labels = []
+    labels = _Labels("closed")
     for group in _traffic(frame, max_requests, progress, "closed loop"):
-        request_id = f"{run_id}-{group['request_id'].iloc[0]}"
+        request_id = f"{run_id}-{group.first('request_id')}"
         response = score(_body(group, request_id, with_positions=False))
         ranked = response["items"][: top_k or len(response["items"])]
         shown = np.array([item["item_id"] for item in ranked], dtype=np.int64)
         positions = np.arange(1, len(shown) + 1)
-        when = pd.Timestamp(group["event_timestamp"].iloc[0]).to_pydatetime()
-        user, device = int(group["user_id"].iloc[0]), str(group["device"].iloc[0])
-        p_true = _truth(oracle, user, shown, positions, device, when)
+        when = pd.Timestamp(group.first("event_timestamp")).to_pydatetime()
+        user, device = int(group.first("user_id")), str(group.first("device"))
+        # One truth call for what was shown (at its ranks) and for every candidate at the top,
+        # which gives the truth's own best order of the same candidates.
+        candidates = group["item_id"].astype(np.int64)
+        both = _truth(oracle, user, np.r_[shown, candidates],
+                      np.r_[positions, np.ones(len(candidates), np.int64)], device, when)  # fmt: skip
+        p_true, at_top = both[: len(shown)], both[len(shown) :]
         clicked = (rng.random(len(shown)) < p_true).astype(np.int32)
-        # The truth's own best order for the same candidates, at the same positions.
-        candidates = group["item_id"].to_numpy(np.int64)
-        at_top = _truth(oracle, user, candidates, np.ones(len(candidates)), device, when)
         best = candidates[np.argsort(-at_top, kind="stable")][: len(shown)]
         arm = arms.setdefault(response["arm"], ArmResult())
         arm.requests += 1
         arm.impressions += len(shown)
         arm.clicks += int(clicked.sum())
         arm.sum_p_true += float(p_true.sum())
-        arm.sum_p_logged += float(group["p_click"].to_numpy()[: len(shown)].sum())
+        arm.sum_p_logged += float(group["p_click"][: len(shown)].astype(np.float64).sum())
         arm.sum_p_oracle += float(_truth(oracle, user, best, positions, device, when).sum())
         arm.sum_p_served += float(sum(item["p_click"] for item in ranked))
         arm.versions.add(response["model"]["version"])
-        labels.append(_labels(request_id, shown, positions, clicked, p_true, "closed"))
+        labels.add(request_id, shown, positions, clicked, p_true)
     return _result("closed", day, arms, labels)
 
 

@@ -170,12 +170,20 @@ class OnlineLookup:
             proto = self._read(self.service, rows)
         names = list(proto.metadata.feature_names.val)
         served = Served({}, {}, {})
+        # The features of one view share each row's event timestamp: convert each once.
+        stamps: dict[tuple[int, int], datetime | None] = {}
         for name, vector in zip(names, proto.results, strict=True):
             if name not in self.slots:
                 continue
             served.values[name] = [_value(v) for v in vector.values]
             served.statuses[name] = list(vector.statuses)
-            served.timestamps[name] = [_timestamp(t) for t in vector.event_timestamps]
+            row_stamps = []
+            for t in vector.event_timestamps:
+                key = (t.seconds, t.nanos)
+                if key not in stamps:
+                    stamps[key] = _timestamp(t)
+                row_stamps.append(stamps[key])
+            served.timestamps[name] = row_stamps
         if self.on_demand_in_process:
             self._recompute_on_demand(served, rows, list(range(n_items)), fill=True)
         self._count_missing(served)

@@ -110,6 +110,27 @@ class _CrossEncoder:
 
 def _numeric_column(spec: NumericSpec, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(standardised float32 values, float32 missing flags), exactly as the spec computes them."""
+    try:
+        # The common case in one call: numbers and None (numpy reads None as NaN, as is_null).
+        raw = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):  # pandas' NA / NaT, or a value that is not numeric
+        raw = _numeric_values(spec, values)
+    if raw.ndim != 1:  # a value was itself a sequence: name it
+        raw = _numeric_values(spec, values)
+    missing = np.isnan(raw)
+    if np.isinf(raw).any():
+        raise FeatureSpecError(
+            f"column {spec.name!r}: {int(np.isinf(raw).sum())} infinite value(s)"
+        )
+    # The spec's own fill -> clip -> signed log1p, then its standardisation: same operations.
+    out = _clip_log(np.where(missing, spec.fill_value, raw), spec.clip_low, spec.clip_high,
+                    spec.log1p)  # fmt: skip
+    out = (out - spec.mean) / spec.std
+    return out.astype(np.float32), missing.astype(np.float32)
+
+
+def _numeric_values(spec: NumericSpec, values: Sequence[Any]) -> np.ndarray:
+    """Value by value: nulls (see :func:`is_null`) as NaN, a non-numeric value named."""
     raw = np.empty(len(values), dtype=np.float64)
     for i, value in enumerate(values):
         if is_null(value):
@@ -121,16 +142,7 @@ def _numeric_column(spec: NumericSpec, values: Sequence[Any]) -> tuple[np.ndarra
             raise FeatureSpecError(
                 f"column {spec.name!r}: value {value!r} is not numeric"
             ) from None
-    missing = np.isnan(raw)
-    if np.isinf(raw).any():
-        raise FeatureSpecError(
-            f"column {spec.name!r}: {int(np.isinf(raw).sum())} infinite value(s)"
-        )
-    # The spec's own fill -> clip -> signed log1p, then its standardisation: same operations.
-    out = _clip_log(np.where(missing, spec.fill_value, raw), spec.clip_low, spec.clip_high,
-                    spec.log1p)  # fmt: skip
-    out = (out - spec.mean) / spec.std
-    return out.astype(np.float32), missing.astype(np.float32)
+    return raw
 
 
 class RequestTransform:

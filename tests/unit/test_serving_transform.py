@@ -62,6 +62,20 @@ def test_same_tensors_with_nulls_unseen_values_and_one_row(fitted) -> None:
     _assert_same(spec, frame.iloc[[7]].reset_index(drop=True))
 
 
+def test_none_pandas_na_and_nat_are_nulls_like_nan(fitted) -> None:
+    # Feast answers a missing value as None; other clients may send pandas' NA or NaT.
+    spec, test = fitted
+    frame = test.head(6).copy()
+    name = spec.numeric[0].name
+    frame[name] = frame[name].astype("float64")
+    frame.loc[[1, 3, 4], name] = np.nan
+    expected = spec.transform(frame)
+    for null in (None, pd.NA, pd.NaT, float("nan")):
+        columns = _columns(frame)
+        columns[name] = [null if i in (1, 3, 4) else v for i, v in enumerate(columns[name])]
+        assert torch.equal(RequestTransform(spec)(columns).dense, expected.dense), null
+
+
 def test_same_tensors_for_float_spelt_integer_ids(fitted) -> None:
     # pandas widens an int column with nulls to float; 42 and 42.0 must map to one id.
     spec, test = fitted
@@ -77,6 +91,9 @@ def test_bad_values_name_the_column(fitted) -> None:
     numeric = spec.numeric[0].name
     columns[numeric] = ["many", 1.0, 2.0]
     with pytest.raises(FeatureSpecError, match=numeric):
+        RequestTransform(spec)(columns)
+    columns[numeric] = [[1.0, 2.0], 1.0, 2.0]  # a sequence where a number belongs
+    with pytest.raises(FeatureSpecError, match=f"{numeric}.*not numeric"):
         RequestTransform(spec)(columns)
     columns = _columns(test.head(3))
     del columns["device"]

@@ -248,6 +248,12 @@ class WarmStartConfig(_Strict):
         description="Both learning rates times this when training starts from a checkpoint "
         "(a cold start is unaffected)",
     )
+    keep_scaling: bool = Field(
+        True,
+        description="A warm start keeps the checkpoint's fill values and standardisation of "
+        "the numeric features it shares (same transform), so the copied weights read the "
+        "inputs they were trained on; false: refit them on the new window",
+    )
 
 
 class BaselineConfig(_Strict):

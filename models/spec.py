@@ -16,6 +16,7 @@ scoring needs: ``spec.transform(raw_df)`` gives the same tensors in any process.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -169,8 +170,18 @@ class FeatureSpec:
         schema: Mapping[str, str],
         train_df: pd.DataFrame,
         config: ModelConfig | FeaturesConfig,
+        *,
+        scaling_from: FeatureSpec | None = None,
     ) -> FeatureSpec:
-        """Fit vocabularies, fill values and standardisation statistics on ``train_df``."""
+        """Fit vocabularies, fill values and standardisation statistics on ``train_df``.
+
+        ``scaling_from``: a warm start's source spec. A numeric feature it has with the same
+        transform (type, clip, log1p, standardize, missing indicator) keeps the source's fill
+        value, mean and std instead of refitting them, so that the source's weights read each
+        value as they were trained to: refitted on a new window, a mean that moved by half a
+        std shifts every copied weight's input by as much. Vocabularies are refitted either
+        way; the warm start copies embedding rows by token.
+        """
         features = config.features if isinstance(config, ModelConfig) else config
         types = _merged_schema(schema)
         _check_declared(features, types, schema)
@@ -191,6 +202,8 @@ class FeatureSpec:
             _fit_numeric(name, types[name], decl, train_df[name])
             for name, decl in features.numeric.items()
         )
+        if scaling_from is not None:
+            numeric = tuple(_kept_scaling(spec, scaling_from) for spec in numeric)
         crosses = tuple(
             CrossSpec(
                 name=cross.resolved_name,
@@ -528,6 +541,17 @@ def _fit_numeric(name: str, value_type: str, decl: Any, column: pd.Series) -> Nu
         std=std,
         missing_indicator=decl.missing_indicator,
     )
+
+
+def _kept_scaling(fitted: NumericSpec, source: FeatureSpec) -> NumericSpec:
+    """``fitted`` with the source's fill, mean and std if the source transforms it alike."""
+    old = next((n for n in source.numeric if n.name == fitted.name), None)
+    if old is None:
+        return fitted
+    same = ("value_type", "clip_low", "clip_high", "log1p", "standardize", "missing_indicator")
+    if any(getattr(old, key) != getattr(fitted, key) for key in same):
+        return fitted
+    return dataclasses.replace(fitted, fill_value=old.fill_value, mean=old.mean, std=old.std)
 
 
 def _encode_numeric(spec: NumericSpec, column: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -222,13 +222,17 @@ def _start_or_resume(
             report = WarmStartReport.from_dict(state.warm_start_report)
         log.info("resuming %s from %s (step %d)", kind, last, state.step)
         return checkpoint, checkpoint.spec, checkpoint.model, state, report
-    spec = FeatureSpec.fit(schema, train_df, config)
+    source = None
+    if warm_start_from is not None:
+        source = load_checkpoint(resolve_checkpoint(Path(warm_start_from)))
+    keep = source.spec if source is not None and config.warm_start.keep_scaling else None
+    spec = FeatureSpec.fit(schema, train_df, config, scaling_from=keep)
     torch.manual_seed(seed)
     model = build_model(kind, spec, config)
     state = _LoopState()
     _init_output_bias(model, train_df, spec.label)
-    if warm_start_from is not None:
-        report = warm_start(model, Path(warm_start_from))
+    if source is not None:
+        report = warm_start(model, source)
         state.warm_start_report = report.to_dict()
         log.info("%s", report.summary())
     return None, spec, model, state, report

@@ -199,3 +199,63 @@ def test_learning_rate_scale_applies_to_warm_starts_only(production, splits, tmp
     assert moved(fast) > 1.5 * moved(slow)
     cold, cold_scaled = run("cold-1", 1.0, None), run("cold-4", 4.0, None)
     assert cold.history == cold_scaled.history
+
+
+def _moved_window(splits):
+    """A later window whose numeric statistics moved: a few dense columns doubled plus 3. The
+    rows are the champion's own training rows, so every vocabulary is the champion's and only
+    the scaling can differ."""
+    later = splits.train.copy()
+    moved = [n.name for n in FeatureSpec.fit(splits.schema, later, small_model_config()).numeric]
+    for name in moved[:5]:
+        later[name] = later[name] * 2 + 3
+    return later, moved[:5]
+
+
+def test_a_warm_start_keeps_the_numeric_scaling_so_it_starts_as_the_champion(
+    production, splits
+) -> None:
+    later, moved = _moved_window(splits)
+    champion = Scorer.from_checkpoint(production.run_dir).predict_proba(later)
+
+    def start(keep: bool) -> tuple[FeatureSpec, np.ndarray]:
+        source = production.spec if keep else None
+        spec = FeatureSpec.fit(splits.schema, later, production.config, scaling_from=source)
+        model = build_model("dcn", spec, production.config)
+        warm_start(model, production.run_dir)
+        return spec, Scorer(model=model.eval(), spec=spec, kind="dcn").predict_proba(later)
+
+    kept_spec, kept = start(keep=True)
+    refit_spec, refit = start(keep=False)
+    # Kept: the champion's transform and weights, so the champion's scores on the new window.
+    assert kept_spec.numeric == production.spec.numeric
+    np.testing.assert_array_equal(kept, champion)
+    # Refitted: the copied weights read shifted inputs, and the start is another model.
+    assert {n.name for n in refit_spec.numeric if n not in production.spec.numeric} >= set(moved)
+    assert np.abs(refit - champion).mean() > 10 * np.abs(kept - champion).mean() + 1e-4
+
+
+def test_kept_scaling_needs_the_same_transform_and_follows_the_config(
+    production, splits, tmp_path
+) -> None:
+    later, moved = _moved_window(splits)
+    data = small_model_config().to_dict()
+    data["features"]["numeric"][moved[0]]["log1p"] = not data["features"]["numeric"][moved[0]].get(
+        "log1p", False
+    )
+    changed = parse_model_config(data)
+    spec = FeatureSpec.fit(splits.schema, later, changed, scaling_from=production.spec)
+    by_name = {n.name: n for n in spec.numeric}
+    old = {n.name: n for n in production.spec.numeric}
+    assert by_name[moved[0]] != old[moved[0]]  # another transform: refitted
+    assert all(by_name[name] == old[name] for name in moved[1:])
+
+    def run(name: str, keep: bool):
+        overrides = {"training.max_epochs": 1, "warm_start.keep_scaling": keep}
+        return train_model(
+            "dcn", later, splits.valid, splits.schema, small_model_config(overrides),
+            checkpoint_dir=tmp_path / name, warm_start_from=production.run_dir,
+        )  # fmt: skip
+
+    assert run("kept", True).spec.numeric == production.spec.numeric
+    assert run("refit", False).spec.numeric != production.spec.numeric

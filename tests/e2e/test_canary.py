@@ -48,7 +48,7 @@ CANARY = {
     "traffic_impressions": 120000,
     "looks": 8,
     "top_k": 2,
-    "measure_warm_start": False,  # measured by its own tests; doubles training time here
+    "measure_warm_start": False,  # measured by its own tests; one more training per canary
     "offline": {"auc_margin": 0.01, "logloss_margin": 0.005, "max_ece_increase": 0.03},
     "online": {"tau": 0.01, "min_views": 2000, "max_views": 200000},
 }

@@ -32,7 +32,7 @@ def gap_check(
         start_canary: on a 'fail' verdict (and ``canary.on_gap_fail``), run the canary flow
             unless only data checks failed (those block a promotion: fix the data first).
     """
-    from rankflow.canary.run import retrain_on_gap_verdict
+    from rankflow.canary.triggers import retrain_on_gap_verdict
     from rankflow.monitoring.report import run_gap_check
     from rankflow.settings import Settings
 

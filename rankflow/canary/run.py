@@ -26,7 +26,6 @@ With no champion yet the canary cold-starts: the train step's first-champion rul
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from rankflow.canary.outcome import CanaryOutcome
 from rankflow.canary.records import finish_canary_run, record_on_versions, start_canary_run
 from rankflow.canary.rollback import clear_rolled_back, rolled_back_refusal
+from rankflow.canary.triggers import latest_gap_verdicts
 from rankflow.errors import RankflowError
 from rankflow.registry.aliases import (
     AppliedPlan,
@@ -85,31 +85,6 @@ class _Context:
     def stage(self, line: str) -> None:
         log.info("canary: %s", line)
         self.stages.append(line)
-
-
-def latest_gap_verdicts(root: Path) -> dict[str, str]:
-    """check name -> verdict of the newest gap-check report under ``<home>/reports``."""
-    reports = sorted((root / "reports").glob("gap-check-*/summary.json"))
-    if not reports:
-        return {}
-    data = json.loads(reports[-1].read_text())
-    return {name: check["verdict"] for name, check in data.get("checks", {}).items()}
-
-
-def retrain_on_gap_verdict(verdicts: dict[str, str], config: RankflowConfig) -> str | None:
-    """Why a gap check's verdicts should start a canary, or None.
-
-    Only a failing check that a retrain can fix starts one (drift, the metric gap); when every
-    failing check is a data check (``canary.offline.blocking_gap_checks``: skew, freshness) a
-    retrain on the same broken data would be blocked by the offline gate anyway: fix the data.
-    """
-    if not config.canary.on_gap_fail:
-        return None
-    failing = sorted(name for name, verdict in verdicts.items() if verdict == "fail")
-    fixable = [name for name in failing if name not in config.canary.offline.blocking_gap_checks]
-    if not fixable:
-        return None
-    return f"gap check failed on {', '.join(fixable)}"
 
 
 def run_canary(
@@ -251,21 +226,16 @@ def _checkpoint(client: Any, name: str, version: str, dst: Path) -> Path:
 def _challenger_overrides(
     config: RankflowConfig, overrides: dict[str, Any] | None, train_rows: int
 ) -> dict:
-    """The model-config overrides of the challenger (and of its cold-start comparison).
+    """The model-config overrides of the challenger (and of its cold-start comparison); with
+    the warm-start measurement on, its evaluation cadence, so the challenger is its warm arm."""
+    from rankflow.canary.warm_measure import measuring_overrides_of
 
-    With the warm-start measurement on, the challenger evaluates at the measurement's finer
-    cadence, so that its own run is the measurement's warm arm and only the cold arm is trained
-    again (one extra training per canary, not two). The cadence only decides where the
-    validation logloss is read; patience stays in epochs (``training.patience_epochs``)."""
     overrides = dict(overrides or {})
     if config.canary.distill_weight > 0:
         overrides["warm_start"] = {"distill_weight": config.canary.distill_weight}
     if config.canary.measure_warm_start:
-        from models.config import load_model_config
-        from rankflow.canary.warm_measure import measuring_overrides
-
-        model_config = load_model_config(config.resolved_model_config_path(), overrides)
-        overrides |= measuring_overrides(model_config, train_rows)
+        overrides |= measuring_overrides_of(config.resolved_model_config_path(), overrides,
+                                            train_rows)  # fmt: skip
     return overrides
 
 
@@ -313,8 +283,8 @@ def _measure_warm_start(
     overrides: dict, challenger_ckpt: Path,
 ) -> dict[str, Any] | None:  # fmt: skip
     """Warm against cold start at an equal budget, when configured (issue #12 item 6); under
-    the training lock, and stored by its inputs (a re-proposed challenger is not re-measured).
-    The challenger's own run is the warm arm when it is the run the measurement would train."""
+    the training lock, stored by its inputs (a re-proposed challenger is not re-measured), the
+    challenger's own run as the warm arm when it is the run the measurement would train."""
     if not ctx.config.canary.measure_warm_start:
         return None
     from models.config import load_model_config
@@ -323,16 +293,11 @@ def _measure_warm_start(
 
     model_config = load_model_config(ctx.config.resolved_model_config_path(), overrides)
     seed, cache = model_config.training.seed, ctx.settings.paths.root / "training" / "warm-vs-cold"
-    warm_run, why_not = wm.challenger_as_warm_run(
-        challenger_ckpt, candidate.kind, model_config, len(training_set.train)
-    )
-    if warm_run is None:
-        log.info("warm-vs-cold: the challenger cannot be the warm arm (%s): training it", why_not)
     with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
         comparison, stored = wm.measure_warm_start_cached(
             cache, wm.measurement_key(candidate.fingerprint, seed), candidate.kind, training_set,
             model_config, champion_ckpt, ctx.scratch / "warm-vs-cold", seed=seed,
-            warm_run=warm_run,
+            challenger_checkpoint=challenger_ckpt,
         )  # fmt: skip
     ctx.stage(("(same inputs as a stored measurement) " if stored else "")
               + comparison.summary().replace("\n", " "))  # fmt: skip

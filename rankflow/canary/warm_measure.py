@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, fields
@@ -32,12 +33,14 @@ import numpy as np
 import pandas as pd
 
 from models.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from models.config import ModelConfig, TrainingConfig
+from models.config import ModelConfig, TrainingConfig, load_model_config
 from models.metrics import auc, logloss
 from models.scoring import Scorer
 from models.train import TrainResult, train_model
 from rankflow.errors import RankflowError
 from rankflow.features.training_set import LABEL, TrainingSet
+
+log = logging.getLogger(__name__)
 
 # "Steps to reach" is read off the validation history, so it is only as fine as the
 # evaluations: at least this many per epoch (see _measuring_config).
@@ -249,6 +252,14 @@ def measuring_overrides(model_config: ModelConfig, train_rows: int) -> dict[str,
     }
 
 
+def measuring_overrides_of(
+    model_config_path: Path, overrides: dict[str, Any], train_rows: int
+) -> dict[str, Any]:
+    """:func:`measuring_overrides` of the model config at ``model_config_path`` with
+    ``overrides`` applied (what the canary trains its challenger with)."""
+    return measuring_overrides(load_model_config(model_config_path, overrides), train_rows)
+
+
 def challenger_as_warm_run(
     challenger_checkpoint: Path, kind: str, model_config: ModelConfig, train_rows: int
 ) -> tuple[FinishedRun | None, str]:
@@ -296,7 +307,7 @@ def measure_warm_start_cached(
     scratch: Path,
     *,
     seed: int = 0,
-    warm_run: FinishedRun | None = None,
+    challenger_checkpoint: Path | None = None,
 ) -> tuple[WarmStartComparison, bool]:
     """:func:`measure_warm_start`, or the stored result of the identical measurement (``key``:
     :func:`measurement_key`); the flag says which. Training is deterministic for a seed, so the
@@ -309,6 +320,13 @@ def measure_warm_start_cached(
             return WarmStartComparison.from_dict(json.loads(path.read_text())), True
         except (ValueError, KeyError, TypeError):
             pass  # damaged or from an older layout: measure again
+    warm_run = None
+    if challenger_checkpoint is not None:
+        warm_run, why_not = challenger_as_warm_run(
+            challenger_checkpoint, kind, model_config, len(training_set.train)
+        )
+        if warm_run is None:
+            log.info("warm-vs-cold: the challenger is not the warm arm (%s): training it", why_not)
     comparison = measure_warm_start(
         kind, training_set, model_config, champion_checkpoint, scratch, seed=seed,
         warm_run=warm_run,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rankflow.canary.run import retrain_on_gap_verdict
+from rankflow.canary.triggers import retrain_on_gap_verdict
 from rankflow.config import parse_config
 
 PASSING = {"feature_skew": "pass", "score_skew": "pass", "drift": "pass", "metric_gap": "pass",

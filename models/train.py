@@ -224,7 +224,7 @@ def _start_or_resume(
         return checkpoint, checkpoint.spec, checkpoint.model, state, report
     source = None
     if warm_start_from is not None:
-        source = load_checkpoint(resolve_checkpoint(Path(warm_start_from)))
+        source = load_checkpoint(Path(warm_start_from))  # follows a run folder's pointer
     keep = source.spec if source is not None and config.warm_start.keep_scaling else None
     spec = FeatureSpec.fit(schema, train_df, config, scaling_from=keep)
     torch.manual_seed(seed)

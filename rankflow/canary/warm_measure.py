@@ -272,8 +272,7 @@ def challenger_as_warm_run(
     match (the canary passes the challenger's own training set; its fingerprint has the
     champion in it)."""
     try:
-        checkpoint = load_checkpoint(resolve_checkpoint(Path(challenger_checkpoint)),
-                                     expect_kind=kind)  # fmt: skip
+        checkpoint = load_checkpoint(Path(challenger_checkpoint), expect_kind=kind)
     except CheckpointError as error:
         return None, f"its checkpoint does not load ({error})"
     wanted = _measuring_config(model_config, train_rows)

@@ -114,8 +114,8 @@ def _numeric_column(spec: NumericSpec, values: Sequence[Any]) -> tuple[np.ndarra
         # The common case in one call: numbers and None (numpy reads None as NaN, as is_null).
         raw = np.array(values, dtype=np.float64)
     except (TypeError, ValueError):  # pandas' NA / NaT, or a value that is not numeric
-        raw = _numeric_values(spec, values)
-    if raw.ndim != 1:  # a value was itself a sequence: name it
+        raw = None
+    if raw is None or raw.ndim != 1:  # value by value (a nested sequence is named there too)
         raw = _numeric_values(spec, values)
     missing = np.isnan(raw)
     if np.isinf(raw).any():

@@ -23,7 +23,7 @@ import pytest
 from rankflow.data.contract import ContractError
 from rankflow.features.exports import export_files, export_path
 from rankflow.paths import StatePaths
-from rankflow.warehouse import rebuilt
+from rankflow.warehouse import history, rebuilt
 from rankflow.warehouse.build import (
     WarehouseBuildError,
     WarehouseResult,
@@ -245,8 +245,26 @@ def test_build_writes_every_export_with_the_exact_schema(
     # the next materialization is state, not scratch: rankflow.warehouse.rebuilt)
     assert sorted(
         p.name for p in paths.warehouse.parent.iterdir() if not p.name.endswith(".lock")
-    ) == sorted(["rankflow.duckdb", rebuilt.MARKER])
+    ) == sorted(["rankflow.duckdb", "history", rebuilt.MARKER])
     assert not any(p.name.startswith(".exports") for p in paths.root.iterdir())
+    # the day-grain tables live beside the database, one folder per day, read through views
+    assert sorted(p.name for p in (paths.history / "fct_labelled_impressions").iterdir()) == [
+        "_schema",
+        "event_date=2024-03-01",
+        "event_date=2024-03-02",
+    ]
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        kinds = dict(
+            con.execute(
+                "select table_name, table_type from information_schema.tables "
+                "where table_schema = 'main'"
+            ).fetchall()
+        )
+        assert {kinds[m] for m in history.HISTORY_MODELS} == {"VIEW"}
+        assert kinds["dim_users"] == "BASE TABLE"
+    finally:
+        con.close()
 
 
 def test_bad_rows_are_quarantined_with_their_reason(

@@ -305,6 +305,10 @@ def _prepare(
     con = _connect(build_db)
     try:
         previous = None if fresh else changes.read_state(con)
+        if previous is not None and not history.missing_models(homes[0]):
+            # the copy's views name the folder they were made for: a moved or copied state
+            # must read its own history, not the original's
+            history.point_views(con, homes[0])
         with clock.step("scan"):
             listing = list_raw(raw_dir)
             entries = changes.scan(listing, previous)

@@ -190,9 +190,16 @@ def build_a(tmp_path_factory: pytest.TempPathFactory) -> tuple[StatePaths, Wareh
     paths = StatePaths(tmp_path_factory.mktemp("wh-a"))
     write_raw(paths.raw, USERS, ITEMS, impressions(DAY_1 + DAY_2))
     result = build_warehouse(paths, as_of=AS_OF_A)
-    # keep a snapshot of A's tables: build B replaces this state's warehouse
+    # keep a snapshot of A's tables: build B replaces this state's warehouse and history (the
+    # day-grain tables are views over per-day files, so the copy gets its own files)
     snapshot = paths.root / "snapshot-a.duckdb"
     shutil.copy2(paths.warehouse, snapshot)
+    shutil.copytree(paths.history, paths.root / "snapshot-a-history")
+    con = duckdb.connect(str(snapshot))
+    try:
+        history.point_views(con, paths.root / "snapshot-a-history")
+    finally:
+        con.close()
     return paths, result
 
 
@@ -546,3 +553,39 @@ def test_generate_docs(
     assert "model.rankflow.user_daily_features" in catalog
     assert "user_days_since_last_click" in catalog
     assert tree_digest(paths.warehouse) == before
+
+
+def test_a_copied_state_builds_from_and_into_its_own_history(
+    build_b: tuple[StatePaths, WarehouseResult, WarehouseResult], tmp_path: Path
+) -> None:
+    """The database's views name the history folder they were made for. A copy of a state (a
+    backup, a moved home) that builds incrementally must read and write its own history and
+    leave the original's files alone."""
+    paths = build_b[0]
+    original = {p: p.read_bytes() for p in sorted(paths.history.rglob("*")) if p.is_file()}
+    copy = StatePaths(tmp_path / "copy")
+    shutil.copytree(paths.root, copy.root)
+
+    # The original's history is out of reach while the copy builds (as after a move): a build
+    # that read through the copied views would fail. The same raw folder keeps the plan
+    # incremental (the raw folder is part of its key).
+    away = paths.root / "history-away"
+    paths.history.rename(away)
+    try:
+        result = build_warehouse(copy, as_of=AS_OF_B, raw_dir=paths.raw)
+    finally:
+        away.rename(paths.history)
+
+    assert not result.full_refresh, result.plan
+    assert {p: p.read_bytes() for p in sorted(paths.history.rglob("*")) if p.is_file()} == original
+    for table in history.HISTORY_MODELS:  # the same rows as the original holds now
+        counted = query(paths.warehouse, f"select count(*) as n from {table}")["n"].iloc[0]
+        assert result.row_counts[table] == counted, table
+    views = query(
+        copy.warehouse,
+        "select view_name, sql from duckdb_views() where view_name in "
+        "('stg_impressions', 'user_category_daily_features')",
+    )
+    assert len(views) == 2
+    for sql in views["sql"]:
+        assert str(copy.history) in sql and str(paths.history) + "/" not in sql

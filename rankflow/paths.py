@@ -44,11 +44,6 @@ class StatePaths:
         return self.root / "warehouse" / "rankflow.duckdb"
 
     @property
-    def history(self) -> Path:
-        """The warehouse's day-grain tables, one parquet folder per day (read through its views)."""
-        return self.root / "warehouse" / "history"
-
-    @property
     def exports(self) -> Path:
         return self.root / "exports"
 

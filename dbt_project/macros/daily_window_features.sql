@@ -15,18 +15,29 @@
 
   Incremental runs recompute exactly the feature days changed_feature_days() names (the days
   the reloaded impression days feed, and those between the previous and the new cutoff); the
-  build's history does not carry those days over. They read max(windows) days of history
-  before each.
+  model's pre-hook deletes them first. They read max(windows) days of history before each.
 -#}
 {%- set max_window = windows | max -%}
 {%- set key_list = keys | join(', ') -%}
 
 with
+{%- if is_incremental() %}
+feature_days as (
+    select feature_date from {{ changed_feature_days(max_window) }}
+),
+
+source_days as (
+    -- the impression days the changed feature days read
+    select distinct cast(feature_date - cast(k as integer) as date) as event_date
+    from feature_days cross join range(1, {{ max_window + 1 }}) as offsets(k)
+),
+{%- endif %}
+
 impressions as (
     select {{ key_list }}, event_date, event_timestamp, label
     from {{ ref('fct_labelled_impressions') }}
     {%- if is_incremental() %}
-    where event_date in {{ changed_feature_source_days(max_window) }}
+    where event_date in (select event_date from source_days)
     {%- endif %}
 ),
 
@@ -67,7 +78,7 @@ windowed as (
     from spread
     where feature_date <= (select event_date from newest_day) + 1
     {%- if is_incremental() %}
-      and feature_date in {{ changed_feature_days(max_window) }}
+      and feature_date in (select feature_date from feature_days)
     {%- endif %}
     group by all
 )

@@ -7,18 +7,13 @@
     the build is a --full-refresh, which tests every row. Rows an incremental build did not
     write were tested by the build that wrote them, and the warehouse only ever moves from one
     tested build to the next (the swap), so scoping the tests this way checks every row once
-    instead of every row every day. A test's own `where` config still applies. For the
-    day-partitioned models the test reads this build's files themselves (see below). -#}
+    instead of every row every day. A test's own `where` config still applies. -#}
 
 {% macro get_where_subquery(relation) -%}
   {%- set where = config.get('where') or '' -%}
   {%- if rankflow_tests_this_build_only() -%}
     {%- set scope = "_load_id = '" ~ invocation_id ~ "'" -%}
     {%- set where = scope ~ (' and (' ~ where ~ ')' if where else '') -%}
-    {%- set written = rankflow_files_of_this_build(relation) -%}
-    {%- if written is not none -%}
-      {%- set relation = written -%}
-    {%- endif -%}
   {%- endif -%}
   {%- if where -%}
     {%- do return('(select * from ' ~ relation ~ ' where ' ~ where ~ ') dbt_subquery') -%}
@@ -28,19 +23,6 @@
 {%- endmacro %}
 
 
-{% macro rankflow_files_of_this_build(relation) -%}
-  {#- For a day_partitioned model (macros/day_partitioned.sql): the files this build wrote
-      (their names carry the invocation id; the materialization always writes one, with no
-      rows, so the pattern always matches), read directly. Reading through the model's view
-      would open every day's file of the history for each test, and the daily cost would grow
-      with the history again. None for other models. -#}
-  {%- set node = graph.nodes.get(model.get('attached_node')) -%}
-  {%- if node is none or node.config.materialized != 'day_partitioned' -%}
-    {%- do return(none) -%}
-  {%- endif -%}
-  {%- set files = history_location(node.name) ~ '/*/' ~ invocation_id ~ '_*.parquet' -%}
-  {%- do return('read_parquet(' ~ history_literal(files) ~ ', hive_partitioning = false)') -%}
-{%- endmacro %}
 {% macro rankflow_tests_this_build_only() -%}
   {#- True when the running test is attached to a model marked test_rows_of_this_build and the
       build is not a full refresh. -#}

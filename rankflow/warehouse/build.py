@@ -34,10 +34,11 @@ import pyarrow.parquet as pq
 
 from rankflow.data.contract import validate_raw
 from rankflow.data.raw_files import list_raw
-from rankflow.locks import warehouse_lock
+from rankflow.errors import RankflowError
+from rankflow.locks import exclusive, warehouse_lock
 from rankflow.paths import StatePaths
 from rankflow.times import as_utc
-from rankflow.warehouse import changes, history, raw_load, scratch
+from rankflow.warehouse import changes, raw_load, scratch
 from rankflow.warehouse.dbt_runner import (
     DBT_PROJECT_DIR,
     NodeFailure,
@@ -47,9 +48,6 @@ from rankflow.warehouse.dbt_runner import (
     invocation_id,
     invoke_dbt,
 )
-from rankflow.warehouse.docs import generate_docs as generate_docs  # re-export: the CLI, tests
-from rankflow.warehouse.errors import WarehouseBuildError
-from rankflow.warehouse.errors import WarehouseError as WarehouseError  # re-export
 from rankflow.warehouse.exports import ATTRIBUTE_EXPORTS as EXPORT_MODELS
 from rankflow.warehouse.exports import (
     DAILY_EXPORTS,
@@ -81,9 +79,20 @@ INCREMENTAL_EXCLUDES = [
     "--indirect-selection",
     "cautious",
 ]
-CHECKED_VIEW = "int_impressions__checked"
 # export model -> the folder of per-day files rankflow.warehouse.exports writes from its view
 DAILY_EXPORT_MODELS: dict[str, str] = {e.model: e.name for e in DAILY_EXPORTS}
+
+
+class WarehouseError(RankflowError, RuntimeError):
+    """A warehouse operation (build or docs) that did not complete."""
+
+
+class WarehouseBuildError(WarehouseError):
+    """``dbt build`` failed; the live warehouse and exports were left untouched."""
+
+    def __init__(self, message: str, failures: list[NodeFailure] | None = None) -> None:
+        super().__init__(message)
+        self.failures: list[NodeFailure] = failures or []
 
 
 @dataclass(frozen=True)
@@ -177,32 +186,30 @@ def build_warehouse(
     clock = Stopwatch()
     with warehouse_lock(paths):
         build_dir, build_db, build_exports = scratch.fresh_scratch(paths)
-        build_history = build_dir / "history"  # made by fresh_scratch
         try:
             _refuse_open_live_db(live_db)
             if live_db.exists() and not full_refresh:
                 with clock.step("copy"):
                     shutil.copy2(live_db, build_db)
-            homes, force_full = (paths.history, build_history), _missing_live_parts(paths)
-            plan = _prepare(build_db, raw_dir, as_of, vars, full_refresh, clock, force_full, homes)
+            missing = scratch.attribute_exports_missing(live_exports)
+            force_full = f"live exports lack {', '.join(missing)}" if missing else None
+            plan = _prepare(build_db, raw_dir, as_of, vars, full_refresh, clock, force_full)
             if not plan.full:
                 scratch.carry_attribute_exports(live_exports, build_exports)
             with clock.step("dbt"):
-                dbt_args = _dbt_build_args(paths, dbt_vars, build_db, build_exports, plan)
-                run = invoke_dbt(dbt_args)
+                run = invoke_dbt(_dbt_build_args(paths, dbt_vars, build_db, build_exports, plan))
             found = failures(run)
             if found or not run.success:
                 raise _build_error(run, found)
             build_id = invocation_id()
-            history.finish_build(build_history, build_id, plan.redo)
             with clock.step("exports"):
                 written = _finish(build_db, plan, as_of, build_exports, live_exports, build_id)
             with clock.step("counts"):
                 row_counts, quarantine = _inspect_build_db(build_db, build_exports, written)
+            exports = _export_paths(live_exports)
             _check_written(build_exports)
             with clock.step("swap"):
-                folders = [(build_exports, live_exports), (build_history, paths.history)]
-                scratch.swap_in(build_db, live_db, folders)
+                scratch.swap_in(build_db, live_db, build_exports, live_exports)
             # The online store must reload these days (rankflow.warehouse.rebuilt says why).
             record_rebuilt(paths, plan.reload_days | plan.changed_days)
         finally:
@@ -218,7 +225,7 @@ def build_warehouse(
         invocation_id=build_id,
         row_counts=row_counts,
         quarantine_counts=quarantine,
-        exports=_export_paths(live_exports),
+        exports=exports,
         run_summary={},
         dbt_target_dir=paths.root / "dbt" / "target",
         plan=plan.describe(),
@@ -227,17 +234,6 @@ def build_warehouse(
         phases={k: round(v, 3) for k, v in clock.phases.items()},
     )
     return _with_run(base, run, round(time.perf_counter() - started, 2))
-
-
-def _missing_live_parts(paths: StatePaths) -> str | None:
-    """Why the build must be full because the live warehouse lacks what an incremental build
-    carries over (attribute exports, a model's history), or None."""
-    reasons = []
-    if missing := scratch.attribute_exports_missing(paths.exports):
-        reasons.append(f"live exports lack {', '.join(missing)}")
-    if missing := history.missing_models(paths.history):
-        reasons.append(f"live history lacks {', '.join(missing)}")
-    return "; ".join(reasons) or None
 
 
 def _check_written(build_exports: Path) -> None:
@@ -257,8 +253,7 @@ def _dbt_build_args(
 ) -> list[str]:
     """``dbt build`` against the build database: everything on a full build, else without the
     nodes an incremental build cannot change (``INCREMENTAL_EXCLUDES``)."""
-    history_dir = build_db.parent / "history"
-    dbt_vars = {**dbt_vars, **dbt_path_vars(build_db, build_exports, history_dir)}
+    dbt_vars = {**dbt_vars, **dbt_path_vars(build_db, build_exports)}
     args = ["build", *dbt_common_args(paths, "target"), "--vars", json.dumps(dbt_vars)]
     return [*args, "--full-refresh"] if plan.full else [*args, *INCREMENTAL_EXCLUDES]
 
@@ -291,24 +286,18 @@ def _prepare(
     vars: dict[str, Any],
     full_refresh: bool,
     clock: Stopwatch,
-    force_full: str | None,
-    homes: tuple[Path, Path],
+    force_full: str | None = None,
 ) -> changes.BuildPlan:
     """Contract check, change plan and raw load into the build database, before dbt runs.
 
     Reads the previous build's manifest from the copy (none on a full refresh: the copy was not
     made), validates every listed file and decodes the new or rewritten ones page by page, then
-    loads users, items and the impressions of the days to reload. ``homes`` are the live and
-    the build's history folders: an incremental build carries the kept days over.
+    loads users, items and the impressions of the days to reload.
     """
     fresh = full_refresh or not build_db.exists()
     con = _connect(build_db)
     try:
         previous = None if fresh else changes.read_state(con)
-        if previous is not None and not history.missing_models(homes[0]):
-            # the copy's views name the folder they were made for: a moved or copied state
-            # must read its own history, not the original's
-            history.point_views(con, homes[0])
         with clock.step("scan"):
             listing = list_raw(raw_dir)
             entries = changes.scan(listing, previous)
@@ -334,16 +323,6 @@ def _prepare(
             con = _connect(build_db)
         with clock.step("load"):
             _load(con, listing, plan, previous)
-        if not plan.full:
-            assert previous is not None  # an incremental plan has a previous build
-            with clock.step("history"):
-                window = history.max_feature_window(DBT_PROJECT_DIR, vars)
-                live_history, build_history = homes
-                plan.redo, plan.feature_cutoff = history.prepare_incremental(
-                    con, plan.reload_days, previous.newest_day, plan.as_of.date(),
-                    live_history, build_history, window,
-                )  # fmt: skip
-            con.execute("checkpoint")
     finally:
         con.close()
     return plan
@@ -360,13 +339,11 @@ def _load(
     raw_load.load_build_inputs(con, listing, None if plan.full else plan.reload_days)
     changes.write_plan_tables(con, plan, previous, as_of)
     if not plan.full:
-        # Until no kept day shares an event id with a reloaded one: then ranking the reloaded
-        # rows alone marks their duplicates as a full build would (stg_impressions), and no
-        # kept row's mark can change. Usually one pass that finds nothing.
-        while extra := changes.duplicate_days(con, plan.reload_days):
+        extra = changes.duplicate_days(con, plan.reload_days)
+        if extra:
             raw_load.load_days(con, listing, extra)
             plan.reload_days |= extra
-        changes.write_plan_tables(con, plan, previous, as_of)
+            changes.write_plan_tables(con, plan, previous, as_of)
     con.execute("checkpoint")
 
 
@@ -389,8 +366,6 @@ def _finish(
             "select max(event_date) from main.stg_impressions where event_date <= ?",
             [as_of_naive.date()],
         ).fetchall()[0][0]
-        if not plan.full:
-            history.check_cutoff(plan.feature_cutoff, newest)
         changes.write_state(con, plan, as_of_naive, newest)
         raw_load.empty_impressions(con)
         con.execute("checkpoint")
@@ -415,6 +390,44 @@ def _refuse_open_live_db(live_db: Path) -> None:
             f"{live_wal} exists: another process has the live warehouse open read-write "
             "(or crashed with it open); close it, or open and close it once to checkpoint"
         )
+
+
+def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
+    """Run ``dbt docs generate`` for the live warehouse; return the folder with ``index.html``.
+
+    The catalog is read from a throw-away copy of the live warehouse (dbt-duckdb always opens
+    its database read-write, and the live file is only ever replaced, never written in place).
+    Serve the result with ``dbt docs serve --target-path <returned folder>`` or open index.html.
+    """
+    live_db = paths.warehouse
+    if not live_db.is_file():
+        raise WarehouseError(
+            f"no warehouse at {live_db}: build it first (rankflow build / build_warehouse)"
+        )
+    del raw_dir  # kept for callers; the docs read the warehouse copy, not raw files
+    docs_dir = paths.root / "dbt" / "docs"
+    live_db.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(live_db.parent / ".docs.lock", "dbt docs generate"):
+        docs_scratch = live_db.parent / ".docs"
+        shutil.rmtree(docs_scratch, ignore_errors=True)
+        docs_scratch.mkdir()
+        try:
+            copy = (
+                docs_scratch / live_db.name
+            )  # same name: the catalog shows the live database name
+            shutil.copy2(live_db, copy)
+            path_vars = json.dumps(dbt_path_vars(copy, paths.exports))
+            run = invoke_dbt(
+                ["docs", "generate", *dbt_common_args(paths, "docs"), "--vars", path_vars]
+            )
+            if not run.success:
+                detail = run.exception or "; ".join(f.describe() for f in failures(run))
+                raise WarehouseError(f"dbt docs generate failed: {detail}")
+        finally:
+            shutil.rmtree(docs_scratch, ignore_errors=True)
+    if not (docs_dir / "index.html").is_file():
+        raise WarehouseError(f"dbt docs generate wrote no index.html into {docs_dir}")
+    return docs_dir
 
 
 # --- after a good build: inspect, swap -----------------------------------------------------
@@ -442,11 +455,9 @@ def _inspect_build_db(
                 row_counts[table] = pq.read_metadata(path).num_rows
             elif table in DAILY_EXPORT_MODELS:
                 row_counts[table] = daily_rows[table]
-            elif table != CHECKED_VIEW:
+            else:
                 sql = f"select count(*) from main.{scratch.identifier(table)}"
                 row_counts[table] = int(con.execute(sql).fetchall()[0][0])
-        if CHECKED_VIEW in tables:  # one row per staged impression; counting joins the history
-            row_counts[CHECKED_VIEW] = row_counts["stg_impressions"]
         quarantine = con.execute(
             "select reason, count(*) from main.quarantined_impressions group by reason"
         ).fetchall()

@@ -37,8 +37,7 @@ from rankflow.data.raw_files import RawListing, fingerprint
 
 # Bump when the meaning of the manifest or of the incremental rules changes: forces a full build.
 # 2: the manifest records each file's stat key (the fingerprint cache).
-# 3: the day-grain tables live outside the database (rankflow.warehouse.history).
-PLAN_VERSION = "3"
+PLAN_VERSION = "2"
 # A file modified less than this long before a scan keeps no stat key: a second write within the
 # file system's timestamp granularity could leave size and times unchanged ("racy" entries,
 # as git calls them), so such a file is hashed again by the next build.
@@ -79,10 +78,6 @@ class BuildPlan:
     reload_days: set[date] = field(default_factory=set)
     changed_days: set[date] = field(default_factory=set)  # added / rewritten / removed
     changed_files: list[Path] = field(default_factory=list)  # new or rewritten: validate deeply
-    # incremental builds, set by rankflow.warehouse.history: the days each day-grain model
-    # redoes, and the feature cutoff they were chosen for
-    redo: dict[str, set[date]] = field(default_factory=dict)
-    feature_cutoff: date | None = None
     skipped: list[str] = field(default_factory=list)  # raw paths that are not data (noted)
     decoded: list[str] = field(default_factory=list)  # files the contract check read page by page
     as_of: datetime | None = None  # "now" of the build (naive UTC), handed to dbt as a table
@@ -240,9 +235,8 @@ def read_state(con: duckdb.DuckDBPyConnection) -> BuildState | None:
 def write_plan_tables(
     con: duckdb.DuckDBPyConnection, plan: BuildPlan, previous: BuildState | None, as_of: datetime
 ) -> None:
-    """Hand the plan to dbt as tables: the reload days and "now" (``as_of``, naive UTC) - tables
-    rather than dbt vars, so dbt's partial parsing holds. (The feature days to redo follow
-    once the reload days are final: ``rankflow.warehouse.history``.)"""
+    """Hand the plan to dbt as tables: the reload days, the previous feature cutoff and "now"
+    (``as_of``, naive UTC) - tables rather than dbt vars, so dbt's partial parsing holds."""
     con.execute(f"create schema if not exists {STATE_SCHEMA}")
     con.execute(f"create or replace table {STATE_SCHEMA}.build_clock (as_of timestamp)")
     con.execute(f"insert into {STATE_SCHEMA}.build_clock values (?)", [as_of])
@@ -250,6 +244,11 @@ def write_plan_tables(
     con.executemany(
         f"insert into {STATE_SCHEMA}.reload_days values (?)",
         [(day,) for day in sorted(plan.reload_days)],
+    )
+    con.execute(f"create or replace table {STATE_SCHEMA}.previous_cutoff (newest_day date)")
+    con.execute(
+        f"insert into {STATE_SCHEMA}.previous_cutoff values (?)",
+        [previous.newest_day if previous and not plan.full else None],
     )
 
 
@@ -296,28 +295,23 @@ def duplicate_days(con: duckdb.DuckDBPyConnection, reload_days: set[date]) -> se
     """Days not reloaded whose rows share an ``event_id`` with a reloaded day, old or new.
 
     Which copy of an event counts is decided across all days, so those days' ``is_duplicate``
-    marks (and therefore their marts and quarantine) may change: they are reloaded too, until
-    none is left (``rankflow.warehouse.build._load``). Needs ``raw.impressions`` loaded with the
-    reload days and the previous ``stg_impressions``.
+    marks (and therefore their marts and quarantine) may change: they are reloaded too. Needs
+    ``raw.impressions`` loaded with the reload days and the previous ``stg_impressions``.
     """
     # One semi join over stg_impressions' event ids (the only pass over the history; a
-    # union-then-IN formulation scanned it twice and took twice as long at 90 days). The days
-    # go in as parameters: bound as constants, they reach the scan of the per-day history files
-    # (rankflow.warehouse.history), where a subquery would make every day's file be read.
-    days = sorted(reload_days)
-    marks = ", ".join("?" * len(days)) or "cast(null as date)"
+    # union-then-IN formulation scanned it twice and took twice as long at 90 days).
     rows = con.execute(
         f"""
+        with reloaded as (select day from {STATE_SCHEMA}.reload_days)
         select distinct kept.event_date from main.stg_impressions as kept
         where kept.event_id in (
                 select event_id from raw.impressions where event_id is not null
                 union all
                 select event_id from main.stg_impressions
-                where event_date in ({marks}) and event_id is not null
+                where event_date in (select day from reloaded) and event_id is not null
             )
-          and kept.event_date not in ({marks})
-        """,
-        days + days,
+          and kept.event_date not in (select day from reloaded)
+        """
     ).fetchall()
     return {row[0] for row in rows} - reload_days
 

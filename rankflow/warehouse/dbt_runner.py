@@ -51,14 +51,9 @@ class NodeFailure:
 # --- dbt invocation -----------------------------------------------------------------------------
 
 
-def dbt_path_vars(warehouse: Path, exports_dir: Path, history_dir: Path) -> dict[str, str]:
-    """The dbt vars profiles.yml, the export models and the day-partitioned models read for
-    their paths."""
-    return {
-        "warehouse_path": str(warehouse),
-        "exports_dir": str(exports_dir),
-        "history_dir": str(history_dir),
-    }
+def dbt_path_vars(warehouse: Path, exports_dir: Path) -> dict[str, str]:
+    """The dbt vars profiles.yml and the export models read for their paths."""
+    return {"warehouse_path": str(warehouse), "exports_dir": str(exports_dir)}
 
 
 def dbt_common_args(paths: StatePaths, target_name: str) -> list[str]:

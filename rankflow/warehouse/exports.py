@@ -120,38 +120,31 @@ def _write_one(
             link_or_copy(old, day_file(target, day))
             kept += 1
     if to_write:
-        _copy_days(con, export, view, target, to_write, every_day=kept == 0)
+        _copy_days(con, export, view, target, to_write)
     if not counts:
         _write_empty(con, view, target / EMPTY_FILE)
     return ExportWrite(export.name, len(to_write), kept, sum(counts.values()))
 
 
 def _copy_days(
-    con: duckdb.DuckDBPyConnection,
-    export: DailyExport,
-    view: str,
-    target: Path,
-    days: list[date],
-    every_day: bool = False,
+    con: duckdb.DuckDBPyConnection, export: DailyExport, view: str, target: Path, days: list[date]
 ) -> None:
-    """One partitioned COPY of the given days (``every_day``: they are all the view's days, so
-    no filter), then each day's file moved to ``<day>.parquet``.
+    """One partitioned COPY of the given days, then each day's file moved to ``<day>.parquet``.
 
     DuckDB writes ``<dir>/_export_day=<day>/data_0.parquet`` without the partition column; the
     folder is private to this build, so the rename cannot meet a reader.
     """
     staging = target / "_copy"
-    # One parameter per day: DuckDB binds them as constants, so the filter reaches the scan of
-    # the per-day history files and skips the other days (a subquery would not).
-    where = "" if every_day else f"where {DAY_COLUMN} in ({', '.join('?' * len(days))}) "
+    con.execute("create or replace temp table _export_days (day date)")
+    con.executemany("insert into _export_days values (?)", [(d,) for d in days])
     query = (
-        f"select * exclude ({LOAD_COLUMN}) from {view} {where}"
+        f"select * exclude ({LOAD_COLUMN}) from {view} "
+        f"where {DAY_COLUMN} in (select day from _export_days) "
         f"order by {DAY_COLUMN}, {export.order_by}"
     )
     # COPY takes no parameters for its target: the path goes in as a DuckDB string literal.
     con.execute(
-        f"copy ({query}) to {sql_literal(staging)} (format parquet, partition_by ({DAY_COLUMN}))",
-        [] if every_day else list(days),
+        f"copy ({query}) to {sql_literal(staging)} (format parquet, partition_by ({DAY_COLUMN}))"
     )
     for day in days:
         parts = sorted((staging / f"{DAY_COLUMN}={day.isoformat()}").glob("*.parquet"))

@@ -16,7 +16,6 @@ import duckdb
 
 from rankflow.paths import StatePaths
 from rankflow.warehouse.exports import ATTRIBUTE_EXPORTS, link_or_copy, sql_literal
-from rankflow.warehouse.history import point_views
 
 
 def identifier(name: str) -> str:
@@ -49,18 +48,16 @@ def fresh_scratch(paths: StatePaths) -> tuple[Path, Path, Path]:
     for leftover in (build_dir, build_exports):  # from a build that was killed
         shutil.rmtree(leftover, ignore_errors=True)
     build_dir.mkdir()
-    (build_dir / "history").mkdir()  # the day-grain tables' folder (rankflow.warehouse.history)
     build_exports.mkdir(parents=True)
     return build_dir, build_dir / live_db.name, build_exports
 
 
-def repoint_views(build_db: Path, live_exports: Path, live_history: Path) -> None:
-    """Point the export and history views of the build database at the live folders.
+def repoint_export_views(build_db: Path, live_exports: Path) -> None:
+    """Point the export views of the build database at the live exports folder.
 
-    dbt-duckdb makes each external model a view over the file it wrote, and each day-partitioned
-    model a view over the build's history folder: both folders the swap renames away. DuckDB
-    binds a view when it is created, so this runs once the new folders are in their live place,
-    before the database itself is swapped in.
+    dbt-duckdb makes each external model a view over the file it wrote, i.e. over the build
+    folder that the swap renames away. DuckDB binds a view when it is created, so this runs
+    once the new exports are in their live place, before the database itself is swapped in.
     """
     con = duckdb.connect(str(build_db))
     try:
@@ -70,38 +67,31 @@ def repoint_views(build_db: Path, live_exports: Path, live_history: Path) -> Non
                 f"create or replace view main.{identifier(model)} as "
                 f"select * from read_parquet({sql_literal(live_exports / file_name)})"
             )
-        point_views(con, live_history)
         con.execute("checkpoint")
     finally:
         con.close()
 
 
-def swap_in(build_db: Path, live_db: Path, folders: list[tuple[Path, Path]]) -> None:
-    """Move the build's folders (``(build, live)`` pairs: exports, history) and then its
-    database over the live ones by renames, or leave everything as it was.
+def swap_in(build_db: Path, live_db: Path, build_exports: Path, live_exports: Path) -> None:
+    """Move the build over the live exports and warehouse by renames, or leave both as they were.
 
-    Each rename is atomic; the set is not, so any failure undoes the renames done so far.
+    Each rename is atomic; the pair is not, so any failure after the first undoes it.
     """
-    done: list[tuple[Path, Path, Path | None]] = []  # (build, live, where the old live went)
+    old_exports = live_exports.with_name(f".exports-old-{uuid.uuid4().hex[:8]}")
+    had_exports = live_exports.exists()
+    if had_exports:
+        os.rename(live_exports, old_exports)
     try:
-        for build, live in folders:
-            old = live.with_name(f".{live.name}-old-{uuid.uuid4().hex[:8]}")
-            if live.exists():
-                os.rename(live, old)
-                done.append((build, live, old))
-            else:
-                done.append((build, live, None))
-            os.rename(build, live)
-        live_exports, live_history = (live for _, live in folders)
-        repoint_views(build_db, live_exports, live_history)
-        os.replace(build_db, live_db)
+        os.rename(build_exports, live_exports)
+        try:
+            repoint_export_views(build_db, live_exports)
+            os.replace(build_db, live_db)
+        except BaseException:
+            os.rename(live_exports, build_exports)
+            raise
     except BaseException:
-        for build, live, old in reversed(done):
-            if not build.exists() and live.exists():
-                os.rename(live, build)
-            if old is not None:
-                os.rename(old, live)
+        if had_exports:
+            os.rename(old_exports, live_exports)
         raise
-    for _, _, old in done:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    if had_exports:
+        shutil.rmtree(old_exports, ignore_errors=True)

@@ -23,7 +23,7 @@ import pytest
 from rankflow.data.contract import ContractError
 from rankflow.features.exports import export_files, export_path
 from rankflow.paths import StatePaths
-from rankflow.warehouse import history, rebuilt
+from rankflow.warehouse import rebuilt
 from rankflow.warehouse.build import (
     WarehouseBuildError,
     WarehouseResult,
@@ -190,16 +190,9 @@ def build_a(tmp_path_factory: pytest.TempPathFactory) -> tuple[StatePaths, Wareh
     paths = StatePaths(tmp_path_factory.mktemp("wh-a"))
     write_raw(paths.raw, USERS, ITEMS, impressions(DAY_1 + DAY_2))
     result = build_warehouse(paths, as_of=AS_OF_A)
-    # keep a snapshot of A's tables: build B replaces this state's warehouse and history (the
-    # day-grain tables are views over per-day files, so the copy gets its own files)
+    # keep a snapshot of A's tables: build B replaces this state's warehouse
     snapshot = paths.root / "snapshot-a.duckdb"
     shutil.copy2(paths.warehouse, snapshot)
-    shutil.copytree(paths.history, paths.root / "snapshot-a-history")
-    con = duckdb.connect(str(snapshot))
-    try:
-        history.point_views(con, paths.root / "snapshot-a-history")
-    finally:
-        con.close()
     return paths, result
 
 
@@ -252,26 +245,8 @@ def test_build_writes_every_export_with_the_exact_schema(
     # the next materialization is state, not scratch: rankflow.warehouse.rebuilt)
     assert sorted(
         p.name for p in paths.warehouse.parent.iterdir() if not p.name.endswith(".lock")
-    ) == sorted(["rankflow.duckdb", "history", rebuilt.MARKER])
+    ) == sorted(["rankflow.duckdb", rebuilt.MARKER])
     assert not any(p.name.startswith(".exports") for p in paths.root.iterdir())
-    # the day-grain tables live beside the database, one folder per day, read through views
-    assert sorted(p.name for p in (paths.history / "fct_labelled_impressions").iterdir()) == [
-        "_schema",
-        "event_date=2024-03-01",
-        "event_date=2024-03-02",
-    ]
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
-    try:
-        kinds = dict(
-            con.execute(
-                "select table_name, table_type from information_schema.tables "
-                "where table_schema = 'main'"
-            ).fetchall()
-        )
-        assert {kinds[m] for m in history.HISTORY_MODELS} == {"VIEW"}
-        assert kinds["dim_users"] == "BASE TABLE"
-    finally:
-        con.close()
 
 
 def test_bad_rows_are_quarantined_with_their_reason(
@@ -553,39 +528,3 @@ def test_generate_docs(
     assert "model.rankflow.user_daily_features" in catalog
     assert "user_days_since_last_click" in catalog
     assert tree_digest(paths.warehouse) == before
-
-
-def test_a_copied_state_builds_from_and_into_its_own_history(
-    build_b: tuple[StatePaths, WarehouseResult, WarehouseResult], tmp_path: Path
-) -> None:
-    """The database's views name the history folder they were made for. A copy of a state (a
-    backup, a moved home) that builds incrementally must read and write its own history and
-    leave the original's files alone."""
-    paths = build_b[0]
-    original = {p: p.read_bytes() for p in sorted(paths.history.rglob("*")) if p.is_file()}
-    copy = StatePaths(tmp_path / "copy")
-    shutil.copytree(paths.root, copy.root)
-
-    # The original's history is out of reach while the copy builds (as after a move): a build
-    # that read through the copied views would fail. The same raw folder keeps the plan
-    # incremental (the raw folder is part of its key).
-    away = paths.root / "history-away"
-    paths.history.rename(away)
-    try:
-        result = build_warehouse(copy, as_of=AS_OF_B, raw_dir=paths.raw)
-    finally:
-        away.rename(paths.history)
-
-    assert not result.full_refresh, result.plan
-    assert {p: p.read_bytes() for p in sorted(paths.history.rglob("*")) if p.is_file()} == original
-    for table in history.HISTORY_MODELS:  # the same rows as the original holds now
-        counted = query(paths.warehouse, f"select count(*) as n from {table}")["n"].iloc[0]
-        assert result.row_counts[table] == counted, table
-    views = query(
-        copy.warehouse,
-        "select view_name, sql from duckdb_views() where view_name in "
-        "('stg_impressions', 'user_category_daily_features')",
-    )
-    assert len(views) == 2
-    for sql in views["sql"]:
-        assert str(copy.history) in sql and str(paths.history) + "/" not in sql

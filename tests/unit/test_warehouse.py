@@ -21,97 +21,72 @@ from rankflow.warehouse import changes, scratch
 from rankflow.warehouse.build import NodeFailure, WarehouseBuildError, write_raw
 
 
-def _live_and_build(tmp_path: Path) -> tuple[Path, Path, list[tuple[Path, Path]]]:
-    """A live warehouse (database, exports, history) and a build of each beside it."""
+def _live_and_build(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
     live_db = tmp_path / "warehouse" / "rankflow.duckdb"
     live_db.parent.mkdir()
     live_db.write_bytes(b"old db")
+    live_exports = tmp_path / "exports"
+    live_exports.mkdir()
+    (live_exports / "a.parquet").write_bytes(b"old export")
     build_db = tmp_path / "warehouse" / ".build" / "rankflow.duckdb"
     build_db.parent.mkdir()
     build_db.write_bytes(b"new db")
-    folders = [
-        (tmp_path / ".exports-build", tmp_path / "exports"),
-        (build_db.parent / "history", live_db.parent / "history"),
-    ]
-    for build, live in folders:
-        for folder, content in ((live, b"old"), (build, b"new")):
-            folder.mkdir()
-            (folder / "a.parquet").write_bytes(content)
-    return live_db, build_db, folders
+    build_exports = tmp_path / ".exports-build"
+    build_exports.mkdir()
+    (build_exports / "a.parquet").write_bytes(b"new export")
+    return live_db, live_exports, build_db, build_exports
 
 
-def test_swap_replaces_warehouse_exports_and_history(
+def test_swap_replaces_warehouse_and_exports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    live_db, build_db, folders = _live_and_build(tmp_path)
-    repointed: list[tuple[Path, Path]] = []
-    monkeypatch.setattr(scratch, "repoint_views", lambda db, e, h: repointed.append((e, h)))
+    live_db, live_exports, build_db, build_exports = _live_and_build(tmp_path)
+    repointed: list[Path] = []
+    monkeypatch.setattr(scratch, "repoint_export_views", lambda db, exp: repointed.append(exp))
 
-    scratch.swap_in(build_db, live_db, folders)
+    scratch.swap_in(build_db, live_db, build_exports, live_exports)
 
     assert live_db.read_bytes() == b"new db"
-    for build, live in folders:
-        assert (live / "a.parquet").read_bytes() == b"new"
-        assert not build.exists()
-    assert repointed == [tuple(live for _, live in folders)]
-    assert not build_db.exists()
+    assert (live_exports / "a.parquet").read_bytes() == b"new export"
+    assert repointed == [live_exports]
+    assert not build_exports.exists() and not build_db.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "warehouse"]
-    assert sorted(p.name for p in live_db.parent.iterdir()) == [".build", "history", live_db.name]
 
 
-@pytest.mark.parametrize("failing_step", ["second rename", "views", "database"])
 def test_swap_failure_restores_the_previous_state(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_step: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    live_db, build_db, folders = _live_and_build(tmp_path)
-    real_rename, real_replace = os.rename, os.replace
+    live_db, live_exports, build_db, build_exports = _live_and_build(tmp_path)
 
-    def rename(src: Path, dst: Path) -> None:
-        # the build's history moving into place fails (once: the undo moves the old one back)
-        if failing_step == "second rename" and Path(src) == folders[1][0]:
-            raise OSError("disk full")
-        real_rename(src, dst)
+    def fail(db: Path, exports: Path) -> None:
+        # by now the new exports are in the live place; the swap must move them back
+        assert (exports / "a.parquet").read_bytes() == b"new export"
+        raise OSError("disk full")
 
-    def views(db: Path, exports: Path, history: Path) -> None:
-        # by now the new folders are in their live places; the swap must move them back
-        assert (exports / "a.parquet").read_bytes() == b"new"
-        assert (history / "a.parquet").read_bytes() == b"new"
-        if failing_step == "views":
-            raise OSError("disk full")
-
-    def replace_db(src: Path, dst: Path) -> None:
-        if failing_step == "database":
-            raise OSError("disk full")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(scratch.os, "rename", rename)
-    monkeypatch.setattr(scratch.os, "replace", replace_db)
-    monkeypatch.setattr(scratch, "repoint_views", views)
+    monkeypatch.setattr(scratch, "repoint_export_views", fail)
     with pytest.raises(OSError, match="disk full"):
-        scratch.swap_in(build_db, live_db, folders)
+        scratch.swap_in(build_db, live_db, build_exports, live_exports)
 
     assert live_db.read_bytes() == b"old db"
-    for build, live in folders:
-        assert (live / "a.parquet").read_bytes() == b"old"
-        assert (build / "a.parquet").read_bytes() == b"new"
-    leftovers = [p for p in tmp_path.rglob("*") if "-old-" in p.name]
-    assert not leftovers
+    assert (live_exports / "a.parquet").read_bytes() == b"old export"
+    assert (build_exports / "a.parquet").read_bytes() == b"new export"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exports-old")]
 
 
-def test_first_swap_without_previous_folders(
+def test_first_swap_without_previous_exports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    live_db, build_db, folders = _live_and_build(tmp_path)
+    live_db, live_exports, build_db, build_exports = _live_and_build(tmp_path)
     live_db.unlink()
-    for _, live in folders:
-        (live / "a.parquet").unlink()
-        live.rmdir()
-    monkeypatch.setattr(scratch, "repoint_views", lambda db, e, h: None)
+    for f in live_exports.iterdir():
+        f.unlink()
+    live_exports.rmdir()
+    monkeypatch.setattr(scratch, "repoint_export_views", lambda db, exp: None)
 
-    scratch.swap_in(build_db, live_db, folders)
+    scratch.swap_in(build_db, live_db, build_exports, live_exports)
 
     assert live_db.read_bytes() == b"new db"
-    assert all((live / "a.parquet").exists() for _, live in folders)
+    assert (live_exports / "a.parquet").exists()
 
 
 def test_second_build_on_the_same_state_fails_fast(tmp_path: Path) -> None:

@@ -1,4 +1,11 @@
-{{ config(materialized='day_partitioned', day_column='event_date') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook="{{ delete_redone_days('event_date') }}"
+    )
+}}
 -- Impressions that broke a row rule, with the rule (`reason`) and the row's fields as staged, so
 -- a data owner can find and fix them. event_date is the raw partition day.
 -- Incremental like fct_labelled_impressions: a reloaded day leaves the quarantine and is
@@ -6,7 +13,7 @@
 
 -- An incremental build materializes the reloaded days first: otherwise DuckDB applies the
 -- day filter after the view's joins and the `reason` filter, i.e. after judging every row
--- of the history (the cost of a day grew with the history).
+-- of the history (0.5 s at 90 days, against 0.1 s; the cost of a day grew with the history).
 with checked as {% if is_incremental() %}materialized {% endif %}(
     select * from {{ ref('int_impressions__checked') }}
     {%- if is_incremental() %}

@@ -1,4 +1,11 @@
-{{ config(materialized='day_partitioned', day_column='feature_date') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook="{{ delete_changed_feature_days(28) }}"
+    )
+}}
 -- Grain: user_id x feature day. Computed only from impressions strictly
 -- before feature_ts; see macros/daily_window_features.sql for how and for the incremental rule.
 {{ daily_window_features(

@@ -312,7 +312,11 @@ def _prepare(
             force_full=force_full,
         )
         with clock.step("contract"):
-            inventory = validate_raw(raw_dir, deep=plan.changed_files)
+            # Files the manifest knows with the same content passed the contract then: only
+            # their footers are read again, not their values.
+            changed = set(plan.changed_files)
+            unchanged = [raw_dir / e.file for e in plan.entries if raw_dir / e.file not in changed]
+            inventory = validate_raw(raw_dir, deep=plan.changed_files, trusted=unchanged)
         plan.as_of = as_of.replace(tzinfo=None)
         plan.skipped = inventory.skipped
         plan.decoded = inventory.decoded

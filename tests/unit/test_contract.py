@@ -162,6 +162,39 @@ def test_partition_with_rows_of_another_day(raw: Path) -> None:
     assert [(p.where, p.column) for p in error.value.problems] == [(where, "ts")]
 
 
+def test_trusted_files_skip_the_value_rules_but_not_the_schema(raw: Path) -> None:
+    # A trusted file (unchanged since a build's check passed it) is not read for values again:
+    # the intruder's rows of another day go unseen when it is trusted, found when it is not;
+    # a missing column in a trusted file is still found (footers are always read).
+    intruder = day_file(raw, DAYS[1]).with_name("late.parquet")
+    shutil.copy(day_file(raw, DAYS[2]), intruder)
+    with pytest.raises(ContractError, match="outside its partition day"):
+        validate_raw(raw, deep=(), trusted=[day_file(raw, DAYS[1])])
+    inventory = validate_raw(raw, deep=(), trusted=[intruder])
+    assert inventory.rows["impressions"] == count(raw, "impressions")
+
+    other = day_file(raw, DAYS[0])
+    rewrite(other, lambda t: t.drop_columns(["device"]))
+    with pytest.raises(ContractError, match=r"part-0.parquet: column 'device' is missing"):
+        validate_raw(raw, deep=(), trusted=[intruder, other])
+
+
+def test_a_file_asked_to_decode_is_checked_in_full_even_if_trusted(raw: Path) -> None:
+    intruder = day_file(raw, DAYS[1]).with_name("late.parquet")
+    shutil.copy(day_file(raw, DAYS[2]), intruder)
+    with pytest.raises(ContractError, match="outside its partition day"):
+        validate_raw(raw, deep=[intruder], trusted=[intruder])
+
+
+def test_a_trusted_file_of_a_castable_type_keeps_its_note(raw: Path) -> None:
+    path = raw / "users" / "users.parquet"
+    rewrite(path, lambda t: t.set_column(0, "user_id", pc.cast(t["user_id"], pa.float64())))
+    checked = validate_raw(raw, deep=())
+    trusted = validate_raw(raw, deep=(), trusted=[path])
+    assert checked.notes == trusted.notes
+    assert any("every value casts to int64" in note for note in trusted.notes)
+
+
 def test_naive_timestamps_are_read_as_utc(raw: Path) -> None:
     path = day_file(raw, DAYS[0])
     rewrite(path, lambda t: t.set_column(2, "ts", pc.cast(t["ts"], pa.timestamp("ns"))))

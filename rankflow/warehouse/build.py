@@ -371,6 +371,7 @@ def _finish(
             [as_of_naive.date()],
         ).fetchall()[0][0]
         changes.write_state(con, plan, as_of_naive, newest)
+        changes.write_event_keys(con, plan.full)
         raw_load.empty_impressions(con)
         con.execute("checkpoint")
     finally:

@@ -111,6 +111,9 @@ def tables_of(paths: StatePaths) -> dict[str, pd.DataFrame]:
         for table, key in TABLES.items():
             frame = con.execute(f"select * from main.{table} order by {key}").df()
             out[table] = frame.drop(columns=[c for c in frame.columns if c in LINEAGE])
+        # The index the next build's duplicate check searches must follow the changes too.
+        keys = "select event_date, event_key from _rankflow.event_keys order by all"
+        out["_rankflow.event_keys"] = con.execute(keys).df()
     finally:
         con.close()
     for name in EXPORT_SCHEMAS:  # contents, whatever the files: one, or one per day

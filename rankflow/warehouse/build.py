@@ -186,11 +186,12 @@ def build_warehouse(
     clock = Stopwatch()
     with warehouse_lock(paths):
         build_dir, build_db, build_exports = scratch.fresh_scratch(paths)
+        safety_copy: scratch.SafetyCopy | None = None
         try:
             _refuse_open_live_db(live_db)
             if live_db.exists() and not full_refresh:
                 with clock.step("copy"):
-                    shutil.copy2(live_db, build_db)
+                    safety_copy = scratch.SafetyCopy(live_db, build_db)
             missing = scratch.attribute_exports_missing(live_exports)
             force_full = f"live exports lack {', '.join(missing)}" if missing else None
             plan = _prepare(build_db, raw_dir, as_of, vars, full_refresh, clock, force_full)
@@ -213,6 +214,8 @@ def build_warehouse(
             # The online store must reload these days (rankflow.warehouse.rebuilt says why).
             record_rebuilt(paths, plan.reload_days | plan.changed_days)
         finally:
+            if safety_copy is not None:
+                safety_copy.join()
             shutil.rmtree(build_dir, ignore_errors=True)
             shutil.rmtree(build_exports, ignore_errors=True)
 
@@ -348,7 +351,13 @@ def _load(
             raw_load.load_days(con, listing, extra)
             plan.reload_days |= extra
             changes.write_plan_tables(con, plan, previous, as_of)
-    con.execute("checkpoint")
+    if plan.full:
+        con.execute("checkpoint")
+    else:
+        # No checkpoint here: its fsync would wait for the safety copy's write-back (scratch.
+        # SafetyCopy). The loaded rows stay in the write-ahead log, which dbt's connection
+        # replays; the first checkpoint comes after dbt's parse, when the write-back is done.
+        con.execute("pragma disable_checkpoint_on_shutdown")
 
 
 def _finish(

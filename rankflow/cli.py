@@ -134,7 +134,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_dbt_docs(args: argparse.Namespace) -> int:
-    from rankflow.warehouse.build import generate_docs
+    from rankflow.warehouse.docs import generate_docs
 
     print(generate_docs(_settings(args).paths))
     return 0

@@ -9,7 +9,7 @@ the manifest of the previous build), loads those files into the build database
 Only when every node succeeded are the two swapped over the live ones by renames; a failed
 build raises ``WarehouseBuildError`` naming the failed nodes and leaves the live warehouse and
 exports byte-identical. The live warehouse file is never opened for writing: readers (Feast,
-notebooks, ``generate_docs``) can use it while a build runs.
+notebooks, ``rankflow.warehouse.docs``) can use it while a build runs.
 
 The guarantee (docs/data-contract.md): after any sequence of raw changes, an incremental build
 holds the same rows in every table and export as a ``full_refresh`` build of the same raw data
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from rankflow.data.contract import validate_raw
 from rankflow.data.raw_files import list_raw
 from rankflow.errors import RankflowError
-from rankflow.locks import exclusive, warehouse_lock
+from rankflow.locks import warehouse_lock
 from rankflow.paths import StatePaths
 from rankflow.times import as_utc
 from rankflow.warehouse import changes, raw_load, scratch
@@ -189,9 +189,7 @@ def build_warehouse(
         safety_copy: scratch.SafetyCopy | None = None
         try:
             _refuse_open_live_db(live_db)
-            if live_db.exists() and not full_refresh:
-                with clock.step("copy"):
-                    safety_copy = scratch.SafetyCopy(live_db, build_db)
+            safety_copy = _safety_copy(live_db, build_db, full_refresh, clock)
             missing = scratch.attribute_exports_missing(live_exports)
             force_full = f"live exports lack {', '.join(missing)}" if missing else None
             plan = _prepare(build_db, raw_dir, as_of, vars, full_refresh, clock, force_full)
@@ -237,6 +235,16 @@ def build_warehouse(
         phases={k: round(v, 3) for k, v in clock.phases.items()},
     )
     return _with_run(base, run, round(time.perf_counter() - started, 2))
+
+
+def _safety_copy(
+    live_db: Path, build_db: Path, full_refresh: bool, clock: Stopwatch
+) -> scratch.SafetyCopy | None:
+    """The live database copied for an incremental build (none for a full one)."""
+    if not live_db.exists() or full_refresh:
+        return None
+    with clock.step("copy"):
+        return scratch.SafetyCopy(live_db, build_db)
 
 
 def _check_written(build_exports: Path) -> None:
@@ -404,47 +412,6 @@ def _refuse_open_live_db(live_db: Path) -> None:
             f"{live_wal} exists: another process has the live warehouse open read-write "
             "(or crashed with it open); close it, or open and close it once to checkpoint"
         )
-
-
-def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
-    """Run ``dbt docs generate`` for the live warehouse; return the folder with ``index.html``.
-
-    The catalog is read from a throw-away copy of the live warehouse (dbt-duckdb always opens
-    its database read-write, and the live file is only ever replaced, never written in place).
-    Serve the result with ``dbt docs serve --target-path <returned folder>`` or open index.html.
-    """
-    live_db = paths.warehouse
-    if not live_db.is_file():
-        raise WarehouseError(
-            f"no warehouse at {live_db}: build it first (rankflow build / build_warehouse)"
-        )
-    del raw_dir  # kept for callers; the docs read the warehouse copy, not raw files
-    docs_dir = paths.root / "dbt" / "docs"
-    live_db.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(live_db.parent / ".docs.lock", "dbt docs generate"):
-        docs_scratch = live_db.parent / ".docs"
-        shutil.rmtree(docs_scratch, ignore_errors=True)
-        docs_scratch.mkdir()
-        try:
-            copy = (
-                docs_scratch / live_db.name
-            )  # same name: the catalog shows the live database name
-            shutil.copy2(live_db, copy)
-            path_vars = json.dumps(dbt_path_vars(copy, paths.exports))
-            run = invoke_dbt(
-                ["docs", "generate", *dbt_common_args(paths, "docs"), "--vars", path_vars]
-            )
-            if not run.success:
-                detail = run.exception or "; ".join(f.describe() for f in failures(run))
-                raise WarehouseError(f"dbt docs generate failed: {detail}")
-        finally:
-            shutil.rmtree(docs_scratch, ignore_errors=True)
-    if not (docs_dir / "index.html").is_file():
-        raise WarehouseError(f"dbt docs generate wrote no index.html into {docs_dir}")
-    return docs_dir
-
-
-# --- after a good build: inspect, swap -----------------------------------------------------
 
 
 def _inspect_build_db(

@@ -28,9 +28,9 @@ from rankflow.warehouse.build import (
     WarehouseBuildError,
     WarehouseResult,
     build_warehouse,
-    generate_docs,
     write_raw,
 )
+from rankflow.warehouse.docs import generate_docs
 
 pytestmark = pytest.mark.integration
 

@@ -325,9 +325,7 @@ def _prepare(
         with clock.step("contract"):
             # Files the manifest knows with the same content passed the contract then: only
             # their footers are read again, not their values.
-            changed = set(plan.changed_files)
-            unchanged = [raw_dir / e.file for e in plan.entries if raw_dir / e.file not in changed]
-            inventory = validate_raw(raw_dir, deep=plan.changed_files, trusted=unchanged)
+            inventory = validate_raw(raw_dir, deep=plan.changed_files, trusted=plan.unchanged_files)
         plan.as_of = as_of.replace(tzinfo=None)
         plan.skipped = inventory.skipped
         plan.decoded = inventory.decoded
@@ -412,6 +410,9 @@ def _refuse_open_live_db(live_db: Path) -> None:
             f"{live_wal} exists: another process has the live warehouse open read-write "
             "(or crashed with it open); close it, or open and close it once to checkpoint"
         )
+
+
+# --- after a good build: inspect, swap -----------------------------------------------------
 
 
 def _inspect_build_db(

@@ -79,6 +79,7 @@ class BuildPlan:
     reload_days: set[date] = field(default_factory=set)
     changed_days: set[date] = field(default_factory=set)  # added / rewritten / removed
     changed_files: list[Path] = field(default_factory=list)  # new or rewritten: validate deeply
+    unchanged_files: list[Path] = field(default_factory=list)  # same content as the manifest's
     skipped: list[str] = field(default_factory=list)  # raw paths that are not data (noted)
     decoded: list[str] = field(default_factory=list)  # files the contract check read page by page
     as_of: datetime | None = None  # "now" of the build (naive UTC), handed to dbt as a table
@@ -164,7 +165,8 @@ def plan_build(
 
     ``changed_files`` (decoded page by page by the contract check) are the files not in the
     manifest with the same content: a file the last good build loaded was decoded then. Without
-    a manifest, or on ``--full-refresh``, every file is. ``force_full`` is a reason, found by the
+    a manifest, or on ``--full-refresh``, every file is. The others (``unchanged_files``) get
+    only their footers checked. ``force_full`` is a reason, found by the
     caller, to rebuild everything (e.g. live exports an incremental build would carry over are
     missing).
     """
@@ -175,8 +177,10 @@ def plan_build(
         else {e.file: e.fingerprint for e in previous.entries}
     )
     changed_files = [raw_dir / e.file for e in entries if known.get(e.file) != e.fingerprint]
+    unchanged_files = [raw_dir / e.file for e in entries if known.get(e.file) == e.fingerprint]
+    files = {"changed_files": changed_files, "unchanged_files": unchanged_files}
     if reason is not None or previous is None:
-        return BuildPlan(True, reason or "", entries, key, changed_files=changed_files)
+        return BuildPlan(True, reason or "", entries, key, **files)
     old = _by_day(previous.entries)
     new = _by_day(entries)
     changed = {day for day in old.keys() | new.keys() if old.get(day) != new.get(day)}
@@ -184,7 +188,7 @@ def plan_build(
     reload = set(changed) | set(raw_days[-lookback_days:] if lookback_days > 0 else [])
     judged_from = min(previous.as_of, as_of).date()  # rows judged against "now" may flip
     reload |= {day for day in old.keys() | new.keys() if day >= judged_from}
-    return BuildPlan(False, "incremental", entries, key, reload, changed, changed_files)
+    return BuildPlan(False, "incremental", entries, key, reload, changed, **files)
 
 
 def _full_reason(

@@ -184,6 +184,7 @@ class RawInventory:
     skipped: list[str] = field(default_factory=list)  # not data: hidden, not parquet, too deep
     listing: RawListing | None = None  # the file list the warehouse build loads
     decoded: list[str] = field(default_factory=list)  # files read page by page (all or `deep`)
+    values_read: list[str] = field(default_factory=list)  # files the value rules read (untrusted)
 
     def __str__(self) -> str:
         lines = [f"raw data in {self.raw_dir} follows {CONTRACT_DOC}"]
@@ -199,6 +200,11 @@ class RawInventory:
             )
         total = sum(len(files) for files in self.files.values())
         lines.append(f"  pages decoded in {len(self.decoded)} of {total} file(s)")
+        if len(self.values_read) < total:
+            lines.append(
+                f"  values read in {len(self.values_read)} of {total} file(s) (the others passed "
+                "this check unchanged before)"
+            )
         for where, columns in self.extra_columns.items():
             lines.append(f"  extra columns (kept, not used) in {where}: {', '.join(columns)}")
         lines += [f"  note: {note}" for note in self.notes]
@@ -273,6 +279,7 @@ def validate_raw(
         skipped=[listing.label(p) for p in listing.skipped],
         listing=listing,
         decoded=[checker.label(path) for path in listed if path in decoded],
+        values_read=[checker.label(path) for path in listed if path not in trusted_set],
     )
 
 

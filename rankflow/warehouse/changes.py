@@ -10,9 +10,10 @@ the raw folder of today with it and plans the work by content, not by dates:
 - the newest ``lookback_days`` raw days are reloaded as well (declared late-data lookback);
 - every day on or after the earlier of the previous and the current ``as_of`` day is reloaded,
   because the future-timestamp rule judges those rows against "now";
-- a change in ``users/`` or ``items/``, in the dbt project, in the dbt vars or in the raw folder
-  itself, or a missing manifest, makes the build a full refresh (the quarantine rules of every
-  day depend on users and items).
+- a change in ``users/`` or ``items/``, in the dbt project, in the dbt vars, in the contract
+  check's code or in the raw folder itself, or a missing manifest, makes the build a full
+  refresh (the quarantine rules of every day depend on users and items; files the manifest
+  knows are trusted to pass the contract check they passed, which holds only for the same code).
 
 The manifest lives in the database so that it is swapped in with the warehouse it describes:
 they can never disagree. Days that share an ``event_id`` with a reloaded day are added later,
@@ -33,7 +34,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from rankflow.data.raw_files import RawListing, fingerprint
+from rankflow.data import contract, contract_types, raw_files
+from rankflow.data.raw_files import RawListing, fingerprint, list_raw
 
 # Bump when the meaning of the manifest or of the incremental rules changes: forces a full build.
 # 2: the manifest records each file's stat key (the fingerprint cache).
@@ -142,6 +144,10 @@ def settings_key(project_dir: Path, dbt_vars: dict[str, Any], raw_dir: Path) -> 
     digest.update(duckdb.__version__.encode())
     digest.update(json.dumps(dbt_vars, sort_keys=True, default=str).encode())
     digest.update(str(raw_dir).encode())
+    # The contract check trusts files the manifest knows (``trusted_by_manifest``): they passed
+    # the check of the code that built the warehouse, so new check code rebuilds in full.
+    for module in (contract, contract_types, raw_files):
+        digest.update(Path(module.__file__).read_bytes())
     for path in sorted(project_dir.rglob("*")):
         generated = {"target", "logs", "dbt_packages"} & set(path.relative_to(project_dir).parts)
         if path.suffix in (".sql", ".yml", ".yaml") and path.is_file() and not generated:
@@ -199,7 +205,7 @@ def _full_reason(
     if previous is None:
         return "no manifest of a previous build"
     if previous.settings_key != key:
-        return "dbt project, dbt vars or raw folder changed since the last build"
+        return "dbt project, dbt vars, contract code or raw folder changed since the last build"
 
     def dims(items: list[FileEntry]) -> set[tuple[str, str, int, str]]:
         return {(e.table, e.file, e.size, e.fingerprint) for e in items if e.day is None}
@@ -218,6 +224,40 @@ def _by_day(entries: list[FileEntry]) -> dict[date, frozenset[tuple[str, int, st
 
 
 # --- the state tables inside the warehouse --------------------------------------------------
+
+
+def trusted_by_manifest(warehouse: Path, raw_dir: Path, key: str) -> list[Path]:
+    """The raw files the live warehouse's manifest records with today's stat key, under the same
+    settings ``key``: the build that loaded them passed them through the contract check, and
+    they have not been written since (``scan``'s reasoning), so the check need not read their
+    values again (``validate_raw``'s ``trusted``).
+
+    Reads the warehouse read-only and trusts nothing when it is missing, of an older layout,
+    built under other settings, or held by a process writing to it: the check then reads
+    every file's values, which is slower but never wrong.
+    """
+    if not warehouse.is_file():
+        return []
+    try:
+        con = duckdb.connect(str(warehouse), read_only=True)
+    except duckdb.Error:  # locked by a writer, or not a database: trust nothing
+        return []
+    try:
+        state = read_state(con)
+    except duckdb.Error:
+        state = None
+    finally:
+        con.close()
+    if state is None or state.settings_key != key:
+        return []
+    known = {e.file: e.stat_key for e in state.entries if e.stat_key}
+    listing = list_raw(raw_dir)
+    return [
+        path
+        for files in listing.files.values()
+        for path in files
+        if known.get(path.relative_to(listing.raw_dir).as_posix()) == stat_key(path.stat())
+    ]
 
 
 def read_state(con: duckdb.DuckDBPyConnection) -> BuildState | None:

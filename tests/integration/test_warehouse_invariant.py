@@ -11,6 +11,8 @@ cases of issue #9 one by one. All builds are real dbt builds.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rankflow.data.contract import ContractError
+from rankflow.data.contract import ContractError, validate_raw
+from rankflow.data.raw_files import list_raw
 from rankflow.data.simulate import SimulationConfig, simulate
 from rankflow.features.exports import EXPORT_SCHEMAS, export_files, export_path
 from rankflow.paths import StatePaths
@@ -392,6 +395,52 @@ def test_a_file_with_corrupt_pages_fails_the_contract_check_by_name(
         build(paths, clock)
     after = tables_of(paths)
     assert all(before[k].equals(after[k]) for k in before)
+
+
+def test_the_flows_contract_check_trusts_only_files_the_live_manifest_knows_unchanged(
+    three_days: tuple[StatePaths, list[date], datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The flow's contract-check task reads values only of files the live warehouse did not
+    # load as they are now (new, rewritten, or the manifest built under other settings).
+    from rankflow.warehouse.dbt_runner import DBT_PROJECT_DIR
+
+    monkeypatch.setattr(changes, "RACY_SECONDS", 0.0)
+    paths, days, clock = three_days
+    build(paths, clock)  # records today's stat keys (the fixture's copy has new inodes)
+    raw = paths.raw.resolve()
+    key = changes.settings_key(DBT_PROJECT_DIR, {}, raw)
+    listed = sorted(p for files in list_raw(raw).files.values() for p in files)
+    assert sorted(changes.trusted_by_manifest(paths.warehouse, raw, key)) == listed
+
+    rewritten = raw / "impressions" / f"event_date={days[1]}" / "part-0.parquet"
+    pq.write_table(pq.read_table(rewritten), rewritten)  # same rows, a new write
+    trusted = changes.trusted_by_manifest(paths.warehouse, raw, key)
+    assert sorted(trusted) == [p for p in listed if p != rewritten]
+    inventory = validate_raw(raw, deep=(), trusted=trusted)
+    assert inventory.values_read == [f"raw/impressions/event_date={days[1]}/part-0.parquet"]
+
+    # other settings (here: dbt vars) or no warehouse: nothing is trusted
+    other = changes.settings_key(DBT_PROJECT_DIR, {"lookback_days": 3}, raw)
+    assert changes.trusted_by_manifest(paths.warehouse, raw, other) == []
+    assert changes.trusted_by_manifest(paths.root / "none.duckdb", raw, key) == []
+    # a process holding the warehouse for writing: nothing is trusted, and no error
+    writer = duckdb.connect(str(paths.warehouse))
+    try:
+        held = subprocess.run(
+            [sys.executable, "-c", _TRUSTED_IN_ANOTHER_PROCESS, str(paths.warehouse), str(raw), key],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    finally:
+        writer.close()
+    assert held.stdout.strip() == "0"
+
+
+_TRUSTED_IN_ANOTHER_PROCESS = """
+import sys
+from pathlib import Path
+from rankflow.warehouse.changes import trusted_by_manifest
+print(len(trusted_by_manifest(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])))
+"""
 
 
 def test_build_checks_the_contract_and_a_fixed_day_leaves_the_quarantine(

@@ -333,11 +333,12 @@ def main() -> None:
     shutil.copytree(args.home or source, home, ignore=shutil.ignore_patterns("logs", "reports"))
 
     from rankflow.data.oracle import Oracle
-    from rankflow.features.store import exports_as_of
+    from rankflow.features.store import apply_feature_repo, exports_as_of
     from rankflow.paths import StatePaths
     from rankflow.tracking.server import free_port
 
     paths = StatePaths(home)
+    apply_feature_repo(paths)  # the registry keeps the copied-from state's export paths
     config = Oracle.from_truth_dir(paths.truth).config
     args.users, args.items = config.n_users, config.n_items
     WHEN = (exports_as_of(paths) + timedelta(hours=18)).isoformat()

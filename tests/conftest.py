@@ -210,7 +210,9 @@ def online_copy(online_state: dict, tmp_path) -> dict:
     """A private copy of the online state (its MLflow store and Feast online store with it)."""
     import shutil
 
+    from tests.fixtures.state_copy import copy_state
+
     state = online_state
     home = tmp_path / "home"
-    shutil.copytree(state["home"], home, ignore=shutil.ignore_patterns("logs", "reports"))
+    copy_state(state["home"], home, ignore=shutil.ignore_patterns("logs", "reports"))
     return {**state, "home": home, "tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"}

@@ -196,13 +196,44 @@ def open_store(
     *,
     profile: Profile | None = None,
     settings: Settings | None = None,
+    offline: bool = False,
 ) -> Iterator[FeatureStore]:
-    """``with open_store(paths) as store:`` - a store whose connections close on exit."""
+    """``with open_store(paths) as store:`` - a store whose connections close on exit.
+
+    ``offline=True`` for a caller that reads the batch sources (historical retrieval,
+    materialization): the registry is checked first to point at this state dir's exports
+    (:func:`check_sources_in_state`).
+    """
     store = get_store(paths, profile=profile, settings=settings)
     try:
+        if offline:
+            check_sources_in_state(store, _settings_for(paths, settings).paths)
         yield store
     finally:
         release(store)
+
+
+def check_sources_in_state(store: FeatureStore, paths: StatePaths) -> None:
+    """Raise ``FeatureStoreError`` unless every feature view's batch source reads this state
+    dir's exports.
+
+    ``feast apply`` stores each ``FileSource`` with the absolute path of the exports it was
+    applied for. A state dir copied or moved elsewhere keeps that registry: its historical
+    retrievals and materializations would silently read the original's exports (or fail on a
+    missing path). Re-applying the feature repo for the new state dir (``rankflow build``
+    does) rewrites the paths.
+    """
+    exports = paths.exports.resolve()
+    for view in sorted(store.list_feature_views(), key=lambda v: v.name):
+        path = getattr(view.batch_source, "path", None)
+        if path and not Path(path).resolve().is_relative_to(exports):
+            raise FeatureStoreError(
+                f"{store.config.registry.path}: feature view {view.name!r} reads {path}, outside "
+                f"this state dir's exports ({exports}): the Feast registry was applied for another "
+                f"state dir (copied or moved?); run `rankflow features` with "
+                f"RANKFLOW_HOME={paths.root} to re-apply it here (a plain `feast apply` would "
+                "drop the original's online tables)"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,6 +286,7 @@ def apply_feature_repo(
             )
         if not repo.projects:
             repo.projects.append(Project(name=project))
+        _forget_foreign_infra(store, project, paths)
         # Feast's own source check only stats the path, which fails (a logged warning) for the
         # per-day exports' glob; check_exports above checked every file's columns instead.
         apply_total_with_repo_instance(
@@ -276,6 +308,27 @@ def apply_feature_repo(
         )
     finally:
         release(store)
+
+
+def _forget_foreign_infra(store: FeatureStore, project: str, paths: StatePaths) -> None:
+    """Drop from the registry the online tables recorded at paths outside this state dir.
+
+    The registry of a copied or moved state dir still lists the original's SQLite tables, by
+    absolute path. Feast's apply diffs them against this state dir's tables and tears down the
+    "removed" ones: it would drop the original's online tables. Forgetting them first makes the
+    apply create this state dir's tables and leave the original alone.
+    """
+    from feast.infra.infra_object import Infra
+
+    root = paths.root.resolve()
+    infra = store.registry.get_infra(project)
+    kept = [
+        o
+        for o in infra.infra_objects
+        if not getattr(o, "path", None) or Path(o.path).resolve().is_relative_to(root)
+    ]
+    if len(kept) != len(infra.infra_objects):
+        store.registry.update_infra(Infra(infra_objects=kept), project, commit=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,7 +373,7 @@ def materialize_incremental(
     end = as_utc(end)
     check_exports(paths)
     rebuilt = pending_rebuild(paths)
-    with open_store(paths, profile=profile) as store:
+    with open_store(paths, profile=profile, offline=True) as store:
         views: dict[str, MaterializedInterval] = {}
         incremental: list[str] = []
         for view in sorted(store.list_feature_views(), key=lambda v: v.name):

@@ -194,7 +194,7 @@ def build_training_set(
                 f"{data_window} (check training_set.valid_days / test_days / start_date / end_date)"
             )
 
-    with open_store(paths) as store:
+    with open_store(paths, offline=True) as store:
         schema = feature_service_schema(store, feature_service)
         clash = sorted(set(schema) & set(ENTITY_COLUMNS))
         if clash:

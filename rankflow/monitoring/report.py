@@ -169,7 +169,7 @@ def run_gap_check(
     client, champion, scorers, offline_metrics = _registry(
         uri, config.registry.serving_model, versions, paths.root / "serving" / "models"
     )
-    with open_store(paths, settings=settings) as store:
+    with open_store(paths, settings=settings, offline=True) as store:
         lookup = OnlineLookup(store, service)
         views = {name: slot.view for name, slot in lookup.slots.items()}
         ttls = {slot.view: slot.ttl for slot in lookup.slots.values() if not slot.on_demand}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from mlflow import MlflowClient
 from rankflow.paths import REPO_ROOT
 from rankflow.tracking.server import free_port
 from tests.fixtures.service import scoring_service
+from tests.fixtures.state_copy import copy_state
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def _rankflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 @pytest.fixture(scope="module")
 def session(online_state: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     home = tmp_path_factory.mktemp("online-e2e") / "home"
-    shutil.copytree(online_state["home"], home)
+    copy_state(online_state["home"], home)
     url = f"http://127.0.0.1:{free_port()}"
     env = _env(home, url)
     with scoring_service(env, home.parent / "serve.log", "--set", "serving.log.flush_seconds=0.5"):

@@ -331,6 +331,36 @@ def test_reapply_keeps_the_incremental_start(paths: StatePaths) -> None:
     assert [tuple(i) for i in daily.materialization_intervals] == [(DAY1, DAY2), (DAY2, DAY3)]
 
 
+def test_a_copied_state_dir_reads_no_exports_of_the_original(
+    paths: StatePaths, tmp_path: Path
+) -> None:
+    """The registry keeps each source's absolute path: a copy of the state dir must not read
+    the original's exports. Its offline reads fail naming the view and the path, until the
+    feature repo is re-applied for the copy; the original is untouched."""
+    apply_feature_repo(paths)
+    materialize_incremental(paths, DAY2)
+    copy = StatePaths(tmp_path / "copied-home")
+    shutil.copytree(paths.root, copy.root)
+    write_export(copy, "user_daily_features", [user_day(1, DAY1, 5), user_day(1, DAY3, 50)])
+
+    with pytest.raises(FeatureStoreError) as error:
+        materialize_incremental(copy, DAY3)
+    message = str(error.value)
+    assert str(paths.exports) in message and str(copy.exports.resolve()) in message
+    assert "feature view 'item_attributes' reads" in message  # the first view, by name
+    assert "rankflow features" in message
+
+    apply_feature_repo(copy)
+    materialize_incremental(copy, DAY3)
+    # the copy now serves its own exports (user 1's DAY3 row: n=50), the original its own (n=2)
+    copied = online_features(copy, request_rows()).set_index("user_id")
+    assert copied.loc[1, "user_impressions_1d"] == 50
+    original = online_features(paths, request_rows()).set_index("user_id")
+    assert original.loc[1, "user_impressions_1d"] == 2
+    with open_store(paths, offline=True):
+        pass  # the original's registry still points at its own exports
+
+
 def test_online_and_offline_on_demand_features_agree(paths: StatePaths) -> None:
     """The python-mode ODFV gives the same values on the online and the offline path."""
     apply_feature_repo(paths)

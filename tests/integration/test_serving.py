@@ -32,10 +32,10 @@ WHEN = "2026-03-11T18:30:00Z"  # the day the online store's features are for
 
 @pytest.fixture(scope="module")
 def served(online_state: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    import shutil
+    from tests.fixtures.state_copy import copy_state
 
     home = tmp_path_factory.mktemp("serving") / "home"
-    shutil.copytree(online_state["home"], home)
+    copy_state(online_state["home"], home)
     url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "RANKFLOW_HOME": str(home), "RANKFLOW_SERVICE_URL": url}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -180,14 +180,13 @@ def simulate_key(config: RankflowConfig, paths: StatePaths) -> str:
 
 
 def contract_key(config: RankflowConfig, paths: StatePaths) -> str:
-    """The contract check's inputs: the raw files (fingerprinted) and the checker's code."""
-    from rankflow.data import contract
+    """The contract check's inputs: the raw files (fingerprinted) and the checker's code (its
+    rules, its type rules and the file listing it shares with the build)."""
+    from rankflow.data import contract, contract_types, raw_files
 
     raw_dir = config.resolved_raw_dir(paths)
-    return _key(
-        "contract",
-        {"raw_dir": raw_dir, "raw": tree_fingerprint(raw_dir), "code": _source_digest(contract)},
-    )
+    code = "".join(_source_digest(m) for m in (contract, contract_types, raw_files))
+    return _key("contract", {"raw_dir": raw_dir, "raw": tree_fingerprint(raw_dir), "code": code})
 
 
 def simulate_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:

@@ -250,3 +250,25 @@ def test_a_table_without_rows_is_an_error(raw: Path) -> None:
     rewrite(raw / "users" / "users.parquet", lambda t: t.slice(0, 0))
     with pytest.raises(ContractError, match=r"raw/users/: has no rows, expected at least one row"):
         validate_raw(raw)
+
+
+@pytest.mark.parametrize("module", ["contract", "contract_types", "raw_files"])
+def test_the_flows_contract_cache_key_follows_every_module_of_the_check(
+    module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cached contract-check result must not outlive a change to any part of the checker.
+    import inspect
+
+    from flows import policies
+    from rankflow.config import load_config
+    from rankflow.data import contract, contract_types, raw_files
+    from rankflow.paths import StatePaths
+
+    target = {"contract": contract, "contract_types": contract_types, "raw_files": raw_files}
+    config, paths = load_config(), StatePaths(tmp_path)
+    before = policies.contract_key(config, paths)
+    real = inspect.getsource
+    monkeypatch.setattr(
+        inspect, "getsource", lambda m: real(m) + ("\n# changed" if m is target[module] else "")
+    )
+    assert policies.contract_key(config, paths) != before

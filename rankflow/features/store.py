@@ -220,8 +220,8 @@ def check_sources_in_state(store: FeatureStore, paths: StatePaths) -> None:
     ``feast apply`` stores each ``FileSource`` with the absolute path of the exports it was
     applied for. A state dir copied or moved elsewhere keeps that registry: its historical
     retrievals and materializations would silently read the original's exports (or fail on a
-    missing path). Re-applying the feature repo for the new state dir (``rankflow build``
-    does) rewrites the paths.
+    missing path). Re-applying the feature repo for the new state dir (``rankflow features``,
+    or any run that builds features) rewrites the paths.
     """
     exports = paths.exports.resolve()
     for view in sorted(store.list_feature_views(), key=lambda v: v.name):

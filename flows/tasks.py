@@ -79,17 +79,14 @@ def contract_check(config: RankflowConfig, paths: StatePaths) -> RawInventory:
     every page of the files that are new or rewritten since the last build, so decoding the
     unchanged history here every day would cost what the incremental build saves. For the same
     reason the value rules skip the files the live warehouse's manifest knows, unwritten since
-    the build that checked them (``trusted_by_manifest``). ``rankflow validate`` still reads
+    the build that checked them (``trusted_raw_files``). ``rankflow validate`` still reads
     every file in full.
     """
     from rankflow.data.contract import validate_raw
-    from rankflow.warehouse.changes import settings_key, trusted_by_manifest
-    from rankflow.warehouse.dbt_runner import DBT_PROJECT_DIR
+    from rankflow.warehouse.build import trusted_raw_files
 
     raw_dir = config.resolved_raw_dir(paths)
-    # the key as build_warehouse computes it (same vars, the resolved raw folder)
-    key = settings_key(DBT_PROJECT_DIR, config.warehouse.model_dump(), raw_dir.resolve())
-    trusted = trusted_by_manifest(paths.warehouse, raw_dir, key)
+    trusted = trusted_raw_files(paths, vars=config.warehouse.model_dump(), raw_dir=raw_dir)
     inventory = validate_raw(raw_dir, deep=(), trusted=trusted)
     get_run_logger().info("%s", inventory)
     return inventory

@@ -104,9 +104,10 @@ class SafetyCopy:
     A build changes the copy, never the live file, so a failure leaves the good warehouse as it
     was. The copy costs a write of the whole file; on ext4 (no reflinks) writing it back to disk
     was the part of a daily build that grew with the history (0.8 s of fsync at 90 days, inside
-    the first checkpoint). A thread starts that write-back at once, so it runs while the raw
-    files are checked and loaded and dbt parses; the build's own checkpoints wait only for what
-    is left. ``join`` before the scratch folder is removed.
+    the first checkpoint). A thread starts that write-back at once, so it overlaps the scan and
+    the contract check; the build's first commit still waits for the rest (measured 0.5-0.7 s
+    of the load step at 90 days; docs/benchmarks.md, "Interleaved rounds"). ``join`` before the
+    scratch folder is removed.
     """
 
     def __init__(self, live_db: Path, build_db: Path) -> None:

@@ -402,32 +402,30 @@ def test_the_flows_contract_check_trusts_only_files_the_live_manifest_knows_unch
 ) -> None:
     # The flow's contract-check task reads values only of files the live warehouse did not
     # load as they are now (new, rewritten, or the manifest built under other settings).
-    from rankflow.warehouse.dbt_runner import DBT_PROJECT_DIR
+    from rankflow.warehouse.build import trusted_raw_files
 
     monkeypatch.setattr(changes, "RACY_SECONDS", 0.0)
     paths, days, clock = three_days
     build(paths, clock)  # records today's stat keys (the fixture's copy has new inodes)
     raw = paths.raw.resolve()
-    key = changes.settings_key(DBT_PROJECT_DIR, {}, raw)
     listed = sorted(p for files in list_raw(raw).files.values() for p in files)
-    assert sorted(changes.trusted_by_manifest(paths.warehouse, raw, key)) == listed
+    assert sorted(trusted_raw_files(paths)) == listed
 
     rewritten = raw / "impressions" / f"event_date={days[1]}" / "part-0.parquet"
     pq.write_table(pq.read_table(rewritten), rewritten)  # same rows, a new write
-    trusted = changes.trusted_by_manifest(paths.warehouse, raw, key)
+    trusted = trusted_raw_files(paths)
     assert sorted(trusted) == [p for p in listed if p != rewritten]
     inventory = validate_raw(raw, deep=(), trusted=trusted)
     assert inventory.values_read == [f"raw/impressions/event_date={days[1]}/part-0.parquet"]
 
     # other settings (here: dbt vars) or no warehouse: nothing is trusted
-    other = changes.settings_key(DBT_PROJECT_DIR, {"lookback_days": 3}, raw)
-    assert changes.trusted_by_manifest(paths.warehouse, raw, other) == []
-    assert changes.trusted_by_manifest(paths.root / "none.duckdb", raw, key) == []
+    assert trusted_raw_files(paths, vars={"lookback_days": 3}) == []
+    assert trusted_raw_files(StatePaths(paths.root / "elsewhere"), raw_dir=raw) == []
     # a process holding the warehouse for writing: nothing is trusted, and no error
     writer = duckdb.connect(str(paths.warehouse))
     try:
         held = subprocess.run(
-            [sys.executable, "-c", _TRUSTED_IN_ANOTHER_PROCESS, str(paths.warehouse), str(raw), key],
+            [sys.executable, "-c", _TRUSTED_IN_ANOTHER_PROCESS, str(paths.root)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
     finally:
@@ -438,8 +436,9 @@ def test_the_flows_contract_check_trusts_only_files_the_live_manifest_knows_unch
 _TRUSTED_IN_ANOTHER_PROCESS = """
 import sys
 from pathlib import Path
-from rankflow.warehouse.changes import trusted_by_manifest
-print(len(trusted_by_manifest(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])))
+from rankflow.paths import StatePaths
+from rankflow.warehouse.build import trusted_raw_files
+print(len(trusted_raw_files(StatePaths(Path(sys.argv[1])))))
 """
 
 

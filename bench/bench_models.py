@@ -114,9 +114,14 @@ def bench_quality(
         for kind in ("wide_deep", "dcn"):
             t0 = time.perf_counter()
             result = train_model(
-                kind, data.train, data.valid, data.schema, seeded,
-                checkpoint_dir=workdir / f"quality-{kind}-{k}", resume=False,
-            )  # fmt: skip
+                kind,
+                data.train,
+                data.valid,
+                data.schema,
+                seeded,
+                checkpoint_dir=workdir / f"quality-{kind}-{k}",
+                resume=False,
+            )
             probs = torch.sigmoid(
                 torch.from_numpy(_logits(result.model, result.spec.transform(data.test)))
             ).numpy()
@@ -139,8 +144,19 @@ def bench_quality(
         f"\n== quality (test split; networks: mean of {seeds} training seed(s); "
         "gap_closed: share of base-rate -> oracle gap) =="
     )
-    columns = ["model", "auc", "logloss", "ne", "ece", "calibration_ratio", "auc_minus_logistic",
-               "logloss_over_logistic", "gap_closed_auc", "gap_closed_logloss", "train_s"]  # fmt: skip
+    columns = [
+        "model",
+        "auc",
+        "logloss",
+        "ne",
+        "ece",
+        "calibration_ratio",
+        "auc_minus_logistic",
+        "logloss_over_logistic",
+        "gap_closed_auc",
+        "gap_closed_logloss",
+        "train_s",
+    ]
     print(_table(rows, columns))
     dcn, wd = by_model["dcn"], by_model["wide_deep"]
     differences = [
@@ -173,8 +189,15 @@ def _logistic_row(data: Any, config: ModelConfig) -> dict[str, Any]:
 
 def _quality_row(probs: np.ndarray, data: Any, truth: Any) -> dict[str, float]:
     metrics = evaluate(probs, data.test, truth=truth)
-    keys = ("auc", "logloss", "ne", "ece", "calibration_ratio", "gap_closed_auc",
-            "gap_closed_logloss")  # fmt: skip
+    keys = (
+        "auc",
+        "logloss",
+        "ne",
+        "ece",
+        "calibration_ratio",
+        "gap_closed_auc",
+        "gap_closed_logloss",
+    )
     row = {k: metrics[k] for k in keys if k in metrics}
     # Cold start: test rows whose user has no training row (new users, issue #11).
     cold = _cold_rows(data)
@@ -258,17 +281,33 @@ def bench_warm_start(data: Any, config: ModelConfig, workdir: Path, kind: str) -
         {"training.eval_every_steps": max(1, steps_per_epoch // 10), "training.patience": 10}
     )
     champion = train_model(
-        kind, window_a, data.valid, data.schema, config,
-        checkpoint_dir=workdir / "champion", resume=False,
-    )  # fmt: skip
+        kind,
+        window_a,
+        data.valid,
+        data.schema,
+        config,
+        checkpoint_dir=workdir / "champion",
+        resume=False,
+    )
     cold = train_model(
-        kind, window_b, data.valid, data.schema, fine,
-        checkpoint_dir=workdir / "cold", resume=False,
-    )  # fmt: skip
+        kind,
+        window_b,
+        data.valid,
+        data.schema,
+        fine,
+        checkpoint_dir=workdir / "cold",
+        resume=False,
+    )
     warm = train_model(
-        kind, window_b, data.valid, data.schema, fine,
-        checkpoint_dir=workdir / "warm", resume=False, warm_start_from=champion.run_dir,
-    )  # fmt: skip
+        kind,
+        window_b,
+        data.valid,
+        data.schema,
+        fine,
+        checkpoint_dir=workdir / "warm",
+        resume=False,
+        warm_start_from=champion.run_dir,
+    )
     best = min(h["valid_logloss"] for h in cold.history)
     cold_steps = int(min(cold.history, key=lambda h: h["valid_logloss"])["step"])
     # "Reached" uses the trainer's own notion of a real improvement (min_delta), so a warm
@@ -393,9 +432,11 @@ def _dataloader(kind, spec, config, tensors: FeatureTensors, steps: int) -> floa
     model, optimizer = _fresh(kind, spec, config)
     dataset = TensorDataset(tensors.sparse, tensors.dense, tensors.cross, tensors.label)
     loader = DataLoader(
-        dataset, batch_size=config.training.batch_size, shuffle=True,
+        dataset,
+        batch_size=config.training.batch_size,
+        shuffle=True,
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
     warmup = 5
     for i, (sparse, dense, cross, label) in enumerate(loader):
         if i == warmup:
@@ -424,10 +465,15 @@ def _train_loop(kind: str, data: Any, config: ModelConfig, run_dir: Path, steps:
         }
     )
     train_model(
-        kind, train, data.valid.iloc[:2000], data.schema, cfg,
-        checkpoint_dir=run_dir, resume=False,
+        kind,
+        train,
+        data.valid.iloc[:2000],
+        data.schema,
+        cfg,
+        checkpoint_dir=run_dir,
+        resume=False,
         step_callback=lambda step, loss: stamps.append(time.perf_counter()),
-    )  # fmt: skip
+    )
     # The once-per-epoch shuffle gather happens before the first step: time it and add it.
     spec = FeatureSpec.fit(data.schema, train, cfg)
     tensors = spec.transform(train, require_label=True)
@@ -492,10 +538,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.variant:
             bound = json.loads(Path(args.bound).read_text()) if args.bound else None
             results["variants"] = bench_variants(
-                data, config, work / "variants", args.seeds,
+                data,
+                config,
+                work / "variants",
+                args.seeds,
                 [parse_variant(v) for v in args.variant],
                 bound["user_item_map_rolling"]["auc"] if bound else None,
-            )  # fmt: skip
+            )
             wanted.discard("quality")
         if "quality" in wanted:
             results["quality"] = bench_quality(data, config, work / "quality", args.seeds)

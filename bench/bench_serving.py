@@ -135,10 +135,21 @@ def load_redis(settings: Any, port: int) -> subprocess.Popen:
     from rankflow.features.store import apply_feature_repo, exports_as_of, open_store
 
     server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     time.sleep(0.5)
     apply_feature_repo(settings.paths, settings=settings)
     end = exports_as_of(settings.paths)
@@ -157,9 +168,12 @@ def start_service(settings: Any, port: int, overrides: Sequence[str] = ()):
     sets = [a for o in ["serving.alias_poll_seconds=600", *overrides] for a in ("--set", o)]
     process = subprocess.Popen(
         [sys.executable, "-m", "rankflow", *sets, "serve", "--port", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -204,10 +218,16 @@ def raw_caller(settings: Any, clients: int) -> Callable[[int, dict[str, Any]], N
 
         hour = int(body["time"][11:13])
         rows = [
-            {"user_id": body["user_id"], "item_id": i, "category": categories.get(i) or "",
-             "position": 1, "device": body["device"], "hour_of_day": hour}
+            {
+                "user_id": body["user_id"],
+                "item_id": i,
+                "category": categories.get(i) or "",
+                "position": 1,
+                "device": body["device"],
+                "hour_of_day": hour,
+            }
             for i in body["item_ids"]
-        ]  # fmt: skip
+        ]
         frame = stores[k].get_online_features(features=service, entity_rows=rows).to_df()
         frame = coerce_features(frame, schema)
         frame["day_of_week"] = pd.Timestamp(body["time"]).isoweekday()
@@ -317,9 +337,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-redis", action="store_true")
     parser.add_argument(
-        "--service-set", action="append", default=[], metavar="KEY=VALUE",
+        "--service-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="a config override for the service (rankflow --set), e.g. serving.scoring_threads=4",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
 

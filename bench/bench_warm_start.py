@@ -54,17 +54,27 @@ def run_seed(
     """One world: the champion before the drift, then warm vs cold per distillation weight."""
     before, after = drift_windows(args.rows, args.rows, seed=seed, drift=args.drift)
     champion = train_model(
-        args.kind, before.train, before.valid, before.schema, config,
-        checkpoint_dir=work / f"champion-{seed}", resume=False, seed=seed,
-    )  # fmt: skip
+        args.kind,
+        before.train,
+        before.valid,
+        before.schema,
+        config,
+        checkpoint_dir=work / f"champion-{seed}",
+        resume=False,
+        seed=seed,
+    )
     training_set = as_training_set(after)
     results = {}
     for weight in args.distill:
         measured = config.with_overrides({"warm_start.distill_weight": weight})
         results[weight] = measure_warm_start(
-            args.kind, training_set, measured, champion.run_dir,
-            work / f"seed-{seed}-distill-{weight}", seed=seed,
-        )  # fmt: skip
+            args.kind,
+            training_set,
+            measured,
+            champion.run_dir,
+            work / f"seed-{seed}-distill-{weight}",
+            seed=seed,
+        )
     return results
 
 
@@ -125,19 +135,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift", type=float, default=0.5, help="concept drift in [0, 1]")
     parser.add_argument("--kind", default="dcn", choices=["dcn", "wide_deep"])
     parser.add_argument(
-        "--distill", type=lambda s: [float(x) for x in s.split(",")], default=[0.0],
+        "--distill",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.0],
         help="comma list of warm_start.distill_weight values (the warm arm; e.g. 0,0.3)",
-    )  # fmt: skip
+    )
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "model.yaml"))
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch threads (default 1: on a loaded 2-core machine two threads spin-wait; "
         "a DCN run took 90 s with 2 and 12 s with 1 at load 9; 0 = the config's)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a model-config key, e.g. --set warm_start.shrink=0.5",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
 

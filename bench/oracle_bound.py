@@ -133,14 +133,22 @@ def bound(rows: int, seed: int) -> dict[str, dict[str, float]]:
         q = np.zeros((len(items), 1))
         for _ in range(4):
             theta = fit_map(
-                u[seen], design[seen], rest_without_item[seen] + q[i[seen], 0], label[seen],
-                len(users), prior_precision,
-            )  # fmt: skip
+                u[seen],
+                design[seen],
+                rest_without_item[seen] + q[i[seen], 0],
+                label[seen],
+                len(users),
+                prior_precision,
+            )
             user_term = np.einsum("nk,nk->n", design[seen], theta[u[seen]])
             q = fit_map(
-                i[seen], np.ones((int(seen.sum()), 1)), rest_without_item[seen] + user_term,
-                label[seen], len(items), item_precision,
-            )  # fmt: skip
+                i[seen],
+                np.ones((int(seen.sum()), 1)),
+                rest_without_item[seen] + user_term,
+                label[seen],
+                len(items),
+                item_precision,
+            )
         rolling_ids[today] = (
             rest_without_item[today]
             + q[i[today], 0]

@@ -178,8 +178,13 @@ def _train_rank(rank: int, job: _Job) -> None:
         stop_flag = torch.zeros(1)
         if rank == 0:
             valid_ll = _valid_logloss(model, job)
-            history.append({"epoch": float(epoch + 1), "train_loss": total / max(steps, 1),
-                            "valid_logloss": valid_ll})  # fmt: skip
+            history.append(
+                {
+                    "epoch": float(epoch + 1),
+                    "train_loss": total / max(steps, 1),
+                    "valid_logloss": valid_ll,
+                }
+            )
             if valid_ll < best_ll - tc.min_delta:
                 best_ll, bad = valid_ll, 0
                 best = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}

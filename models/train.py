@@ -291,8 +291,11 @@ class _Loop:
             log.warning(
                 "%s: the valid split has %d positives (< training.min_valid_positives = %d): "
                 "no early stopping, training %.2g epoch(s) and keeping the last weights",
-                kind, positives, tc.min_valid_positives, epochs,
-            )  # fmt: skip
+                kind,
+                positives,
+                tc.min_valid_positives,
+                epochs,
+            )
 
     def run(self, step_callback: StepCallback | None) -> None:
         state, tc = self.state, self.tc

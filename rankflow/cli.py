@@ -268,57 +268,85 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rankflow.canary.scenario import run_scenario
 
     report = run_scenario(
-        _settings(args), _config(args), drift_days=args.drift_days,
+        _settings(args),
+        _config(args),
+        drift_days=args.drift_days,
         traffic_impressions=args.impressions,
-    )  # fmt: skip
+    )
     print("\n" + report.summary())
     return 0
 
 
 def _canary_commands(sub: argparse._SubParsersAction) -> None:
-    canary = _add(sub, "canary", cmd_canary, "the Prefect `canary` flow: warm-started challenger "
-                  "-> offline gate -> canary phase -> promote / reject")  # fmt: skip
+    canary = _add(
+        sub,
+        "canary",
+        cmd_canary,
+        "the Prefect `canary` flow: warm-started challenger "
+        "-> offline gate -> canary phase -> promote / reject",
+    )
     canary.add_argument("--no-refresh", action="store_true", help="skip the build-features subflow")
     canary.add_argument(
-        "--no-flow", action="store_true",
+        "--no-flow",
+        action="store_true",
         help="run the canary in this process on the current features (no Prefect, no refresh)",
-    )  # fmt: skip
+    )
     canary.add_argument(
-        "--look-only", action="store_true",
+        "--look-only",
+        action="store_true",
         help="only look at an open live phase (canary.phase: live); never start a new canary",
-    )  # fmt: skip
+    )
     back = _add(sub, "rollback", cmd_rollback, "make @previous the champion again")
     back.add_argument("--reason", required=True, help="why (recorded on both versions)")
-    demo = _add(sub, "demo", cmd_demo, "the drift scenario: drift -> gap check -> canary "
-                "promotion -> three failure cases -> rollback (after `rankflow run`)")  # fmt: skip
-    demo.add_argument("--drift-days", type=int, help="days re-drawn with drift (default: "
-                      "canary.window_days)")  # fmt: skip
+    demo = _add(
+        sub,
+        "demo",
+        cmd_demo,
+        "the drift scenario: drift -> gap check -> canary "
+        "promotion -> three failure cases -> rollback (after `rankflow run`)",
+    )
+    demo.add_argument(
+        "--drift-days", type=int, help="days re-drawn with drift (default: canary.window_days)"
+    )
     demo.add_argument("--impressions", type=int, help="impressions per closed-loop measurement")
 
 
 def _online_commands(sub: argparse._SubParsersAction) -> None:
-    serve = _add(sub, "serve", cmd_serve, "the scoring service (POST /score, /healthz, /readyz, "
-                 "/metrics)")  # fmt: skip
+    serve = _add(
+        sub, "serve", cmd_serve, "the scoring service (POST /score, /healthz, /readyz, /metrics)"
+    )
     serve.add_argument("--host", help="bind address (default: from RANKFLOW_SERVICE_URL, loopback)")
     serve.add_argument("--port", type=int, help="port (default: from RANKFLOW_SERVICE_URL, 8080)")
-    replay = _add(sub, "replay", cmd_replay, "send a day of traffic with a known truth through "
-                  "the scoring service")  # fmt: skip
+    replay = _add(
+        sub,
+        "replay",
+        cmd_replay,
+        "send a day of traffic with a known truth through the scoring service",
+    )
     replay.add_argument(
-        "--mode", choices=("log", "closed"), default="log",
+        "--mode",
+        choices=("log", "closed"),
+        default="log",
         help="log: requests as they happened, labels joined after; closed: the service ranks, "
         "clicks drawn from the truth for what was shown",
-    )  # fmt: skip
+    )
     replay.add_argument("--day", help="YYYY-MM-DD (default: the day after the data ends)")
     replay.add_argument("--impressions", type=int, help="impressions to simulate for the day")
     replay.add_argument("--max-requests", type=int, help="stop after this many requests")
     replay.add_argument("--top-k", type=int, help="closed loop: items shown per request")
     replay.add_argument("--seed", type=int, default=0, help="closed loop: seed of the clicks")
     replay.add_argument(
-        "--http", action="store_true",
+        "--http",
+        action="store_true",
         help="send to the running service at RANKFLOW_SERVICE_URL instead of in process",
-    )  # fmt: skip
-    gap = _add(sub, "gap-check", cmd_gap_check, "offline/online gap checks over the served log: "
-               "verdict, report logged to MLflow (exit 3 on fail)")  # fmt: skip
+    )
+    gap = _add(
+        sub,
+        "gap-check",
+        cmd_gap_check,
+        "offline/online gap checks over the served log: "
+        "verdict, report logged to MLflow (exit 3 on fail)",
+    )
     gap.add_argument("--no-mlflow", action="store_true", help="print only, log no MLflow run")
     gap.add_argument("--flow", action="store_true", help="run it as the Prefect gap-check flow")
 
@@ -355,14 +383,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", type=Path, default=None, help="state directory (default $RANKFLOW_HOME or .state)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _add(sub, "run", cmd_run, "the main job, the Prefect `pipeline` flow: simulate -> dbt -> "
-         "Feast -> training set -> Wide & Deep + DCN -> MLflow registry", full_refresh=True)  # fmt: skip
-    _add(sub, "build-features", cmd_build_features, "the Prefect `build-features` flow: "
-         "simulate -> contract -> dbt -> Feast", full_refresh=True)  # fmt: skip
-    _add(sub, "train", cmd_train, "the Prefect `train` flow: training set -> Wide & Deep + DCN "
-         "-> MLflow registry")  # fmt: skip
-    sim = _add(sub, "simulate", cmd_simulate, "write simulated raw data and its ground truth "
-               "(flags override simulation.*)")  # fmt: skip
+    _add(
+        sub,
+        "run",
+        cmd_run,
+        "the main job, the Prefect `pipeline` flow: simulate -> dbt -> "
+        "Feast -> training set -> Wide & Deep + DCN -> MLflow registry",
+        full_refresh=True,
+    )
+    _add(
+        sub,
+        "build-features",
+        cmd_build_features,
+        "the Prefect `build-features` flow: simulate -> contract -> dbt -> Feast",
+        full_refresh=True,
+    )
+    _add(
+        sub,
+        "train",
+        cmd_train,
+        "the Prefect `train` flow: training set -> Wide & Deep + DCN -> MLflow registry",
+    )
+    sim = _add(
+        sub,
+        "simulate",
+        cmd_simulate,
+        "write simulated raw data and its ground truth (flags override simulation.*)",
+    )
     sim.add_argument("--seed", type=int)
     sim.add_argument("--impressions", type=int, help="total impressions over all days")
     sim.add_argument("--users", type=int)
@@ -371,12 +418,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--end-date", help="exclusive UTC end day, YYYY-MM-DD (default: today)")
     sim.add_argument("--drift-day", type=int, help="0-based day from which the truth drifts")
     _add(sub, "validate", cmd_validate, "check the raw data against docs/data-contract.md")
-    _add(sub, "build", cmd_build, "contract check, then dbt build of the warehouse and the "
-         "Feast exports", full_refresh=True)  # fmt: skip
+    _add(
+        sub,
+        "build",
+        cmd_build,
+        "contract check, then dbt build of the warehouse and the Feast exports",
+        full_refresh=True,
+    )
     _add(sub, "dbt-docs", cmd_dbt_docs, "dbt docs generate")
     _add(sub, "features", cmd_features, "feast apply + materialize-incremental")
-    ts = _add(sub, "training-set", cmd_training_set, "point-in-time training set through the "
-              "feature service")  # fmt: skip
+    ts = _add(
+        sub,
+        "training-set",
+        cmd_training_set,
+        "point-in-time training set through the feature service",
+    )
     ts.add_argument("--out", help="write train/valid/test parquet files into this folder")
     ui = _add(sub, "mlflow-ui", cmd_mlflow_ui, "serve the MLflow UI over the state dir's store")
     ui.add_argument("--host", default="127.0.0.1")

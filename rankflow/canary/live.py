@@ -163,8 +163,9 @@ def open_phase(paths: StatePaths, client: Any, serving: str) -> LivePhase | None
     if phase.matches(aliases):
         return phase
     shown = ", ".join(f"@{a} -> v{v}" for a, v in sorted(aliases.items())) or "no aliases"
-    log.warning("canary: closing the %s: the registry moved outside it (%s)", phase.describe(),
-                shown)  # fmt: skip
+    log.warning(
+        "canary: closing the %s: the registry moved outside it (%s)", phase.describe(), shown
+    )
     end_phase(paths, serving)
     return None
 
@@ -211,9 +212,15 @@ def served_rows(paths: StatePaths, feature_service: str, phase: LivePhase) -> pd
               and ((arm = ? and model_version = ?) or (arm = ? and model_version = ?))
             order by "{SERVED_AT}"
             """,
-            [[str(f) for f in files], phase.start, CHAMPION, phase.champion, CHALLENGER,
-             phase.challenger],
-        ).df()  # fmt: skip
+            [
+                [str(f) for f in files],
+                phase.start,
+                CHAMPION,
+                phase.champion,
+                CHALLENGER,
+                phase.challenger,
+            ],
+        ).df()
     except duckdb.BinderError:  # only files older than __served_at: nothing of this phase
         return pd.DataFrame(columns=columns)
     finally:
@@ -264,8 +271,7 @@ def join_labels(served: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Served rows that were shown and labelled: inner join on (request_id, item_id), keeping
     rows whose user agrees (a request id reused for another user is not this impression)."""
     if served.empty or labels.empty:
-        return pd.DataFrame(columns=["request_id", "item_id", "user_id", "arm", "p_click",
-                                     "label"])  # fmt: skip
+        return pd.DataFrame(columns=["request_id", "item_id", "user_id", "arm", "p_click", "label"])
     labels = labels.astype({"request_id": str, "item_id": np.int64, "user_id": np.int64})
     served = served.astype({"request_id": str, "item_id": np.int64, "user_id": np.int64})
     served = served.drop(columns=["requested_at"], errors="ignore")
@@ -308,8 +314,10 @@ class LookResult:
 
     def summary(self) -> str:
         d = self.decision
-        lines = [f"live phase look {len(self.phase.looks)} since {self.phase.started_at}: "
-                 f"{d.verdict}: {d.reason}"]  # fmt: skip
+        lines = [
+            f"live phase look {len(self.phase.looks)} since {self.phase.started_at}: "
+            f"{d.verdict}: {d.reason}"
+        ]
         for arm in (CHAMPION, CHALLENGER):
             a = self.arms.get(arm)
             if a is not None:
@@ -358,11 +366,17 @@ def take_look(
         return np.array([missing if x[key] is None else x[key] for x in looks], np.float64)
 
     decision = decide_online(
-        column("clicks_champion", 0), column("views_champion", 0),
-        column("clicks_challenger", 0), column("views_challenger", 0),
-        alpha=rule.alpha, tau=rule.tau, min_views=rule.min_views, max_views=rule.max_views,
-        variance=column("variance", np.inf), difference=column("difference", np.nan),
-    )  # fmt: skip
+        column("clicks_champion", 0),
+        column("views_champion", 0),
+        column("clicks_challenger", 0),
+        column("views_challenger", 0),
+        alpha=rule.alpha,
+        tau=rule.tau,
+        min_views=rule.min_views,
+        max_views=rule.max_views,
+        variance=column("variance", np.inf),
+        difference=column("difference", np.nan),
+    )
     updated = LivePhase(**{**asdict(phase), "looks": looks})
     return LookResult(decision, updated, arms)
 

@@ -86,9 +86,15 @@ class _Recording:
         version, user = response["model"]["version"], int(body["user_id"])
         for item in response["items"]:
             self.rows.append(
-                (response["request_id"], int(item["item_id"]), user, response["arm"], version,
-                 float(item["p_click"]))
-            )  # fmt: skip
+                (
+                    response["request_id"],
+                    int(item["item_id"]),
+                    user,
+                    response["arm"],
+                    version,
+                    float(item["p_click"]),
+                )
+            )
         return response
 
     def frame(self) -> pd.DataFrame:
@@ -128,8 +134,9 @@ def estimate_from_per_user(
         rows = per_user[per_user["arm"] == arm]
         if rows.empty:
             return AdjustedDifference(float("nan"), float("inf"), 0.0, float("inf"))
-        arms.append(tuple(rows[c].to_numpy(np.float64)
-                          for c in ("sum", "count", "pre_clicks", "pre_views")))  # fmt: skip
+        arms.append(
+            tuple(rows[c].to_numpy(np.float64) for c in ("sum", "count", "pre_clicks", "pre_views"))
+        )
     return cuped_difference(arms[0], arms[1])
 
 
@@ -198,20 +205,34 @@ def run_phase(
         estimates.append(_look_estimate(labels, recording, pre_period))
         ca, va, cb, vb = (np.array(x) for x in zip(*history, strict=True))
         decision = decide_online(
-            ca, va, cb, vb, alpha=rule.alpha, tau=rule.tau, min_views=rule.min_views,
-            max_views=rule.max_views, variance=np.array([e.variance for e in estimates]),
+            ca,
+            va,
+            cb,
+            vb,
+            alpha=rule.alpha,
+            tau=rule.tau,
+            min_views=rule.min_views,
+            max_views=rule.max_views,
+            variance=np.array([e.variance for e in estimates]),
             difference=np.array([e.difference for e in estimates]),
-        )  # fmt: skip
+        )
         if decision.verdict != "continue":
             break
     assert decision is not None
     looked = [
-        {"look": i + 1, "clicks_champion": c[0], "views_champion": c[1],
-         "clicks_challenger": c[2], "views_challenger": c[3], "difference": e.difference,
-         "variance": e.variance, "cuped_theta": e.theta,
-         "variance_reduction": e.variance_reduction}
+        {
+            "look": i + 1,
+            "clicks_champion": c[0],
+            "views_champion": c[1],
+            "clicks_challenger": c[2],
+            "views_challenger": c[3],
+            "difference": e.difference,
+            "variance": e.variance,
+            "cuped_theta": e.theta,
+            "variance_reduction": e.variance_reduction,
+        }
         for i, (c, e) in enumerate(zip(history, estimates, strict=True))
-    ]  # fmt: skip
+    ]
     labelled = pd.concat(labels, ignore_index=True).merge(
         recording.frame(), on=["__request_id", "item_id"], how="inner"
     )

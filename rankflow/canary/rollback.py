@@ -86,5 +86,6 @@ def clear_rolled_back(client: Any, serving: str, version: str) -> None:
     tags = client.get_model_version(serving, version).tags
     if TAG_ROLLED_BACK in tags:
         client.delete_model_version_tag(serving, version, TAG_ROLLED_BACK)
-        record_note(client, serving, version,
-                    f"promoted again after its rollback ({tags[TAG_ROLLED_BACK]})")  # fmt: skip
+        record_note(
+            client, serving, version, f"promoted again after its rollback ({tags[TAG_ROLLED_BACK]})"
+        )

@@ -29,32 +29,17 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rankflow.canary.context import CanaryContext
+from rankflow.canary.decide import decide, set_challenger
 from rankflow.canary.outcome import CanaryOutcome
-from rankflow.canary.records import finish_canary_run, record_on_versions, start_canary_run
-from rankflow.canary.rollback import clear_rolled_back, rolled_back_refusal
+from rankflow.canary.records import finish_canary_run, start_canary_run
+from rankflow.canary.rollback import rolled_back_refusal
 from rankflow.canary.triggers import latest_gap_verdicts
-from rankflow.errors import RankflowError
-from rankflow.registry.aliases import (
-    AppliedPlan,
-    PromotionConflict,
-    aliases_of,
-    apply_plan,
-    read_serving_state,
-    serving_version,
-)
-from rankflow.registry.lock import promotion_lock
-from rankflow.registry.promotion import (
-    CHALLENGER,
-    CHAMPION,
-    AliasMove,
-    PromotionPlan,
-    canary_promotion,
-    reject_challenger,
-)
+from rankflow.registry.aliases import PromotionConflict, read_serving_state
+from rankflow.registry.promotion import CHALLENGER, CHAMPION
 
 if TYPE_CHECKING:
     from rankflow.canary.live import LivePhase
@@ -65,26 +50,6 @@ if TYPE_CHECKING:
     from rankflow.training.outcome import CandidateOutcome
 
 log = logging.getLogger(__name__)
-
-
-class CanaryError(RankflowError):
-    """The canary cannot run (no traffic for its phase, a missing checkpoint); says which."""
-
-
-@dataclass
-class _Context:
-    settings: Settings
-    config: RankflowConfig
-    client: Any
-    serving: str
-    champion: str
-    run_id: str
-    scratch: Path
-    stages: list[str]
-
-    def stage(self, line: str) -> None:
-        log.info("canary: %s", line)
-        self.stages.append(line)
 
 
 def run_canary(
@@ -116,7 +81,9 @@ def run_canary(
         return _cold_start(settings, config, training_set, model_overrides, started)
     run_id = start_canary_run(tracking, serving, champion.version)
     with tempfile.TemporaryDirectory(prefix="rankflow-canary-") as tmp:
-        ctx = _Context(settings, config, client, serving, champion.version, run_id, Path(tmp), [])
+        ctx = CanaryContext(
+            settings, config, client, serving, champion.version, run_id, Path(tmp), []
+        )
         try:
             if live is not None:
                 outcome = _live_look(ctx, live)
@@ -131,7 +98,7 @@ def run_canary(
 
 
 def _canary(
-    ctx: _Context,
+    ctx: CanaryContext,
     champion: Any,
     training_set: TrainingSet | None,
     overrides: dict[str, Any] | None,
@@ -151,35 +118,44 @@ def _canary(
         ctx, champion, champion_ckpt, training_set, overrides
     )
     label = f"{candidate.name} v{candidate.version} ({kind})"
-    result = _outcome(ctx, "rejected_gates", "", {"kind": kind, "label": label,
-                      "family": [candidate.name, candidate.version]})  # fmt: skip
+    result = ctx.outcome(
+        "rejected_gates",
+        "",
+        {"kind": kind, "label": label, "family": [candidate.name, candidate.version]},
+    )
     family = [(candidate.name, candidate.version)]
     # Before the warm-start measurement (a second training): a refused model costs nothing more.
-    refusal = rolled_back_refusal(ctx.client, ctx.serving, candidate.fingerprint, label,
-                                  allow=config.canary.allow_rolled_back, note=ctx.stage)  # fmt: skip
+    refusal = rolled_back_refusal(
+        ctx.client,
+        ctx.serving,
+        candidate.fingerprint,
+        label,
+        allow=config.canary.allow_rolled_back,
+        note=ctx.stage,
+    )
     if refusal is not None:
         result.decision, result.reason = "rejected_rolled_back", refusal[0]
         result.challenger["serving_version"] = refusal[1]  # type: ignore[index]
         ctx.stage(refusal[0])
-        return _finish(ctx, result, [*family, (ctx.serving, refusal[1])])
+        return ctx.finish(result, [*family, (ctx.serving, refusal[1])])
     result.warm_start = _measure_warm_start(
         ctx, candidate, training_set, champion_ckpt, overrides, challenger_ckpt
     )
     if not outcome.gate.passed:
         result.reason = f"{label} failed the quality gates: {', '.join(outcome.gate.failures)}"
-        return _finish(ctx, result, family)
+        return ctx.finish(result, family)
     gate = _offline_gate(ctx, training_set, champion_ckpt, challenger_ckpt)
     result.offline = gate.to_dict()
     ctx.stage(gate.summary())
     if not gate.passed:
         result.decision, result.reason = "rejected_offline", f"{label}: {gate.summary()}"
-        return _finish(ctx, result, family)
+        return ctx.finish(result, family)
     try:
-        version = _set_challenger(ctx, candidate, gate.summary())
+        version = set_challenger(ctx, candidate, gate.summary())
     except PromotionConflict as conflict:
         result.decision, result.reason = "aborted", f"{label} not canaried: {conflict}"
         ctx.stage(result.reason)
-        return _finish(ctx, result, family)
+        return ctx.finish(result, family)
     result.challenger["serving_version"] = version
     versions = [*family, (ctx.serving, version)]
     if phase_kind == "live":
@@ -187,31 +163,7 @@ def _canary(
     phase = _phase(ctx, version, training_set)
     result.online = phase.to_dict()
     ctx.stage(phase.summary().replace("\n", " |"))
-    return _decide(ctx, result, phase.decision, version, versions)
-
-
-def _outcome(ctx: _Context, decision: Any, reason: str, challenger: dict) -> CanaryOutcome:
-    return CanaryOutcome(
-        decision=decision,
-        reason=reason,
-        serving_model=ctx.serving,
-        champion_before=ctx.champion,
-        aliases={},
-        challenger=challenger,
-        run_id=ctx.run_id,
-        stages=ctx.stages,
-    )
-
-
-def _finish(ctx: _Context, result: CanaryOutcome, versions: list[tuple[str, str]]) -> CanaryOutcome:
-    """Record the decision on the versions (and the champion's), read the aliases back."""
-    result.aliases = aliases_of(ctx.client, ctx.serving)
-    involved = list(versions)
-    if result.decision != "aborted":
-        involved.append((ctx.serving, ctx.champion))
-    record_on_versions(ctx.client, result, involved)
-    log.info("%s", result.summary())
-    return result
+    return decide(ctx, result, phase.decision, version, versions)
 
 
 def _checkpoint(client: Any, name: str, version: str, dst: Path) -> Path:
@@ -234,13 +186,14 @@ def _challenger_overrides(
     if config.canary.distill_weight > 0:
         overrides["warm_start"] = {"distill_weight": config.canary.distill_weight}
     if config.canary.measure_warm_start:
-        overrides |= measuring_overrides_of(config.resolved_model_config_path(), overrides,
-                                            train_rows)  # fmt: skip
+        overrides |= measuring_overrides_of(
+            config.resolved_model_config_path(), overrides, train_rows
+        )
     return overrides
 
 
 def _challenger(
-    ctx: _Context,
+    ctx: CanaryContext,
     champion: Any,
     champion_ckpt: Path,
     training_set: TrainingSet,
@@ -259,9 +212,15 @@ def _challenger(
     # identical version, if its inputs are the same) and races only at the alias moves.
     with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
         trained = train_and_register(
-            config, ctx.settings.paths, training_set=training_set, model_overrides=overrides,
-            settings=ctx.settings, families=families, promote=False, warm_start=source,
-        )  # fmt: skip
+            config,
+            ctx.settings.paths,
+            training_set=training_set,
+            model_overrides=overrides,
+            settings=ctx.settings,
+            families=families,
+            promote=False,
+            warm_start=source,
+        )
     candidates = {}
     for kind in families:
         out = trained.candidates[kind]
@@ -273,15 +232,20 @@ def _challenger(
     outcome = trained.candidates[kind]
     ckpt = outcome.checkpoint_path
     if ckpt is None or not Path(ckpt).is_dir():  # reused version: fetch its checkpoint
-        ckpt = _checkpoint(ctx.client, outcome.registered_model, outcome.version,
-                           ctx.scratch / "challenger")  # fmt: skip
+        ckpt = _checkpoint(
+            ctx.client, outcome.registered_model, outcome.version, ctx.scratch / "challenger"
+        )
     return kind, outcome, candidates[kind], Path(ckpt)
 
 
 def _measure_warm_start(
-    ctx: _Context, candidate: Candidate, training_set: TrainingSet, champion_ckpt: Path,
-    overrides: dict, challenger_ckpt: Path,
-) -> dict[str, Any] | None:  # fmt: skip
+    ctx: CanaryContext,
+    candidate: Candidate,
+    training_set: TrainingSet,
+    champion_ckpt: Path,
+    overrides: dict,
+    challenger_ckpt: Path,
+) -> dict[str, Any] | None:
     """Warm against cold start at an equal budget, when configured (issue #12 item 6); under
     the training lock, stored by its inputs (a re-proposed challenger is not re-measured), the
     challenger's own run as the warm arm when it is the run the measurement would train."""
@@ -295,17 +259,25 @@ def _measure_warm_start(
     seed, cache = model_config.training.seed, ctx.settings.paths.root / "training" / "warm-vs-cold"
     with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
         comparison, stored = wm.measure_warm_start_cached(
-            cache, wm.measurement_key(candidate.fingerprint, seed), candidate.kind, training_set,
-            model_config, champion_ckpt, ctx.scratch / "warm-vs-cold", seed=seed,
+            cache,
+            wm.measurement_key(candidate.fingerprint, seed),
+            candidate.kind,
+            training_set,
+            model_config,
+            champion_ckpt,
+            ctx.scratch / "warm-vs-cold",
+            seed=seed,
             challenger_checkpoint=challenger_ckpt,
-        )  # fmt: skip
-    ctx.stage(("(same inputs as a stored measurement) " if stored else "")
-              + comparison.summary().replace("\n", " "))  # fmt: skip
+        )
+    ctx.stage(
+        ("(same inputs as a stored measurement) " if stored else "")
+        + comparison.summary().replace("\n", " ")
+    )
     return {"summary": comparison.summary(), "metrics": comparison.to_metrics(), "stored": stored}
 
 
 def _offline_gate(
-    ctx: _Context, training_set: TrainingSet, champion_ckpt: Path, challenger_ckpt: Path
+    ctx: CanaryContext, training_set: TrainingSet, champion_ckpt: Path, challenger_ckpt: Path
 ) -> Any:
     from models.schema import LABEL
     from models.scoring import Scorer
@@ -324,38 +296,21 @@ def _offline_gate(
     )
 
 
-def _set_challenger(ctx: _Context, candidate: Candidate, why: str) -> str:
-    """Register the challenger in the serving model and point ``@challenger`` at it, only if
-    ``@champion`` is still the version this canary compared against."""
-    reason = f"canary challenger against v{ctx.champion}: {why}"
-    with promotion_lock(ctx.settings, ctx.serving):
-        current = aliases_of(ctx.client, ctx.serving).get(CHAMPION)
-        if current != ctx.champion:
-            raise PromotionConflict(
-                f"{ctx.serving}: @champion moved from v{ctx.champion} to v{current} while the "
-                "challenger trained; start a new canary"
-            )
-        version = serving_version(ctx.client, ctx.serving, candidate, reason)
-        plan = PromotionPlan(
-            "challenger", "", (AliasMove(CHALLENGER, reason, version=version),), CHALLENGER,
-            ctx.champion,
-        )  # fmt: skip
-        apply_plan(ctx.client, ctx.serving, plan)
-    ctx.stage(f"@challenger -> {ctx.serving} v{version}")
-    return version
-
-
 def _start_live_phase(
-    ctx: _Context, result: CanaryOutcome, version: str, versions: list[tuple[str, str]]
+    ctx: CanaryContext, result: CanaryOutcome, version: str, versions: list[tuple[str, str]]
 ) -> CanaryOutcome:
     """Open the live phase: @challenger is set; the deployed service's traffic decides."""
     from rankflow.canary.live import start_phase
 
     config = ctx.config
     phase = start_phase(
-        ctx.settings.paths, ctx.serving, ctx.champion, version, ctx.run_id,
+        ctx.settings.paths,
+        ctx.serving,
+        ctx.champion,
+        version,
+        ctx.run_id,
         config.canary.window_days,
-    )  # fmt: skip
+    )
     share = config.serving.canary_share
     result.decision = "phase_started"
     result.reason = (
@@ -365,33 +320,39 @@ def _start_live_phase(
         f"promotes or rejects by {config.canary.online.max_views:,} views per arm at the latest"
     )
     ctx.stage(f"live phase started ({phase.describe()})")
-    return _finish(ctx, result, versions)
+    return ctx.finish(result, versions)
 
 
-def _live_look(ctx: _Context, phase: LivePhase) -> CanaryOutcome:
+def _live_look(ctx: CanaryContext, phase: LivePhase) -> CanaryOutcome:
     """A look at the open live phase; a decision is applied as the simulated phase's is."""
     from rankflow.canary.live import end_phase, look_at_phase, write_phase
 
     config = ctx.config
     look = look_at_phase(
-        ctx.settings.paths, config.serving.feature_service, phase, config.canary.online,
+        ctx.settings.paths,
+        config.serving.feature_service,
+        phase,
+        config.canary.online,
         cuped=config.canary.online.variance_reduction == "cuped",
-    )  # fmt: skip
+    )
     label = f"{ctx.serving} v{phase.challenger}"
-    result = _outcome(ctx, "inconclusive", "", {"kind": "live", "label": label,
-                      "serving_version": phase.challenger})  # fmt: skip
+    result = ctx.outcome(
+        "inconclusive",
+        "",
+        {"kind": "live", "label": label, "serving_version": phase.challenger},
+    )
     result.online = look.to_dict()
     ctx.stage(look.summary().replace("\n", " |"))
     write_phase(ctx.settings.paths, look.phase)  # the look counts even if what follows fails
     versions = [(ctx.serving, phase.challenger)]
-    result = _decide(ctx, result, look.decision, phase.challenger, versions)
+    result = decide(ctx, result, look.decision, phase.challenger, versions)
     if result.decision != "inconclusive":
         end_phase(ctx.settings.paths, ctx.serving)
         ctx.stage(f"live phase closed: {result.decision}")
     return result
 
 
-def _phase(ctx: _Context, version: str, window: TrainingSet) -> Any:
+def _phase(ctx: CanaryContext, version: str, window: TrainingSet) -> Any:
     """Serve both versions (pinned) in process and run the closed loop through them. The users'
     clicks and views in the fresh window are the pre-period of the CUPED adjustment."""
     from rankflow.canary.phase import pre_period_from, run_phase
@@ -414,48 +375,19 @@ def _phase(ctx: _Context, version: str, window: TrainingSet) -> Any:
     service.start(poll=False)
     try:
         return run_phase(
-            in_process(service), oracle, traffic.frame, traffic.day, cc.online,
-            looks=cc.looks, top_k=cc.top_k, seed=cc.seed, run_id=f"canary-{ctx.run_id[:8]}",
+            in_process(service),
+            oracle,
+            traffic.frame,
+            traffic.day,
+            cc.online,
+            looks=cc.looks,
+            top_k=cc.top_k,
+            seed=cc.seed,
+            run_id=f"canary-{ctx.run_id[:8]}",
             pre_period=pre_period,
-        )  # fmt: skip
+        )
     finally:
         service.close()
-
-
-def _decide(
-    ctx: _Context,
-    result: CanaryOutcome,
-    online: Any,
-    version: str,
-    versions: list[tuple[str, str]],
-) -> CanaryOutcome:
-    """Promote / reject / leave for more traffic, under the lock, against the started champion."""
-    label = result.challenger["label"] if result.challenger else f"v{version}"
-    if online.verdict == "continue":
-        result.decision = "inconclusive"
-        result.reason = f"{label} stays @challenger: {online.reason}"
-        return _finish(ctx, result, versions)
-    client, serving = ctx.client, ctx.serving
-    try:
-        with promotion_lock(ctx.settings, serving):
-            state = read_serving_state(client, serving)
-            if online.verdict == "promote":
-                reason = f"canary promoted {label}: {online.reason}"
-                plan = canary_promotion(state, version, reason, ctx.champion)
-            else:
-                plan = reject_challenger(state, version, online.reason, ctx.champion)
-            applied: AppliedPlan = apply_plan(client, serving, plan)
-    except PromotionConflict as conflict:
-        result.decision = "aborted"
-        result.reason = f"{label} not promoted: {conflict}"
-        ctx.stage(result.reason)
-        return _finish(ctx, result, versions)
-    promoted = online.verdict == "promote"
-    if promoted:
-        clear_rolled_back(client, serving, version)
-    result.decision = "promoted" if promoted else "rejected_online"
-    result.reason = applied.describe(serving) if promoted else f"{label}: {online.reason}"
-    return _finish(ctx, result, versions)
 
 
 def _cold_start(
@@ -469,9 +401,12 @@ def _cold_start(
     from rankflow.training.step import train_and_register
 
     trained = train_and_register(
-        config, settings.paths, training_set=training_set, model_overrides=overrides,
+        config,
+        settings.paths,
+        training_set=training_set,
+        model_overrides=overrides,
         settings=settings,
-    )  # fmt: skip
+    )
     decision = "first_champion" if trained.promoted else "no_champion"
     return CanaryOutcome(
         decision=decision,  # type: ignore[arg-type]

@@ -115,9 +115,14 @@ def closed_loop_ctr(settings: Settings, config: RankflowConfig, impressions: int
         update={"serving": config.serving.model_copy(update={"canary_share": 0.0})}
     )
     result = run_replay(
-        settings, served, mode="closed", impressions=impressions,
-        top_k=config.canary.top_k, seed=config.canary.seed, progress=False,
-    )  # fmt: skip
+        settings,
+        served,
+        mode="closed",
+        impressions=impressions,
+        top_k=config.canary.top_k,
+        seed=config.canary.seed,
+        progress=False,
+    )
     arm = result.arms[CHAMPION].to_dict()
     return {
         "version": ",".join(arm["versions"]),
@@ -246,8 +251,17 @@ def concurrent_canaries(
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "concurrent-canary.yaml"
     config_file.write_text(yaml.safe_dump(data, sort_keys=False))
-    command = [sys.executable, "-m", "rankflow", "--home", str(settings.paths.root),
-               "--config", str(config_file), "canary", "--no-flow"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "rankflow",
+        "--home",
+        str(settings.paths.root),
+        "--config",
+        str(config_file),
+        "canary",
+        "--no-flow",
+    ]
     return start_together(command, settings.child_env(), n)
 
 
@@ -302,16 +316,28 @@ def run_scenario(
     drifted = inject_drift(settings, config, drift_days or config.canary.window_days or 7)
     after = closed_loop_ctr(settings, drifted, impressions)
     fall = after["expected_ctr"] - before["expected_ctr"]
-    report.add(Stage("after drift", "degraded" if fall < 0 else "not degraded",
-                     f"{_ctr_line(after)}; expected CTR {fall:+.4f}", after))  # fmt: skip
+    report.add(
+        Stage(
+            "after drift",
+            "degraded" if fall < 0 else "not degraded",
+            f"{_ctr_line(after)}; expected CTR {fall:+.4f}",
+            after,
+        )
+    )
     gap_impressions = traffic_impressions or min(cc.traffic_impressions, GAP_IMPRESSIONS)
     report.add(_gap_stage(settings, drifted, gap_impressions))
     retrain = report.add(_canary_stage("canary retrain", run_canary(settings, drifted)))
     if retrain.decision == "promoted":
         recovered = closed_loop_ctr(settings, drifted, impressions)
         gain = recovered["expected_ctr"] - after["expected_ctr"]
-        report.add(Stage("after promotion", "recovered" if gain > 0 else "not recovered",
-                         f"{_ctr_line(recovered)}; expected CTR {gain:+.4f}", recovered))  # fmt: skip
+        report.add(
+            Stage(
+                "after promotion",
+                "recovered" if gain > 0 else "not recovered",
+                f"{_ctr_line(recovered)}; expected CTR {gain:+.4f}",
+                recovered,
+            )
+        )
     with tempfile.TemporaryDirectory(prefix="rankflow-demo-") as tmp:
         folder = scratch or Path(tmp)
         _failure_cases(settings, drifted, report, folder)
@@ -410,6 +436,13 @@ def _concurrency_stage(results: list[dict[str, Any]]) -> Stage:
     promoted = sum(r["decision"] == "promoted" for r in results)
     lines = [f"canary {i + 1} (exit {r['code']}): {r['line']}" for i, r in enumerate(results)]
     decision = f"{promoted} promotion(s) of {len(results)} concurrent canaries"
-    return Stage("concurrent canaries", decision, " | ".join(lines),
-                 {"promotions": promoted, "outcomes": [r["decision"] for r in results],
-                  "codes": [r["code"] for r in results]})  # fmt: skip
+    return Stage(
+        "concurrent canaries",
+        decision,
+        " | ".join(lines),
+        {
+            "promotions": promoted,
+            "outcomes": [r["decision"] for r in results],
+            "codes": [r["code"] for r in results],
+        },
+    )

@@ -338,8 +338,10 @@ def decide_online(
     otherwise ask for more traffic. Arrays are cumulative counts at each look, in order;
     ``difference`` / ``variance``: an adjusted estimate of the CTR difference at each look
     (:func:`cuped_difference`), which then also gives the direction."""
-    ca, va, cb, vb = (np.atleast_1d(np.asarray(x)) for x in (
-        clicks_champion, views_champion, clicks_challenger, views_challenger))  # fmt: skip
+    ca, va, cb, vb = (
+        np.atleast_1d(np.asarray(x))
+        for x in (clicks_champion, views_champion, clicks_challenger, views_challenger)
+    )
     p = always_valid_p_values(ca, va, cb, vb, tau, min_views, variance, difference)
     last_p = float(p[-1])
     ctr_a = float(ca[-1] / va[-1]) if va[-1] else float("nan")

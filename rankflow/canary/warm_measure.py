@@ -327,9 +327,14 @@ def measure_warm_start_cached(
         if warm_run is None:
             log.info("warm-vs-cold: the challenger is not the warm arm (%s): training it", why_not)
     comparison = measure_warm_start(
-        kind, training_set, model_config, champion_checkpoint, scratch, seed=seed,
+        kind,
+        training_set,
+        model_config,
+        champion_checkpoint,
+        scratch,
+        seed=seed,
         warm_run=warm_run,
-    )  # fmt: skip
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(comparison.to_dict(), indent=1))

@@ -190,9 +190,13 @@ def _pick(rng: np.random.Generator, members: np.ndarray, cdf_: np.ndarray, size:
 
 
 def draw_requests(
-    cfg: SimulationConfig, truth: Truth, pool: DayPool, rng: np.random.Generator, n: int,
+    cfg: SimulationConfig,
+    truth: Truth,
+    pool: DayPool,
+    rng: np.random.Generator,
+    n: int,
     day_us: int,
-) -> _Requests:  # fmt: skip
+) -> _Requests:
     """Exactly ``n`` impressions in requests of slots_min..slots_max slots (the last one cut).
 
     A ``new_user_traffic_share`` of requests comes from users in their first days, the rest
@@ -223,8 +227,12 @@ def draw_requests(
     hour = offset // US_PER_HOUR
     order = np.argsort(offset, kind="stable")  # requests in time order, ids follow it
     user, device, hour, offset, sizes = (
-        user[order], device[order], hour[order], offset[order], sizes[order],
-    )  # fmt: skip
+        user[order],
+        device[order],
+        hour[order],
+        offset[order],
+        sizes[order],
+    )
 
     request = np.repeat(np.arange(n_requests), sizes)
     starts = np.cumsum(sizes) - sizes

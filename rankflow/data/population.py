@@ -266,12 +266,18 @@ def build_users(cfg: SimulationConfig, first: date, end: date) -> Users:
         region[rng.random(n) < cfg.attribute_null_rate] = len(REGIONS)
         taste = rng.standard_normal((n, cfg.latent_dim))
         part = {
-            "user_id": c.ids, "signup_us": c.arrival, "signup_day": c.day, "last_day": c.last,
-            "segment": draw(rng, seg_cdf, n), "age": age, "region": region,
+            "user_id": c.ids,
+            "signup_us": c.arrival,
+            "signup_day": c.day,
+            "last_day": c.last,
+            "segment": draw(rng, seg_cdf, n),
+            "age": age,
+            "region": region,
             "device": draw(rng, device_cdf, n),
             "bias": rng.normal(0.0, cfg.user_bias_std, n),
-            "activity": rng.lognormal(0.0, cfg.user_activity_sigma, n), "taste": taste,
-        }  # fmt: skip
+            "activity": rng.lognormal(0.0, cfg.user_activity_sigma, n),
+            "taste": taste,
+        }
         drift_rng = np.random.default_rng([cfg.seed, STREAM_USER_DRIFT, k])
         drifts = drift_rng.random(n) < cfg.drift_user_share
         rotated = rotate(drift_rng, taste, cfg.drift_strength, 1.0)
@@ -296,9 +302,12 @@ def build_items(cfg: SimulationConfig, effects: Effects, first: date, end: date)
         noise = rng.standard_normal((n, cfg.latent_dim))
         parts.append(
             {
-                "item_id": c.ids, "created_us": c.arrival, "created_day": c.day,
+                "item_id": c.ids,
+                "created_us": c.arrival,
+                "created_day": c.day,
                 "last_day": c.last,
-                "category": category, "price": price,
+                "category": category,
+                "price": price,
                 "log_price_z": (np.log(price) - effects.log_price_mean) / effects.log_price_std,
                 "quality": rng.normal(0.0, cfg.item_quality_std, n),
                 # U^-a has a Zipf-like rank curve of slope a: a few items get most exposure.
@@ -306,7 +315,7 @@ def build_items(cfg: SimulationConfig, effects: Effects, first: date, end: date)
                 "vector": math.sqrt(share) * effects.centroids[category]
                 + math.sqrt(1 - share) * noise,
             }
-        )  # fmt: skip
+        )
     columns = _concat(parts)
     alive = (columns["last_day"] >= first.toordinal()) & (columns["created_day"] < end.toordinal())
     return Items(**{name: values[alive] for name, values in columns.items()})

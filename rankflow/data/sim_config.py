@@ -28,10 +28,27 @@ DEVICE_SHARES: Final = (0.60, 0.30, 0.10)  # preferred device of users, in DEVIC
 # work, tablets after dinner. ``device_hour_strength`` is the amplitude.
 DEVICE_PEAK_HOURS: Final = (22.0, 11.0, 19.0)
 CATEGORY_NAMES: Final = (
-    "electronics", "fashion", "home", "beauty", "sports", "books", "toys", "grocery",
-    "garden", "automotive", "pets", "music", "games", "health", "jewelry", "office",
-    "baby", "travel", "outdoor", "crafts",
-)  # fmt: skip
+    "electronics",
+    "fashion",
+    "home",
+    "beauty",
+    "sports",
+    "books",
+    "toys",
+    "grocery",
+    "garden",
+    "automotive",
+    "pets",
+    "music",
+    "games",
+    "health",
+    "jewelry",
+    "office",
+    "baby",
+    "travel",
+    "outdoor",
+    "crafts",
+)
 # Day-of-week click effect (Monday..Sunday), times ``seasonality_strength``: weekends click more.
 DAY_OF_WEEK_EFFECT: Final = (-0.3, -0.2, 0.0, 0.0, 0.2, 0.8, 0.6)
 CTR_PEAK_HOUR: Final = 21.0  # the hour-of-day CTR curve peaks in the evening

@@ -69,7 +69,7 @@ __all__ = [
     "load_truth",
     "simulate",
     "true_logit",
-]  # fmt: skip
+]
 
 log = logging.getLogger(__name__)
 

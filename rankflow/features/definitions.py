@@ -46,9 +46,16 @@ def load_definitions(paths: StatePaths) -> RepoContents:
     from feast.repo_contents import RepoContents
 
     contents = RepoContents(
-        projects=[], data_sources=[], entities=[], feature_views=[], feature_services=[],
-        on_demand_feature_views=[], stream_feature_views=[], label_views=[], permissions=[],
-    )  # fmt: skip
+        projects=[],
+        data_sources=[],
+        entities=[],
+        feature_views=[],
+        feature_services=[],
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        permissions=[],
+    )
     buckets: list[tuple[type, list[Any]]] = [
         (Project, contents.projects),
         (OnDemandFeatureView, contents.on_demand_feature_views),

@@ -72,14 +72,19 @@ def feature_skew(
         column = f"{view}__{feature}"
         if column not in served.columns or feature not in offline.columns:
             continue
-        cmp = compare_values(served[column].to_numpy(), offline[feature].to_numpy(),
-                             cfg.feature_tolerance)  # fmt: skip
+        cmp = compare_values(
+            served[column].to_numpy(), offline[feature].to_numpy(), cfg.feature_tolerance
+        )
         verdict = _g(cmp.rate, cfg.feature_mismatch_rate)
         verdicts.append(verdict)
         per_feature[feature] = {
-            "view": view, "rows": cmp.rows, "mismatch_rate": cmp.rate,
-            "max_abs_diff": cmp.max_abs_diff, "example": cmp.example, "verdict": verdict,
-        }  # fmt: skip
+            "view": view,
+            "rows": cmp.rows,
+            "mismatch_rate": cmp.rate,
+            "max_abs_diff": cmp.max_abs_diff,
+            "example": cmp.example,
+            "verdict": verdict,
+        }
         if verdict != "pass":
             flagged.append(f"{view}:{feature} {cmp.rate:.2%} ({cmp.example})")
     verdict = worst(verdicts)
@@ -121,10 +126,12 @@ def score_skew(
         verdicts.append(verdict)
         cause = "model/transform" if same.max() >= cfg.score_abs_diff.warn else "features"
         per_version[str(version)] = {
-            "rows": len(rows), "max_abs_diff_served_features": float(same.max()),
+            "rows": len(rows),
+            "max_abs_diff_served_features": float(same.max()),
             "max_abs_diff_offline_features": float(full.max()),
-            "mean_abs_diff_offline_features": float(full.mean()), "verdict": verdict,
-        }  # fmt: skip
+            "mean_abs_diff_offline_features": float(full.mean()),
+            "verdict": verdict,
+        }
         if verdict != "pass":
             flagged.append(f"v{version}: max |online - offline| {_fmt(worst_diff)} ({cause})")
     verdict = worst(verdicts)
@@ -151,16 +158,23 @@ def drift(
         stat, pvalue = (float("nan"), float("nan"))
         if pd.api.types.is_numeric_dtype(reference[name]):
             stat, pvalue = ks(reference[name], current[name])
-        v = worst([_g(value_psi, cfg.psi), grade(stat, cfg.ks.warn, cfg.ks.fail)
-                   if np.isfinite(stat) else "pass"])  # fmt: skip
+        v = worst(
+            [
+                _g(value_psi, cfg.psi),
+                grade(stat, cfg.ks.warn, cfg.ks.fail) if np.isfinite(stat) else "pass",
+            ]
+        )
         verdicts.append(v)
         per_feature[name] = {"psi": value_psi, "ks": stat, "ks_pvalue": pvalue, "verdict": v}
     adv = adversarial_validation(reference[features], current[features], seed=cfg.seed)
     adv_verdict = _g(adv.lift, cfg.adversarial_auc_lift)
     verdicts.append(adv_verdict)
     moved = sorted(per_feature, key=lambda n: -per_feature[n]["psi"])
-    flagged = [f"{n} (PSI {_fmt(per_feature[n]['psi'])})" for n in moved
-               if per_feature[n]["verdict"] != "pass"]  # fmt: skip
+    flagged = [
+        f"{n} (PSI {_fmt(per_feature[n]['psi'])})"
+        for n in moved
+        if per_feature[n]["verdict"] != "pass"
+    ]
     top = ", ".join(f"{n} {_fmt(v)}" for n, v in adv.top_features[:3])
     summary = (
         f"adversarial AUC {_fmt(adv.auc)} vs permutation {_fmt(adv.baseline_auc)} "
@@ -172,11 +186,15 @@ def drift(
     details = {
         "features": per_feature,
         "adversarial": {
-            "auc": adv.auc, "baseline_auc": adv.baseline_auc, "lift": adv.lift,
-            "top_features": adv.top_features, "verdict": adv_verdict,
+            "auc": adv.auc,
+            "baseline_auc": adv.baseline_auc,
+            "lift": adv.lift,
+            "top_features": adv.top_features,
+            "verdict": adv_verdict,
         },
-        "reference_rows": len(reference), "current_rows": len(current),
-    }  # fmt: skip
+        "reference_rows": len(reference),
+        "current_rows": len(current),
+    }
     return CheckResult("drift", worst(verdicts), summary, details)
 
 
@@ -198,8 +216,11 @@ def metric_gap(
             flagged.append(f"{key}: {len(rows)} labelled rows (< {cfg.min_labelled_rows})")
             continue
         ref = offline.get(str(version), {})
-        online = {"auc": offline_metrics.auc(y, p), "logloss": offline_metrics.logloss(y, p),
-                  "calibration_error": calibration_error(y, p)}  # fmt: skip
+        online = {
+            "auc": offline_metrics.auc(y, p),
+            "logloss": offline_metrics.logloss(y, p),
+            "calibration_error": calibration_error(y, p),
+        }
         auc_drop = ref.get("auc", float("nan")) - online["auc"]
         ll_rise = online["logloss"] - ref.get("logloss", float("nan"))
         parts = {
@@ -209,12 +230,21 @@ def metric_gap(
         }
         v = worst(list(parts.values()))
         verdicts.append(v)
-        per_arm[key] = {"rows": len(rows), "ctr": float(y.mean()), "online": online,
-                        "offline": dict(ref), "auc_drop": auc_drop, "logloss_rise": ll_rise,
-                        "verdicts": parts, "verdict": v}  # fmt: skip
-        text = (f"{key}: AUC {_fmt(online['auc'])} online vs {_fmt(ref.get('auc', np.nan))} "
-                f"offline, logloss {_fmt(online['logloss'])} vs {_fmt(ref.get('logloss', np.nan))}, "
-                f"calibration error {_fmt(online['calibration_error'])}")  # fmt: skip
+        per_arm[key] = {
+            "rows": len(rows),
+            "ctr": float(y.mean()),
+            "online": online,
+            "offline": dict(ref),
+            "auc_drop": auc_drop,
+            "logloss_rise": ll_rise,
+            "verdicts": parts,
+            "verdict": v,
+        }
+        text = (
+            f"{key}: AUC {_fmt(online['auc'])} online vs {_fmt(ref.get('auc', np.nan))} "
+            f"offline, logloss {_fmt(online['logloss'])} vs {_fmt(ref.get('logloss', np.nan))}, "
+            f"calibration error {_fmt(online['calibration_error'])}"
+        )
         flagged.append(text if v == "pass" else f"{text} [{v}]")
     if not per_arm:
         return CheckResult(
@@ -248,11 +278,25 @@ def freshness(
         v: Verdict = _g(age, cfg.freshness_hours) if graded else "pass"
         verdicts.append(v)
         end = materialized.get(view)
-        per_view[view] = {"newest_value": str(newest), "age_hours": age, "graded": graded,
-                          "materialized_to": str(end) if end else None, "verdict": v}  # fmt: skip
+        per_view[view] = {
+            "newest_value": str(newest),
+            "age_hours": age,
+            "graded": graded,
+            "materialized_to": str(end) if end else None,
+            "verdict": v,
+        }
         if v != "pass":
             flagged.append(f"{view} newest value {_fmt(age if age is not None else np.nan)} h old")
-    summary = "; ".join(flagged) if flagged else (
-        "newest values: " + ", ".join(f"{k} {_fmt(d['age_hours'] or np.nan)} h"
-                                      for k, d in per_view.items() if d["graded"]))  # fmt: skip
+    summary = (
+        "; ".join(flagged)
+        if flagged
+        else (
+            "newest values: "
+            + ", ".join(
+                f"{k} {_fmt(d['age_hours'] or np.nan)} h"
+                for k, d in per_view.items()
+                if d["graded"]
+            )
+        )
+    )
     return CheckResult("freshness", worst(verdicts), summary, {"views": per_view})

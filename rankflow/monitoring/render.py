@@ -91,8 +91,13 @@ def write_report(
         "features", {}
     )
     if features:
-        lines += ["", "## Feature skew", "", "| feature | view | mismatch rate | max diff |",
-                  "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Feature skew",
+            "",
+            "| feature | view | mismatch rate | max diff |",
+            "|---|---|---|---|",
+        ]
         lines += [
             f"| {n} | {f['view']} | {_fmt(f['mismatch_rate'])} | {_fmt(f['max_abs_diff'])} |"
             for n, f in features.items()

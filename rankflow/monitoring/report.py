@@ -139,9 +139,10 @@ def _registry(uri: str, model_name: str, versions: list[str], cache_dir: Path):
         if loaded.run_id:
             run = client.get_run(loaded.run_id)
             metrics[version] = {
-                k.removeprefix("test_"): v for k, v in run.data.metrics.items()
+                k.removeprefix("test_"): v
+                for k, v in run.data.metrics.items()
                 if k.startswith("test_")
-            }  # fmt: skip
+            }
     return client, champion, scorers, metrics
 
 
@@ -196,13 +197,18 @@ def run_gap_check(
         report_dir=paths.root / "reports" / f"gap-check-{datetime.now(UTC):%Y%m%dT%H%M%S%f}",
         model_version=str(champion.version) if champion is not None else None,
         context={
-            "served_rows": len(served_all), "checked_rows": len(served),
-            "labelled_rows": len(labelled), "versions_served": versions,
-            "log_window": [str(served_all[checks.LOG_TIMESTAMP].min()),
-                           str(served_all[checks.LOG_TIMESTAMP].max())],
-            "training_window": window, "model": config.registry.serving_model,
+            "served_rows": len(served_all),
+            "checked_rows": len(served),
+            "labelled_rows": len(labelled),
+            "versions_served": versions,
+            "log_window": [
+                str(served_all[checks.LOG_TIMESTAMP].min()),
+                str(served_all[checks.LOG_TIMESTAMP].max()),
+            ],
+            "training_window": window,
+            "model": config.registry.serving_model,
         },
-    )  # fmt: skip
+    )
     from rankflow.monitoring.render import write_report
 
     write_report(outcome, served, offline_inputs, scorers)
@@ -240,11 +246,13 @@ def arm_metrics(labelled: pd.DataFrame) -> dict[str, dict[str, float]]:
         y, p = rows["label"].to_numpy(np.float64), rows["p_click"].to_numpy(np.float64)
         both = 0 < y.sum() < len(y)
         out[str(arm)] = {
-            "rows": float(len(rows)), "clicks": float(y.sum()), "ctr": float(y.mean()),
+            "rows": float(len(rows)),
+            "clicks": float(y.sum()),
+            "ctr": float(y.mean()),
             "mean_predicted": float(p.mean()),
             "auc": m.auc(y, p) if both else float("nan"),
             "logloss": m.logloss(y, p) if both else float("nan"),
-        }  # fmt: skip
+        }
     return out
 
 

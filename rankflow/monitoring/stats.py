@@ -202,9 +202,13 @@ def _adversarial(old: pd.DataFrame, new: pd.DataFrame, *, seed: int, folds: int,
     cut = len(y) * 2 // 3
     fitted = model().fit(X.iloc[order[:cut]], y[order[:cut]])
     importance = permutation_importance(
-        fitted, X.iloc[order[cut:]], y[order[cut:]], scoring="roc_auc", n_repeats=3,
+        fitted,
+        X.iloc[order[cut:]],
+        y[order[cut:]],
+        scoring="roc_auc",
+        n_repeats=3,
         random_state=seed,
-    )  # fmt: skip
+    )
     ranked = sorted(zip(X.columns, importance.importances_mean, strict=True), key=lambda kv: -kv[1])
     return Adversarial(auc, baseline, [(str(k), float(v)) for k, v in ranked[:top]])
 

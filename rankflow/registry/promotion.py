@@ -243,9 +243,12 @@ def reject_challenger(
     if challenger is not None and challenger.version == str(version):
         moves = (AliasMove(CHALLENGER, f"v{version} rejected: {reason}"),)
     return PromotionPlan(
-        "reject", f"champion kept; v{version} rejected: {reason}", moves, None,
+        "reject",
+        f"champion kept; v{version} rejected: {reason}",
+        moves,
+        None,
         str(started_against),
-    )  # fmt: skip
+    )
 
 
 class NothingToRollBack(ValueError):

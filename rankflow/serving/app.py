@@ -99,9 +99,11 @@ def create_app(
         )
 
     _score_route(
-        app, metrics, score_request_model(config.serving.max_candidates),
+        app,
+        metrics,
+        score_request_model(config.serving.max_candidates),
         config.serving.scoring_threads,
-    )  # fmt: skip
+    )
     _probe_routes(app, metrics, config)
     return app
 

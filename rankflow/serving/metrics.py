@@ -18,9 +18,24 @@ CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
 # Milliseconds matter here: the goal is p99 < 20 ms for one candidate.
 _LATENCY_BUCKETS = (
-    0.001, 0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.030, 0.045,
-    0.060, 0.090, 0.150, 0.300, 0.600, 1.0, 2.5,
-)  # fmt: skip
+    0.001,
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.010,
+    0.015,
+    0.020,
+    0.030,
+    0.045,
+    0.060,
+    0.090,
+    0.150,
+    0.300,
+    0.600,
+    1.0,
+    2.5,
+)
 
 
 class ServiceMetrics:
@@ -30,17 +45,24 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "rankflow_requests", "Requests by endpoint and HTTP status", ["endpoint", "status"],
+            "rankflow_requests",
+            "Requests by endpoint and HTTP status",
+            ["endpoint", "status"],
             registry=r,
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "rankflow_request_latency_seconds", "Time to answer a /score request, by arm",
-            ["arm"], buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "rankflow_request_latency_seconds",
+            "Time to answer a /score request, by arm",
+            ["arm"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.errors = Counter(
-            "rankflow_errors", "Failed requests by kind (validation, internal, no_model)",
-            ["kind"], registry=r,
-        )  # fmt: skip
+            "rankflow_errors",
+            "Failed requests by kind (validation, internal, no_model)",
+            ["kind"],
+            registry=r,
+        )
         self.arm_requests = Counter(
             "rankflow_arm_requests", "Scored requests per arm", ["arm"], registry=r
         )
@@ -50,24 +72,30 @@ class ServiceMetrics:
         self.missing_features = Counter(
             "rankflow_missing_features",
             "Feature values served as missing (not found, null, or older than the view's TTL)",
-            ["feature_view", "reason"], registry=r,
-        )  # fmt: skip
+            ["feature_view", "reason"],
+            registry=r,
+        )
         self.unknown_entities = Counter(
             "rankflow_unknown_entities",
             "Users / items without any stored row, scored with the training defaults",
-            ["entity"], registry=r,
-        )  # fmt: skip
+            ["entity"],
+            registry=r,
+        )
         self.model_version = Gauge(
-            "rankflow_model_version", "1 for the registered version serving each arm",
-            ["arm", "model", "version"], registry=r,
-        )  # fmt: skip
+            "rankflow_model_version",
+            "1 for the registered version serving each arm",
+            ["arm", "model", "version"],
+            registry=r,
+        )
         self.model_swaps = Counter(
             "rankflow_model_swaps", "Alias moves picked up while serving", ["arm"], registry=r
         )
         self.log_rows = Counter(
-            "rankflow_log_rows", "Served-feature log rows by outcome (written, dropped)",
-            ["outcome"], registry=r,
-        )  # fmt: skip
+            "rankflow_log_rows",
+            "Served-feature log rows by outcome (written, dropped)",
+            ["outcome"],
+            registry=r,
+        )
         self.log_buffer = Gauge(
             "rankflow_log_buffer_rows", "Log rows waiting for the background writer", registry=r
         )

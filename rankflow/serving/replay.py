@@ -241,8 +241,14 @@ def _traffic(
 
 
 def _result(mode: str, day: date, arms: dict[str, ArmResult], labels: _Labels) -> tuple:
-    result = ReplayResult(mode, day, sum(a.requests for a in arms.values()),
-                          sum(a.impressions for a in arms.values()), arms, None)  # fmt: skip
+    result = ReplayResult(
+        mode,
+        day,
+        sum(a.requests for a in arms.values()),
+        sum(a.impressions for a in arms.values()),
+        arms,
+        None,
+    )
     return result, labels.frame()
 
 
@@ -252,23 +258,34 @@ class _Labels:
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.parts: dict[str, list[np.ndarray]] = {
-            "item_id": [], "position": [], "label": [], "p_true": []
-        }  # fmt: skip
+            "item_id": [],
+            "position": [],
+            "label": [],
+            "p_true": [],
+        }
         self.request_ids: list[str] = []
         self.sizes: list[int] = []
 
     def add(self, request_id: str, items: Any, positions: Any, clicked: Any, p_true: Any) -> None:
         self.request_ids.append(request_id)
         self.sizes.append(len(items))
-        for name, values in (("item_id", items), ("position", positions),
-                             ("label", clicked), ("p_true", p_true)):  # fmt: skip
+        for name, values in (
+            ("item_id", items),
+            ("position", positions),
+            ("label", clicked),
+            ("p_true", p_true),
+        ):
             self.parts[name].append(np.asarray(values))
 
     def frame(self) -> pd.DataFrame:
         if not self.sizes:
             return pd.DataFrame()
-        dtypes = {"item_id": np.int64, "position": np.int32, "label": np.int32,
-                  "p_true": np.float64}  # fmt: skip
+        dtypes = {
+            "item_id": np.int64,
+            "position": np.int32,
+            "label": np.int32,
+            "p_true": np.float64,
+        }
         return pd.DataFrame(
             {
                 "__request_id": np.repeat(np.array(self.request_ids, dtype=object), self.sizes),
@@ -335,8 +352,14 @@ def closed_loop(
         # One truth call for what was shown (at its ranks) and for every candidate at the top,
         # which gives the truth's own best order of the same candidates.
         candidates = group["item_id"].astype(np.int64)
-        both = _truth(oracle, user, np.r_[shown, candidates],
-                      np.r_[positions, np.ones(len(candidates), np.int64)], device, when)  # fmt: skip
+        both = _truth(
+            oracle,
+            user,
+            np.r_[shown, candidates],
+            np.r_[positions, np.ones(len(candidates), np.int64)],
+            device,
+            when,
+        )
         p_true, at_top = both[: len(shown)], both[len(shown) :]
         clicked = (rng.random(len(shown)) < p_true).astype(np.int32)
         best = candidates[np.argsort(-at_top, kind="stable")][: len(shown)]
@@ -432,9 +455,16 @@ def run_replay(
         else:
             assert oracle is not None
             result, labels = closed_loop(
-                score, oracle, frame, day, top_k=top_k, seed=seed,
-                max_requests=max_requests, progress=progress, run_id=run_id,
-            )  # fmt: skip
+                score,
+                oracle,
+                frame,
+                day,
+                top_k=top_k,
+                seed=seed,
+                max_requests=max_requests,
+                progress=progress,
+                run_id=run_id,
+            )
     finally:
         if service is not None:
             service.close()  # flushes the served-feature log

@@ -27,9 +27,12 @@ class ScoreRequestBase(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     request_id: str | None = Field(
-        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
         description="Caller's id for the request (logged as __request_id); default a UUID",
-    )  # fmt: skip
+    )
     user_id: Id
     item_ids: list[Id]
     device: str = Field(

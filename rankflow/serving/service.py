@@ -226,9 +226,16 @@ class ScoringService:
         )
 
     def _log_batch(
-        self, request_id: str, when: Any, rows: _Rows, served: Any, p_click: np.ndarray,
-        rank: np.ndarray, arm: str, model: LoadedModel,
-    ) -> LogBatch:  # fmt: skip
+        self,
+        request_id: str,
+        when: Any,
+        rows: _Rows,
+        served: Any,
+        p_click: np.ndarray,
+        rank: np.ndarray,
+        arm: str,
+        model: LoadedModel,
+    ) -> LogBatch:
         n = len(p_click)
         features: dict[str, list[Any]] = {k: rows.columns[k] for k in (*JOIN_KEYS, *REQUEST_FIELDS)}
         for name, values in served.values.items():

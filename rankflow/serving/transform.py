@@ -123,8 +123,9 @@ def _numeric_column(spec: NumericSpec, values: Sequence[Any]) -> tuple[np.ndarra
             f"column {spec.name!r}: {int(np.isinf(raw).sum())} infinite value(s)"
         )
     # The spec's own fill -> clip -> signed log1p, then its standardisation: same operations.
-    out = _clip_log(np.where(missing, spec.fill_value, raw), spec.clip_low, spec.clip_high,
-                    spec.log1p)  # fmt: skip
+    out = _clip_log(
+        np.where(missing, spec.fill_value, raw), spec.clip_low, spec.clip_high, spec.log1p
+    )
     out = (out - spec.mean) / spec.std
     return out.astype(np.float32), missing.astype(np.float32)
 

@@ -136,9 +136,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         first = train_and_register(config, paths, settings=settings, model_overrides=budget)
         assert first.champion_version is not None, first.decision
         report = run_scenario(
-            settings, config, drift_days=8, traffic_impressions=MEASURE_IMPRESSIONS,
-            concurrent_phase_impressions=RACE_IMPRESSIONS, scratch=home / "scenario",
-        )  # fmt: skip
+            settings,
+            config,
+            drift_days=8,
+            traffic_impressions=MEASURE_IMPRESSIONS,
+            concurrent_phase_impressions=RACE_IMPRESSIONS,
+            scratch=home / "scenario",
+        )
         print(report.summary())  # with each stage's time (-s shows it)
         client = setup_tracking(config, settings).client
         model = config.registry.serving_model

@@ -21,14 +21,21 @@ from rankflow.paths import REPO_ROOT
 pytestmark = pytest.mark.e2e
 
 SMALL = [
-    "--set", "simulation.n_users=400",
-    "--set", "simulation.n_items=150",
-    "--set", "simulation.n_impressions=30000",
-    "--set", "simulation.days=10",
-    "--set", "simulation.end_date=2026-03-11",
-    "--set", "training_set.valid_days=2",
-    "--set", "training_set.test_days=2",
-]  # fmt: skip
+    "--set",
+    "simulation.n_users=400",
+    "--set",
+    "simulation.n_items=150",
+    "--set",
+    "simulation.n_impressions=30000",
+    "--set",
+    "simulation.days=10",
+    "--set",
+    "simulation.end_date=2026-03-11",
+    "--set",
+    "training_set.valid_days=2",
+    "--set",
+    "training_set.test_days=2",
+]
 
 
 def _rankflow(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -25,15 +25,23 @@ pytestmark = pytest.mark.e2e
 # The 10-day test data's 28-day counts grow through the training window: real drift, which
 # the check reports; a day of ~1200 impressions is too little to judge the metric gap tightly.
 LOOSE = [
-    "--set", "monitoring.psi={warn: 20, fail: 50}",
-    "--set", "monitoring.ks={warn: 0.95, fail: 0.99}",
-    "--set", "monitoring.adversarial_auc_lift={warn: 0.6, fail: 0.7}",
-    "--set", "monitoring.auc_drop={warn: 0.3, fail: 0.5}",
-    "--set", "monitoring.logloss_rise={warn: 0.3, fail: 0.5}",
-    "--set", "monitoring.calibration_error={warn: 2, fail: 5}",
-    "--set", "monitoring.min_labelled_rows=200",
-    "--set", "monitoring.drift_rows=1500",
-]  # fmt: skip
+    "--set",
+    "monitoring.psi={warn: 20, fail: 50}",
+    "--set",
+    "monitoring.ks={warn: 0.95, fail: 0.99}",
+    "--set",
+    "monitoring.adversarial_auc_lift={warn: 0.6, fail: 0.7}",
+    "--set",
+    "monitoring.auc_drop={warn: 0.3, fail: 0.5}",
+    "--set",
+    "monitoring.logloss_rise={warn: 0.3, fail: 0.5}",
+    "--set",
+    "monitoring.calibration_error={warn: 2, fail: 5}",
+    "--set",
+    "monitoring.min_labelled_rows=200",
+    "--set",
+    "monitoring.drift_rows=1500",
+]
 
 
 def _env(home: Path, url: str) -> dict[str, str]:
@@ -45,8 +53,12 @@ def _env(home: Path, url: str) -> dict[str, str]:
 def _rankflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rankflow", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +118,22 @@ def test_gap_check_prints_the_verdict_and_logs_the_report_next_to_the_champion(
 def test_the_gap_check_flow_returns_the_verdict(session: dict) -> None:
     env = {**session["env"], "PREFECT_HOME": str(session["home"] / "prefect")}
     result = subprocess.run(
-        [sys.executable, "-m", "rankflow", *LOOSE, "--set", "monitoring.max_rows=2000",
-         "gap-check", "--flow"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "rankflow",
+            *LOOSE,
+            "--set",
+            "monitoring.max_rows=2000",
+            "gap-check",
+            "--flow",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     verdict_line = result.stdout.strip().splitlines()[-1]
     assert verdict_line.split()[0] in ("PASS", "WARN")

@@ -43,8 +43,13 @@ def test_the_canary_flow_decides_and_records_the_decision(
     report = summary.details["canary_report"]
     assert report.startswith("canary: ")
     decision = summary.details["canary"]["decision"]
-    assert decision in {"rejected_gates", "rejected_offline", "rejected_online", "inconclusive",
-                        "promoted"}, report  # fmt: skip
+    assert decision in {
+        "rejected_gates",
+        "rejected_offline",
+        "rejected_online",
+        "inconclusive",
+        "promoted",
+    }, report
     assert f"canary: {decision.upper()}" in summary.render()
     client = MlflowClient(online_copy["tracking_uri"], online_copy["tracking_uri"])
     run = client.get_run(summary.details["canary"]["run_id"])
@@ -90,8 +95,9 @@ def _given_verdict(verdict: str, before_return=None):
     def phase(ctx, version, window):  # the signature of rankflow.canary.run._phase
         if before_return is not None:
             before_return(ctx, version)
-        decision = OnlineDecision(verdict, "verdict given by the test", 0.001, 0.100, 0.112,
-                                  6000, 6000, 3)  # type: ignore[arg-type]  # fmt: skip
+        decision = OnlineDecision(
+            verdict, "verdict given by the test", 0.001, 0.100, 0.112, 6000, 6000, 3
+        )  # type: ignore[arg-type]
         return PhaseResult(decision, [], {}, date(2026, 3, 11), 0, {})
 
     return phase
@@ -111,8 +117,13 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
     monkeypatch.setenv("MLFLOW_TRACKING_URI", online_copy["tracking_uri"])
     overrides = _overrides(online_copy)
     # Permissive offline margins: this test is about what happens after the phase.
-    overrides.update({"canary.offline.auc_margin": 0.2, "canary.offline.logloss_margin": 0.2,
-                      "canary.offline.max_ece_increase": 0.2})  # fmt: skip
+    overrides.update(
+        {
+            "canary.offline.auc_margin": 0.2,
+            "canary.offline.logloss_margin": 0.2,
+            "canary.offline.max_ece_increase": 0.2,
+        }
+    )
     config = load_config(None, overrides)
     settings = Settings.resolve(home=online_copy["home"])
     client = MlflowClient(online_copy["tracking_uri"], online_copy["tracking_uri"])

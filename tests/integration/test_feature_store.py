@@ -115,27 +115,52 @@ def write_feature_exports(paths: StatePaths) -> None:
         paths,
         "user_attributes",
         [
-            {"user_id": 1, "user_segment": "power", "user_age_bucket": "25-34",
-             "user_region": "eu", "feature_ts": datetime(2023, 1, 5, tzinfo=UTC),
-             "created_ts": BUILT},
-            {"user_id": 2, "user_segment": "casual", "user_age_bucket": None,
-             "user_region": None, "feature_ts": datetime(2023, 6, 1, tzinfo=UTC),
-             "created_ts": BUILT},
-            {"user_id": 3, "user_segment": "deal_seeker", "user_age_bucket": "18-24",
-             "user_region": "us", "feature_ts": datetime(2024, 2, 28, tzinfo=UTC),
-             "created_ts": BUILT},
+            {
+                "user_id": 1,
+                "user_segment": "power",
+                "user_age_bucket": "25-34",
+                "user_region": "eu",
+                "feature_ts": datetime(2023, 1, 5, tzinfo=UTC),
+                "created_ts": BUILT,
+            },
+            {
+                "user_id": 2,
+                "user_segment": "casual",
+                "user_age_bucket": None,
+                "user_region": None,
+                "feature_ts": datetime(2023, 6, 1, tzinfo=UTC),
+                "created_ts": BUILT,
+            },
+            {
+                "user_id": 3,
+                "user_segment": "deal_seeker",
+                "user_age_bucket": "18-24",
+                "user_region": "us",
+                "feature_ts": datetime(2024, 2, 28, tzinfo=UTC),
+                "created_ts": BUILT,
+            },
         ],
-    )  # fmt: skip
+    )
     write_export(
         paths,
         "item_attributes",
         [
-            {"item_id": 10, "item_category": "books", "item_price": 12.5,
-             "feature_ts": datetime(2022, 1, 1, tzinfo=UTC), "created_ts": BUILT},
-            {"item_id": 11, "item_category": "games", "item_price": 60.0,
-             "feature_ts": datetime(2022, 1, 1, tzinfo=UTC), "created_ts": BUILT},
+            {
+                "item_id": 10,
+                "item_category": "books",
+                "item_price": 12.5,
+                "feature_ts": datetime(2022, 1, 1, tzinfo=UTC),
+                "created_ts": BUILT,
+            },
+            {
+                "item_id": 11,
+                "item_category": "games",
+                "item_price": 60.0,
+                "feature_ts": datetime(2022, 1, 1, tzinfo=UTC),
+                "created_ts": BUILT,
+            },
         ],
-    )  # fmt: skip
+    )
     write_export(
         paths,
         "user_daily_features",
@@ -177,13 +202,31 @@ def paths(private_home: StatePaths) -> StatePaths:
 
 def request_rows() -> list[dict[str, Any]]:
     return [
-        {"user_id": 1, "item_id": 10, "category": "books", "position": 1, "device": "mobile",
-         "hour_of_day": 6},
-        {"user_id": 2, "item_id": 11, "category": "games", "position": 3, "device": "desktop",
-         "hour_of_day": 0},
-        {"user_id": 3, "item_id": 11, "category": "games", "position": 2, "device": "tablet",
-         "hour_of_day": 18},
-    ]  # fmt: skip
+        {
+            "user_id": 1,
+            "item_id": 10,
+            "category": "books",
+            "position": 1,
+            "device": "mobile",
+            "hour_of_day": 6,
+        },
+        {
+            "user_id": 2,
+            "item_id": 11,
+            "category": "games",
+            "position": 3,
+            "device": "desktop",
+            "hour_of_day": 0,
+        },
+        {
+            "user_id": 3,
+            "item_id": 11,
+            "category": "games",
+            "position": 2,
+            "device": "tablet",
+            "hour_of_day": 18,
+        },
+    ]
 
 
 def test_apply_registers_the_repo_under_the_state_dir(paths: StatePaths) -> None:

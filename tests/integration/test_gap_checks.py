@@ -115,8 +115,10 @@ def test_a_clean_run_passes(online_copy: dict) -> None:
 def test_an_online_transform_that_differs_fails_naming_the_feature(online_copy: dict) -> None:
     def local_time(values: dict[str, list]) -> None:
         # The online on-demand transform uses local time (UTC+1); offline uses UTC.
-        angles = [math.atan2(s, c) + 2 * math.pi / 24 for s, c in
-                  zip(values["hour_sin"], values["hour_cos"], strict=True)]  # fmt: skip
+        angles = [
+            math.atan2(s, c) + 2 * math.pi / 24
+            for s, c in zip(values["hour_sin"], values["hour_cos"], strict=True)
+        ]
         values["hour_sin"] = [math.sin(a) for a in angles]
         values["hour_cos"] = [math.cos(a) for a in angles]
 
@@ -220,10 +222,13 @@ def test_on_demand_in_process_equals_feasts_augmentation(online_state: dict) -> 
 
     n = 60
     rows = {
-        "user_id": [5] * n, "item_id": list(range(1, n + 1)),
-        "category": ["home", "fashion", "", "toys"] * (n // 4), "position": [1, 2, 3, 4] * (n // 4),
-        "device": ["mobile"] * n, "hour_of_day": [13] * n,
-    }  # fmt: skip
+        "user_id": [5] * n,
+        "item_id": list(range(1, n + 1)),
+        "category": ["home", "fashion", "", "toys"] * (n // 4),
+        "position": [1, 2, 3, 4] * (n // 4),
+        "device": ["mobile"] * n,
+        "hour_of_day": [13] * n,
+    }
     when = datetime(2026, 3, 11, 13, tzinfo=UTC)
     with open_store(StatePaths(online_state["home"])) as store:
         here = OnlineLookup(store, SERVICE, on_demand_in_process=True).fetch(rows, when, n)

@@ -40,17 +40,24 @@ def served(online_state: dict, tmp_path_factory: pytest.TempPathFactory) -> Iter
     env = {**os.environ, "RANKFLOW_HOME": str(home), "RANKFLOW_SERVICE_URL": url}
     env.pop("MLFLOW_TRACKING_URI", None)
     args = [
-        "--set", "serving.alias_poll_seconds=0.3",
-        "--set", "serving.log.flush_seconds=0.2",
-        "--set", "serving.canary_share=0.5",
-        "--set", "serving.max_candidates=50",
-    ]  # fmt: skip
+        "--set",
+        "serving.alias_poll_seconds=0.3",
+        "--set",
+        "serving.log.flush_seconds=0.2",
+        "--set",
+        "serving.canary_share=0.5",
+        "--set",
+        "serving.max_candidates=50",
+    ]
     with scoring_service(env, home.parent / "service.log", *args) as process:
         uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
         yield {
-            **online_state, "home": home, "url": url, "process": process,
+            **online_state,
+            "home": home,
+            "url": url,
+            "process": process,
             "client": MlflowClient(tracking_uri=uri, registry_uri=uri),
-        }  # fmt: skip
+        }
 
 
 def _score(url: str, body: dict[str, Any]) -> httpx.Response:

@@ -98,35 +98,70 @@ def paths(private_home: StatePaths) -> StatePaths:
         state,
         "user_attributes",
         [
-            {"user_id": 1, "user_segment": "power", "user_age_bucket": "25-34",
-             "user_region": "eu", "feature_ts": at(1), "created_ts": BUILT},
-            {"user_id": 2, "user_segment": "casual", "user_age_bucket": None,
-             "user_region": "us", "feature_ts": at(1), "created_ts": BUILT},
+            {
+                "user_id": 1,
+                "user_segment": "power",
+                "user_age_bucket": "25-34",
+                "user_region": "eu",
+                "feature_ts": at(1),
+                "created_ts": BUILT,
+            },
+            {
+                "user_id": 2,
+                "user_segment": "casual",
+                "user_age_bucket": None,
+                "user_region": "us",
+                "feature_ts": at(1),
+                "created_ts": BUILT,
+            },
             # Signs up after its (impossible, but probing) impression at 03-02 10:00.
-            {"user_id": 3, "user_segment": "deal_seeker", "user_age_bucket": "18-24",
-             "user_region": "us", "feature_ts": at(3), "created_ts": BUILT},
+            {
+                "user_id": 3,
+                "user_segment": "deal_seeker",
+                "user_age_bucket": "18-24",
+                "user_region": "us",
+                "feature_ts": at(3),
+                "created_ts": BUILT,
+            },
         ],
-    )  # fmt: skip
+    )
     write_export(
         state,
         "item_attributes",
         [
-            {"item_id": 10, "item_category": "books", "item_price": 9.5,
-             "feature_ts": datetime(2023, 1, 1, tzinfo=UTC), "created_ts": BUILT},
-            {"item_id": 11, "item_category": "books", "item_price": 20.0,
-             "feature_ts": datetime(2023, 1, 1, tzinfo=UTC), "created_ts": BUILT},
+            {
+                "item_id": 10,
+                "item_category": "books",
+                "item_price": 9.5,
+                "feature_ts": datetime(2023, 1, 1, tzinfo=UTC),
+                "created_ts": BUILT,
+            },
+            {
+                "item_id": 11,
+                "item_category": "books",
+                "item_price": 20.0,
+                "feature_ts": datetime(2023, 1, 1, tzinfo=UTC),
+                "created_ts": BUILT,
+            },
         ],
-    )  # fmt: skip
+    )
     write_export(state, "user_daily_features", USER_ROWS)
     write_export(state, "item_daily_features", [])
     write_export(
         state,
         "user_category_daily_features",
         [
-            {"user_id": 1, "category": "books", "feature_ts": at(2), "created_ts": BUILT,
-             "uc_impressions_28d": 4, "uc_clicks_28d": 1, "uc_ctr_28d": 0.02},
+            {
+                "user_id": 1,
+                "category": "books",
+                "feature_ts": at(2),
+                "created_ts": BUILT,
+                "uc_impressions_28d": 4,
+                "uc_clicks_28d": 1,
+                "uc_ctr_28d": 0.02,
+            },
         ],
-    )  # fmt: skip
+    )
     apply_feature_repo(state)
     return state
 

@@ -426,8 +426,10 @@ def test_the_flows_contract_check_trusts_only_files_the_live_manifest_knows_unch
     try:
         held = subprocess.run(
             [sys.executable, "-c", _TRUSTED_IN_ANOTHER_PROCESS, str(paths.root)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     finally:
         writer.close()
     assert held.stdout.strip() == "0"

@@ -140,8 +140,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     folder = tmp_path_factory.mktemp("redis")
     port = free_port()
-    command = [str(REDIS_SERVER), "--bind", LOOPBACK, "--port", str(port), "--save", "",
-               "--appendonly", "no", "--dir", str(folder), "--protected-mode", "yes"]  # fmt: skip
+    command = [
+        str(REDIS_SERVER),
+        "--bind",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+        "--protected-mode",
+        "yes",
+    ]
     server = start("redis-server", command, folder / "redis.log", f"{LOOPBACK}:{port}")
 
     def ready() -> bool:
@@ -201,11 +214,32 @@ def postgres() -> Iterator[Postgres]:
     port = free_port()
     run = lambda *cmd: subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)  # noqa: E731
     try:
-        run(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-            "--no-sync", "-E", "UTF8")  # fmt: skip
+        run(
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
         options = f"-c listen_addresses={LOOPBACK} -p {port} -k {folder} -c fsync=off"
-        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
-            "-t", "120", "start")  # fmt: skip
+        run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "120",
+            "start",
+        )
     except subprocess.CalledProcessError as error:
         shutil.rmtree(folder, ignore_errors=True)
         pytest.fail(f"PostgreSQL did not start: {error.stderr.decode()[-2000:]}\n{_tail(log)}")
@@ -216,8 +250,12 @@ def postgres() -> Iterator[Postgres]:
                 connection.execute(f'CREATE DATABASE "{name}"')
         yield server
     finally:
-        subprocess.run([*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w",
-                        "stop"], capture_output=True, timeout=120, check=False)  # fmt: skip
+        subprocess.run(
+            [*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -239,13 +277,32 @@ def mlflow_server(
     folder = tmp_path_factory.mktemp("mlflow-server")
     artifacts = folder / "artifacts"
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server",
-               "--backend-store-uri", postgres.url("mlflow", "psycopg"),
-               "--serve-artifacts", "--artifacts-destination", str(artifacts),
-               "--host", LOOPBACK, "--port", str(port), "--workers", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        postgres.url("mlflow", "psycopg"),
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = quiet_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    server = start("mlflow server", command, folder / "mlflow.log", f"http://{LOOPBACK}:{port}",
-                   env=env, cwd=folder)  # fmt: skip
+    server = start(
+        "mlflow server",
+        command,
+        folder / "mlflow.log",
+        f"http://{LOOPBACK}:{port}",
+        env=env,
+        cwd=folder,
+    )
     server.wait_ready(lambda: http_ok(f"{server.address}/health"))
     try:
         yield MlflowServer(server.address, artifacts)
@@ -258,8 +315,19 @@ def prefect_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory)
     """The API URL (``http://127.0.0.1:<port>/api``) of a Prefect server on Postgres."""
     folder = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", LOOPBACK,
-               "--port", str(port), "--no-scheduler", "--no-late-runs"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "server",
+        "start",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--no-scheduler",
+        "--no-late-runs",
+    ]
     env = quiet_env(
         PREFECT_HOME=str(folder / "home"),
         PREFECT_API_DATABASE_CONNECTION_URL=postgres.url("prefect", "asyncpg"),

@@ -29,14 +29,21 @@ from rankflow.settings import REPO_ROOT
 pytestmark = [pytest.mark.server, pytest.mark.e2e]
 
 SMALL = [
-    "--set", "simulation.n_users=300",
-    "--set", "simulation.n_items=120",
-    "--set", "simulation.n_impressions=20000",
-    "--set", "simulation.days=8",
-    "--set", "simulation.end_date=2026-03-11",
-    "--set", "training_set.valid_days=2",
-    "--set", "training_set.test_days=2",
-]  # fmt: skip
+    "--set",
+    "simulation.n_users=300",
+    "--set",
+    "simulation.n_items=120",
+    "--set",
+    "simulation.n_impressions=20000",
+    "--set",
+    "simulation.days=8",
+    "--set",
+    "simulation.end_date=2026-03-11",
+    "--set",
+    "training_set.valid_days=2",
+    "--set",
+    "training_set.test_days=2",
+]
 
 
 def server_env(home: Path, postgres, redis_server: str, mlflow_server, prefect_server: str) -> dict:
@@ -83,8 +90,13 @@ def test_settings_resolve_to_the_server_profile(server_run) -> None:
     home, env, _ = server_run
     shown = subprocess.run(
         [sys.executable, "-m", "rankflow", "settings"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
-    ).stdout  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     settings = json.loads(shown)
     assert settings["profile"] == "server"
     assert settings["feast_online_store"] == "redis"
@@ -186,10 +198,18 @@ def test_online_reads_from_redis_match_the_offline_store(
     users = pd.read_parquet(home / "raw" / "users").sort_values("user_id").head(8)
     items = pd.read_parquet(home / "raw" / "items").sort_values("item_id").head(8)
     rows = [
-        {"user_id": int(u), "item_id": int(i), "category": str(c), "position": 1 + n % 3,
-         "device": "mobile", "hour_of_day": 12}
-        for n, (u, i, c) in enumerate(zip(users.user_id, items.item_id, items.category, strict=True))
-    ]  # fmt: skip
+        {
+            "user_id": int(u),
+            "item_id": int(i),
+            "category": str(c),
+            "position": 1 + n % 3,
+            "device": "mobile",
+            "hour_of_day": 12,
+        }
+        for n, (u, i, c) in enumerate(
+            zip(users.user_id, items.item_id, items.category, strict=True)
+        )
+    ]
     online = online_features(paths, rows, profile="redis")
     end = exports_as_of(paths)
     entity_df = pd.DataFrame(rows).assign(event_timestamp=pd.Timestamp(end))
@@ -209,8 +229,13 @@ def test_online_reads_from_redis_match_the_offline_store(
 # A scoring request in the server profile
 # ---------------------------------------------------------------------------------------------
 
-STORED_VIEWS = ("user_attributes", "item_attributes", "user_daily_stats", "item_daily_stats",
-                "user_category_affinity")  # fmt: skip
+STORED_VIEWS = (
+    "user_attributes",
+    "item_attributes",
+    "user_daily_stats",
+    "item_daily_stats",
+    "user_category_affinity",
+)
 USER_VIEWS = ("user_attributes", "user_daily_stats")
 
 
@@ -234,15 +259,22 @@ def scored(server_run, redis_server: str, mlflow_server) -> dict[str, Any]:
     users = pd.read_parquet(paths.exports / "user_daily_features")  # one file per day
     items = pd.read_parquet(paths.exports / "item_daily_features")
     user = int(sorted(users.loc[users["feature_ts"] == pd.Timestamp(as_of), "user_id"])[0])
-    item_ids = [int(i) for i in sorted(items.loc[items["feature_ts"] == pd.Timestamp(as_of),
-                                                  "item_id"])[:5]]  # fmt: skip
+    item_ids = [
+        int(i) for i in sorted(items.loc[items["feature_ts"] == pd.Timestamp(as_of), "item_id"])[:5]
+    ]
     when = as_of + timedelta(hours=12)
-    body = {"user_id": user, "item_ids": item_ids, "device": "mobile",
-            "time": when.isoformat(), "request_id": "server-profile-score-1"}  # fmt: skip
+    body = {
+        "user_id": user,
+        "item_ids": item_ids,
+        "device": "mobile",
+        "time": when.isoformat(),
+        "request_id": "server-profile-score-1",
+    }
     url = f"http://127.0.0.1:{free_port()}"
     service_env = {**env, "RANKFLOW_SERVICE_URL": url}
-    with scoring_service(service_env, home.parent / "service.log",
-                         "--set", "serving.log.flush_seconds=0.2"):  # fmt: skip
+    with scoring_service(
+        service_env, home.parent / "service.log", "--set", "serving.log.flush_seconds=0.2"
+    ):
         response = httpx.post(f"{url}/score", json=body, timeout=60)
         logged = pd.DataFrame()
         deadline = time.monotonic() + 60
@@ -254,8 +286,14 @@ def scored(server_run, redis_server: str, mlflow_server) -> dict[str, Any]:
                     break
             time.sleep(0.3)
         metrics = httpx.get(f"{url}/metrics", timeout=30).text
-    return {"home": home, "body": body, "hour": when.hour, "response": response,
-            "logged": logged, "metrics": metrics}  # fmt: skip
+    return {
+        "home": home,
+        "body": body,
+        "hour": when.hour,
+        "response": response,
+        "logged": logged,
+        "metrics": metrics,
+    }
 
 
 def test_a_scoring_request_is_ranked_by_the_champion_on_the_mlflow_server(
@@ -295,10 +333,16 @@ def test_the_served_features_came_from_redis(
     logged = logged.set_index("item_id").loc[body["item_ids"]]
     monkeypatch.setenv("RANKFLOW_REDIS", redis_server)
     rows = [
-        {"user_id": body["user_id"], "item_id": i, "category": logged.at[i, "category"],
-         "position": 1, "device": body["device"], "hour_of_day": scored["hour"]}
+        {
+            "user_id": body["user_id"],
+            "item_id": i,
+            "category": logged.at[i, "category"],
+            "position": 1,
+            "device": body["device"],
+            "hour_of_day": scored["hour"],
+        }
         for i in body["item_ids"]
-    ]  # fmt: skip
+    ]
     stored = online_features(StatePaths(scored["home"]), rows, profile="redis")
     stored = stored.set_index("item_id").loc[body["item_ids"]]
     compared: set[str] = set()
@@ -326,12 +370,17 @@ def test_the_served_features_came_from_redis(
 
 
 CANARY_SMALL = [
-    "--set", "canary.traffic_impressions=6000",
-    "--set", "canary.looks=2",
-    "--set", "canary.measure_warm_start=false",
-    "--set", "canary.online.min_views=500",
-    "--set", "canary.online.max_views=1000",
-]  # fmt: skip
+    "--set",
+    "canary.traffic_impressions=6000",
+    "--set",
+    "canary.looks=2",
+    "--set",
+    "canary.measure_warm_start=false",
+    "--set",
+    "canary.online.min_views=500",
+    "--set",
+    "canary.online.max_views=1000",
+]
 
 
 @pytest.fixture(scope="module")
@@ -348,8 +397,13 @@ def concurrent(server_run, mlflow_server) -> dict[str, Any]:
     before = aliases_of(client, "rankflow-ctr")
     command = [sys.executable, "-m", "rankflow", *SMALL, *CANARY_SMALL, "canary", "--no-flow"]
     results = start_together(command, {**env, "PYTHONPATH": str(REPO_ROOT)}, n=2)
-    return {"home": home, "client": client, "before": before, "results": results,
-            "after": aliases_of(client, "rankflow-ctr")}  # fmt: skip
+    return {
+        "home": home,
+        "client": client,
+        "before": before,
+        "results": results,
+        "after": aliases_of(client, "rankflow-ctr"),
+    }
 
 
 def test_two_canaries_at_once_promote_at_most_once_on_the_servers(concurrent) -> None:

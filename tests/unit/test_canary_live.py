@@ -50,9 +50,9 @@ def _traffic(
     )
     rows["label"] = (rng.random(len(rows)) < np.repeat(p, views)).astype(int)
     pre_views = rng.poisson(20, users) + 1
-    pre = pd.DataFrame(
-        {"user_id": np.arange(users), "label": 0}
-    ).loc[lambda f: f.index.repeat(pre_views)]  # fmt: skip
+    pre = pd.DataFrame({"user_id": np.arange(users), "label": 0}).loc[
+        lambda f: f.index.repeat(pre_views)
+    ]
     pre["label"] = (rng.random(len(pre)) < np.repeat(propensity, pre_views)).astype(int)
     return rows, pre_period(pre.reset_index(drop=True))
 

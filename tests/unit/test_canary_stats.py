@@ -155,8 +155,9 @@ def _aa_looks(seed: int, looks: int = 8) -> tuple[np.ndarray, ...]:
         views += n
         clicks += rng.binomial(n, ctr)
         a, b = ~arm, arm
-        for k, value in enumerate((clicks[a].sum(), views[a].sum(), clicks[b].sum(),
-                                   views[b].sum())):  # fmt: skip
+        for k, value in enumerate(
+            (clicks[a].sum(), views[a].sum(), clicks[b].sum(), views[b].sum())
+        ):
             out[k].append(value)
         out[4].append(clustered_variance(clicks[a], views[a], clicks[b], views[b]))
     return tuple(np.array(x) for x in out)
@@ -190,9 +191,14 @@ def test_clustered_variance_still_detects_a_real_effect() -> None:
     clicks = rng.binomial(views.astype(int), np.where(arm, np.minimum(ctr * 1.3, 1), ctr))
     var = clustered_variance(clicks[~arm], views[~arm], clicks[arm], views[arm])
     p = always_valid_p_values(
-        [clicks[~arm].sum()], [views[~arm].sum()], [clicks[arm].sum()], [views[arm].sum()],
-        tau=0.01, min_views=100, variance=[var],
-    )  # fmt: skip
+        [clicks[~arm].sum()],
+        [views[~arm].sum()],
+        [clicks[arm].sum()],
+        [views[arm].sum()],
+        tau=0.01,
+        min_views=100,
+        variance=[var],
+    )
     assert p[-1] <= 0.05
 
 
@@ -301,10 +307,15 @@ def test_cuped_keeps_the_aa_error_rate_under_continuous_monitoring() -> None:
         counts = [[p[0][0].sum(), p[0][1].sum(), p[1][0].sum(), p[1][1].sum()] for p in looks]
         ca, va, cb, vb = (np.array(x) for x in zip(*counts, strict=True))
         p = always_valid_p_values(
-            ca, va, cb, vb, tau=0.01, min_views=200,
+            ca,
+            va,
+            cb,
+            vb,
+            tau=0.01,
+            min_views=200,
             variance=np.array([e.variance for *_, e in looks]),
             difference=np.array([e.difference for *_, e in looks]),
-        )  # fmt: skip
+        )
         false += p[-1] <= alpha
     assert false / trials <= alpha + 0.035
 
@@ -323,9 +334,12 @@ def test_cuped_detects_a_lift_the_raw_test_misses_more_often() -> None:
             *counts, tau=0.01, min_views=100, variance=[est.variance_unadjusted]
         )
         cuped_p = always_valid_p_values(
-            *counts, tau=0.01, min_views=100, variance=[est.variance],
+            *counts,
+            tau=0.01,
+            min_views=100,
+            variance=[est.variance],
             difference=[est.difference],
-        )  # fmt: skip
+        )
         found_raw += raw_p[-1] <= 0.05
         found_cuped += cuped_p[-1] <= 0.05
     assert found_cuped > found_raw
@@ -335,8 +349,16 @@ def test_cuped_detects_a_lift_the_raw_test_misses_more_often() -> None:
 def test_a_decision_on_the_adjusted_difference_follows_its_sign() -> None:
     """The raw CTRs can point the other way (the user mix); the adjusted estimate decides."""
     d = decide_online(
-        [1200], [10000], [1150], [10000], alpha=0.05, tau=0.01, min_views=100,
-        max_views=100000, variance=[1e-6], difference=[0.008],
-    )  # fmt: skip
+        [1200],
+        [10000],
+        [1150],
+        [10000],
+        alpha=0.05,
+        tau=0.01,
+        min_views=100,
+        max_views=100000,
+        variance=[1e-6],
+        difference=[0.008],
+    )
     assert d.verdict == "promote"
     assert "CUPED-adjusted CTR difference +0.00800" in d.reason

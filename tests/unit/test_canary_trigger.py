@@ -7,8 +7,13 @@ import pytest
 from rankflow.canary.triggers import retrain_on_gap_verdict
 from rankflow.config import parse_config
 
-PASSING = {"feature_skew": "pass", "score_skew": "pass", "drift": "pass", "metric_gap": "pass",
-           "freshness": "pass"}  # fmt: skip
+PASSING = {
+    "feature_skew": "pass",
+    "score_skew": "pass",
+    "drift": "pass",
+    "metric_gap": "pass",
+    "freshness": "pass",
+}
 
 
 @pytest.mark.parametrize(

@@ -47,9 +47,14 @@ def windows(config: ModelConfig, tmp_path_factory: pytest.TempPathFactory):
     """(champion checkpoint, the next window as a TrainingSet), same distribution (no drift)."""
     before, after = drift_windows(8000, 6000, seed=3)
     champion = train_model(
-        KIND, before.train, before.valid, before.schema, config,
-        checkpoint_dir=tmp_path_factory.mktemp("champion"), resume=False,
-    )  # fmt: skip
+        KIND,
+        before.train,
+        before.valid,
+        before.schema,
+        config,
+        checkpoint_dir=tmp_path_factory.mktemp("champion"),
+        resume=False,
+    )
     return champion.run_dir, as_training_set(after)
 
 
@@ -131,10 +136,16 @@ def _challenger(windows, config: ModelConfig, folder: Path, overrides: dict) -> 
     """What the canary trains: warm-started from the champion, on the window, seed 1."""
     champion, training_set = windows
     run = train_model(
-        KIND, training_set.train, training_set.valid, dict(training_set.feature_types),
-        config.with_overrides(overrides), checkpoint_dir=folder, warm_start_from=champion,
-        resume=False, seed=1,
-    )  # fmt: skip
+        KIND,
+        training_set.train,
+        training_set.valid,
+        dict(training_set.feature_types),
+        config.with_overrides(overrides),
+        checkpoint_dir=folder,
+        warm_start_from=champion,
+        resume=False,
+        seed=1,
+    )
     return run.checkpoint_path
 
 

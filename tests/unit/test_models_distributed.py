@@ -38,9 +38,14 @@ def test_ddp_on_two_processes_matches_one_process(tmp_path: Path) -> None:
         "dcn", splits.train, splits.valid, splits.schema, config, checkpoint_dir=tmp_path / "one"
     )
     ddp = train_distributed(
-        "dcn", splits.train, splits.valid, splits.schema, config, out_dir=tmp_path / "ddp",
+        "dcn",
+        splits.train,
+        splits.valid,
+        splits.schema,
+        config,
+        out_dir=tmp_path / "ddp",
         world_size=2,
-    )  # fmt: skip
+    )
     one, two = single.best_metrics, ddp.metrics
     print(f"single {one['auc']:.4f}/{one['logloss']:.5f} ddp {two['auc']:.4f}/{two['logloss']:.5f}")
     assert two["n"] == one["n"]

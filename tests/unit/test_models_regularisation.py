@@ -23,16 +23,21 @@ def splits():
 
 def _train(splits, tmp_path: Path, overrides: dict):
     return train_model(
-        "wide_deep", splits.train, splits.valid, splits.schema, small_model_config(overrides),
+        "wide_deep",
+        splits.train,
+        splits.valid,
+        splits.schema,
+        small_model_config(overrides),
         checkpoint_dir=tmp_path / "run",
-    )  # fmt: skip
+    )
 
 
 def test_evaluation_interval_is_a_fraction_of_an_epoch(splits, tmp_path: Path) -> None:
     result = _train(
-        splits, tmp_path,
+        splits,
+        tmp_path,
         {"training.eval_every_epochs": 0.25, "training.max_epochs": 1, "training.patience": 99},
-    )  # fmt: skip
+    )
     steps_per_epoch = math.ceil(len(splits.train) / 256)
     steps = [int(h["step"]) for h in result.history]
     every = round(0.25 * steps_per_epoch)
@@ -43,8 +48,12 @@ def test_patience_in_epochs_does_not_depend_on_the_evaluation_interval(
     splits, tmp_path: Path
 ) -> None:
     # A learning rate so high the valid loss gets worse after the first evaluations.
-    overrides = {"training.learning_rate": 0.2, "training.max_epochs": 10,
-                 "training.patience_epochs": 1.0, "training.patience": 1}  # fmt: skip
+    overrides = {
+        "training.learning_rate": 0.2,
+        "training.max_epochs": 10,
+        "training.patience_epochs": 1.0,
+        "training.patience": 1,
+    }
     steps_per_epoch = math.ceil(len(splits.train) / 256)
     for fraction in (0.25, 0.5):
         result = _train(
@@ -59,8 +68,12 @@ def test_patience_in_epochs_does_not_depend_on_the_evaluation_interval(
 def test_a_small_valid_split_trains_a_fixed_budget_and_keeps_the_last_weights(
     splits, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    overrides = {"training.min_valid_positives": 10**6, "training.small_valid_epochs": 1.5,
-                 "training.max_epochs": 5, "training.eval_every_epochs": 0.5}  # fmt: skip
+    overrides = {
+        "training.min_valid_positives": 10**6,
+        "training.small_valid_epochs": 1.5,
+        "training.max_epochs": 5,
+        "training.eval_every_epochs": 0.5,
+    }
     with caplog.at_level(logging.WARNING):
         result = _train(splits, tmp_path, overrides)
     steps_per_epoch = math.ceil(len(splits.train) / 256)

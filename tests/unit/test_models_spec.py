@@ -116,15 +116,19 @@ def test_hashed_ids_unseen_or_rare_in_train_share_the_unseen_row() -> None:
     assert user.num_embeddings == 1002 and user.trained_buckets == tuple(
         sorted({bucket_of(v, 1000, "user_id") for v in "123"})
     )
-    new = [v for v in range(100, 200) if bucket_of(str(v), 1000, "user_id") not in
-           user.trained_buckets][:3]  # fmt: skip
+    new = [
+        v for v in range(100, 200) if bucket_of(str(v), 1000, "user_id") not in user.trained_buckets
+    ][:3]
     ids = spec.transform(pd.DataFrame({"user_id": [1, *new, None]})).sparse[:, 0].tolist()
     assert ids == [bucket_of("1", 1000, "user_id") + 2, OOV_ID, OOV_ID, OOV_ID, NULL_ID]
     # min_count: a user seen once in train is rare, so it trains the shared unseen row.
     rare = FeatureSpec.fit(
-        {}, train,
-        _config({"categorical": {"user_id": {"encoding": "hash", "buckets": 1000, "min_count": 2}}}),
-    )  # fmt: skip
+        {},
+        train,
+        _config(
+            {"categorical": {"user_id": {"encoding": "hash", "buckets": 1000, "min_count": 2}}}
+        ),
+    )
     assert rare.transform(pd.DataFrame({"user_id": [2]})).sparse[0, 0] == OOV_ID
     assert rare.transform(pd.DataFrame({"user_id": [3]})).sparse[0, 0] != OOV_ID
     # A spec saved before unseen rows existed still loads and encodes as it did.

@@ -267,17 +267,26 @@ def test_kill_9_mid_training_then_resume_gives_identical_metrics(splits, tmp_pat
 
     resumed = subprocess.run(
         [
-            sys.executable, "-m", "models", "train", "--kind", "dcn",
-            "--train", str(tmp_path / "train.parquet"),
-            "--valid", str(tmp_path / "valid.parquet"),
-            "--config", str(tmp_path / "model.yaml"),
-            "--out", str(run),
+            sys.executable,
+            "-m",
+            "models",
+            "train",
+            "--kind",
+            "dcn",
+            "--train",
+            str(tmp_path / "train.parquet"),
+            "--valid",
+            str(tmp_path / "valid.parquet"),
+            "--config",
+            str(tmp_path / "model.yaml"),
+            "--out",
+            str(run),
         ],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
-    )  # fmt: skip
+    )
     assert resumed.returncode == 0, resumed.stderr
     after_kill = json.loads((run / "result.json").read_text())
     assert after_kill["resumed"] is True
@@ -356,8 +365,19 @@ def test_cli_reports_config_errors_with_the_key(splits, tmp_path: Path, capsys) 
     bad.write_text("features:\n  categorical: {user_id: {encodng: hash}}\n")
     splits.train.to_parquet(tmp_path / "t.parquet")
     code = main(
-        ["train", "--kind", "dcn", "--train", str(tmp_path / "t.parquet"), "--valid",
-         str(tmp_path / "t.parquet"), "--config", str(bad), "--out", str(tmp_path / "o")]
-    )  # fmt: skip
+        [
+            "train",
+            "--kind",
+            "dcn",
+            "--train",
+            str(tmp_path / "t.parquet"),
+            "--valid",
+            str(tmp_path / "t.parquet"),
+            "--config",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2
     assert "features.categorical.user_id.encodng: unknown key" in capsys.readouterr().err

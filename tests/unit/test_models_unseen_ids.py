@@ -30,17 +30,20 @@ def splits():
 @pytest.mark.parametrize("kind", ["wide_deep", "dcn"])
 def test_a_never_seen_user_scores_as_the_unseen_row(splits, tmp_path: Path, kind: str) -> None:
     result = train_model(
-        kind, splits.train, splits.valid, splits.schema, small_model_config(RARE),
+        kind,
+        splits.train,
+        splits.valid,
+        splits.schema,
+        small_model_config(RARE),
         checkpoint_dir=tmp_path / kind,
-    )  # fmt: skip
+    )
     user = next(c for c in result.spec.categorical if c.name == "user_id")
     trained = set(user.trained_buckets or ())
     counts = splits.train["user_id"].value_counts()
     # In train, but too rarely for an own row (and no frequent user shares its hash bucket).
     rare = next(
-        int(v) for v in counts[counts < 3].index
-        if bucket_of(str(v), 997, "user_id") not in trained
-    )  # fmt: skip
+        int(v) for v in counts[counts < 3].index if bucket_of(str(v), 997, "user_id") not in trained
+    )
     never = next(
         v for v in range(10**6, 10**6 + 10_000) if bucket_of(str(v), 997, "user_id") not in trained
     )

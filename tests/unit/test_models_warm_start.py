@@ -146,10 +146,13 @@ def test_warm_started_training_reports_and_starts_from_production(
 def test_distillation_pulls_the_student_towards_the_teacher(production, splits, tmp_path) -> None:
     with pytest.raises(ValueError, match="needs warm_start_from"):
         train_model(
-            "dcn", splits.train, splits.valid, splits.schema,
+            "dcn",
+            splits.train,
+            splits.valid,
+            splits.schema,
             small_model_config({"warm_start.distill_weight": 0.5}),
             checkpoint_dir=tmp_path / "x",
-        )  # fmt: skip
+        )
     teacher = Scorer.from_checkpoint(production.run_dir).predict_proba(splits.test)
 
     def student(weight: float) -> np.ndarray:
@@ -186,9 +189,14 @@ def test_learning_rate_scale_applies_to_warm_starts_only(production, splits, tmp
     def run(name: str, scale: float, warm: Path | None):
         overrides = {"training.max_epochs": 1, "warm_start.learning_rate_scale": scale}
         return train_model(
-            "dcn", splits.train, splits.valid, splits.schema, small_model_config(overrides),
-            checkpoint_dir=tmp_path / name, warm_start_from=warm,
-        )  # fmt: skip
+            "dcn",
+            splits.train,
+            splits.valid,
+            splits.schema,
+            small_model_config(overrides),
+            checkpoint_dir=tmp_path / name,
+            warm_start_from=warm,
+        )
 
     def moved(result) -> float:  # distance of the weights from the champion's
         start = Scorer.from_checkpoint(production.run_dir).model.state_dict()
@@ -253,9 +261,14 @@ def test_kept_scaling_needs_the_same_transform_and_follows_the_config(
     def run(name: str, keep: bool):
         overrides = {"training.max_epochs": 1, "warm_start.keep_scaling": keep}
         return train_model(
-            "dcn", later, splits.valid, splits.schema, small_model_config(overrides),
-            checkpoint_dir=tmp_path / name, warm_start_from=production.run_dir,
-        )  # fmt: skip
+            "dcn",
+            later,
+            splits.valid,
+            splits.schema,
+            small_model_config(overrides),
+            checkpoint_dir=tmp_path / name,
+            warm_start_from=production.run_dir,
+        )
 
     assert run("kept", True).spec.numeric == production.spec.numeric
     assert run("refit", False).spec.numeric != production.spec.numeric

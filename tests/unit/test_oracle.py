@@ -13,9 +13,14 @@ from rankflow.data.oracle import Oracle, OracleError
 from rankflow.data.simulate import SimulationConfig, simulate
 
 CONFIG = SimulationConfig(
-    seed=3, n_users=300, n_items=120, n_categories=6, n_impressions=6000, days=6,
+    seed=3,
+    n_users=300,
+    n_items=120,
+    n_categories=6,
+    n_impressions=6000,
+    days=6,
     end_date=date(2026, 3, 10),
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +53,21 @@ def test_p_click_of_logged_rows_matches_the_truth_and_unknown_ids_are_refused(wr
     for _, row in sample.iterrows():
         when = pd.Timestamp(row["ts"]).to_pydatetime()
         p = oracle.p_click(
-            np.array([row["user_id"]]), np.array([row["item_id"]]),
-            np.array([row["position"]]), np.array([row["device"]], dtype=object), when,
-        )  # fmt: skip
+            np.array([row["user_id"]]),
+            np.array([row["item_id"]]),
+            np.array([row["position"]]),
+            np.array([row["device"]], dtype=object),
+            when,
+        )
         assert p[0] == pytest.approx(row["p_click"], rel=1e-9)
     with pytest.raises(OracleError, match="not a simulated entity"):
         oracle.p_click(
-            np.array([-5]), np.array([rows["item_id"].iloc[0]]), np.array([1]),
-            np.array(["mobile"], dtype=object), datetime(2026, 3, 8, 12, tzinfo=UTC),
-        )  # fmt: skip
+            np.array([-5]),
+            np.array([rows["item_id"].iloc[0]]),
+            np.array([1]),
+            np.array(["mobile"], dtype=object),
+            datetime(2026, 3, 8, 12, tzinfo=UTC),
+        )
 
 
 def test_the_day_after_the_data_has_traffic(written) -> None:

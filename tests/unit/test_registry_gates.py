@@ -76,9 +76,12 @@ def test_missing_or_nan_metric_fails_its_gate_and_null_gates_are_skipped() -> No
     failed = {failure.split(":")[0] for failure in result.failures}
     assert failed == {"min_auc", "max_ece", "min_auc_lift_over_baseline"}
     open_gates = QualityGates(
-        min_auc=None, max_ne=None, max_ece=None, calibration_ratio=None,
+        min_auc=None,
+        max_ne=None,
+        max_ece=None,
+        calibration_ratio=None,
         min_auc_lift_over_baseline=None,
-    )  # fmt: skip
+    )
     assert check_gates({}, open_gates).passed
 
 

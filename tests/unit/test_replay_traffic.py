@@ -58,6 +58,10 @@ def test_labels_are_one_frame_keyed_by_request_and_item() -> None:
     assert frame["item_id"].tolist() == [4, 2, 3] and frame["label"].tolist() == [0, 1, 1]
     assert frame["mode"].unique().tolist() == ["closed"]
     assert {k: str(v) for k, v in frame.dtypes.items()} == {
-        "__request_id": "object", "item_id": "int64", "position": "int32", "label": "int32",
-        "p_true": "float64", "mode": "object",
-    }  # fmt: skip
+        "__request_id": "object",
+        "item_id": "int64",
+        "position": "int32",
+        "label": "int32",
+        "p_true": "float64",
+        "mode": "object",
+    }

@@ -27,11 +27,19 @@ def _batch(request: str, n: int) -> LogBatch:
     when = datetime(2026, 3, 11, tzinfo=UTC)
     features = {"user_id": [1] * n, "item_id": list(range(n)), REQUEST_ID: [request] * n}
     scores = {
-        REQUEST_ID: [request] * n, LOG_TIMESTAMP: [when] * n, SERVED_AT: [when] * n, "user_id": [1] * n,
-        "item_id": list(range(n)), "position": [1] * n, "p_click": [0.1] * n,
-        "rank": list(range(1, n + 1)), "model_name": ["m"] * n, "model_version": ["1"] * n,
-        "model_kind": ["dcn"] * n, "arm": ["champion"] * n,
-    }  # fmt: skip
+        REQUEST_ID: [request] * n,
+        LOG_TIMESTAMP: [when] * n,
+        SERVED_AT: [when] * n,
+        "user_id": [1] * n,
+        "item_id": list(range(n)),
+        "position": [1] * n,
+        "p_click": [0.1] * n,
+        "rank": list(range(1, n + 1)),
+        "model_name": ["m"] * n,
+        "model_version": ["1"] * n,
+        "model_kind": ["dcn"] * n,
+        "arm": ["champion"] * n,
+    }
     return LogBatch(features, scores)
 
 
@@ -43,9 +51,13 @@ def test_rows_from_many_threads_are_all_written_once() -> None:
     written: list[tuple[pa.Table, pa.Table]] = []
     metrics = ServiceMetrics()
     writer = ServedLogWriter(
-        FEATURES, lambda f, s: written.append((f, s)), buffer_rows=100_000, flush_rows=50,
-        flush_seconds=0.05, metrics=metrics,
-    )  # fmt: skip
+        FEATURES,
+        lambda f, s: written.append((f, s)),
+        buffer_rows=100_000,
+        flush_rows=50,
+        flush_seconds=0.05,
+        metrics=metrics,
+    )
     writer.start()
 
     def send(k: int) -> None:
@@ -70,9 +82,13 @@ def test_a_slow_sink_drops_rows_instead_of_blocking_requests() -> None:
     release = threading.Event()
     metrics = ServiceMetrics()
     writer = ServedLogWriter(
-        FEATURES, lambda f, s: release.wait(30), buffer_rows=20, flush_rows=5,
-        flush_seconds=0.01, metrics=metrics,
-    )  # fmt: skip
+        FEATURES,
+        lambda f, s: release.wait(30),
+        buffer_rows=20,
+        flush_rows=5,
+        flush_seconds=0.01,
+        metrics=metrics,
+    )
     writer.start()
     assert writer.submit(_batch("first", 5))
     deadline = time.monotonic() + 10
@@ -95,8 +111,9 @@ def test_a_failing_sink_counts_the_batch_and_keeps_going() -> None:
             raise OSError(28, "No space left on device")
 
     metrics = ServiceMetrics()
-    writer = ServedLogWriter(FEATURES, sink, buffer_rows=100, flush_rows=1000,
-                             flush_seconds=60, metrics=metrics)  # fmt: skip
+    writer = ServedLogWriter(
+        FEATURES, sink, buffer_rows=100, flush_rows=1000, flush_seconds=60, metrics=metrics
+    )
     writer.submit(_batch("a", 4))
     assert writer.flush() == 0  # the disk is full: dropped and counted, no exception
     writer.submit(_batch("b", 2))

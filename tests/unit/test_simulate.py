@@ -350,8 +350,9 @@ def test_a_later_end_date_appends_days_and_keeps_shared_days_byte_identical(
         assert len(shared) == 2 and len(before) == len(after) == 4
         assert all(before[name] == after[name] for name in shared)
         dropped = sorted(set(before) - set(after))
-        assert all(str(END - timedelta(days=4)) in n or str(END - timedelta(days=3)) in n
-                   for n in dropped)  # fmt: skip
+        assert all(
+            str(END - timedelta(days=4)) in n or str(END - timedelta(days=3)) in n for n in dropped
+        )
     # Truth stays aligned with raw: every event id of the new window, and only those.
     events, p = impressions(tmp_path / "raw"), truth(tmp_path / "truth")
     assert set(events.event_id) == set(p.event_id) and len(p) == later.n_impressions
@@ -376,14 +377,27 @@ def test_true_logit_reproduces_every_written_p_click(
     config = tiny()
     state = load_truth(config)
     logit = true_logit(
-        config, state, events.user_id.to_numpy(), events.item_id.to_numpy(),
-        events.position.to_numpy(), events.ts.dt.hour.to_numpy(),
-        events.ts.dt.dayofweek.to_numpy(), events.device.to_numpy(),
-    )  # fmt: skip
+        config,
+        state,
+        events.user_id.to_numpy(),
+        events.item_id.to_numpy(),
+        events.position.to_numpy(),
+        events.ts.dt.hour.to_numpy(),
+        events.ts.dt.dayofweek.to_numpy(),
+        events.device.to_numpy(),
+    )
     np.testing.assert_allclose(1 / (1 + np.exp(-logit)), p.p_click.to_numpy(), rtol=1e-12)
     with pytest.raises(KeyError, match="user_id"):
-        true_logit(config, state, np.array([10**9]), events.item_id[:1].to_numpy(),
-                   np.array([1]), np.array([0]), 0, np.array(["mobile"]))  # fmt: skip
+        true_logit(
+            config,
+            state,
+            np.array([10**9]),
+            events.item_id[:1].to_numpy(),
+            np.array([1]),
+            np.array([0]),
+            0,
+            np.array(["mobile"]),
+        )
 
 
 def test_a_wider_truth_holds_the_same_entities() -> None:

@@ -1,0 +1,60 @@
+"""One canary run's context, and how its outcome is recorded on the versions involved."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rankflow.canary.outcome import CanaryOutcome
+from rankflow.canary.records import record_on_versions
+from rankflow.registry.aliases import aliases_of
+
+if TYPE_CHECKING:
+    from rankflow.config import RankflowConfig
+    from rankflow.settings import Settings
+
+log = logging.getLogger("rankflow.canary.run")
+
+
+@dataclass
+class CanaryContext:
+    """What every step of one canary run shares: where it runs, the registry client, the
+    serving model and the champion it started against, its MLflow run and scratch folder, and
+    the stage lines it has reported so far."""
+
+    settings: Settings
+    config: RankflowConfig
+    client: Any
+    serving: str
+    champion: str
+    run_id: str
+    scratch: Path
+    stages: list[str]
+
+    def stage(self, line: str) -> None:
+        log.info("canary: %s", line)
+        self.stages.append(line)
+
+    def outcome(self, decision: Any, reason: str, challenger: dict) -> CanaryOutcome:
+        return CanaryOutcome(
+            decision=decision,
+            reason=reason,
+            serving_model=self.serving,
+            champion_before=self.champion,
+            aliases={},
+            challenger=challenger,
+            run_id=self.run_id,
+            stages=self.stages,
+        )
+
+    def finish(self, result: CanaryOutcome, versions: list[tuple[str, str]]) -> CanaryOutcome:
+        """Record the decision on the versions (and the champion's), read the aliases back."""
+        result.aliases = aliases_of(self.client, self.serving)
+        involved = list(versions)
+        if result.decision != "aborted":
+            involved.append((self.serving, self.champion))
+        record_on_versions(self.client, result, involved)
+        log.info("%s", result.summary())
+        return result

@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from rankflow.data.simulate import simulate
+    from rankflow.sim.simulate import simulate
 
     flags = {
         "simulation.seed": args.seed,
@@ -265,7 +265,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rankflow.canary.scenario import run_scenario
+    from rankflow.sim.scenario import run_scenario
 
     report = run_scenario(
         _settings(args),

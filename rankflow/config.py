@@ -16,11 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.yaml_config import flatten, read_yaml, validate
-from rankflow.data.sim_config import SimulationConfig
 from rankflow.errors import ConfigError
 from rankflow.monitoring.config import MonitoringConfig
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.serving.config import ServingConfig
+from rankflow.sim.config import SimulationConfig
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "rankflow.yaml"
 

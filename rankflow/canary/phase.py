@@ -30,7 +30,7 @@ from rankflow.serving.replay import ArmResult, Scorer, closed_loop
 
 if TYPE_CHECKING:
     from rankflow.config import OnlineGateConfig
-    from rankflow.data.oracle import Oracle
+    from rankflow.sim.oracle import Oracle
 
 
 @dataclass

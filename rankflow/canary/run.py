@@ -180,7 +180,7 @@ def _challenger_overrides(
 ) -> dict:
     """The model-config overrides of the challenger (and of its cold-start comparison); with
     the warm-start measurement on, its evaluation cadence, so the challenger is its warm arm."""
-    from rankflow.canary.warm_measure import measuring_overrides_of
+    from rankflow.sim.warm_measure import measuring_overrides_of
 
     overrides = dict(overrides or {})
     if config.canary.distill_weight > 0:
@@ -252,8 +252,8 @@ def _measure_warm_start(
     if not ctx.config.canary.measure_warm_start:
         return None
     from models.config import load_model_config
-    from rankflow.canary import warm_measure as wm
     from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
+    from rankflow.sim import warm_measure as wm
 
     model_config = load_model_config(ctx.config.resolved_model_config_path(), overrides)
     seed, cache = model_config.training.seed, ctx.settings.paths.root / "training" / "warm-vs-cold"
@@ -356,9 +356,9 @@ def _phase(ctx: CanaryContext, version: str, window: TrainingSet) -> Any:
     """Serve both versions (pinned) in process and run the closed loop through them. The users'
     clicks and views in the fresh window are the pre-period of the CUPED adjustment."""
     from rankflow.canary.phase import pre_period_from, run_phase
-    from rankflow.data.oracle import Oracle
     from rankflow.serving.replay import in_process
     from rankflow.serving.service import ScoringService
+    from rankflow.sim.oracle import Oracle
 
     config, paths = ctx.config, ctx.settings.paths
     oracle = Oracle.from_truth_dir(paths.truth)

@@ -36,9 +36,9 @@ import pyarrow.parquet as pq
 from rankflow.errors import RankflowError
 
 if TYPE_CHECKING:
-    from rankflow.data.oracle import Oracle
     from rankflow.paths import StatePaths
     from rankflow.serving.service import ScoringService
+    from rankflow.sim.oracle import Oracle
 
 Scorer = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -415,7 +415,7 @@ def run_replay(
 ) -> ReplayResult:
     """``rankflow replay``: build the day's traffic, send it (HTTP if ``url``, else in process),
     write the labels beside the served log, and return the per-arm result."""
-    from rankflow.data.oracle import Oracle
+    from rankflow.sim.oracle import Oracle
 
     if mode not in ("log", "closed"):
         raise ReplayError(f"replay mode {mode!r}: expected 'log' or 'closed'")

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankflow.data import simulate as sim
-from rankflow.data.clicks import _logit, draw_requests, sigmoid
 from rankflow.data.contract import DEVICES
-from rankflow.data.population import STREAM_DAY, day_pool
 from rankflow.errors import RankflowError
+from rankflow.sim import simulate as sim
+from rankflow.sim.clicks import _logit, draw_requests, sigmoid
+from rankflow.sim.population import STREAM_DAY, day_pool
 from rankflow.times import day_start_epoch_us
 
 # Days after the simulated window that traffic may be drawn for (closed loop, next-day replay).

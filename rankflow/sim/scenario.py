@@ -143,8 +143,8 @@ def _ctr_line(ctr: dict) -> str:
 
 def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) -> RankflowConfig:
     """Re-simulate with drift over the last ``drift_days`` days, then rebuild (incremental)."""
-    from rankflow.data.simulate import simulate
     from rankflow.features.store import refresh_online_store
+    from rankflow.sim.simulate import simulate
     from rankflow.warehouse.build import build_warehouse
 
     sim = config.simulation

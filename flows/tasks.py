@@ -178,7 +178,13 @@ def canary(config: RankflowConfig, paths: StatePaths, look_only: bool = False) -
     """
     from rankflow.canary.run import run_canary
     from rankflow.settings import Settings
+    from rankflow.sim.canary import canary_simulation
 
-    outcome = run_canary(Settings.resolve(home=paths.root), config, look_only=look_only)
+    outcome = run_canary(
+        Settings.resolve(home=paths.root),
+        config,
+        look_only=look_only,
+        simulation=canary_simulation(),
+    )
     get_run_logger().info("%s", outcome.summary())
     return outcome

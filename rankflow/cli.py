@@ -188,7 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from datetime import date
 
-    from rankflow.serving.replay import run_replay
+    from rankflow.sim.replay import run_replay
 
     settings = _settings(args)
     result = run_replay(
@@ -247,9 +247,12 @@ def cmd_canary(args: argparse.Namespace) -> int:
         )
     from rankflow.canary.run import run_canary
     from rankflow.preflight import check_model_config
+    from rankflow.sim.canary import canary_simulation
 
     check_model_config(config)
-    outcome = run_canary(_settings(args), config, look_only=args.look_only)
+    outcome = run_canary(
+        _settings(args), config, look_only=args.look_only, simulation=canary_simulation()
+    )
     print(outcome.summary())
     return 0
 

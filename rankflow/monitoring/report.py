@@ -226,7 +226,7 @@ def labelled_served(
     position they were shown at (closed-loop rows are scored at ``serving.score_position``
     and shown at their rank). Per-arm online metrics (the canary's evidence) start here.
     """
-    from rankflow.serving.replay import read_labels
+    from rankflow.serving.labels import read_labels
     from rankflow.serving.served_log import read_served_log
 
     served = read_served_log(paths, service) if served is None else served

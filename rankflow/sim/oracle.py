@@ -1,6 +1,6 @@
 """The simulator's ground truth, rebuilt for traffic the simulator never wrote.
 
-The closed loop (rankflow/serving/replay.py) needs the true click probability of rows the
+The closed loop (rankflow/sim/replay.py) needs the true click probability of rows the
 *service* chose (an item shown at the position a model ranked it at), and log replay needs the
 simulator's next day. Both come from the same seeded truth the simulator used:
 :meth:`Oracle.from_truth_dir` reads the simulation config from ``truth/simulation.json`` and

@@ -270,9 +270,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rankflow.sim.scenario import run_scenario
 
+    # The demo shows what the warm start buys (one more training per canary); production
+    # canaries leave it off. A --set still wins.
     report = run_scenario(
         _settings(args),
-        _config(args),
+        _config(args, {"canary.measure_warm_start": True}),
         drift_days=args.drift_days,
         traffic_impressions=args.impressions,
     )

@@ -249,7 +249,9 @@ class CanaryConfig(_Strict):
     )
     seed: int = Field(0, description="Bootstrap resamples and simulated clicks")
     measure_warm_start: bool = Field(
-        True, description="Also train a cold start at the same budget and log the comparison"
+        False,
+        description="Also train a cold start at the same budget and log the comparison (one "
+        "more training per canary; `rankflow demo` turns it on)",
     )
     offline: OfflineGateConfig = Field(default_factory=OfflineGateConfig)
     online: OnlineGateConfig = Field(default_factory=OnlineGateConfig)

@@ -39,8 +39,8 @@ def test_the_canary_flow_decides_and_records_the_decision(
 
     monkeypatch.setenv("RANKFLOW_HOME", str(online_copy["home"]))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", online_copy["tracking_uri"])
-    # With the warm-vs-cold measurement, as shipped: the challenger is its warm arm, so it costs
-    # one more training (the cold arm), not two.
+    # With the warm-vs-cold measurement (off by default, on in `rankflow demo`): the challenger
+    # is its warm arm, so it costs one more training (the cold arm), not two.
     overrides = {**_overrides(online_copy), "canary.measure_warm_start": True}
     summary = canary(config=ConfigParams(overrides=overrides), refresh_features=False)
     report = summary.details["canary_report"]

@@ -9,10 +9,14 @@ import pytest
 
 from rankflow.canary.run import run_canary
 from rankflow.canary.simulation import CanarySimulation, check_simulation
-from rankflow.config import parse_config
+from rankflow.config import RankflowConfig, parse_config
 from rankflow.errors import ConfigError
 from rankflow.settings import Settings
 from rankflow.sim.canary import canary_simulation
+
+
+def test_the_shipped_defaults_train_no_extra_cold_model() -> None:
+    assert parse_config({}).canary.measure_warm_start is False
 
 
 def test_a_simulated_phase_without_the_simulation_is_refused_before_any_training(
@@ -49,3 +53,31 @@ def test_the_composition_roots_simulation_has_every_part() -> None:
     full = canary_simulation()
     assert full.phase is not None and full.warm_start is not None
     check_simulation(canary, "simulated", full)
+
+
+@pytest.mark.parametrize(
+    ("given", "measured"),
+    [([], True), (["--set", "canary.measure_warm_start=false"], False)],
+    ids=["default", "set off"],
+)
+def test_the_demo_turns_the_measurement_on_unless_told_otherwise(
+    given: list[str], measured: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``rankflow demo`` runs the scenario with the warm-vs-cold measurement; a ``--set``
+    still wins. The scenario itself (minutes) is tests/e2e/test_canary.py's."""
+    from rankflow import cli
+    from rankflow.sim import scenario
+
+    seen: list[bool] = []
+
+    class Report:
+        def summary(self) -> str:
+            return "scenario summary"
+
+    def recorded(settings: Settings, config: RankflowConfig, **_: object) -> Report:
+        seen.append(config.canary.measure_warm_start)
+        return Report()
+
+    monkeypatch.setattr(scenario, "run_scenario", recorded)
+    assert cli.main(["--home", str(tmp_path), *given, "demo"]) == 0
+    assert seen == [measured]

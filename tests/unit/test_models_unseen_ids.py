@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from models.encoding import OOV_ID
 from models.hashing import bucket_of
 from models.networks import build_model
 from models.scoring import Scorer
-from models.spec import OOV_ID, FeatureSpec
+from models.spec import FeatureSpec
 from models.train import train_model
 from tests.fixtures.synthetic import make_splits, small_model_config
 

@@ -133,74 +133,81 @@ def configure_threads(num_threads: int | None) -> int:
     return threads
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how one training run goes (``train_model``'s ``run``).
+
+    ``checkpoint_dir`` is the run's folder: with ``resume`` (default) a run found there
+    continues where it stopped (or, if finished, is returned as is); ``resume=False`` discards
+    it. ``warm_start_from``: a production checkpoint (or run folder) whose parameters
+    initialise the model (see ``models.warm_start``) and, if ``warm_start.distill_weight`` >
+    0, whose predictions are soft targets. ``seed``: default ``training.seed``.
+    ``step_callback(step, loss)`` runs after each step.
+    """
+
+    checkpoint_dir: Path
+    warm_start_from: Path | None = None
+    resume: bool = True
+    seed: int | None = None
+    step_callback: StepCallback | None = None
+
+
 def train_model(
     kind: Literal["wide_deep", "dcn"],
     train_df: pd.DataFrame,
     valid_df: pd.DataFrame,
     schema: Mapping[str, str],
     config: ModelConfig,
-    *,
-    checkpoint_dir: Path,
-    warm_start_from: Path | None = None,
-    resume: bool = True,
-    seed: int | None = None,
-    step_callback: StepCallback | None = None,
+    run: RunOptions,
 ) -> TrainResult:
-    """Train ``kind`` on ``train_df`` with early stopping on ``valid_df``.
-
-    ``checkpoint_dir`` is this run's folder: with ``resume`` (default) a run found there
-    continues where it stopped (or, if finished, is returned as is); ``resume=False`` discards
-    it. ``warm_start_from``: a production checkpoint (or run folder) whose parameters
-    initialise the model (see ``models.warm_start``) and, if ``warm_start.distill_weight`` >
-    0, whose predictions are soft targets. ``step_callback(step, loss)`` runs after each step.
-    """
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
-    seed = config.training.seed if seed is None else seed
-    tc = config.training
-    distill = config.warm_start.distill_weight
-    if distill > 0 and warm_start_from is None:
-        raise ValueError(
-            "warm_start.distill_weight > 0 needs warm_start_from: the production checkpoint "
-            "whose predictions are the soft targets"
-        )
-    threads = configure_threads(tc.num_threads)
-    run_dir = Path(checkpoint_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _remove_partial_writes(run_dir)
-
-    last = read_pointer(run_dir, LAST_POINTER)
-    if last is not None and not resume:
-        log.info("resume=False: discarding the previous run in %s", run_dir)
-        _clear_run(run_dir)
-        last = None
-
+    """Train ``kind`` on ``train_df`` with early stopping on ``valid_df``; ``run`` says where
+    the checkpoints go and how the run starts (see :class:`RunOptions`)."""
+    _check_request(kind, config, run)
+    seed = config.training.seed if run.seed is None else run.seed
+    threads = configure_threads(config.training.num_threads)
+    run_dir = Path(run.checkpoint_dir)
+    last = _open_run_dir(run_dir, resume=run.resume)
     checkpoint, spec, model, state, report = _start_or_resume(
-        kind, last, schema, train_df, config, seed, warm_start_from
+        kind, last, schema, train_df, config, seed, run.warm_start_from
     )
     train_t = spec.transform(train_df, require_label=True)
     valid_t = spec.transform(valid_df, require_label=True)
-    identity = _identity(kind, seed, config, threads, train_t, valid_t, warm_start_from)
+    identity = _identity(kind, seed, config, threads, train_t, valid_t, run.warm_start_from)
     if checkpoint is not None:
         _check_identity(state.identity, identity, checkpoint.path)
     else:
         state.identity = identity
+    if not state.finished:
+        distill = config.warm_start.distill_weight > 0
+        soft = _teacher_targets(run.warm_start_from, train_df) if distill else None
+        trainee = _Trainee(kind, model, spec, config)
+        optimizer = _training_optimizer(trainee, checkpoint, warm=run.warm_start_from is not None)
+        data = _LoopData(train_t, valid_t, soft)
+        _Loop(trainee, optimizer, data, run_dir, state, seed).run(run.step_callback)
+    return _result(kind, run_dir, state, config, report, seed, resumed=checkpoint is not None)
 
-    def result() -> TrainResult:
-        return _result(kind, run_dir, state, config, report, seed, resumed=checkpoint is not None)
 
-    if state.finished:
-        return result()
+def _check_request(kind: str, config: ModelConfig, run: RunOptions) -> None:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+    if config.warm_start.distill_weight > 0 and run.warm_start_from is None:
+        raise ValueError(
+            "warm_start.distill_weight > 0 needs warm_start_from: the production checkpoint "
+            "whose predictions are the soft targets"
+        )
 
-    soft = _teacher_targets(warm_start_from, train_df) if distill > 0 else None
-    model.train()
-    lr_scale = config.warm_start.learning_rate_scale if warm_start_from is not None else 1.0
-    optimizer = _make_optimizer(model, tc, lr_scale, config.dense_weight_decay(kind))
-    if checkpoint is not None:
-        _restore_training_state(checkpoint, optimizer, model)
-    loop = _Loop(kind, model, spec, config, optimizer, run_dir, state, train_t, valid_t, soft, seed)
-    loop.run(step_callback)
-    return result()
+
+def _open_run_dir(run_dir: Path, *, resume: bool) -> Path | None:
+    """Create ``run_dir``, drop half-written files, and return the last checkpoint of a run
+    to resume (None: a fresh run; with ``resume=False`` a previous run is discarded)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _remove_partial_writes(run_dir)
+    last = read_pointer(run_dir, LAST_POINTER)
+    if last is not None and not resume:
+        log.info("resume=False: discarding the previous run in %s", run_dir)
+        _clear_run(run_dir)
+        return None
+    return last
 
 
 def _start_or_resume(
@@ -254,34 +261,64 @@ def _restore_training_state(
     torch.set_rng_state(checkpoint.tensors[RNG_TENSOR])
 
 
+def _training_optimizer(
+    trainee: _Trainee, checkpoint: Checkpoint | None, *, warm: bool
+) -> torch.optim.Optimizer:
+    """The model in training mode and its optimizer; a resumed run's optimizer and RNG state
+    restored from ``checkpoint``."""
+    model, config = trainee.model, trainee.config
+    model.train()
+    lr_scale = config.warm_start.learning_rate_scale if warm else 1.0
+    dense_decay = config.dense_weight_decay(trainee.kind)
+    optimizer = _make_optimizer(model, config.training, lr_scale, dense_decay)
+    if checkpoint is not None:
+        _restore_training_state(checkpoint, optimizer, model)
+    return optimizer
+
+
+@dataclass(frozen=True)
+class _Trainee:
+    """The model being trained and what its checkpoints record with it."""
+
+    kind: str
+    model: RankingModel
+    spec: FeatureSpec
+    config: ModelConfig
+
+
+@dataclass(frozen=True)
+class _LoopData:
+    """The transformed splits and, when distilling, the teacher's prediction per train row."""
+
+    train: FeatureTensors
+    valid: FeatureTensors
+    soft: torch.Tensor | None
+
+
 class _Loop:
     def __init__(
         self,
-        kind: str,
-        model: RankingModel,
-        spec: FeatureSpec,
-        config: ModelConfig,
+        trainee: _Trainee,
         optimizer: torch.optim.Optimizer,
+        data: _LoopData,
         run_dir: Path,
         state: _LoopState,
-        train_t: FeatureTensors,
-        valid_t: FeatureTensors,
-        soft: torch.Tensor | None,
         seed: int,
     ) -> None:
-        self.kind, self.model, self.spec, self.config = kind, model, spec, config
-        self.tc = config.training
+        self.kind, self.model = trainee.kind, trainee.model
+        self.spec, self.config = trainee.spec, trainee.config
+        self.tc = trainee.config.training
         self.optimizer, self.run_dir, self.state = optimizer, run_dir, state
-        self.train_t, self.valid_t, self.soft, self.seed = train_t, valid_t, soft, seed
-        self.steps_per_epoch = math.ceil(len(train_t) / self.tc.batch_size)
+        self.train_t, self.valid_t, self.soft, self.seed = data.train, data.valid, data.soft, seed
+        self.steps_per_epoch = math.ceil(len(self.train_t) / self.tc.batch_size)
         tc = self.tc
         self.eval_every = (
             max(1, round(tc.eval_every_epochs * self.steps_per_epoch))
             if tc.eval_every_epochs is not None
             else tc.eval_every_steps
         )
-        assert valid_t.label is not None
-        positives = int(valid_t.label.sum())
+        assert self.valid_t.label is not None
+        positives = int(self.valid_t.label.sum())
         # Rule for a small valid split: its logloss cannot tell checkpoints apart, so there is
         # no early stopping; a fixed budget is trained and its last weights are the result.
         self.small_valid = positives < tc.min_valid_positives
@@ -291,7 +328,7 @@ class _Loop:
             log.warning(
                 "%s: the valid split has %d positives (< training.min_valid_positives = %d): "
                 "no early stopping, training %.2g epoch(s) and keeping the last weights",
-                kind,
+                self.kind,
                 positives,
                 tc.min_valid_positives,
                 epochs,
@@ -299,66 +336,72 @@ class _Loop:
 
     def run(self, step_callback: StepCallback | None) -> None:
         state, tc = self.state, self.tc
-        bs = tc.batch_size
-        n = len(self.train_t)
-        weight = self.config.warm_start.distill_weight
         stop = False
         while not stop and state.epoch < tc.max_epochs and state.step < self.max_steps:
-            generator = torch.Generator().manual_seed(_epoch_seed(self.seed, state.epoch))
-            perm = torch.randperm(n, generator=generator)
-            data = self.train_t.take(perm)  # one gather per epoch; batches below are views
-            soft = None if self.soft is None else self.soft[perm]
-            assert data.label is not None
-            bar = tqdm(
-                total=self.steps_per_epoch,
-                initial=state.batch,
-                desc=f"{self.kind} epoch {state.epoch + 1}/{tc.max_epochs}",
-                # None: shown on a terminal only, so scheduler logs do not fill with bars.
-                disable=None if tc.progress else True,
-                leave=False,
-                mininterval=0.5,
-            )
-            ema: float | None = None
-            for b in range(state.batch, self.steps_per_epoch):
-                lo, hi = b * bs, min(n, (b + 1) * bs)
-                logits = self.model(data.sparse[lo:hi], data.dense[lo:hi], data.cross[lo:hi])
-                loss = F.binary_cross_entropy_with_logits(logits, data.label[lo:hi])
-                if soft is not None:
-                    soft_loss = F.binary_cross_entropy_with_logits(logits, soft[lo:hi])
-                    loss = (1 - weight) * loss + weight * soft_loss
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-
-                value = float(loss.item())
-                state.step += 1
-                state.batch = b + 1
-                state.loss_sum += value
-                state.loss_count += 1
-                end_of_epoch = state.batch == self.steps_per_epoch
-                if end_of_epoch:
-                    state.epoch += 1
-                    state.batch = 0
-                ema = value if ema is None else 0.98 * ema + 0.02 * value
-                bar.update(1)
-                if state.step % 25 == 0:
-                    bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
-                if step_callback is not None:
-                    step_callback(state.step, value)
-                at_limit = state.step >= self.max_steps
-                if (
-                    end_of_epoch
-                    or at_limit
-                    or (self.eval_every and state.step % self.eval_every == 0)
-                ):
-                    stop = self._evaluate_and_checkpoint() or at_limit
-                elif state.step % tc.checkpoint_every_steps == 0:
-                    self._checkpoint(improved=False)
-                if stop or end_of_epoch:
-                    break
-            bar.close()
+            stop = self._run_epoch(step_callback)
         state.stopped_early = stop
         self._finish()
+
+    def _run_epoch(self, step_callback: StepCallback | None) -> bool:
+        """The current epoch from ``state.batch`` on; True when training is to stop."""
+        state = self.state
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, state.epoch))
+        perm = torch.randperm(len(self.train_t), generator=generator)
+        data = self.train_t.take(perm)  # one gather per epoch; batches below are views
+        soft = None if self.soft is None else self.soft[perm]
+        progress = _Progress(self.kind, state, self.steps_per_epoch, self.tc)
+        stop = False
+        for b in range(state.batch, self.steps_per_epoch):
+            value = self._step(data, soft, b)
+            end_of_epoch = self._count_step(b, value)
+            progress.update(state.step, value)
+            if step_callback is not None:
+                step_callback(state.step, value)
+            stop = self._evaluate_if_due(end_of_epoch)
+            if stop or end_of_epoch:
+                break
+        progress.close()
+        return stop
+
+    def _step(self, data: FeatureTensors, soft: torch.Tensor | None, batch: int) -> float:
+        """One optimiser step on batch ``batch`` of the epoch's shuffled rows; its loss."""
+        bs = self.tc.batch_size
+        lo, hi = batch * bs, min(len(data), (batch + 1) * bs)
+        assert data.label is not None
+        logits = self.model(data.sparse[lo:hi], data.dense[lo:hi], data.cross[lo:hi])
+        loss = F.binary_cross_entropy_with_logits(logits, data.label[lo:hi])
+        if soft is not None:
+            weight = self.config.warm_start.distill_weight
+            soft_loss = F.binary_cross_entropy_with_logits(logits, soft[lo:hi])
+            loss = (1 - weight) * loss + weight * soft_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.item())
+
+    def _count_step(self, batch: int, loss: float) -> bool:
+        """Record a finished step in the loop state; True at the end of an epoch."""
+        state = self.state
+        state.step += 1
+        state.batch = batch + 1
+        state.loss_sum += loss
+        state.loss_count += 1
+        if state.batch < self.steps_per_epoch:
+            return False
+        state.epoch += 1
+        state.batch = 0
+        return True
+
+    def _evaluate_if_due(self, end_of_epoch: bool) -> bool:
+        """Evaluate (and checkpoint) at an epoch's end, the step budget or every ``eval_every``
+        steps, else checkpoint every ``checkpoint_every_steps``; True when training is to stop."""
+        step = self.state.step
+        at_limit = step >= self.max_steps
+        if end_of_epoch or at_limit or (self.eval_every and step % self.eval_every == 0):
+            return self._evaluate_and_checkpoint() or at_limit
+        if step % self.tc.checkpoint_every_steps == 0:
+            self._checkpoint(improved=False)
+        return False
 
     def _evaluate_and_checkpoint(self) -> bool:
         state, tc = self.state, self.tc
@@ -445,6 +488,31 @@ class _Loop:
         write_pointer(self.run_dir, BEST_POINTER, path)
         write_pointer(self.run_dir, LAST_POINTER, path)
         _remove_unreferenced(self.run_dir)
+
+
+class _Progress:
+    """An epoch's progress bar with a smoothed loss; shown on a terminal only (None), so
+    scheduler logs do not fill with bars."""
+
+    def __init__(self, kind: str, state: _LoopState, steps: int, tc: TrainingConfig) -> None:
+        self.bar = tqdm(
+            total=steps,
+            initial=state.batch,
+            desc=f"{kind} epoch {state.epoch + 1}/{tc.max_epochs}",
+            disable=None if tc.progress else True,
+            leave=False,
+            mininterval=0.5,
+        )
+        self.ema: float | None = None
+
+    def update(self, step: int, loss: float) -> None:
+        self.ema = loss if self.ema is None else 0.98 * self.ema + 0.02 * loss
+        self.bar.update(1)
+        if step % 25 == 0:
+            self.bar.set_postfix(loss=f"{self.ema:.4f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _result(

@@ -52,7 +52,7 @@ from models.config import ModelConfig, load_model_config  # noqa: E402
 from models.metrics import auc, evaluate  # noqa: E402
 from models.networks import build_model  # noqa: E402
 from models.spec import FeatureSpec, FeatureTensors  # noqa: E402
-from models.train import configure_threads, train_model  # noqa: E402
+from models.train import RunOptions, configure_threads, train_model  # noqa: E402
 from tests.fixtures.synthetic import SyntheticConfig, make_splits  # noqa: E402
 
 Source = Callable[[int, int], Any]
@@ -119,8 +119,7 @@ def bench_quality(
                 data.valid,
                 data.schema,
                 seeded,
-                checkpoint_dir=workdir / f"quality-{kind}-{k}",
-                resume=False,
+                RunOptions(checkpoint_dir=workdir / f"quality-{kind}-{k}", resume=False),
             )
             probs = torch.sigmoid(
                 torch.from_numpy(_logits(result.model, result.spec.transform(data.test)))
@@ -286,8 +285,7 @@ def bench_warm_start(data: Any, config: ModelConfig, workdir: Path, kind: str) -
         data.valid,
         data.schema,
         config,
-        checkpoint_dir=workdir / "champion",
-        resume=False,
+        RunOptions(checkpoint_dir=workdir / "champion", resume=False),
     )
     cold = train_model(
         kind,
@@ -295,8 +293,7 @@ def bench_warm_start(data: Any, config: ModelConfig, workdir: Path, kind: str) -
         data.valid,
         data.schema,
         fine,
-        checkpoint_dir=workdir / "cold",
-        resume=False,
+        RunOptions(checkpoint_dir=workdir / "cold", resume=False),
     )
     warm = train_model(
         kind,
@@ -304,9 +301,7 @@ def bench_warm_start(data: Any, config: ModelConfig, workdir: Path, kind: str) -
         data.valid,
         data.schema,
         fine,
-        checkpoint_dir=workdir / "warm",
-        resume=False,
-        warm_start_from=champion.run_dir,
+        RunOptions(checkpoint_dir=workdir / "warm", resume=False, warm_start_from=champion.run_dir),
     )
     best = min(h["valid_logloss"] for h in cold.history)
     cold_steps = int(min(cold.history, key=lambda h: h["valid_logloss"])["step"])
@@ -470,9 +465,11 @@ def _train_loop(kind: str, data: Any, config: ModelConfig, run_dir: Path, steps:
         data.valid.iloc[:2000],
         data.schema,
         cfg,
-        checkpoint_dir=run_dir,
-        resume=False,
-        step_callback=lambda step, loss: stamps.append(time.perf_counter()),
+        RunOptions(
+            checkpoint_dir=run_dir,
+            resume=False,
+            step_callback=lambda step, loss: stamps.append(time.perf_counter()),
+        ),
     )
     # The once-per-epoch shuffle gather happens before the first step: time it and add it.
     spec = FeatureSpec.fit(data.schema, train, cfg)

@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from models.config import ModelConfig, load_model_config  # noqa: E402
-from models.train import configure_threads, train_model  # noqa: E402
+from models.train import RunOptions, configure_threads, train_model  # noqa: E402
 from models.yaml_config import parse_overrides  # noqa: E402
 from rankflow.sim.warm_measure import (  # noqa: E402
     GOAL_STEPS_RATIO,
@@ -59,9 +59,7 @@ def run_seed(
         before.valid,
         before.schema,
         config,
-        checkpoint_dir=work / f"champion-{seed}",
-        resume=False,
-        seed=seed,
+        RunOptions(checkpoint_dir=work / f"champion-{seed}", resume=False, seed=seed),
     )
     training_set = as_training_set(after)
     results = {}

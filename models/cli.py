@@ -58,7 +58,7 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from models.config import load_model_config
-    from models.train import train_model
+    from models.train import RunOptions, train_model
 
     config = load_model_config(args.config, _overrides(args.set))
     train = _read_frame(args.train)
@@ -70,10 +70,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         valid,
         schema,
         config,
-        checkpoint_dir=Path(args.out),
-        warm_start_from=Path(args.warm_start) if args.warm_start else None,
-        resume=not args.no_resume,
-        seed=args.seed,
+        RunOptions(
+            checkpoint_dir=Path(args.out),
+            warm_start_from=Path(args.warm_start) if args.warm_start else None,
+            resume=not args.no_resume,
+            seed=args.seed,
+        ),
     )
     summary = result.to_dict()
     (Path(args.out) / "result.json").write_text(json.dumps(summary, indent=1, default=float))

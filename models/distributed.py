@@ -6,7 +6,7 @@ The path is built to be equivalent to :func:`models.train.train_model`:
 
 - the parent fits the feature spec, seeds and builds the model (same seed, same output-bias
   start) and transforms the splits once; every rank gets the same initial weights;
-- each epoch uses the single-process permutation (``_epoch_seed``), and each global batch of
+- each epoch uses the single-process permutation (``epoch_seed``), and each global batch of
   ``training.batch_size`` rows is cut into ``world_size`` contiguous shards, one per rank. DDP
   averages the shard gradients, which for equal shards is the gradient of the full batch's mean
   loss: the optimiser takes the same steps, up to float summation order (and dropout draws,
@@ -37,10 +37,11 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from models.config import MODEL_KINDS, ModelConfig
+from models.loop import epoch_seed
 from models.metrics import evaluate, logloss
 from models.networks import RankingModel, build_model, predict_logits
 from models.spec import FeatureSpec, FeatureTensors
-from models.train import _epoch_seed, _init_output_bias, _make_optimizer
+from models.train import _init_output_bias, _make_optimizer
 
 WEIGHTS_FILE = "model.safetensors"
 HISTORY_FILE = "history.json"
@@ -161,7 +162,7 @@ def _train_rank(rank: int, job: _Job) -> None:
     best: dict[str, torch.Tensor] | None = None
     best_ll, bad, history, rows = math.inf, 0, [], 0
     for epoch in range(tc.max_epochs):
-        generator = torch.Generator().manual_seed(_epoch_seed(job.seed, epoch))
+        generator = torch.Generator().manual_seed(epoch_seed(job.seed, epoch))
         data = job.train_t.take(torch.randperm(n, generator=generator))
         assert data.label is not None
         ddp.train()

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from models.config import DCNConfig, ModelConfig, WideDeepConfig
+from models.encoding import OOV_ID
 from models.layers import (
     MLP,
     CrossLayerV1,
@@ -27,7 +28,7 @@ from models.layers import (
     TableConfig,
     WideLinear,
 )
-from models.spec import OOV_ID, FeatureSpec, FeatureTensors
+from models.spec import FeatureSpec, FeatureTensors
 
 AxisKeys = list[str] | None  # None: rows/columns matched by index
 

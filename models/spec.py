@@ -11,7 +11,10 @@ name -> Feast value type), the entity columns of the training set and the declar
 - declared crosses -> hashed ids of the combined raw values (``cross``), for the wide part.
 
 The spec is plain data (JSON via ``to_json``), saved with every checkpoint, and is all that
-scoring needs: ``spec.transform(raw_df)`` gives the same tensors in any process.
+scoring needs: ``spec.transform(raw_df)`` gives the same tensors in any process. A scoring
+service calls ``spec.transform_columns`` (through :class:`RequestTransform`) on one request's
+plain columns: the same code as ``transform``, without a DataFrame; how each feature encodes a
+value is models.encoding's.
 """
 
 from __future__ import annotations
@@ -31,13 +34,20 @@ import torch
 
 from models import schema
 from models.config import FeaturesConfig, ModelConfig
-from models.hashing import (
-    CROSS_SEPARATOR,
-    NULL_TOKEN,
-    canonical_strings,
-    hash_buckets,
-    value_kind,
+from models.encoding import (
+    CategoricalSpec,
+    ColumnValues,
+    CrossSpec,
+    Factorized,
+    FeatureSpecError,
+    FeatureTensors,
+    IdCache,
+    NumericSpec,
+    clip_log,
+    factorize,
+    numeric_values,
 )
+from models.hashing import hash_buckets, value_kind
 
 log = logging.getLogger(__name__)
 
@@ -46,111 +56,6 @@ SPEC_FORMAT_VERSION = 1
 # Entity and request columns (models.schema): usable as features when the config declares them;
 # the feature service schema does not list them (they are join keys or request data).
 ENTITY_SCHEMA = schema.ENTITY_SCHEMA
-
-# Reserved ids of a categorical feature (hashed features of specs older than trained_buckets
-# reserve only NULL_ID).
-NULL_ID = 0
-OOV_ID = 1
-
-
-class FeatureSpecError(ValueError):
-    """Raw data or a schema that does not fit the spec; the message names column and key."""
-
-
-@dataclass(frozen=True)
-class CategoricalSpec:
-    name: str
-    value_type: str
-    encoding: str  # "vocab" | "hash"
-    embedding_dim: int
-    wide: bool
-    vocab: tuple[str, ...] = ()
-    buckets: int | None = None
-    # Hash only: the buckets that some value seen >= min_count times in train fell into. Ids of
-    # every other bucket go to the shared unseen row (OOV_ID), so a new user or item scores as
-    # "unknown" instead of with a never-trained random row. None: a spec from before this
-    # existed (no unseen row; bucket b is id b + 1).
-    trained_buckets: tuple[int, ...] | None = None
-
-    @property
-    def has_unseen_row(self) -> bool:
-        return self.encoding == "vocab" or self.trained_buckets is not None
-
-    @property
-    def num_embeddings(self) -> int:
-        if self.encoding == "vocab":
-            return len(self.vocab) + 2  # + null and out-of-vocabulary rows
-        assert self.buckets is not None
-        return self.buckets + (2 if self.trained_buckets is not None else 1)
-
-    def row_keys(self) -> list[str] | None:
-        """What each embedding row stands for (vocab only): lets warm start remap rows. A hash
-        bucket means something else once the bucket count changes, so those match by index."""
-        if self.encoding != "vocab":
-            return None
-        return ["\x00<null>", "\x00<oov>", *self.vocab]
-
-
-@dataclass(frozen=True)
-class NumericSpec:
-    name: str
-    value_type: str
-    fill_value: float
-    clip_low: float | None
-    clip_high: float | None
-    log1p: bool
-    standardize: bool
-    mean: float
-    std: float
-    missing_indicator: bool
-
-    @property
-    def columns(self) -> list[str]:
-        return [self.name, f"{self.name}__missing"] if self.missing_indicator else [self.name]
-
-
-@dataclass(frozen=True)
-class CrossSpec:
-    name: str
-    features: tuple[str, ...]
-    value_types: tuple[str, ...]
-    buckets: int
-
-    @property
-    def num_embeddings(self) -> int:
-        return self.buckets
-
-
-@dataclass
-class FeatureTensors:
-    """Model inputs for N rows: ``sparse`` [N, S] int64, ``dense`` [N, D] float32,
-    ``cross`` [N, C] int64 and, when the frame had one, ``label`` [N] float32."""
-
-    sparse: torch.Tensor
-    dense: torch.Tensor
-    cross: torch.Tensor
-    label: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.sparse.shape[0])
-
-    def take(self, index: torch.Tensor) -> FeatureTensors:
-        """Rows ``index`` (a gather: one copy, done once per epoch rather than per batch)."""
-        return FeatureTensors(
-            self.sparse[index],
-            self.dense[index],
-            self.cross[index],
-            None if self.label is None else self.label[index],
-        )
-
-    def slice(self, start: int, stop: int) -> FeatureTensors:
-        """Rows ``start:stop`` as views (no copy)."""
-        return FeatureTensors(
-            self.sparse[start:stop],
-            self.dense[start:stop],
-            self.cross[start:stop],
-            None if self.label is None else self.label[start:stop],
-        )
 
 
 @dataclass(frozen=True)
@@ -245,15 +150,33 @@ class FeatureSpec:
 
     def transform(self, df: pd.DataFrame, *, require_label: bool = False) -> FeatureTensors:
         """Raw feature rows -> tensors. Extra columns are ignored; missing ones are an error."""
-        _require_columns(df, self.input_columns, "raw feature frame")
-        n = len(df)
+        tensors = self.transform_columns(df, what="raw feature frame")
+        if self.label in df.columns:
+            tensors.label = torch.from_numpy(_encode_label(df[self.label], self.label))
+        elif require_label:
+            raise FeatureSpecError(f"raw feature frame has no label column {self.label!r}")
+        return tensors
+
+    def transform_columns(
+        self,
+        columns: pd.DataFrame | Mapping[str, ColumnValues],
+        *,
+        cache: IdCache | None = None,
+        what: str = "request rows",
+    ) -> FeatureTensors:
+        """The transform (no label) of a frame or of plain columns ``{name: values}`` (None or
+        NaN for null): what ``transform`` runs on a frame and a scoring service on each request,
+        so the two give identical tensors. ``cache`` remembers the ids of values already seen
+        (a long-lived scorer's); ``what`` names the input in errors."""
+        n = _row_count(columns, self.input_columns, what)
+        factorized = self._factorized(columns)
         sparse = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, spec in enumerate(self.categorical):
-            sparse[:, j] = _encode_categorical(spec, df[spec.name])
+            sparse[:, j] = spec.encode(factorized[spec.name, spec.value_type], cache)
         dense = np.zeros((n, len(self.dense_columns)), dtype=np.float32)
         j = 0
         for spec in self.numeric:
-            values, missing = _encode_numeric(spec, df[spec.name])
+            values, missing = spec.encode(columns[spec.name])
             dense[:, j] = values
             j += 1
             if spec.missing_indicator:
@@ -261,15 +184,20 @@ class FeatureSpec:
                 j += 1
         cross = np.zeros((n, len(self.crosses)), dtype=np.int64)
         for j, spec in enumerate(self.crosses):
-            cross[:, j] = _encode_cross(spec, df)
-        label = None
-        if self.label in df.columns:
-            label = torch.from_numpy(_encode_label(df[self.label], self.label))
-        elif require_label:
-            raise FeatureSpecError(f"raw feature frame has no label column {self.label!r}")
+            keys = zip(spec.features, spec.value_types, strict=True)
+            cross[:, j] = spec.encode([factorized[key] for key in keys], cache)
         return FeatureTensors(
-            torch.from_numpy(sparse), torch.from_numpy(dense), torch.from_numpy(cross), label
+            torch.from_numpy(sparse), torch.from_numpy(dense), torch.from_numpy(cross)
         )
+
+    def _factorized(
+        self, columns: pd.DataFrame | Mapping[str, ColumnValues]
+    ) -> dict[tuple[str, str], Factorized]:
+        """Each categorical and crossed column factorized once (a crossed feature is usually a
+        categorical one too), keyed by (name, value type)."""
+        keys = [(c.name, c.value_type) for c in self.categorical]
+        keys += [key for c in self.crosses for key in zip(c.features, c.value_types, strict=True)]
+        return {key: factorize(columns[key[0]], *key) for key in dict.fromkeys(keys)}
 
     # ------------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -345,6 +273,19 @@ class FeatureSpec:
         return hashlib.blake2b(self.to_json().encode(), digest_size=16).hexdigest()
 
 
+class RequestTransform:
+    """``spec.transform_columns`` for a long-lived scorer: one request's plain columns in,
+    tensors out, identical to ``spec.transform`` on the same rows. Keeps the ids of values it
+    has encoded, so that a warm request hashes nothing."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.cache = IdCache()
+
+    def __call__(self, columns: Mapping[str, ColumnValues]) -> FeatureTensors:
+        return self.spec.transform_columns(columns, cache=self.cache)
+
+
 # ------------------------------------------------------------------------------- helpers
 def infer_schema(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> dict[str, str]:
     """Feast-style value types from pandas dtypes, for when no feature service is at hand."""
@@ -413,28 +354,39 @@ def _check_declared(
         raise FeatureSpecError("model config does not fit the schema:\n  " + "\n  ".join(problems))
 
 
-def _require_columns(df: pd.DataFrame, columns: list[str], what: str) -> None:
-    missing = [name for name in columns if name not in df.columns]
+def _require_columns(
+    columns: pd.DataFrame | Mapping[str, ColumnValues], required: list[str], what: str
+) -> None:
+    missing = [name for name in required if name not in columns]
     if missing:
+        names = [str(name) for name in columns]
         raise FeatureSpecError(
             f"{what} is missing column(s) {missing} required by the feature spec "
-            f"(it has {len(df.columns)} columns: {', '.join(map(str, df.columns[:12]))}"
-            f"{', ...' if len(df.columns) > 12 else ''})"
+            f"(it has {len(names)} columns: {', '.join(names[:12])}"
+            f"{', ...' if len(names) > 12 else ''})"
         )
 
 
-def _factorize(series: pd.Series, spec_name: str, value_type: str) -> tuple[np.ndarray, list[str]]:
-    """Codes per row (-1 = null) and the canonical text of each distinct value."""
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    try:
-        canon = canonical_strings(list(uniques), value_type)
-    except ValueError as error:
-        raise FeatureSpecError(f"column {spec_name!r}: {error}") from None
-    return np.asarray(codes, dtype=np.int64), canon
+def _row_count(
+    columns: pd.DataFrame | Mapping[str, ColumnValues], required: list[str], what: str
+) -> int:
+    """The number of rows of ``columns``, once every required column is there with as many."""
+    _require_columns(columns, required, what)
+    if isinstance(columns, pd.DataFrame):
+        return len(columns)
+    lengths = {name: len(columns[name]) for name in required}
+    n = next(iter(lengths.values()), 0)
+    uneven = {name: length for name, length in lengths.items() if length != n}
+    if uneven:
+        raise FeatureSpecError(
+            f"{what}: columns of different lengths ({required[0]!r} has {n} values, {uneven})"
+        )
+    return n
 
 
 def _fit_categorical(name: str, value_type: str, decl: Any, column: pd.Series) -> CategoricalSpec:
-    codes, canon = _factorize(column, name, value_type)
+    factorized = factorize(column, name, value_type)
+    codes, canon = factorized.codes, factorized.canonical
     per_code = np.bincount(codes[codes >= 0], minlength=len(canon))
     counts: dict[str, int] = {}
     for text, count in zip(canon, per_code.tolist(), strict=True):
@@ -465,50 +417,8 @@ def _fit_categorical(name: str, value_type: str, decl: Any, column: pd.Series) -
     )
 
 
-def _encode_categorical(spec: CategoricalSpec, column: pd.Series) -> np.ndarray:
-    codes, canon = _factorize(column, spec.name, spec.value_type)
-    if spec.encoding == "vocab":
-        index = pd.Index(spec.vocab, dtype=object)
-        found = index.get_indexer(pd.Index(canon, dtype=object)) if canon else np.empty(0, int)
-        per_unique = np.where(found < 0, OOV_ID, found + 2).astype(np.int64)
-    else:
-        assert spec.buckets is not None
-        bucket = hash_buckets(canon, spec.buckets, salt=spec.name)
-        if spec.trained_buckets is None:
-            per_unique = bucket + 1
-        else:
-            trained = np.zeros(spec.buckets, dtype=bool)
-            trained[list(spec.trained_buckets)] = True
-            per_unique = np.where(trained[bucket], bucket + 2, OOV_ID).astype(np.int64)
-    return np.where(codes < 0, NULL_ID, per_unique[np.maximum(codes, 0)] if len(canon) else 0)
-
-
-def _numeric_values(column: pd.Series, name: str) -> np.ndarray:
-    """float64 values with NaN for null; non-numeric values are an error naming the column."""
-    numbers = pd.to_numeric(column, errors="coerce")
-    values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.isnan(values) & ~column.isna().to_numpy()
-    if bad.any():
-        examples = column[bad].astype(str).unique()[:3].tolist()
-        raise FeatureSpecError(
-            f"column {name!r}: {int(bad.sum())} value(s) are not numeric (e.g. {examples})"
-        )
-    if np.isinf(values).any():
-        raise FeatureSpecError(f"column {name!r}: {int(np.isinf(values).sum())} infinite value(s)")
-    return values
-
-
-def _clip_log(values: np.ndarray, low: float | None, high: float | None, log1p: bool) -> np.ndarray:
-    if low is not None or high is not None:
-        values = np.clip(values, low, high)
-    if log1p:
-        # Signed, so negative values (a lift below zero, a refund) stay finite and ordered.
-        values = np.sign(values) * np.log1p(np.abs(values))
-    return values
-
-
 def _fit_numeric(name: str, value_type: str, decl: Any, column: pd.Series) -> NumericSpec:
-    values = _numeric_values(column, name)
+    values = numeric_values(column, name)
     present = values[~np.isnan(values)]
     if isinstance(decl.fill, float | int):
         fill = float(decl.fill)
@@ -522,7 +432,7 @@ def _fit_numeric(name: str, value_type: str, decl: Any, column: pd.Series) -> Nu
             )
         fill = float(np.mean(present) if decl.fill == "mean" else np.median(present))
     low, high = decl.clip if decl.clip is not None else (None, None)
-    transformed = _clip_log(np.where(np.isnan(values), fill, values), low, high, decl.log1p)
+    transformed = clip_log(np.where(np.isnan(values), fill, values), low, high, decl.log1p)
     mean, std = 0.0, 1.0
     if decl.standardize:
         mean = float(np.mean(transformed))
@@ -552,39 +462,6 @@ def _kept_scaling(fitted: NumericSpec, source: FeatureSpec) -> NumericSpec:
     if any(getattr(old, key) != getattr(fitted, key) for key in same):
         return fitted
     return dataclasses.replace(fitted, fill_value=old.fill_value, mean=old.mean, std=old.std)
-
-
-def _encode_numeric(spec: NumericSpec, column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    values = _numeric_values(column, spec.name)
-    missing = np.isnan(values)
-    values = _clip_log(
-        np.where(missing, spec.fill_value, values), spec.clip_low, spec.clip_high, spec.log1p
-    )
-    values = (values - spec.mean) / spec.std
-    return values.astype(np.float32), missing.astype(np.float32)
-
-
-def _encode_cross(spec: CrossSpec, df: pd.DataFrame) -> np.ndarray:
-    """Hash of the combined canonical values; a null part is spelt NULL_TOKEN."""
-    combined: np.ndarray | None = None
-    parts: list[tuple[np.ndarray, list[str]]] = []
-    for name, value_type in zip(spec.features, spec.value_types, strict=True):
-        codes, canon = _factorize(df[name], name, value_type)
-        parts.append((codes, canon))
-        shifted = codes + 1  # 0 = null
-        if combined is None:
-            combined = shifted
-        else:
-            # Re-factorise after each step so the combined key stays small (no int64 overflow).
-            combined = pd.factorize(combined * (len(canon) + 1) + shifted)[0].astype(np.int64)
-    assert combined is not None
-    keys, first_row, inverse = np.unique(combined, return_index=True, return_inverse=True)
-    texts = []
-    for row in first_row:
-        tokens = [canon[codes[row]] if codes[row] >= 0 else NULL_TOKEN for codes, canon in parts]
-        texts.append(CROSS_SEPARATOR.join(tokens))
-    per_key = hash_buckets(texts, spec.buckets, salt=spec.name) if len(keys) else np.empty(0)
-    return per_key[inverse].astype(np.int64) if len(keys) else np.zeros(len(df), np.int64)
 
 
 def _encode_label(column: pd.Series, name: str) -> np.ndarray:

@@ -16,48 +16,45 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from models.checkpoint import (
     BEST_POINTER,
     LAST_POINTER,
-    MODEL_FILE,
     Checkpoint,
     CheckpointError,
     load_checkpoint,
-    load_weights,
     read_pointer,
     resolve_checkpoint,
     restore_optimizer,
-    save_checkpoint,
-    write_pointer,
 )
 from models.config import MODEL_KINDS, ModelConfig, TrainingConfig
-from models.metrics import auc, evaluate, logloss
-from models.networks import RankingModel, build_model, predict_logits
+from models.loop import (
+    FINAL_CHECKPOINT,
+    RNG_TENSOR,
+    LoopData,
+    LoopState,
+    StepCallback,
+    Trainee,
+    TrainingLoop,
+)
+from models.networks import RankingModel, build_model
 from models.scoring import Scorer
 from models.spec import FeatureSpec, FeatureTensors
 from models.warm_start import WarmStartReport, warm_start
 
 log = logging.getLogger(__name__)
-
-FINAL_CHECKPOINT = "final"
-RNG_TENSOR = "rng/torch"
-StepCallback = Callable[[int, float], None]
 
 
 @dataclass
@@ -94,35 +91,6 @@ class TrainResult:
         }
 
 
-@dataclass
-class _LoopState:
-    """Everything besides tensors that a resumed run needs; saved as trainer_state.json."""
-
-    epoch: int = 0  # completed epochs
-    batch: int = 0  # batches done in the current epoch
-    step: int = 0
-    loss_sum: float = 0.0  # train loss since the last evaluation
-    loss_count: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_logloss: float | None = None
-    best_step: int = -1
-    best_checkpoint: str | None = None
-    bad_evals: int = 0
-    finished: bool = False
-    stopped_early: bool = False
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    identity: dict[str, Any] = field(default_factory=dict)
-    warm_start_report: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> _LoopState:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
 def configure_threads(num_threads: int | None) -> int:
     """Intra-op threads (default min(2, cpus)); one inter-op thread: the graph is sequential."""
     threads = num_threads or min(2, os.cpu_count() or 1)
@@ -133,74 +101,81 @@ def configure_threads(num_threads: int | None) -> int:
     return threads
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how one training run goes (``train_model``'s ``run``).
+
+    ``checkpoint_dir`` is the run's folder: with ``resume`` (default) a run found there
+    continues where it stopped (or, if finished, is returned as is); ``resume=False`` discards
+    it. ``warm_start_from``: a production checkpoint (or run folder) whose parameters
+    initialise the model (see ``models.warm_start``) and, if ``warm_start.distill_weight`` >
+    0, whose predictions are soft targets. ``seed``: default ``training.seed``.
+    ``step_callback(step, loss)`` runs after each step.
+    """
+
+    checkpoint_dir: Path
+    warm_start_from: Path | None = None
+    resume: bool = True
+    seed: int | None = None
+    step_callback: StepCallback | None = None
+
+
 def train_model(
     kind: Literal["wide_deep", "dcn"],
     train_df: pd.DataFrame,
     valid_df: pd.DataFrame,
     schema: Mapping[str, str],
     config: ModelConfig,
-    *,
-    checkpoint_dir: Path,
-    warm_start_from: Path | None = None,
-    resume: bool = True,
-    seed: int | None = None,
-    step_callback: StepCallback | None = None,
+    run: RunOptions,
 ) -> TrainResult:
-    """Train ``kind`` on ``train_df`` with early stopping on ``valid_df``.
-
-    ``checkpoint_dir`` is this run's folder: with ``resume`` (default) a run found there
-    continues where it stopped (or, if finished, is returned as is); ``resume=False`` discards
-    it. ``warm_start_from``: a production checkpoint (or run folder) whose parameters
-    initialise the model (see ``models.warm_start``) and, if ``warm_start.distill_weight`` >
-    0, whose predictions are soft targets. ``step_callback(step, loss)`` runs after each step.
-    """
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
-    seed = config.training.seed if seed is None else seed
-    tc = config.training
-    distill = config.warm_start.distill_weight
-    if distill > 0 and warm_start_from is None:
-        raise ValueError(
-            "warm_start.distill_weight > 0 needs warm_start_from: the production checkpoint "
-            "whose predictions are the soft targets"
-        )
-    threads = configure_threads(tc.num_threads)
-    run_dir = Path(checkpoint_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _remove_partial_writes(run_dir)
-
-    last = read_pointer(run_dir, LAST_POINTER)
-    if last is not None and not resume:
-        log.info("resume=False: discarding the previous run in %s", run_dir)
-        _clear_run(run_dir)
-        last = None
-
+    """Train ``kind`` on ``train_df`` with early stopping on ``valid_df``; ``run`` says where
+    the checkpoints go and how the run starts (see :class:`RunOptions`)."""
+    _check_request(kind, config, run)
+    seed = config.training.seed if run.seed is None else run.seed
+    threads = configure_threads(config.training.num_threads)
+    run_dir = Path(run.checkpoint_dir)
+    last = _open_run_dir(run_dir, resume=run.resume)
     checkpoint, spec, model, state, report = _start_or_resume(
-        kind, last, schema, train_df, config, seed, warm_start_from
+        kind, last, schema, train_df, config, seed, run.warm_start_from
     )
     train_t = spec.transform(train_df, require_label=True)
     valid_t = spec.transform(valid_df, require_label=True)
-    identity = _identity(kind, seed, config, threads, train_t, valid_t, warm_start_from)
+    identity = _identity(kind, seed, config, threads, train_t, valid_t, run.warm_start_from)
     if checkpoint is not None:
         _check_identity(state.identity, identity, checkpoint.path)
     else:
         state.identity = identity
+    if not state.finished:
+        distill = config.warm_start.distill_weight > 0
+        soft = _teacher_targets(run.warm_start_from, train_df) if distill else None
+        trainee = Trainee(kind, model, spec, config)
+        optimizer = _training_optimizer(trainee, checkpoint, warm=run.warm_start_from is not None)
+        data = LoopData(train_t, valid_t, soft)
+        TrainingLoop(trainee, optimizer, data, run_dir, state, seed).run(run.step_callback)
+    return _result(kind, run_dir, state, config, report, seed, resumed=checkpoint is not None)
 
-    def result() -> TrainResult:
-        return _result(kind, run_dir, state, config, report, seed, resumed=checkpoint is not None)
 
-    if state.finished:
-        return result()
+def _check_request(kind: str, config: ModelConfig, run: RunOptions) -> None:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+    if config.warm_start.distill_weight > 0 and run.warm_start_from is None:
+        raise ValueError(
+            "warm_start.distill_weight > 0 needs warm_start_from: the production checkpoint "
+            "whose predictions are the soft targets"
+        )
 
-    soft = _teacher_targets(warm_start_from, train_df) if distill > 0 else None
-    model.train()
-    lr_scale = config.warm_start.learning_rate_scale if warm_start_from is not None else 1.0
-    optimizer = _make_optimizer(model, tc, lr_scale, config.dense_weight_decay(kind))
-    if checkpoint is not None:
-        _restore_training_state(checkpoint, optimizer, model)
-    loop = _Loop(kind, model, spec, config, optimizer, run_dir, state, train_t, valid_t, soft, seed)
-    loop.run(step_callback)
-    return result()
+
+def _open_run_dir(run_dir: Path, *, resume: bool) -> Path | None:
+    """Create ``run_dir``, drop half-written files, and return the last checkpoint of a run
+    to resume (None: a fresh run; with ``resume=False`` a previous run is discarded)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _remove_partial_writes(run_dir)
+    last = read_pointer(run_dir, LAST_POINTER)
+    if last is not None and not resume:
+        log.info("resume=False: discarding the previous run in %s", run_dir)
+        _clear_run(run_dir)
+        return None
+    return last
 
 
 def _start_or_resume(
@@ -211,13 +186,13 @@ def _start_or_resume(
     config: ModelConfig,
     seed: int,
     warm_start_from: Path | None,
-) -> tuple[Checkpoint | None, FeatureSpec, RankingModel, _LoopState, WarmStartReport | None]:
+) -> tuple[Checkpoint | None, FeatureSpec, RankingModel, LoopState, WarmStartReport | None]:
     """The run's starting point: the last checkpoint of an interrupted run, or a fresh model
     (fitted spec, seeded init, output bias at the base rate, optionally warm-started)."""
     report: WarmStartReport | None = None
     if last is not None:
         checkpoint = load_checkpoint(last, expect_kind=kind)
-        state = _LoopState.from_dict(checkpoint.trainer_state or {})
+        state = LoopState.from_dict(checkpoint.trainer_state or {})
         if state.warm_start_report:
             report = WarmStartReport.from_dict(state.warm_start_report)
         log.info("resuming %s from %s (step %d)", kind, last, state.step)
@@ -229,7 +204,7 @@ def _start_or_resume(
     spec = FeatureSpec.fit(schema, train_df, config, scaling_from=keep)
     torch.manual_seed(seed)
     model = build_model(kind, spec, config)
-    state = _LoopState()
+    state = LoopState()
     _init_output_bias(model, train_df, spec.label)
     if source is not None:
         report = warm_start(model, source)
@@ -254,203 +229,25 @@ def _restore_training_state(
     torch.set_rng_state(checkpoint.tensors[RNG_TENSOR])
 
 
-class _Loop:
-    def __init__(
-        self,
-        kind: str,
-        model: RankingModel,
-        spec: FeatureSpec,
-        config: ModelConfig,
-        optimizer: torch.optim.Optimizer,
-        run_dir: Path,
-        state: _LoopState,
-        train_t: FeatureTensors,
-        valid_t: FeatureTensors,
-        soft: torch.Tensor | None,
-        seed: int,
-    ) -> None:
-        self.kind, self.model, self.spec, self.config = kind, model, spec, config
-        self.tc = config.training
-        self.optimizer, self.run_dir, self.state = optimizer, run_dir, state
-        self.train_t, self.valid_t, self.soft, self.seed = train_t, valid_t, soft, seed
-        self.steps_per_epoch = math.ceil(len(train_t) / self.tc.batch_size)
-        tc = self.tc
-        self.eval_every = (
-            max(1, round(tc.eval_every_epochs * self.steps_per_epoch))
-            if tc.eval_every_epochs is not None
-            else tc.eval_every_steps
-        )
-        assert valid_t.label is not None
-        positives = int(valid_t.label.sum())
-        # Rule for a small valid split: its logloss cannot tell checkpoints apart, so there is
-        # no early stopping; a fixed budget is trained and its last weights are the result.
-        self.small_valid = positives < tc.min_valid_positives
-        epochs = min(tc.small_valid_epochs, tc.max_epochs) if self.small_valid else tc.max_epochs
-        self.max_steps = max(1, math.ceil(epochs * self.steps_per_epoch))
-        if self.small_valid:
-            log.warning(
-                "%s: the valid split has %d positives (< training.min_valid_positives = %d): "
-                "no early stopping, training %.2g epoch(s) and keeping the last weights",
-                kind,
-                positives,
-                tc.min_valid_positives,
-                epochs,
-            )
-
-    def run(self, step_callback: StepCallback | None) -> None:
-        state, tc = self.state, self.tc
-        bs = tc.batch_size
-        n = len(self.train_t)
-        weight = self.config.warm_start.distill_weight
-        stop = False
-        while not stop and state.epoch < tc.max_epochs and state.step < self.max_steps:
-            generator = torch.Generator().manual_seed(_epoch_seed(self.seed, state.epoch))
-            perm = torch.randperm(n, generator=generator)
-            data = self.train_t.take(perm)  # one gather per epoch; batches below are views
-            soft = None if self.soft is None else self.soft[perm]
-            assert data.label is not None
-            bar = tqdm(
-                total=self.steps_per_epoch,
-                initial=state.batch,
-                desc=f"{self.kind} epoch {state.epoch + 1}/{tc.max_epochs}",
-                # None: shown on a terminal only, so scheduler logs do not fill with bars.
-                disable=None if tc.progress else True,
-                leave=False,
-                mininterval=0.5,
-            )
-            ema: float | None = None
-            for b in range(state.batch, self.steps_per_epoch):
-                lo, hi = b * bs, min(n, (b + 1) * bs)
-                logits = self.model(data.sparse[lo:hi], data.dense[lo:hi], data.cross[lo:hi])
-                loss = F.binary_cross_entropy_with_logits(logits, data.label[lo:hi])
-                if soft is not None:
-                    soft_loss = F.binary_cross_entropy_with_logits(logits, soft[lo:hi])
-                    loss = (1 - weight) * loss + weight * soft_loss
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-
-                value = float(loss.item())
-                state.step += 1
-                state.batch = b + 1
-                state.loss_sum += value
-                state.loss_count += 1
-                end_of_epoch = state.batch == self.steps_per_epoch
-                if end_of_epoch:
-                    state.epoch += 1
-                    state.batch = 0
-                ema = value if ema is None else 0.98 * ema + 0.02 * value
-                bar.update(1)
-                if state.step % 25 == 0:
-                    bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
-                if step_callback is not None:
-                    step_callback(state.step, value)
-                at_limit = state.step >= self.max_steps
-                if (
-                    end_of_epoch
-                    or at_limit
-                    or (self.eval_every and state.step % self.eval_every == 0)
-                ):
-                    stop = self._evaluate_and_checkpoint() or at_limit
-                elif state.step % tc.checkpoint_every_steps == 0:
-                    self._checkpoint(improved=False)
-                if stop or end_of_epoch:
-                    break
-            bar.close()
-        state.stopped_early = stop
-        self._finish()
-
-    def _evaluate_and_checkpoint(self) -> bool:
-        state, tc = self.state, self.tc
-        assert self.valid_t.label is not None
-        probs = torch.sigmoid(predict_logits(self.model, self.valid_t, tc.eval_batch_size))
-        y = self.valid_t.label.numpy()
-        valid_ll = logloss(y, probs.double().numpy())
-        entry = {
-            "epoch": state.epoch + state.batch / self.steps_per_epoch,
-            "step": float(state.step),
-            "train_loss": state.loss_sum / max(state.loss_count, 1),
-            "valid_logloss": valid_ll,
-            "valid_auc": auc(y, probs.double().numpy()),
-        }
-        state.history.append(entry)
-        state.loss_sum, state.loss_count = 0.0, 0
-        improved = state.best_logloss is None or valid_ll < state.best_logloss - tc.min_delta
-        improved = improved or self.small_valid  # small valid split: the last weights win
-        if improved:
-            state.best_logloss, state.best_step, state.bad_evals = valid_ll, state.step, 0
-        else:
-            state.bad_evals += 1
-        log.info(
-            "%s step %d epoch %.2f: train_loss %.5f valid_logloss %.5f valid_auc %.4f%s",
-            self.kind,
-            state.step,
-            entry["epoch"],
-            entry["train_loss"],
-            valid_ll,
-            entry["valid_auc"],
-            " (best)" if improved else "",
-        )
-        self._checkpoint(improved=improved)
-        if state.bad_evals == 0:
-            return False
-        if tc.patience_epochs is not None:
-            return state.step - state.best_step >= tc.patience_epochs * self.steps_per_epoch
-        return state.bad_evals >= tc.patience
-
-    def _checkpoint(self, *, improved: bool) -> Path:
-        name = f"ckpt-{self.state.step:09d}"
-        if improved:
-            self.state.best_checkpoint = name
-        path = save_checkpoint(
-            self.run_dir / name,
-            kind=self.kind,
-            model=self.model,
-            spec=self.spec,
-            config=self.config,
-            optimizer=self.optimizer,
-            trainer_state=self.state.to_dict(),
-            extra_tensors={RNG_TENSOR: torch.get_rng_state()},
-        )
-        if improved:
-            write_pointer(self.run_dir, BEST_POINTER, path)
-        write_pointer(self.run_dir, LAST_POINTER, path)
-        _remove_unreferenced(self.run_dir)
-        return path
-
-    def _finish(self) -> None:
-        state = self.state
-        if state.best_checkpoint is None:  # no evaluation happened (cannot with >= 1 epoch)
-            raise RuntimeError("training ended without an evaluation")
-        load_weights(self.model, self.run_dir / state.best_checkpoint / MODEL_FILE)
-        self.model.eval()
-        probs = torch.sigmoid(predict_logits(self.model, self.valid_t, self.tc.eval_batch_size))
-        assert self.valid_t.label is not None
-        labels = pd.DataFrame({"label": self.valid_t.label.numpy()})
-        metrics = evaluate(probs.double().numpy(), labels)
-        metrics["best_step"] = float(state.best_step)
-        metrics["steps"] = float(state.step)
-        state.best_metrics = metrics
-        state.finished = True
-        # The final checkpoint holds the best weights and the finished state, no optimizer:
-        # it is what scoring, registries and the next warm start read.
-        path = save_checkpoint(
-            self.run_dir / FINAL_CHECKPOINT,
-            kind=self.kind,
-            model=self.model,
-            spec=self.spec,
-            config=self.config,
-            trainer_state=state.to_dict(),
-        )
-        write_pointer(self.run_dir, BEST_POINTER, path)
-        write_pointer(self.run_dir, LAST_POINTER, path)
-        _remove_unreferenced(self.run_dir)
+def _training_optimizer(
+    trainee: Trainee, checkpoint: Checkpoint | None, *, warm: bool
+) -> torch.optim.Optimizer:
+    """The model in training mode and its optimizer; a resumed run's optimizer and RNG state
+    restored from ``checkpoint``."""
+    model, config = trainee.model, trainee.config
+    model.train()
+    lr_scale = config.warm_start.learning_rate_scale if warm else 1.0
+    dense_decay = config.dense_weight_decay(trainee.kind)
+    optimizer = _make_optimizer(model, config.training, lr_scale, dense_decay)
+    if checkpoint is not None:
+        _restore_training_state(checkpoint, optimizer, model)
+    return optimizer
 
 
 def _result(
     kind: str,
     run_dir: Path,
-    state: _LoopState,
+    state: LoopState,
     config: ModelConfig,
     report: WarmStartReport | None,
     seed: int,
@@ -512,10 +309,6 @@ def _make_optimizer(
     return torch.optim.Adam([g for g in groups if g["params"]], fused=True)
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch) % (2**63)
-
-
 def _tensor_digest(*tensors: FeatureTensors) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for t in tensors:
@@ -570,17 +363,6 @@ def _check_identity(saved: Mapping[str, Any], now: Mapping[str, Any], path: Path
             + "\n  ".join(problems)
             + "\n(use another checkpoint_dir, or resume=False / --no-resume to start over)"
         )
-
-
-def _remove_unreferenced(run_dir: Path) -> None:
-    keep = {
-        target.name
-        for pointer in (LAST_POINTER, BEST_POINTER)
-        if (target := read_pointer(run_dir, pointer)) is not None
-    }
-    for child in run_dir.iterdir():
-        if child.is_dir() and child.name.startswith("ckpt-") and child.name not in keep:
-            shutil.rmtree(child, ignore_errors=True)
 
 
 def _remove_partial_writes(run_dir: Path) -> None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rankflow.canary.stats import OnlineDecision, decide_online
+from rankflow.canary.stats import Looks, OnlineDecision, decide_online
 from rankflow.errors import RankflowError
 from rankflow.registry.promotion import CHALLENGER, CHAMPION
 
@@ -365,18 +365,15 @@ def take_look(
     def column(key: str, missing: float) -> np.ndarray:
         return np.array([missing if x[key] is None else x[key] for x in looks], np.float64)
 
-    decision = decide_online(
+    evidence = Looks(
         column("clicks_champion", 0),
         column("views_champion", 0),
         column("clicks_challenger", 0),
         column("views_challenger", 0),
-        alpha=rule.alpha,
-        tau=rule.tau,
-        min_views=rule.min_views,
-        max_views=rule.max_views,
         variance=column("variance", np.inf),
         difference=column("difference", np.nan),
     )
+    decision = decide_online(evidence, rule)
     updated = LivePhase(**{**asdict(phase), "looks": looks})
     return LookResult(decision, updated, arms)
 

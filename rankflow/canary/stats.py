@@ -20,10 +20,14 @@ which the minimum sample size protects).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from rankflow.config import OnlineGateConfig
 
 Metric = Literal["auc", "logloss"]
 _EPS = 1e-7
@@ -239,39 +243,48 @@ def cuped_difference(
     )
 
 
-def msprt_likelihood_ratios(
-    clicks_a: np.ndarray,
-    views_a: np.ndarray,
-    clicks_b: np.ndarray,
-    views_b: np.ndarray,
-    tau: float,
-    variance: np.ndarray | None = None,
-    difference: np.ndarray | None = None,
-) -> np.ndarray:
-    """Lambda at each look, from cumulative clicks and views per arm (arrays, one per look).
+@dataclass(frozen=True)
+class Looks:
+    """The evidence of an online comparison at each look so far, in order: cumulative clicks
+    and views per arm (converted to 1-d float64 arrays), and optionally an estimate of the
+    CTR difference to test instead of the raw one.
 
-    ``variance``: of the CTR difference at each look (e.g. :func:`clustered_variance`); default
-    the binomial one, right only when impressions themselves were randomised. ``difference``:
-    an estimate of the difference to use instead of the raw one (with its ``variance``, e.g.
-    :func:`cuped_difference`'s)."""
-    clicks_a, views_a, clicks_b, views_b = (
-        np.asarray(x, dtype=np.float64) for x in (clicks_a, views_a, clicks_b, views_b)
-    )
+    ``variance``: of the CTR difference at each look (e.g. :func:`clustered_variance`); None
+    means the binomial one, right only when impressions themselves were randomised; inf (too
+    few users to estimate) counts as no evidence at that look. ``difference``: an adjusted
+    estimate of the difference (with its ``variance``, e.g. :func:`cuped_difference`'s), which
+    then also gives the direction of a decision."""
+
+    clicks_champion: np.ndarray
+    views_champion: np.ndarray
+    clicks_challenger: np.ndarray
+    views_challenger: np.ndarray
+    variance: np.ndarray | None = field(default=None, kw_only=True)
+    difference: np.ndarray | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        for name in ("clicks_champion", "views_champion", "clicks_challenger", "views_challenger"):
+            object.__setattr__(self, name, _looks_array(getattr(self, name)))
+        for name in ("variance", "difference"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _looks_array(getattr(self, name)))
+
+
+def _looks_array(values: npt.ArrayLike) -> np.ndarray:
+    return np.atleast_1d(np.asarray(values, dtype=np.float64))
+
+
+def msprt_likelihood_ratios(looks: Looks, tau: float) -> np.ndarray:
+    """Lambda at each look (see the module docstring), from the cumulative counts of ``looks``
+    and, when it has them, its variance and adjusted difference."""
     if tau <= 0:
         raise ValueError(f"tau must be positive, got {tau}")
+    views_a, views_b = looks.views_champion, looks.views_challenger
     with np.errstate(divide="ignore", invalid="ignore"):
-        ctr_a = clicks_a / views_a
-        ctr_b = clicks_b / views_b
-        # Smoothed rates in the variance only, so a zero-click start has a finite variance.
-        sa = (clicks_a + 0.5) / (views_a + 1.0)
-        sb = (clicks_b + 0.5) / (views_b + 1.0)
-        binomial = sa * (1 - sa) / views_a + sb * (1 - sb) / views_b
-        if variance is not None:  # inf (too few users to estimate) -> no evidence at that look
-            variance = np.clip(
-                np.nan_to_num(np.asarray(variance, np.float64), posinf=1e6), 1e-12, 1e6
-            )
-        variance = binomial if variance is None else variance
-        diff = ctr_b - ctr_a if difference is None else np.asarray(difference, np.float64)
+        ctr_a = looks.clicks_champion / views_a
+        ctr_b = looks.clicks_challenger / views_b
+        variance = _look_variances(looks)
+        diff = ctr_b - ctr_a if looks.difference is None else looks.difference
         diff = np.nan_to_num(diff, nan=0.0)
         tau2 = tau * tau
         ratio = np.sqrt(variance / (variance + tau2)) * np.exp(
@@ -280,20 +293,22 @@ def msprt_likelihood_ratios(
     return np.where((views_a > 0) & (views_b > 0), ratio, 1.0)
 
 
-def always_valid_p_values(
-    clicks_a: np.ndarray,
-    views_a: np.ndarray,
-    clicks_b: np.ndarray,
-    views_b: np.ndarray,
-    tau: float,
-    min_views: int = 0,
-    variance: np.ndarray | None = None,
-    difference: np.ndarray | None = None,
-) -> np.ndarray:
+def _look_variances(looks: Looks) -> np.ndarray:
+    """The variance of the CTR difference at each look: ``looks.variance`` bounded to a finite
+    range (inf -> no evidence at that look), or the binomial one."""
+    if looks.variance is not None:
+        return np.clip(np.nan_to_num(looks.variance, posinf=1e6), 1e-12, 1e6)
+    # Smoothed rates, so a zero-click start has a finite variance.
+    sa = (looks.clicks_champion + 0.5) / (looks.views_champion + 1.0)
+    sb = (looks.clicks_challenger + 0.5) / (looks.views_challenger + 1.0)
+    return sa * (1 - sa) / looks.views_champion + sb * (1 - sb) / looks.views_challenger
+
+
+def always_valid_p_values(looks: Looks, tau: float, min_views: int = 0) -> np.ndarray:
     """The running always-valid p-value ``min(1, 1 / max Lambda)`` at each look; looks where
     either arm has fewer than ``min_views`` views do not count (p stays 1 until then)."""
-    ratio = msprt_likelihood_ratios(clicks_a, views_a, clicks_b, views_b, tau, variance, difference)
-    counted = (np.asarray(views_a) >= min_views) & (np.asarray(views_b) >= min_views)
+    ratio = msprt_likelihood_ratios(looks, tau)
+    counted = (looks.views_champion >= min_views) & (looks.views_challenger >= min_views)
     ratio = np.where(counted, ratio, 1.0)
     return np.minimum(1.0, 1.0 / np.maximum.accumulate(ratio))
 
@@ -320,67 +335,61 @@ class OnlineDecision:
         return {k: v for k, v in asdict(self).items() if k != "looks"}
 
 
-def decide_online(
-    clicks_champion: np.ndarray,
-    views_champion: np.ndarray,
-    clicks_challenger: np.ndarray,
-    views_challenger: np.ndarray,
-    *,
-    alpha: float,
-    tau: float,
-    min_views: int,
-    max_views: int,
-    variance: np.ndarray | None = None,
-    difference: np.ndarray | None = None,
-) -> OnlineDecision:
+def decide_online(looks: Looks, rule: OnlineGateConfig) -> OnlineDecision:
     """Promote when the always-valid test shows the challenger's CTR higher, reject when lower;
-    keep the champion (reject) once the challenger arm reaches ``max_views`` without evidence;
-    otherwise ask for more traffic. Arrays are cumulative counts at each look, in order;
-    ``difference`` / ``variance``: an adjusted estimate of the CTR difference at each look
-    (:func:`cuped_difference`), which then also gives the direction."""
-    ca, va, cb, vb = (
-        np.atleast_1d(np.asarray(x))
-        for x in (clicks_champion, views_champion, clicks_challenger, views_challenger)
-    )
-    p = always_valid_p_values(ca, va, cb, vb, tau, min_views, variance, difference)
-    last_p = float(p[-1])
-    ctr_a = float(ca[-1] / va[-1]) if va[-1] else float("nan")
-    ctr_b = float(cb[-1] / vb[-1]) if vb[-1] else float("nan")
-    common = dict(
-        p_value=last_p,
-        ctr_champion=ctr_a,
-        ctr_challenger=ctr_b,
-        views_champion=int(va[-1]),
-        views_challenger=int(vb[-1]),
-        looks=int(p.size),
-    )
-    rule = f"mSPRT alpha={alpha} tau={tau}"
-    if last_p <= alpha:
-        if difference is None:
-            better = ctr_b > ctr_a
-            shown = f"challenger CTR {ctr_b:.5f} {'>' if better else '<'} champion {ctr_a:.5f}"
-        else:
-            adjusted = float(np.atleast_1d(difference)[-1])
-            better = adjusted > 0
-            shown = (
-                f"CUPED-adjusted CTR difference {adjusted:+.5f} (raw: challenger {ctr_b:.5f}, "
-                f"champion {ctr_a:.5f})"
-            )
-        return OnlineDecision(
+    keep the champion (reject) once both arms reach ``rule.max_views`` without evidence;
+    otherwise ask for more traffic. With an adjusted ``looks.difference``, its sign gives the
+    direction."""
+    p = always_valid_p_values(looks, rule.tau, rule.min_views)
+    last = _last_look(looks, p)
+    name = f"mSPRT alpha={rule.alpha} tau={rule.tau}"
+    p_value = f"{last.p_value:.4g}"
+    if last.p_value <= rule.alpha:
+        better, shown = _direction(looks, last)
+        return replace(
+            last,
             verdict="promote" if better else "reject",
-            reason=f"{rule}: always-valid p={last_p:.4g} <= {alpha}; {shown}",
-            **common,
+            reason=f"{name}: always-valid p={p_value} <= {rule.alpha}; {shown}",
         )
-    if min(va[-1], vb[-1]) >= max_views:
-        return OnlineDecision(
+    if min(last.views_champion, last.views_challenger) >= rule.max_views:
+        return replace(
+            last,
             verdict="reject",
-            reason=f"{rule}: no evidence (p={last_p:.4g}) at the horizon of {max_views} views "
+            reason=f"{name}: no evidence (p={p_value}) at the horizon of {rule.max_views} views "
             "per arm; the champion stays",
-            **common,
         )
+    return replace(
+        last,
+        reason=f"{name}: p={p_value} > {rule.alpha} with {last.views_challenger} challenger "
+        f"views (min {rule.min_views}, horizon {rule.max_views}); more traffic needed",
+    )
+
+
+def _last_look(looks: Looks, p: np.ndarray) -> OnlineDecision:
+    """The figures of the last look, as a "continue" decision whose reason is still to say."""
+    ca, va = looks.clicks_champion[-1], looks.views_champion[-1]
+    cb, vb = looks.clicks_challenger[-1], looks.views_challenger[-1]
     return OnlineDecision(
         verdict="continue",
-        reason=f"{rule}: p={last_p:.4g} > {alpha} with {int(vb[-1])} challenger views "
-        f"(min {min_views}, horizon {max_views}); more traffic needed",
-        **common,
+        reason="",
+        p_value=float(p[-1]),
+        ctr_champion=float(ca / va) if va else float("nan"),
+        ctr_challenger=float(cb / vb) if vb else float("nan"),
+        views_champion=int(va),
+        views_challenger=int(vb),
+        looks=int(p.size),
     )
+
+
+def _direction(looks: Looks, last: OnlineDecision) -> tuple[bool, str]:
+    """Whether the challenger is the better arm, and the figures that say so."""
+    ctr_a, ctr_b = last.ctr_champion, last.ctr_challenger
+    if looks.difference is None:
+        better = ctr_b > ctr_a
+        return better, f"challenger CTR {ctr_b:.5f} {'>' if better else '<'} champion {ctr_a:.5f}"
+    adjusted = float(looks.difference[-1])
+    shown = (
+        f"CUPED-adjusted CTR difference {adjusted:+.5f} (raw: challenger {ctr_b:.5f}, "
+        f"champion {ctr_a:.5f})"
+    )
+    return adjusted > 0, shown

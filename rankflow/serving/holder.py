@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from models.spec import RequestTransform
 from rankflow.registry.aliases import alias_version
 from rankflow.registry.promotion import CHALLENGER, CHAMPION
-from rankflow.serving.transform import RequestTransform
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

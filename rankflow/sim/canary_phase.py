@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rankflow.canary.phase import estimate_from_per_user, pre_period_from
-from rankflow.canary.stats import AdjustedDifference, OnlineDecision, decide_online
+from rankflow.canary.stats import AdjustedDifference, Looks, OnlineDecision, decide_online
 from rankflow.registry.promotion import CHALLENGER, CHAMPION
 from rankflow.serving.replay import ArmResult, Scorer, in_process
 from rankflow.sim.oracle import Oracle
@@ -174,18 +174,15 @@ def run_phase(
         history.append(_counts(arms))
         estimates.append(_look_estimate(labels, recording, pre_period))
         ca, va, cb, vb = (np.array(x) for x in zip(*history, strict=True))
-        decision = decide_online(
+        evidence = Looks(
             ca,
             va,
             cb,
             vb,
-            alpha=rule.alpha,
-            tau=rule.tau,
-            min_views=rule.min_views,
-            max_views=rule.max_views,
             variance=np.array([e.variance for e in estimates]),
             difference=np.array([e.difference for e in estimates]),
         )
+        decision = decide_online(evidence, rule)
         if decision.verdict != "continue":
             break
     assert decision is not None

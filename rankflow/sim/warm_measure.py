@@ -36,7 +36,7 @@ from models.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoi
 from models.config import ModelConfig, TrainingConfig, load_model_config
 from models.metrics import auc, logloss
 from models.scoring import Scorer
-from models.train import TrainResult, train_model
+from models.train import RunOptions, TrainResult, train_model
 from rankflow.errors import RankflowError
 from rankflow.features.training_set import LABEL, TrainingSet
 
@@ -220,10 +220,12 @@ def measure_warm_start(
             training_set.valid,
             dict(training_set.feature_types),
             arm_config,
-            checkpoint_dir=Path(scratch) / arm,
-            warm_start_from=Path(champion_checkpoint) if arm == "warm" else None,
-            resume=False,
-            seed=seed,
+            RunOptions(
+                checkpoint_dir=Path(scratch) / arm,
+                warm_start_from=Path(champion_checkpoint) if arm == "warm" else None,
+                resume=False,
+                seed=seed,
+            ),
         )
     return compare_runs(
         kind,

@@ -96,7 +96,7 @@ def _train_and_evaluate(
     """Train with checkpoints under ``training/<kind>/<fingerprint>`` (resumable), then
     score the test split and check the gates."""
     from models.scoring import Scorer
-    from models.train import train_model
+    from models.train import RunOptions, train_model
 
     ts = ctx.training_set
     hook = None
@@ -112,10 +112,12 @@ def _train_and_evaluate(
         ts.valid,
         ts.feature_types,
         ctx.model_config,
-        checkpoint_dir=ctx.paths.root / "training" / kind / fingerprint,
-        warm_start_from=ctx.warm_start.checkpoint if ctx.warm_start is not None else None,
-        resume=True,
-        step_callback=hook,
+        RunOptions(
+            checkpoint_dir=ctx.paths.root / "training" / kind / fingerprint,
+            warm_start_from=ctx.warm_start.checkpoint if ctx.warm_start is not None else None,
+            resume=True,
+            step_callback=hook,
+        ),
     )
     seconds = time.perf_counter() - started
     scorer = Scorer.from_checkpoint(result.checkpoint_path)

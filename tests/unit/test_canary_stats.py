@@ -8,12 +8,14 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from rankflow.canary.stats import (
     Interval,
+    Looks,
     always_valid_p_values,
     decide_online,
     msprt_likelihood_ratios,
     non_inferior,
     paired_bootstrap,
 )
+from rankflow.config import OnlineGateConfig
 
 
 def _holdout(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +97,7 @@ def test_no_effect_is_rarely_declared_under_continuous_monitoring() -> None:
     false_stops = naive = 0
     for _ in range(runs):
         ca, va, cb, vb = _stream(rng, 0.05, 0.05, looks=40, batch=500)
-        p = always_valid_p_values(ca, va, cb, vb, tau=0.01, min_views=1000)
+        p = always_valid_p_values(Looks(ca, va, cb, vb), tau=0.01, min_views=1000)
         false_stops += bool(np.any(p <= alpha))
         pooled = (ca + cb) / (va + vb)
         z = (cb / vb - ca / va) / np.sqrt(pooled * (1 - pooled) * 2 / va)
@@ -107,29 +109,31 @@ def test_no_effect_is_rarely_declared_under_continuous_monitoring() -> None:
 def test_a_known_effect_is_detected_in_both_directions() -> None:
     rng = np.random.default_rng(8)
     ca, va, cb, vb = _stream(rng, 0.05, 0.06, looks=40, batch=1000)
-    better = decide_online(ca, va, cb, vb, alpha=0.05, tau=0.01, min_views=1000, max_views=10**6)
+    rule = OnlineGateConfig(alpha=0.05, tau=0.01, min_views=1000, max_views=10**6)
+    better = decide_online(Looks(ca, va, cb, vb), rule)
     assert better.verdict == "promote", better.reason
-    worse = decide_online(cb, vb, ca, va, alpha=0.05, tau=0.01, min_views=1000, max_views=10**6)
+    worse = decide_online(Looks(cb, vb, ca, va), rule)
     assert worse.verdict == "reject" and "<" in worse.reason
 
 
 def test_too_little_traffic_continues_and_the_horizon_keeps_the_champion() -> None:
     rng = np.random.default_rng(9)
     ca, va, cb, vb = _stream(rng, 0.05, 0.05, looks=3, batch=300)
-    early = decide_online(ca, va, cb, vb, alpha=0.05, tau=0.01, min_views=1000, max_views=5000)
+    rule = OnlineGateConfig(alpha=0.05, tau=0.01, min_views=1000, max_views=5000)
+    early = decide_online(Looks(ca, va, cb, vb), rule)
     assert early.verdict == "continue" and early.p_value == 1.0
     ca, va, cb, vb = _stream(rng, 0.05, 0.05, looks=10, batch=600)
-    late = decide_online(ca, va, cb, vb, alpha=0.05, tau=0.01, min_views=1000, max_views=5000)
+    late = decide_online(Looks(ca, va, cb, vb), rule)
     assert late.verdict == "reject" and "horizon" in late.reason
 
 
 def test_likelihood_ratio_is_one_without_traffic_and_grows_with_evidence() -> None:
-    assert msprt_likelihood_ratios([0], [0], [0], [0], tau=0.01)[0] == 1.0
-    small = msprt_likelihood_ratios([50], [1000], [70], [1000], tau=0.01)[0]
-    large = msprt_likelihood_ratios([500], [10000], [700], [10000], tau=0.01)[0]
+    assert msprt_likelihood_ratios(Looks([0], [0], [0], [0]), tau=0.01)[0] == 1.0
+    small = msprt_likelihood_ratios(Looks([50], [1000], [70], [1000]), tau=0.01)[0]
+    large = msprt_likelihood_ratios(Looks([500], [10000], [700], [10000]), tau=0.01)[0]
     assert large > small
     with pytest.raises(ValueError, match="tau"):
-        msprt_likelihood_ratios([1], [2], [1], [2], tau=0)
+        msprt_likelihood_ratios(Looks([1], [2], [1], [2]), tau=0)
 
 
 def test_interval_serialises() -> None:
@@ -171,11 +175,10 @@ def test_clustered_variance_keeps_the_aa_error_rate_where_the_binomial_one_does_
     binomial = clustered = 0
     for seed in range(trials):
         ca, va, cb, vb, var = _aa_looks(seed)
-        binomial += always_valid_p_values(ca, va, cb, vb, tau=0.01, min_views=200)[-1] <= alpha
-        clustered += (
-            always_valid_p_values(ca, va, cb, vb, tau=0.01, min_views=200, variance=var)[-1]
-            <= alpha
-        )
+        binomial_looks = Looks(ca, va, cb, vb)
+        clustered_looks = Looks(ca, va, cb, vb, variance=var)
+        binomial += always_valid_p_values(binomial_looks, tau=0.01, min_views=200)[-1] <= alpha
+        clustered += always_valid_p_values(clustered_looks, tau=0.01, min_views=200)[-1] <= alpha
     assert clustered / trials <= alpha + 0.03  # sampling slack over 300 trials
     assert binomial / trials > 2 * alpha  # the flaw the clustered variance removes
 
@@ -191,13 +194,15 @@ def test_clustered_variance_still_detects_a_real_effect() -> None:
     clicks = rng.binomial(views.astype(int), np.where(arm, np.minimum(ctr * 1.3, 1), ctr))
     var = clustered_variance(clicks[~arm], views[~arm], clicks[arm], views[arm])
     p = always_valid_p_values(
-        [clicks[~arm].sum()],
-        [views[~arm].sum()],
-        [clicks[arm].sum()],
-        [views[arm].sum()],
+        Looks(
+            [clicks[~arm].sum()],
+            [views[~arm].sum()],
+            [clicks[arm].sum()],
+            [views[arm].sum()],
+            variance=[var],
+        ),
         tau=0.01,
         min_views=100,
-        variance=[var],
     )
     assert p[-1] <= 0.05
 
@@ -274,16 +279,15 @@ def test_cuped_keeps_the_aa_error_rate_under_continuous_monitoring() -> None:
             looks.append((part_a, part_b, cuped_difference(part_a, part_b)))
         counts = [[p[0][0].sum(), p[0][1].sum(), p[1][0].sum(), p[1][1].sum()] for p in looks]
         ca, va, cb, vb = (np.array(x) for x in zip(*counts, strict=True))
-        p = always_valid_p_values(
+        evidence = Looks(
             ca,
             va,
             cb,
             vb,
-            tau=0.01,
-            min_views=200,
             variance=np.array([e.variance for *_, e in looks]),
             difference=np.array([e.difference for *_, e in looks]),
         )
+        p = always_valid_p_values(evidence, tau=0.01, min_views=200)
         false += p[-1] <= alpha
     assert false / trials <= alpha + 0.035
 
@@ -298,16 +302,10 @@ def test_cuped_detects_a_lift_the_raw_test_misses_more_often() -> None:
         a, b = _users_with_history(5000 + seed, 0.15, users=4000)
         est = cuped_difference(a, b)
         counts = ([a[0].sum()], [a[1].sum()], [b[0].sum()], [b[1].sum()])
-        raw_p = always_valid_p_values(
-            *counts, tau=0.01, min_views=100, variance=[est.variance_unadjusted]
-        )
-        cuped_p = always_valid_p_values(
-            *counts,
-            tau=0.01,
-            min_views=100,
-            variance=[est.variance],
-            difference=[est.difference],
-        )
+        raw = Looks(*counts, variance=[est.variance_unadjusted])
+        cuped = Looks(*counts, variance=[est.variance], difference=[est.difference])
+        raw_p = always_valid_p_values(raw, tau=0.01, min_views=100)
+        cuped_p = always_valid_p_values(cuped, tau=0.01, min_views=100)
         found_raw += raw_p[-1] <= 0.05
         found_cuped += cuped_p[-1] <= 0.05
     assert found_cuped > found_raw
@@ -317,16 +315,8 @@ def test_cuped_detects_a_lift_the_raw_test_misses_more_often() -> None:
 def test_a_decision_on_the_adjusted_difference_follows_its_sign() -> None:
     """The raw CTRs can point the other way (the user mix); the adjusted estimate decides."""
     d = decide_online(
-        [1200],
-        [10000],
-        [1150],
-        [10000],
-        alpha=0.05,
-        tau=0.01,
-        min_views=100,
-        max_views=100000,
-        variance=[1e-6],
-        difference=[0.008],
+        Looks([1200], [10000], [1150], [10000], variance=[1e-6], difference=[0.008]),
+        OnlineGateConfig(alpha=0.05, tau=0.01, min_views=100, max_views=100000),
     )
     assert d.verdict == "promote"
     assert "CUPED-adjusted CTR difference +0.00800" in d.reason

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from models.distributed import _shard, train_distributed
-from models.train import train_model
+from models.train import RunOptions, train_model
 from tests.fixtures.synthetic import make_splits, small_model_config
 
 AUC_TOLERANCE = 0.01
@@ -35,7 +35,12 @@ def test_ddp_on_two_processes_matches_one_process(tmp_path: Path) -> None:
     splits = make_splits(6000, seed=5)
     config = small_model_config({"training.max_epochs": 3})
     single = train_model(
-        "dcn", splits.train, splits.valid, splits.schema, config, checkpoint_dir=tmp_path / "one"
+        "dcn",
+        splits.train,
+        splits.valid,
+        splits.schema,
+        config,
+        RunOptions(checkpoint_dir=tmp_path / "one"),
     )
     ddp = train_distributed(
         "dcn",

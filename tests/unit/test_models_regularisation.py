@@ -10,7 +10,7 @@ import pytest
 
 from models.networks import build_model
 from models.spec import FeatureSpec
-from models.train import _make_optimizer, train_model
+from models.train import RunOptions, _make_optimizer, train_model
 from tests.fixtures.synthetic import make_splits, small_model_config
 
 pytestmark = pytest.mark.usefixtures("private_home")  # tests/conftest.py
@@ -28,7 +28,7 @@ def _train(splits, tmp_path: Path, overrides: dict):
         splits.valid,
         splits.schema,
         small_model_config(overrides),
-        checkpoint_dir=tmp_path / "run",
+        RunOptions(checkpoint_dir=tmp_path / "run"),
     )
 
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from models.config import parse_model_config
+from models.encoding import NULL_ID, OOV_ID
 from models.hashing import bucket_of, canonical_strings, stable_hash
-from models.spec import NULL_ID, OOV_ID, FeatureSpec, FeatureSpecError, infer_schema
+from models.spec import FeatureSpec, FeatureSpecError, infer_schema
 from rankflow.paths import REPO_ROOT
 from tests.fixtures.synthetic import CTR_RANKER_V1_SCHEMA, make_splits, small_model_config
 

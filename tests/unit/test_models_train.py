@@ -27,7 +27,7 @@ from models.checkpoint import (
 from models.metrics import auc, evaluate
 from models.scoring import Scorer
 from models.spec import FeatureSpecError
-from models.train import train_model
+from models.train import RunOptions, train_model
 from rankflow.paths import REPO_ROOT
 from tests.fixtures.synthetic import make_splits, small_model_config
 
@@ -46,8 +46,7 @@ def _train(splits, run_dir: Path, kind: str = "dcn", overrides: dict | None = No
         splits.valid,
         splits.schema,
         small_model_config(overrides),
-        checkpoint_dir=run_dir,
-        **kwargs,
+        RunOptions(checkpoint_dir=run_dir, **kwargs),
     )
 
 
@@ -137,7 +136,7 @@ def test_early_stopping_on_validation_logloss(splits, tmp_path: Path) -> None:
         small_model_config(
             {"training.learning_rate": 0.05, "training.max_epochs": 40, "training.patience": 2}
         ),
-        checkpoint_dir=tmp_path / "run",
+        RunOptions(checkpoint_dir=tmp_path / "run"),
     )
     assert result.stopped_early
     assert len(result.history) < 40
@@ -171,7 +170,7 @@ def test_resume_with_a_different_config_or_data_is_refused(splits, tmp_path: Pat
             splits.valid,
             splits.schema,
             small_model_config({"training.max_epochs": 1}),
-            checkpoint_dir=run,
+            RunOptions(checkpoint_dir=run),
         )
     with pytest.raises(CheckpointError, match="expected 'dcn'"):
         _train(splits, run, "dcn", {"training.max_epochs": 1})
@@ -191,7 +190,7 @@ KILLABLE_TRAINING = textwrap.dedent(
     from pathlib import Path
     import pandas as pd
     from models.config import load_model_config
-    from models.train import train_model
+    from models.train import RunOptions, train_model
 
     data, kill_at = Path(sys.argv[1]), int(sys.argv[2])
 
@@ -206,8 +205,7 @@ KILLABLE_TRAINING = textwrap.dedent(
         pd.read_parquet(data / "valid.parquet"),
         json.loads((data / "schema.json").read_text()),
         load_model_config(data / "model.yaml"),
-        checkpoint_dir=data / "run",
-        step_callback=pause_at,
+        RunOptions(checkpoint_dir=data / "run", step_callback=pause_at),
     )
     print("FINISHED", flush=True)
     """
@@ -297,7 +295,7 @@ def test_kill_9_mid_training_then_resume_gives_identical_metrics(splits, tmp_pat
         pd.read_parquet(tmp_path / "valid.parquet"),
         splits.schema,
         config,
-        checkpoint_dir=tmp_path / "reference",
+        RunOptions(checkpoint_dir=tmp_path / "reference"),
     )
     assert after_kill["best_metrics"] == uninterrupted.best_metrics
     assert after_kill["history"] == uninterrupted.history

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from models.encoding import OOV_ID
 from models.hashing import bucket_of
 from models.networks import build_model
 from models.scoring import Scorer
-from models.spec import OOV_ID, FeatureSpec
-from models.train import train_model
+from models.spec import FeatureSpec
+from models.train import RunOptions, train_model
 from tests.fixtures.synthetic import make_splits, small_model_config
 
 RARE = {"features.categorical.user_id.min_count": 3}
@@ -35,7 +36,7 @@ def test_a_never_seen_user_scores_as_the_unseen_row(splits, tmp_path: Path, kind
         splits.valid,
         splits.schema,
         small_model_config(RARE),
-        checkpoint_dir=tmp_path / kind,
+        RunOptions(checkpoint_dir=tmp_path / kind),
     )
     user = next(c for c in result.spec.categorical if c.name == "user_id")
     trained = set(user.trained_buckets or ())

@@ -12,7 +12,7 @@ from models.config import parse_model_config
 from models.networks import build_model
 from models.scoring import Scorer
 from models.spec import FeatureSpec
-from models.train import train_model
+from models.train import RunOptions, train_model
 from models.warm_start import warm_start
 from tests.fixtures.synthetic import make_splits, small_model_config
 
@@ -34,7 +34,7 @@ def production(splits, tmp_path_factory: pytest.TempPathFactory):
         splits.valid,
         splits.schema,
         small_model_config({"training.max_epochs": 3}),
-        checkpoint_dir=run,
+        RunOptions(checkpoint_dir=run),
     )
 
 
@@ -128,8 +128,7 @@ def test_warm_started_training_reports_and_starts_from_production(
             splits.valid,
             splits.schema,
             small_model_config({"training.max_epochs": 1, "training.learning_rate": 0.0005}),
-            checkpoint_dir=tmp_path / name,
-            warm_start_from=warm,
+            RunOptions(checkpoint_dir=tmp_path / name, warm_start_from=warm),
         )
 
     warm, cold = run("warm", production.run_dir), run("cold", None)
@@ -151,7 +150,7 @@ def test_distillation_pulls_the_student_towards_the_teacher(production, splits, 
             splits.valid,
             splits.schema,
             small_model_config({"warm_start.distill_weight": 0.5}),
-            checkpoint_dir=tmp_path / "x",
+            RunOptions(checkpoint_dir=tmp_path / "x"),
         )
     teacher = Scorer.from_checkpoint(production.run_dir).predict_proba(splits.test)
 
@@ -172,8 +171,9 @@ def test_distillation_pulls_the_student_towards_the_teacher(production, splits, 
                     "training.patience": 10,
                 }
             ),
-            checkpoint_dir=tmp_path / f"student-{weight}",
-            warm_start_from=production.run_dir,
+            RunOptions(
+                checkpoint_dir=tmp_path / f"student-{weight}", warm_start_from=production.run_dir
+            ),
         )
         return Scorer.from_checkpoint(result.run_dir).predict_proba(splits.test)
 
@@ -194,8 +194,7 @@ def test_learning_rate_scale_applies_to_warm_starts_only(production, splits, tmp
             splits.valid,
             splits.schema,
             small_model_config(overrides),
-            checkpoint_dir=tmp_path / name,
-            warm_start_from=warm,
+            RunOptions(checkpoint_dir=tmp_path / name, warm_start_from=warm),
         )
 
     def moved(result) -> float:  # distance of the weights from the champion's
@@ -266,8 +265,7 @@ def test_kept_scaling_needs_the_same_transform_and_follows_the_config(
             splits.valid,
             splits.schema,
             small_model_config(overrides),
-            checkpoint_dir=tmp_path / name,
-            warm_start_from=production.run_dir,
+            RunOptions(checkpoint_dir=tmp_path / name, warm_start_from=production.run_dir),
         )
 
     assert run("kept", True).spec.numeric == production.spec.numeric

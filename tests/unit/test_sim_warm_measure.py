@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from models.config import ModelConfig
-from models.train import train_model
+from models.train import RunOptions, train_model
 from rankflow.errors import RankflowError
 from rankflow.features.training_set import TrainingSet
 from rankflow.sim.warm_measure import (
@@ -52,8 +52,7 @@ def windows(config: ModelConfig, tmp_path_factory: pytest.TempPathFactory):
         before.valid,
         before.schema,
         config,
-        checkpoint_dir=tmp_path_factory.mktemp("champion"),
-        resume=False,
+        RunOptions(checkpoint_dir=tmp_path_factory.mktemp("champion"), resume=False),
     )
     return champion.run_dir, as_training_set(after)
 
@@ -141,10 +140,7 @@ def _challenger(windows, config: ModelConfig, folder: Path, overrides: dict) -> 
         training_set.valid,
         dict(training_set.feature_types),
         config.with_overrides(overrides),
-        checkpoint_dir=folder,
-        warm_start_from=champion,
-        resume=False,
-        seed=1,
+        RunOptions(checkpoint_dir=folder, warm_start_from=champion, resume=False, seed=1),
     )
     return run.checkpoint_path
 

@@ -10,15 +10,8 @@
 -- dataframe Feast joins features onto, and the only input of the daily feature marts.
 -- Incremental: the pre-hook deletes the days this build reloads; their rows are appended.
 
--- An incremental build materializes the reloaded days first: otherwise DuckDB applies the
--- day filter after the view's joins and the `reason` filter, i.e. after judging every row
--- of the history (0.5 s at 90 days, against 0.1 s; the cost of a day grew with the history).
-with checked as {% if is_incremental() %}materialized {% endif %}(
-    select * from {{ ref('int_impressions__checked') }}
-    {%- if is_incremental() %}
-    where event_date in {{ reload_days() }}
-    {%- endif %}
-)
+-- the rows of int_impressions__checked this build writes (macros/checked_impressions.sql)
+with checked as {{ checked_impressions_to_load() }}
 
 select
     event_id,

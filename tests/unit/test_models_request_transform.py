@@ -1,5 +1,6 @@
-"""The request-sized transform gives exactly the feature spec's tensors, nulls and unseen values
-included, from plain Python columns (what the scoring service builds from a Feast response)."""
+"""The scoring service's transform (plain Python columns, as it builds them from a Feast response)
+gives exactly the training transform's tensors, nulls, missing features and unseen values
+included: both are ``FeatureSpec.transform_columns``, the service's with an id cache."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 import torch
 
 from models.config import load_model_config
-from models.spec import FeatureSpec, FeatureSpecError
+from models.encoding import IdCache
+from models.spec import FeatureSpec, FeatureSpecError, RequestTransform
 from rankflow.paths import REPO_ROOT
-from rankflow.serving.transform import RequestTransform
 from tests.fixtures.synthetic import CTR_RANKER_V1_SCHEMA, make_splits
 
 
@@ -60,6 +61,46 @@ def test_same_tensors_with_nulls_unseen_values_and_one_row(fitted) -> None:
     frame.loc[30:34, "user_segment"] = None  # a null inside a cross
     _assert_same(spec, frame)
     _assert_same(spec, frame.iloc[[7]].reset_index(drop=True))
+
+
+def test_same_tensors_for_a_new_user_and_unknown_items(fitted) -> None:
+    # What the online store answers for a user and items it has no features of: None for
+    # every feature of theirs; the ids themselves were never seen in training.
+    spec, test = fitted
+    frame = test.head(40).copy()
+    user_features = [n for n in frame.columns if n.startswith(("user_", "uc_"))]
+    frame[user_features] = None
+    frame["user_id"] = 10**12 + 1
+    unknown = frame.index[:15]
+    item_features = [n for n in frame.columns if n.startswith("item_") and n != "item_id"]
+    frame.loc[unknown, item_features] = None
+    frame.loc[unknown, "item_id"] = np.arange(10**12 + 10, 10**12 + 25)
+    frame.loc[unknown, "category"] = None
+    _assert_same(spec, frame)
+    tensors = spec.transform(frame)
+    missing_flags = [i for i, name in enumerate(spec.dense_columns) if name.endswith("__missing")]
+    assert tensors.dense[:, missing_flags].sum() > 0  # the nulls did reach the missing flags
+
+
+def test_the_cache_changes_no_id_and_stops_growing_at_its_limit(fitted) -> None:
+    spec, test = fitted
+    frame = test.head(300)
+    cache = IdCache(limit=5)
+    for part in (frame.iloc[:100], frame.iloc[100:], frame):
+        got = spec.transform_columns(_columns(part.reset_index(drop=True)), cache=cache)
+        expected = spec.transform(part)
+        assert torch.equal(got.sparse, expected.sparse)
+        assert torch.equal(got.cross, expected.cross)
+    assert cache.size("item_id") == 5  # hundreds of distinct items: it stopped at its limit
+    assert cache.size("device") == 3  # every device
+
+
+def test_columns_of_different_lengths_are_named(fitted) -> None:
+    spec, test = fitted
+    columns = _columns(test.head(4))
+    columns["device"] = columns["device"][:3]
+    with pytest.raises(FeatureSpecError, match=r"different lengths.*'device': 3"):
+        RequestTransform(spec)(columns)
 
 
 def test_none_pandas_na_and_nat_are_nulls_like_nan(fitted) -> None:

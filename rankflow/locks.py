@@ -127,7 +127,7 @@ def training_lock(
 ) -> FileLock:
     """One training run per state dir: runs share ``training/<kind>/<fingerprint>`` checkpoints
     and the registry, so a second one would delete the first one's checkpoint or log twice."""
-    lock_path = paths.root / "locks" / "training.lock"
+    lock_path = paths.locks / "training.lock"
     return exclusive(lock_path, "training", wait_seconds=wait_seconds, note=note)
 
 

@@ -39,8 +39,8 @@ from rankflow.features.exports import (  # re-exported: the export checks were p
     export_path,
     exports_as_of,
 )
-from rankflow.paths import StatePaths
-from rankflow.settings import REPO_ROOT, Settings
+from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.settings import Settings
 from rankflow.times import as_utc
 from rankflow.warehouse.rebuilt import clear_rebuilt, pending_rebuild
 

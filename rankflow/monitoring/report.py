@@ -11,9 +11,7 @@ is printed and returned, so a flow can act on it.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +21,8 @@ import pandas as pd
 
 from rankflow.errors import RankflowError
 from rankflow.monitoring import checks
+from rankflow.monitoring.outcome import GapCheckOutcome
+from rankflow.monitoring.render import write_report
 from rankflow.monitoring.stats import worst
 
 if TYPE_CHECKING:
@@ -38,35 +38,6 @@ TAG_MODEL_VERSION = "rankflow.model_version"
 
 class GapCheckError(RankflowError):
     """Nothing to check (no served log) or no model to check against."""
-
-
-@dataclass
-class GapCheckOutcome:
-    verdict: str
-    checks: list[checks.CheckResult]
-    report_dir: Path
-    run_id: str | None = None
-    model_version: str | None = None
-    context: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        lines = [f"gap check: {self.verdict.upper()} (model version {self.model_version})"]
-        lines += [f"  {c.line()}" for c in self.checks]
-        lines.append(f"  report      {self.report_dir / 'report.md'}")
-        if self.run_id:
-            lines.append(f"  MLflow run  {self.run_id}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict,
-            "model_version": self.model_version,
-            "context": self.context,
-            "checks": {
-                c.name: {"verdict": c.verdict, "summary": c.summary, "details": c.details}
-                for c in self.checks
-            },
-        }
 
 
 # ----------------------------------------------------------------------------- loading
@@ -160,7 +131,7 @@ def run_gap_check(
     served_all = read_served_log(paths, service)
     if served_all.empty:
         raise GapCheckError(
-            f"no served-feature log under {paths.root / 'logs' / service}: serve some traffic "
+            f"no served-feature log under {paths.logs / service}: serve some traffic "
             "first (`rankflow replay`)"
         )
     served = served_all.sample(min(cfg.max_rows, len(served_all)), random_state=cfg.seed)
@@ -168,7 +139,7 @@ def run_gap_check(
     versions = sorted(served_all["model_version"].astype(str).unique())
     uri = tracking_uri(settings, config)
     client, champion, scorers, offline_metrics = _registry(
-        uri, config.registry.serving_model, versions, paths.root / "serving" / "models"
+        uri, config.registry.serving_model, versions, paths.serving_models
     )
     with open_store(paths, settings=settings, offline=True) as store:
         lookup = OnlineLookup(store, service)
@@ -194,7 +165,7 @@ def run_gap_check(
     outcome = GapCheckOutcome(
         verdict=worst([r.verdict for r in results]),
         checks=results,
-        report_dir=paths.root / "reports" / f"gap-check-{datetime.now(UTC):%Y%m%dT%H%M%S%f}",
+        report_dir=paths.reports / f"gap-check-{datetime.now(UTC):%Y%m%dT%H%M%S%f}",
         model_version=str(champion.version) if champion is not None else None,
         context={
             "served_rows": len(served_all),
@@ -209,8 +180,6 @@ def run_gap_check(
             "model": config.registry.serving_model,
         },
     )
-    from rankflow.monitoring.render import write_report
-
     write_report(outcome, served, offline_inputs, scorers)
     if log_to_mlflow:
         outcome.run_id = _log_run(client, champion, outcome, config)
@@ -300,7 +269,3 @@ def _numbers(outcome: GapCheckOutcome) -> dict[str, float]:
         out["gap_adversarial_auc"] = adv["auc"]
         out["gap_adversarial_lift"] = adv["lift"]
     return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
-
-
-def write_json(outcome: GapCheckOutcome, path: Path) -> None:
-    path.write_text(json.dumps(outcome.to_dict(), indent=2, default=str))

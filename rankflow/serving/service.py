@@ -13,7 +13,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -104,7 +103,7 @@ class ScoringService:
         self.holder = ModelHolder(
             lambda: MlflowClient(tracking_uri=uri, registry_uri=uri),
             config.registry.serving_model,
-            paths.root / "serving" / "models",
+            paths.serving_models,
             canary_share=self.serving.canary_share,
             poll_seconds=self.serving.alias_poll_seconds,
             on_swap=self._on_swap,
@@ -273,7 +272,3 @@ class ScoringService:
             m.unknown_entities.labels("user").inc()
         if unknown_items:
             m.unknown_entities.labels("item").inc(unknown_items)
-
-
-def model_cache_dir(settings: Settings) -> Path:
-    return settings.paths.root / "serving" / "models"

@@ -59,7 +59,7 @@ def git_dirty() -> bool | None:
 def dbt_manifest_path(paths: StatePaths) -> Path | None:
     """The manifest of the warehouse build: the state dir's, else ``dbt_project/target``'s."""
     for candidate in (
-        paths.root / "dbt" / "target" / "manifest.json",
+        paths.dbt / "target" / "manifest.json",
         REPO_ROOT / "dbt_project" / "target" / "manifest.json",
     ):
         if candidate.is_file():

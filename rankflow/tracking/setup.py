@@ -49,7 +49,7 @@ def default_tracking_uri(paths: StatePaths) -> str:
 
 def artifact_root(paths: StatePaths) -> Path:
     """Where the embedded profile keeps run and model artifacts."""
-    return (paths.mlflow / "artifacts").resolve()
+    return paths.mlflow_artifacts.resolve()
 
 
 def settings_of(where: Settings | StatePaths | None, settings: Settings | None = None) -> Settings:

@@ -112,7 +112,7 @@ def _train_and_evaluate(
         ts.valid,
         ts.feature_types,
         ctx.model_config,
-        checkpoint_dir=ctx.paths.root / "training" / kind / fingerprint,
+        checkpoint_dir=ctx.paths.training / kind / fingerprint,
         warm_start_from=ctx.warm_start.checkpoint if ctx.warm_start is not None else None,
         resume=True,
         step_callback=hook,

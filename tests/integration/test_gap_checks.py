@@ -19,7 +19,8 @@ import pytest
 
 from rankflow.config import parse_config
 from rankflow.data.oracle import Oracle
-from rankflow.monitoring.report import GapCheckOutcome, run_gap_check
+from rankflow.monitoring.outcome import GapCheckOutcome
+from rankflow.monitoring.report import run_gap_check
 from rankflow.serving.replay import in_process, log_replay, write_labels
 from rankflow.serving.served_log import score_log_dir
 from rankflow.serving.service import ScoringService

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from rankflow.paths import REPO_ROOT
 from rankflow.registry.versions import TAG_KIND
-from rankflow.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e]
 

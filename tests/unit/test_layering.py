@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rankflow.settings import REPO_ROOT
+from rankflow.paths import REPO_ROOT
 
 HEAVY = ("torch", "feast", "pyarrow", "mlflow", "prefect", "numpy", "pandas", "dbt")
 

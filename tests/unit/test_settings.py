@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from rankflow.errors import ConfigError, RankflowError
-from rankflow.settings import ENV_VARS, REPO_ROOT, SERVER_NEEDS, Settings
+from rankflow.paths import REPO_ROOT
+from rankflow.settings import ENV_VARS, SERVER_NEEDS, Settings
 
 
 def test_defaults_are_the_embedded_profile() -> None:

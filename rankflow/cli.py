@@ -144,7 +144,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from rankflow.features.store import refresh_online_store
 
     settings = _settings(args)
-    for summary in refresh_online_store(settings.paths, settings=settings):
+    for summary in refresh_online_store(settings):
         print(summary)
     return 0
 
@@ -153,7 +153,7 @@ def cmd_training_set(args: argparse.Namespace) -> int:
     from rankflow.features.training_set import build_training_set
 
     config = _config(args)
-    training_set = build_training_set(_settings(args).paths, config.training_set)
+    training_set = build_training_set(_settings(args), config.training_set)
     print(json.dumps(training_set.describe(), indent=2, default=str))
     if args.out:
         out = Path(args.out)
@@ -170,7 +170,7 @@ def cmd_training_set(args: argparse.Namespace) -> int:
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     from rankflow.tracking.server import serve_ui
 
-    return serve_ui(_settings(args), port=args.port, host=args.host)
+    return serve_ui(_settings(args), _config(args).tracking, port=args.port, host=args.host)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:

@@ -25,15 +25,6 @@ class StatePaths:
 
     root: Path
 
-    @classmethod
-    def default(cls) -> StatePaths:
-        """The layout under the resolved settings' state dir (created on first use)."""
-        from rankflow.settings import Settings
-
-        root = Settings.resolve().home
-        root.mkdir(parents=True, exist_ok=True)
-        return cls(root)
-
     @property
     def raw(self) -> Path:
         """Raw data, when the pipeline writes it (``raw_dir`` may point elsewhere)."""

@@ -125,7 +125,7 @@ def run_gap_check(
     from rankflow.features.store import open_store
     from rankflow.serving.lookup import OnlineLookup
     from rankflow.serving.served_log import read_served_log
-    from rankflow.serving.service import tracking_uri
+    from rankflow.tracking.setup import resolve_tracking_uri
 
     cfg, paths, service = config.monitoring, settings.paths, config.serving.feature_service
     served_all = read_served_log(paths, service)
@@ -137,11 +137,11 @@ def run_gap_check(
     served = served_all.sample(min(cfg.max_rows, len(served_all)), random_state=cfg.seed)
     served = served.sort_values(checks.LOG_TIMESTAMP)
     versions = sorted(served_all["model_version"].astype(str).unique())
-    uri = tracking_uri(settings, config)
+    uri = resolve_tracking_uri(config.tracking, settings)
     client, champion, scorers, offline_metrics = _registry(
         uri, config.registry.serving_model, versions, paths.serving_models
     )
-    with open_store(paths, settings=settings, offline=True) as store:
+    with open_store(settings, offline=True) as store:
         lookup = OnlineLookup(store, service)
         views = {name: slot.view for name, slot in lookup.slots.items()}
         ttls = {slot.view: slot.ttl for slot in lookup.slots.values() if not slot.on_demand}

@@ -52,15 +52,6 @@ class NoModelError(RankflowError):
     """No ``@champion`` to serve yet (train one: ``rankflow run``)."""
 
 
-def tracking_uri(settings: Settings, config: RankflowConfig) -> str:
-    """Settings (explicit / env) first, then ``tracking.uri``, then the embedded SQLite store."""
-    from rankflow.tracking.setup import default_tracking_uri
-
-    return (
-        settings.mlflow_tracking_uri or config.tracking.uri or default_tracking_uri(settings.paths)
-    )
-
-
 @dataclass
 class _Rows:
     columns: dict[str, list[Any]]
@@ -84,13 +75,14 @@ class ScoringService:
         from mlflow import MlflowClient
 
         from rankflow.features.store import get_store
+        from rankflow.tracking.setup import resolve_tracking_uri
 
         self.settings = settings
         self.config = config
         self.serving = config.serving
         self.metrics = metrics or ServiceMetrics()
         paths = settings.paths
-        self.store = store or get_store(paths, settings=settings)
+        self.store = store or get_store(settings)
         self.lookup = OnlineLookup(
             self.store,
             self.serving.feature_service,
@@ -99,7 +91,7 @@ class ScoringService:
             serialize_reads=self.store.config.online_store.type == "sqlite",
             on_demand_in_process=self.serving.on_demand_in_process,
         )
-        uri = tracking_uri(settings, config)
+        uri = resolve_tracking_uri(config.tracking, settings)
         self.holder = ModelHolder(
             lambda: MlflowClient(tracking_uri=uri, registry_uri=uri),
             config.registry.serving_model,

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rankflow.config import RankflowConfig
-from rankflow.paths import StatePaths
 from rankflow.registry.aliases import (
     alias_version,
     aliases_of,
@@ -52,7 +51,7 @@ from rankflow.registry.lock import promotion_lock
 from rankflow.registry.promotion import CHAMPION, decide_promotion
 from rankflow.registry.versions import TAG_KIND, ensure_registered_model, find_version
 from rankflow.tracking.lineage import lineage_tags
-from rankflow.tracking.setup import Tracking, settings_of, setup_tracking
+from rankflow.tracking.setup import Tracking, setup_tracking
 from rankflow.training import diagnostics
 from rankflow.training.baseline import prepare_shared
 from rankflow.training.candidate import (
@@ -80,13 +79,12 @@ HEADLINE_METRICS = ("auc", "logloss", "ne", "ece", "calibration_ratio", "oracle_
 
 def train_and_register(
     config: RankflowConfig,
-    paths: StatePaths,
+    settings: Settings,
     *,
     training_set: TrainingSet | None = None,
     model_config: ModelConfig | None = None,
     model_overrides: Mapping[str, Any] | None = None,
     on_train_step: StepHook | None = None,
-    settings: Settings | None = None,
     families: tuple[str, ...] = MODEL_KINDS,
     promote: bool = True,
     warm_start: WarmSource | None = None,
@@ -97,7 +95,6 @@ def train_and_register(
     ``model_config``: the model config (default: ``config.model_config_path`` with
     ``model_overrides`` applied). ``on_train_step(kind, step, loss)`` runs after every
     training step (progress reporting; tests use it to kill the process mid-training).
-    ``settings``: where MLflow is (default: resolved for ``paths``' home).
     ``families`` / ``promote=False``: train and register only these families and move no alias
     (the Dask option trains each family in its own process this way; then one call with every
     family reuses the registered versions and decides).
@@ -105,12 +102,13 @@ def train_and_register(
     fingerprint enters the candidates'). Pass ``promote=False`` with it: the canary decides.
     """
     started = time.perf_counter()
-    tracking = setup_tracking(config, settings_of(paths, settings))
+    paths = settings.paths
+    tracking = setup_tracking(config.tracking, settings)
     model_config = _model_config(config, model_config, model_overrides)
     if training_set is None:
         from rankflow.features.training_set import build_training_set
 
-        training_set = build_training_set(paths, config.training_set)
+        training_set = build_training_set(settings, config.training_set)
     _ensure_registered_models(config, tracking)
 
     data_fp, code_fp = data_fingerprint(training_set), code_fingerprint()
@@ -136,7 +134,7 @@ def train_and_register(
         sources: dict[str, Source] = {}
         for kind in families:
             outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
-    return _promote(ctx, outcomes, sources, started, settings_of(paths, settings), promote)
+    return _promote(ctx, outcomes, sources, started, settings, promote)
 
 
 def _model_config(

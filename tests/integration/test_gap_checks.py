@@ -158,7 +158,7 @@ def test_a_stale_materialization_fails_naming_the_view(online_copy: dict) -> Non
     newcomers = newest[~newest["user_id"].isin(stale["user_id"])].copy()
     newcomers["feature_ts"] = day_before
     stale = pd.concat([stale, newcomers], ignore_index=True)
-    with open_store(paths) as store:  # the online store goes back one day for this view
+    with open_store(Settings(home=paths.root)) as store:  # the online store goes back a day
         store.write_to_online_store("user_daily_stats", stale.reset_index(drop=True))
     outcome = _serve_day(online_copy)
     skew = _check(outcome, "feature_skew")
@@ -218,7 +218,6 @@ def test_on_demand_in_process_equals_feasts_augmentation(online_state: dict) -> 
     from datetime import UTC, datetime
 
     from rankflow.features.store import open_store
-    from rankflow.paths import StatePaths
     from rankflow.serving.lookup import OnlineLookup
 
     n = 60
@@ -231,7 +230,7 @@ def test_on_demand_in_process_equals_feasts_augmentation(online_state: dict) -> 
         "hour_of_day": [13] * n,
     }
     when = datetime(2026, 3, 11, 13, tzinfo=UTC)
-    with open_store(StatePaths(online_state["home"])) as store:
+    with open_store(Settings(home=online_state["home"])) as store:
         here = OnlineLookup(store, SERVICE, on_demand_in_process=True).fetch(rows, when, n)
         feast = OnlineLookup(store, SERVICE, on_demand_in_process=False).fetch(rows, when, n)
     assert here.values == feast.values

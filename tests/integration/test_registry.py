@@ -29,6 +29,7 @@ from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.registry.aliases import aliases_of, promote_champion
 from rankflow.registry.promotion import CHALLENGER, CHAMPION, PREVIOUS
 from rankflow.registry.versions import TAG_FINGERPRINT, versions
+from rankflow.settings import Settings
 from rankflow.training.fingerprints import code_fingerprint, data_fingerprint, model_fingerprint
 from rankflow.training.outcome import TrainOutcome
 from rankflow.training.step import train_and_register
@@ -88,7 +89,7 @@ def _train(
 ) -> TrainOutcome:
     return train_and_register(
         config,
-        paths,
+        Settings(home=paths.root),
         training_set=ts,
         model_config=small_model_config({**MODEL_OVERRIDES, **overrides}),
     )
@@ -231,7 +232,7 @@ from pathlib import Path
 
 from tests.fixtures.synthetic import small_model_config
 from rankflow.config import parse_config
-from rankflow.paths import StatePaths
+from rankflow.settings import Settings
 from rankflow.training.step import train_and_register
 
 home, ts_file, marker, overrides = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
@@ -244,7 +245,7 @@ def hook(kind, step, loss):
 
 train_and_register(
     parse_config({"registry": {"gates": json.loads(sys.argv[5])}}),
-    StatePaths(Path(home)),
+    Settings(home=Path(home)),
     training_set=training_set,
     model_config=small_model_config(json.loads(overrides)),
     on_train_step=hook,
@@ -299,7 +300,7 @@ def test_a_run_killed_during_training_leaves_aliases_and_the_next_run_completes(
     # Aliases untouched; Wide & Deep (trained first) is registered, DCN is not.
     assert aliases_of(client, SERVING) == before
     assert _version_counts(client) == {"rankflow-wide-deep": 2, "rankflow-dcn": 1, SERVING: 1}
-    dcn_runs = list((paths.root / "training" / "dcn").iterdir())
+    dcn_runs = list((paths.training / "dcn").iterdir())
     assert len(dcn_runs) == 2
     assert any((d / "LAST_CHECKPOINT").is_file() for d in dcn_runs)
 

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 
 from rankflow.paths import StatePaths
 from rankflow.serving.holder import canary_bucket
+from rankflow.settings import Settings
 from rankflow.tracking.server import free_port
 from tests.fixtures.service import scoring_service
 
@@ -202,7 +203,7 @@ def test_served_rows_are_feast_logs_joined_with_their_scores(served: dict, known
     assert (rows["user_daily_stats__user_ctr_28d__status"] == 1).all()
     assert sorted(rows["rank"]) == [1, 2, 3]
     # Feast reads the same files back through its own logging source and schema.
-    with open_store(paths) as store:
+    with open_store(Settings(home=paths.root)) as store:
         service = store.get_feature_service("ctr_ranker_v1")
         bind_logging_destination(service, served_log_dir(paths, "ctr_ranker_v1"))
         job = store._get_provider().retrieve_feature_service_logs(

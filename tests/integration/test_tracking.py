@@ -25,7 +25,8 @@ from flows.records import RunSummary
 from models.scoring import Scorer
 from rankflow.config import RankflowConfig, load_config
 from rankflow.features.training_set import TrainingSet, build_training_set
-from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.paths import REPO_ROOT
+from rankflow.settings import Settings
 from rankflow.tracking.pyfunc import checkpoint_of
 from rankflow.training.step import TrainOutcome, train_and_register
 from tests.fixtures.synthetic import small_model_config
@@ -65,12 +66,12 @@ def trained(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         mp.setenv("RANKFLOW_HOME", str(home))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         config = load_config(overrides=SMALL)
-        paths = StatePaths(home)
+        settings = Settings(home=home)
         summary = build_features(config=ConfigParams(overrides=SMALL))
-        training_set = build_training_set(paths, config.training_set)
+        training_set = build_training_set(settings, config.training_set)
         outcome = train_and_register(
             config,
-            paths,
+            settings,
             training_set=training_set,
             model_config=small_model_config({"training.max_epochs": 2}),
         )

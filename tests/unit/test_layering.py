@@ -102,3 +102,42 @@ def test_no_function_outside_tests_and_bench_is_over_80_lines() -> None:
                 if lines > 80:
                     long[f"{file.relative_to(REPO_ROOT)}:{node.name}"] = lines
     assert long == {}
+
+
+def _rankflow_import_graph() -> dict[str, set[str]]:
+    """Module -> the rankflow modules it imports anywhere (top level, inside functions, or for
+    type checking only): each of those is a dependency a reader has to follow."""
+    modules = {
+        ".".join(f.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__"): f
+        for f in _python_files("rankflow")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, file in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        # A package's __init__ runs before its modules: importing one's own parent is no circle.
+        graph[name] = {m for m in found & set(modules) if m != name and not name.startswith(m)}
+    return graph
+
+
+def test_no_two_rankflow_modules_import_each_other_even_indirectly() -> None:
+    """No circle of imports, however hidden (in a function, under TYPE_CHECKING): a circle
+    means neither module can be read, tested or moved without the other."""
+    graph = _rankflow_import_graph()
+    circles = []
+    for start in sorted(graph):
+        seen, stack = set(), [(start, [start])]
+        while stack:
+            name, path = stack.pop()
+            for nxt in sorted(graph[name]):
+                if nxt == start:
+                    circles.append(" -> ".join([*path, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert circles == []

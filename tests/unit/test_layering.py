@@ -36,7 +36,7 @@ def test_loading_the_config_imports_no_heavy_library() -> None:
 def test_the_metrics_module_and_the_simulator_import_no_torch() -> None:
     """The simulator's oracle figures come from models.metrics (one metrics module), so that
     module stays light: torch only reaches it with a model, sklearn on the first AUC."""
-    loaded = _imported_modules("import models.metrics, rankflow.data.simulate")
+    loaded = _imported_modules("import models.metrics, rankflow.sim.simulate")
     heavy = sorted(n for n in loaded if n.split(".")[0] in ("torch", "sklearn", "scipy"))
     assert heavy == []
 

@@ -83,7 +83,7 @@ class LivePhase:
 
 
 def phase_path(paths: StatePaths, serving_model: str) -> Path:
-    return paths.root / "canary" / f"{serving_model}.json"
+    return paths.canary / f"{serving_model}.json"
 
 
 def read_phase(paths: StatePaths, serving_model: str) -> LivePhase | None:

@@ -28,7 +28,10 @@ def rollback(settings: Settings, config: RankflowConfig, reason: str) -> Applied
 
     if not reason.strip():
         raise RollbackError("rollback needs a reason (--reason '...'): it is recorded")
-    client, serving = setup_tracking(config, settings).client, config.registry.serving_model
+    client, serving = (
+        setup_tracking(config.tracking, settings).client,
+        config.registry.serving_model,
+    )
     with promotion_lock(settings, serving):
         state = read_serving_state(client, serving)
         try:

@@ -84,7 +84,7 @@ def run_canary(
     phase_kind = config.canary.resolved_phase(config.source)
     check_phase_config(config, phase_kind)
     check_simulation(config.canary, phase_kind, simulation)
-    tracking = setup_tracking(config, settings)
+    tracking = setup_tracking(config.tracking, settings)
     client, serving = tracking.client, config.registry.serving_model
     live = open_phase(settings.paths, client, serving) if phase_kind == "live" else None
     if look_only and live is None:
@@ -128,7 +128,7 @@ def _canary(
         from rankflow.features.training_set import build_training_set
 
         training_set = build_training_set(
-            ctx.settings.paths, config.training_set, last_days=config.canary.window_days
+            ctx.settings, config.training_set, last_days=config.canary.window_days
         )
     ctx.stage(f"fresh window {training_set.window} ({len(training_set.train):,} train rows)")
     champion_ckpt = _checkpoint(ctx.client, ctx.serving, champion.version, ctx.scratch / "champ")
@@ -233,10 +233,9 @@ def _challenger(
     with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
         trained = train_and_register(
             config,
-            ctx.settings.paths,
+            ctx.settings,
             training_set=training_set,
             model_overrides=overrides,
-            settings=ctx.settings,
             families=families,
             promote=False,
             warm_start=source,
@@ -281,7 +280,7 @@ def _measure_warm_start(
         overrides,
         champion_ckpt,
         challenger_ckpt,
-        ctx.settings.paths.root / "training" / "warm-vs-cold",
+        ctx.settings.paths.training / "warm-vs-cold",
         ctx.scratch / "warm-vs-cold",
     )
     with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
@@ -318,7 +317,7 @@ def _offline_gate(
         champion,
         challenger,
         ctx.config.canary.offline,
-        gap_verdicts=latest_gap_verdicts(ctx.settings.paths.root),
+        gap_verdicts=latest_gap_verdicts(ctx.settings.paths),
         seed=ctx.config.canary.seed,
     )
 
@@ -391,10 +390,9 @@ def _cold_start(
 
     trained = train_and_register(
         config,
-        settings.paths,
+        settings,
         training_set=training_set,
         model_overrides=overrides,
-        settings=settings,
     )
     decision = "first_champion" if trained.promoted else "no_champion"
     return CanaryOutcome(

@@ -4,16 +4,16 @@ and what the offline gate reads of the latest one."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rankflow.config import RankflowConfig
+    from rankflow.paths import StatePaths
 
 
-def latest_gap_verdicts(root: Path) -> dict[str, str]:
+def latest_gap_verdicts(paths: StatePaths) -> dict[str, str]:
     """check name -> verdict of the newest gap-check report under ``<home>/reports``."""
-    reports = sorted((root / "reports").glob("gap-check-*/summary.json"))
+    reports = sorted(paths.reports.glob("gap-check-*/summary.json"))
     if not reports:
         return {}
     data = json.loads(reports[-1].read_text())

@@ -157,7 +157,7 @@ def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) ->
     raw = drifted.resolved_raw_dir(paths)
     simulate(drifted.simulation, raw, paths.truth)
     build_warehouse(paths, vars=drifted.warehouse.model_dump(), raw_dir=raw)
-    refresh_online_store(paths, settings=settings)
+    refresh_online_store(settings)
     _archive_served_log(paths, config.serving.feature_service)
     return drifted
 
@@ -168,7 +168,7 @@ def _archive_served_log(paths: Any, service: str) -> None:
     not rewritten; only the demo's is."""
     from datetime import UTC, datetime
 
-    folder = paths.root / "logs" / service
+    folder = paths.logs / service
     if folder.is_dir():
         folder.rename(folder.with_name(f"{service}-before-drift-{datetime.now(UTC):%Y%m%dT%H%M%S}"))
 
@@ -364,7 +364,7 @@ def run_scenario(
     from rankflow.registry.aliases import aliases_of
     from rankflow.tracking.setup import setup_tracking
 
-    client = setup_tracking(drifted, settings).client
+    client = setup_tracking(drifted.tracking, settings).client
     report.aliases = aliases_of(client, drifted.registry.serving_model)
     return report
 
@@ -385,7 +385,7 @@ def _require_champion(settings: Settings, config: RankflowConfig) -> None:
 
     if config.source != "simulate":
         raise ScenarioError("the drift scenario needs the simulator (source: simulate)")
-    client = setup_tracking(config, settings).client
+    client = setup_tracking(config.tracking, settings).client
     if alias_version(client, config.registry.serving_model, CHAMPION) is None:
         raise ScenarioError(
             f"no @champion of {config.registry.serving_model!r}: run `make run` first"
@@ -413,9 +413,7 @@ def _failure_cases(
     from rankflow.features.training_set import build_training_set
     from rankflow.sim.canary import canary_simulation
 
-    window = build_training_set(
-        settings.paths, config.training_set, last_days=config.canary.window_days
-    )
+    window = build_training_set(settings, config.training_set, last_days=config.canary.window_days)
     broken = run_canary(
         settings, config, training_set=shuffled_labels(window), simulation=canary_simulation()
     )

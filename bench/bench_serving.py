@@ -110,7 +110,7 @@ def build_state(home: Path, impressions: int) -> None:
     simulate(config.simulation, paths.raw, paths.truth)
     build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
     refresh_online_store(settings)
-    outcome = train_and_register(config, settings)
+    outcome = train_and_register(config.train_step(), settings)
     if outcome.champion_version is None:
         raise SystemExit(f"no champion: {outcome.decision}")
 
@@ -244,7 +244,7 @@ def breakdown(settings: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
     from rankflow.serving.schemas import score_request_model
     from rankflow.serving.service import ScoringService
 
-    service = ScoringService(settings, load_config())
+    service = ScoringService(settings, load_config().scoring())
     service.start(poll=False)
     spent = {"categories": 0.0, "feast_read": 0.0, "transform": 0.0, "forward": 0.0}
 
@@ -264,7 +264,7 @@ def breakdown(settings: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
     for model in service.holder.arms.values():
         object.__setattr__(model, "transform", timed("transform", model.transform))
         model.scorer.model.forward = timed("forward", model.scorer.model.forward)
-    request_model = score_request_model(service.config.serving.max_candidates)
+    request_model = score_request_model(service.serving.max_candidates)
     requests = [request_model.model_validate(b) for b in bodies]
     for r in requests[:5]:
         service.score(r)  # warm the caches

@@ -73,7 +73,9 @@ def load(rows: int, seed: int) -> SimpleNamespace:
         )
         refresh_online_store(settings)
         marker.write_text(json.dumps(wanted))
-    training_set = build_training_set(settings, config.training_set)
+    training_set = build_training_set(
+        settings, config.training_set, feature_service=config.feature_service
+    )
     truth = pd.read_parquet(paths.truth / "impressions", columns=["event_id", "p_click"])
     return SimpleNamespace(
         train=training_set.train,

@@ -38,13 +38,15 @@ def gap_check(
     record = RunRecord(FLOW_NAME, config, resolved, settings.paths)
     outcome = record.run(
         "gap_check",
-        lambda: run_gap_check(settings, resolved, log_to_mlflow=log_to_mlflow),
+        lambda: run_gap_check(
+            settings, resolved.monitoring, resolved.scoring(), log_to_mlflow=log_to_mlflow
+        ),
         detail=lambda done: done.to_dict(),
     )
     summary = record.write()
     canary_summary = None
     verdicts = {c.name: c.verdict for c in outcome.checks}
-    why = retrain_on_gap_verdict(verdicts, resolved) if start_canary else None
+    why = retrain_on_gap_verdict(verdicts, resolved.canary) if start_canary else None
     if why is not None:
         from flows.canary import canary
 

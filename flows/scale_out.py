@@ -40,7 +40,7 @@ def train_family(
 
     started = time.perf_counter()
     outcome = train_and_register(
-        config, settings, training_set=training, families=(kind,), promote=False
+        config.train_step(), settings, training_set=training, families=(kind,), promote=False
     )
     candidate = outcome.candidates[kind]
     get_run_logger().info("%s: %s v%s", kind, candidate.registered_model, candidate.version)

@@ -145,7 +145,9 @@ def training_set(config: RankflowConfig, settings: Settings) -> TrainingSet:
     """The point-in-time training set through the feature service, split by time."""
     from rankflow.features.training_set import build_training_set
 
-    built = build_training_set(settings, config.training_set)
+    built = build_training_set(
+        settings, config.training_set, feature_service=config.feature_service
+    )
     get_run_logger().info("training set: %s", built.describe())
     return built
 
@@ -168,7 +170,7 @@ def train_and_register(
     with training_lock(
         settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=get_run_logger().info
     ):
-        outcome = train_and_register_models(config, settings, training_set=training)
+        outcome = train_and_register_models(config.train_step(), settings, training_set=training)
     get_run_logger().info("%s", outcome.render())
     return outcome
 
@@ -184,6 +186,8 @@ def canary(config: RankflowConfig, settings: Settings, look_only: bool = False) 
     from rankflow.canary.run import run_canary
     from rankflow.sim.canary import canary_simulation
 
-    outcome = run_canary(settings, config, look_only=look_only, simulation=canary_simulation())
+    outcome = run_canary(
+        settings, config.canary_run(), look_only=look_only, simulation=canary_simulation()
+    )
     get_run_logger().info("%s", outcome.summary())
     return outcome

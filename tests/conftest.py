@@ -179,7 +179,9 @@ def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
         simulate(config.simulation, paths.raw, paths.truth)
         build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
         refresh_online_store(settings)
-        outcome = train_and_register(config, settings, model_overrides={"training.max_epochs": 2})
+        outcome = train_and_register(
+            config.train_step(), settings, model_overrides={"training.max_epochs": 2}
+        )
     champion = outcome.champion_version
     assert champion is not None, outcome.decision
     client = MlflowClient(tracking_uri=outcome.tracking_uri, registry_uri=outcome.tracking_uri)

@@ -21,7 +21,6 @@ from models import schema
 from rankflow.config import SplitConfig
 from rankflow.errors import RankflowError
 from rankflow.features.store import (
-    DEFAULT_FEATURE_SERVICE,
     check_export,
     coerce_features,
     export_path,
@@ -160,7 +159,7 @@ def build_training_set(
     settings: Settings,
     split: SplitConfig,
     *,
-    feature_service: str = DEFAULT_FEATURE_SERVICE,
+    feature_service: str,
     last_days: int | None = None,
 ) -> TrainingSet:
     """Retrieve ``feature_service`` for the labelled impressions in the window and split by day.

@@ -26,7 +26,8 @@ from rankflow.monitoring.render import write_report
 from rankflow.monitoring.stats import worst
 
 if TYPE_CHECKING:
-    from rankflow.config import RankflowConfig
+    from rankflow.config import ScoringConfig
+    from rankflow.monitoring.config import MonitoringConfig
     from rankflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,27 +120,34 @@ def _registry(uri: str, model_name: str, versions: list[str], cache_dir: Path):
 
 # ------------------------------------------------------------------------------- run
 def run_gap_check(
-    settings: Settings, config: RankflowConfig, *, log_to_mlflow: bool = True
+    settings: Settings,
+    monitoring: MonitoringConfig,
+    scoring: ScoringConfig,
+    *,
+    log_to_mlflow: bool = True,
 ) -> GapCheckOutcome:
-    """The whole check (see the module docstring)."""
+    """The whole check (see the module docstring) of what a service with ``scoring`` served,
+    against the thresholds of ``monitoring``."""
     from rankflow.features.store import open_store
     from rankflow.serving.lookup import OnlineLookup
     from rankflow.serving.served_log import read_served_log
     from rankflow.tracking.setup import resolve_tracking_uri
 
-    cfg, paths, service = config.monitoring, settings.paths, config.serving.feature_service
+    paths, service = settings.paths, scoring.feature_service
     served_all = read_served_log(paths, service)
     if served_all.empty:
         raise GapCheckError(
             f"no served-feature log under {paths.logs / service}: serve some traffic "
             "first (`rankflow replay`)"
         )
-    served = served_all.sample(min(cfg.max_rows, len(served_all)), random_state=cfg.seed)
+    served = served_all.sample(
+        min(monitoring.max_rows, len(served_all)), random_state=monitoring.seed
+    )
     served = served.sort_values(checks.LOG_TIMESTAMP)
     versions = sorted(served_all["model_version"].astype(str).unique())
-    uri = resolve_tracking_uri(config.tracking, settings)
+    uri = resolve_tracking_uri(scoring.tracking, settings)
     client, champion, scorers, offline_metrics = _registry(
-        uri, config.registry.serving_model, versions, paths.serving_models
+        uri, scoring.model_name, versions, paths.serving_models
     )
     with open_store(settings, offline=True) as store:
         lookup = OnlineLookup(store, service)
@@ -148,19 +156,21 @@ def run_gap_check(
         materialized = {v.name: v.most_recent_end_time for v in store.list_feature_views()}
         offline = _offline(store, service, served)
         window = champion.tags.get("rankflow.data_window") if champion is not None else None
-        reference = _reference(store, paths, service, window, cfg.drift_rows, cfg.seed)
+        reference = _reference(
+            store, paths, service, window, monitoring.drift_rows, monitoring.seed
+        )
     served_inputs = _model_inputs(
         served, {f: served[f"{v}__{f}"] for f, v in views.items()}, lookup.schema
     )
     offline_inputs = _model_inputs(served, {f: offline[f] for f in views}, lookup.schema)
     labelled = labelled_served(paths, service, served=served_all)
-    drift_features = [f for f in views if f not in cfg.drift_exclude]
+    drift_features = [f for f in views if f not in monitoring.drift_exclude]
     results = [
-        checks.feature_skew(served, offline, views, cfg),
-        checks.score_skew(served, served_inputs, offline_inputs, scorers, cfg),
-        checks.drift(reference, served_inputs, drift_features, cfg),
-        checks.metric_gap(labelled, offline_metrics, cfg),
-        checks.freshness(served, views, ttls, materialized, cfg),
+        checks.feature_skew(served, offline, views, monitoring),
+        checks.score_skew(served, served_inputs, offline_inputs, scorers, monitoring),
+        checks.drift(reference, served_inputs, drift_features, monitoring),
+        checks.metric_gap(labelled, offline_metrics, monitoring),
+        checks.freshness(served, views, ttls, materialized, monitoring),
     ]
     outcome = GapCheckOutcome(
         verdict=worst([r.verdict for r in results]),
@@ -177,12 +187,12 @@ def run_gap_check(
                 str(served_all[checks.LOG_TIMESTAMP].max()),
             ],
             "training_window": window,
-            "model": config.registry.serving_model,
+            "model": scoring.model_name,
         },
     )
     write_report(outcome, served, offline_inputs, scorers)
     if log_to_mlflow:
-        outcome.run_id = _log_run(client, champion, outcome, config)
+        outcome.run_id = _log_run(client, champion, outcome, scoring)
     return outcome
 
 
@@ -206,21 +216,21 @@ def labelled_served(
     return served.merge(labels, on=["__request_id", "item_id"], how="inner")
 
 
-def _log_run(client: Any, champion: Any, outcome: GapCheckOutcome, config: Any) -> str:
+def _log_run(client: Any, champion: Any, outcome: GapCheckOutcome, scoring: ScoringConfig) -> str:
     """An MLflow run next to the champion's (same experiment), tagged with its version."""
     if champion is not None and champion.run_id:
         experiment_id = client.get_run(champion.run_id).info.experiment_id
     else:
-        experiment = client.get_experiment_by_name(config.tracking.experiment)
+        experiment = client.get_experiment_by_name(scoring.tracking.experiment)
         experiment_id = (
             experiment.experiment_id
             if experiment is not None
-            else client.create_experiment(config.tracking.experiment)
+            else client.create_experiment(scoring.tracking.experiment)
         )
     tags = {
         TAG_VERDICT: outcome.verdict,
         TAG_MODEL_VERSION: outcome.model_version or "none",
-        "rankflow.model_name": config.registry.serving_model,
+        "rankflow.model_name": scoring.model_name,
         "rankflow.run_kind": "gap-check",
         "mlflow.runName": f"gap-check v{outcome.model_version} {outcome.verdict}",
     }

@@ -111,13 +111,11 @@ def closed_loop_ctr(settings: Settings, config: RankflowConfig, impressions: int
     """The champion alone on a day of closed-loop traffic: online and expected CTR."""
     from rankflow.sim.replay import run_replay
 
-    served = config.model_copy(
-        update={"serving": config.serving.model_copy(update={"canary_share": 0.0})}
-    )
     result = run_replay(
         settings,
-        served,
+        config.scoring(),
         mode="closed",
+        canary_share=0.0,
         impressions=impressions,
         top_k=config.canary.top_k,
         seed=config.canary.seed,
@@ -158,7 +156,7 @@ def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) ->
     simulate(drifted.simulation, raw, paths.truth)
     build_warehouse(paths, vars=drifted.warehouse.model_dump(), raw_dir=raw)
     refresh_online_store(settings)
-    _archive_served_log(paths, config.serving.feature_service)
+    _archive_served_log(paths, config.feature_service)
     return drifted
 
 
@@ -329,7 +327,8 @@ def run_scenario(
     report.add(_gap_stage(settings, drifted, gap_impressions))
     retrain = report.add(
         _canary_stage(
-            "canary retrain", run_canary(settings, drifted, simulation=canary_simulation())
+            "canary retrain",
+            run_canary(settings, drifted.canary_run(), simulation=canary_simulation()),
         )
     )
     if retrain.decision == "promoted":
@@ -351,7 +350,7 @@ def run_scenario(
         report.add(
             _canary_stage(
                 "canary after rollback",
-                run_canary(settings, drifted, simulation=canary_simulation()),
+                run_canary(settings, drifted.canary_run(), simulation=canary_simulation()),
             )
         )
         # The race re-proposes it on purpose (the rollback above was a drill, not a verdict on
@@ -373,7 +372,12 @@ def _rollback_stage(settings: Settings, config: RankflowConfig) -> Stage:
     from rankflow.canary.rollback import RollbackError, rollback
 
     try:
-        applied = rollback(settings, config, "demo: restore the pre-drift champion")
+        applied = rollback(
+            settings,
+            config.tracking,
+            config.registry.serving_model,
+            "demo: restore the pre-drift champion",
+        )
     except RollbackError as error:
         return Stage("rollback", "refused", str(error))
     return Stage("rollback", "rolled back", applied.describe(config.registry.serving_model))
@@ -397,8 +401,8 @@ def _gap_stage(settings: Settings, config: RankflowConfig, impressions: int) -> 
     from rankflow.monitoring.report import run_gap_check
     from rankflow.sim.replay import run_replay
 
-    run_replay(settings, config, mode="log", impressions=impressions, progress=False)
-    outcome = run_gap_check(settings, config, log_to_mlflow=True)
+    run_replay(settings, config.scoring(), mode="log", impressions=impressions, progress=False)
+    outcome = run_gap_check(settings, config.monitoring, config.scoring(), log_to_mlflow=True)
     flagged = {c.name: c.verdict for c in outcome.checks if c.verdict != "pass"}
     line = f"verdict {outcome.verdict}; " + (
         ", ".join(f"{k} {v}" for k, v in flagged.items()) or "every check passed"
@@ -413,9 +417,17 @@ def _failure_cases(
     from rankflow.features.training_set import build_training_set
     from rankflow.sim.canary import canary_simulation
 
-    window = build_training_set(settings, config.training_set, last_days=config.canary.window_days)
+    window = build_training_set(
+        settings,
+        config.training_set,
+        feature_service=config.feature_service,
+        last_days=config.canary.window_days,
+    )
     broken = run_canary(
-        settings, config, training_set=shuffled_labels(window), simulation=canary_simulation()
+        settings,
+        config.canary_run(),
+        training_set=shuffled_labels(window),
+        simulation=canary_simulation(),
     )
     report.add(_canary_stage("shuffled labels", broken))
     permissive = config.model_copy(
@@ -442,7 +454,8 @@ def _failure_cases(
     )
     report.add(
         _canary_stage(
-            "worse online", run_canary(settings, permissive, simulation=canary_simulation())
+            "worse online",
+            run_canary(settings, permissive.canary_run(), simulation=canary_simulation()),
         )
     )
 

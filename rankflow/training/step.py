@@ -39,7 +39,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rankflow.config import RankflowConfig
 from rankflow.registry.aliases import (
     alias_version,
     aliases_of,
@@ -68,6 +67,7 @@ from rankflow.training.runs import StepContext, WarmSource, finished_run, run_te
 
 if TYPE_CHECKING:
     from models.config import ModelConfig
+    from rankflow.config import RegistryConfig, TrainStepConfig
     from rankflow.features.training_set import TrainingSet
     from rankflow.settings import Settings
 
@@ -78,7 +78,7 @@ HEADLINE_METRICS = ("auc", "logloss", "ne", "ece", "calibration_ratio", "oracle_
 
 
 def train_and_register(
-    config: RankflowConfig,
+    train: TrainStepConfig,
     settings: Settings,
     *,
     training_set: TrainingSet | None = None,
@@ -91,8 +91,8 @@ def train_and_register(
 ) -> TrainOutcome:
     """Train, evaluate, log and register Wide & Deep and DCN; name a first champion.
 
-    ``training_set``: a built training set (default: build it through the feature service).
-    ``model_config``: the model config (default: ``config.model_config_path`` with
+    ``training_set``: a built training set (default: build it through ``train.feature_service``).
+    ``model_config``: the model config (default: ``train.model_config_path`` with
     ``model_overrides`` applied). ``on_train_step(kind, step, loss)`` runs after every
     training step (progress reporting; tests use it to kill the process mid-training).
     ``families`` / ``promote=False``: train and register only these families and move no alias
@@ -103,29 +103,33 @@ def train_and_register(
     """
     started = time.perf_counter()
     paths = settings.paths
-    tracking = setup_tracking(config.tracking, settings)
-    model_config = _model_config(config, model_config, model_overrides)
+    tracking = setup_tracking(train.tracking, settings)
+    model_config = _model_config(train.model_config_path, model_config, model_overrides)
     if training_set is None:
         from rankflow.features.training_set import build_training_set
 
-        training_set = build_training_set(settings, config.training_set)
-    _ensure_registered_models(config, tracking)
+        training_set = build_training_set(
+            settings, train.split, feature_service=train.feature_service
+        )
+    _ensure_registered_models(train.registry, tracking)
 
     data_fp, code_fp = data_fingerprint(training_set), code_fingerprint()
     log.info("data fingerprint %s, code fingerprint %s", data_fp, code_fp)
     with tempfile.TemporaryDirectory(prefix="rankflow-train-") as tmp:
         ctx = StepContext(
-            config=config,
+            train=train,
             paths=paths,
             tracking=tracking,
             model_config=model_config,
             training_set=training_set,
             data_fp=data_fp,
             code_fp=code_fp,
-            lineage=lineage_tags(config, paths, training_set),
+            lineage=lineage_tags(train.source, paths, training_set),
             scratch=Path(tmp),
             # Data/config disagreements (issue #11): run summary, MLflow (candidate.py).
-            warnings=diagnostics.step_warnings(config, model_config, training_set),
+            warnings=diagnostics.step_warnings(
+                train.ctr_prior, train.tracking, model_config, training_set
+            ),
             warm_start=warm_start,
         )
         for warning in ctx.warnings:
@@ -138,31 +142,31 @@ def train_and_register(
 
 
 def _model_config(
-    config: RankflowConfig,
+    path: Path,
     model_config: ModelConfig | None,
     overrides: Mapping[str, Any] | None,
 ) -> ModelConfig:
     from models.config import load_model_config
 
     if model_config is None:
-        return load_model_config(config.resolved_model_config_path(), dict(overrides or {}))
+        return load_model_config(path, dict(overrides or {}))
     return model_config.with_overrides(dict(overrides)) if overrides else model_config
 
 
-def _ensure_registered_models(config: RankflowConfig, tracking: Tracking) -> None:
+def _ensure_registered_models(registry: RegistryConfig, tracking: Tracking) -> None:
     """Each family's registered model and the serving model, described for the UI."""
     client = tracking.client
     for kind in MODEL_KINDS:
         ensure_registered_model(
             client,
-            config.registry.model_names.of(kind),
+            registry.model_names.of(kind),
             f"Every trained rankflow {KIND_TITLES[kind]} CTR model (one version per distinct "
-            f"input fingerprint). The served model is `{config.registry.serving_model}`.",
+            f"input fingerprint). The served model is `{registry.serving_model}`.",
             {TAG_KIND: kind},
         )
     ensure_registered_model(
         client,
-        config.registry.serving_model,
+        registry.serving_model,
         "The rankflow CTR model the scoring service loads: `@champion` serves, `@challenger` "
         "gets the canary share, `@previous` is the rollback. Each version's description "
         "says what it is and why an alias moved to it.",
@@ -176,7 +180,7 @@ def _candidate(
     """Reuse the version with this fingerprint, register a logged run, or train anew."""
     warm_from = ctx.warm_start.fingerprint if ctx.warm_start is not None else None
     fingerprint = model_fingerprint(kind, ctx.data_fp, ctx.code_fp, ctx.model_config, warm_from)
-    name = ctx.config.registry.model_names.of(kind)
+    name = ctx.train.registry.model_names.of(kind)
     existing = find_version(ctx.tracking.client, name, fingerprint)
     if existing is None:
         run = finished_run(ctx.tracking, fingerprint)
@@ -205,13 +209,13 @@ def _promote(
     train run must not decide on aliases that are about to move. ``promote=False`` (a call
     that trained some families only, e.g. a Dask task) reports the aliases and moves none.
     """
-    client, serving = ctx.tracking.client, ctx.config.registry.serving_model
+    client, serving = ctx.tracking.client, ctx.train.registry.serving_model
     promoted: str | None = None
     if promote:
         candidates = [outcomes[k].candidate(*sources[k]) for k in MODEL_KINDS]
         with promotion_lock(settings, serving):
             state = read_serving_state(client, serving)
-            plan = decide_promotion(candidates, state, ctx.config.registry)
+            plan = decide_promotion(candidates, state, ctx.train.registry)
             applied = apply_plan(client, serving, plan)
         aliases, promoted, decision = applied.aliases, plan.promoted, applied.describe(serving)
     else:

@@ -133,7 +133,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
         refresh_online_store(settings)
         budget = {"training.max_epochs": CHAMPION_EPOCHS}
-        first = train_and_register(config, settings, model_overrides=budget)
+        first = train_and_register(config.train_step(), settings, model_overrides=budget)
         assert first.champion_version is not None, first.decision
         report = run_scenario(
             settings,

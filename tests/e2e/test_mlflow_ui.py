@@ -73,7 +73,9 @@ def served(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
         settings = Settings(home=home)
         build_features(config=ConfigParams(overrides=SMALL))
         outcome = train_and_register(
-            config, settings, model_config=small_model_config({"training.max_epochs": 1})
+            config.train_step(),
+            settings,
+            model_config=small_model_config({"training.max_epochs": 1}),
         )
         assert outcome.champion_version is not None, outcome.decision
         artifacts = Path(os.environ.get("RANKFLOW_TEST_ARTIFACTS") or home / "test-artifacts")

@@ -65,7 +65,7 @@ def _serve_day(
     # Explicit: an earlier in-process mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI.
     settings = Settings.resolve(home=state["home"], mlflow_tracking_uri=state["tracking_uri"])
     config = _config(state, enforce_ttl)
-    service = ScoringService(settings, config)
+    service = ScoringService(settings, config.scoring())
     service.start(poll=False)
     if fault is not None:
         fault(service)
@@ -77,7 +77,7 @@ def _serve_day(
     write_labels(settings.paths, SERVICE, labels, "test")
     if after is not None:
         after(settings.paths.root)
-    return run_gap_check(settings, config, log_to_mlflow=False)
+    return run_gap_check(settings, config.monitoring, config.scoring(), log_to_mlflow=False)
 
 
 def _check(outcome: GapCheckOutcome, name: str) -> Any:

@@ -89,7 +89,7 @@ def _train(
     config: RankflowConfig, paths: StatePaths, ts: TrainingSet, **overrides: Any
 ) -> TrainOutcome:
     return train_and_register(
-        config,
+        config.train_step(),
         Settings(home=paths.root),
         training_set=ts,
         model_config=small_model_config({**MODEL_OVERRIDES, **overrides}),
@@ -248,7 +248,7 @@ def hook(kind, step, loss):
         time.sleep(600)  # the test kills the process here, mid-training
 
 train_and_register(
-    parse_config({"registry": {"gates": json.loads(sys.argv[5])}}),
+    parse_config({"registry": {"gates": json.loads(sys.argv[5])}}).train_step(),
     Settings(home=Path(home)),
     training_set=training_set,
     model_config=small_model_config(json.loads(overrides)),

@@ -68,9 +68,11 @@ def trained(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         config = load_config(overrides=SMALL)
         settings = Settings(home=home)
         summary = build_features(config=ConfigParams(overrides=SMALL))
-        training_set = build_training_set(settings, config.training_set)
+        training_set = build_training_set(
+            settings, config.training_set, feature_service=config.feature_service
+        )
         outcome = train_and_register(
-            config,
+            config.train_step(),
             settings,
             training_set=training_set,
             model_config=small_model_config({"training.max_epochs": 2}),

@@ -90,23 +90,33 @@ def _reference(store: Any, paths: Any, service: str, window: str | None, rows: i
     ).to_df()
 
 
-def _registry(uri: str, model_name: str, versions: list[str], cache_dir: Path):
-    """Scorers and offline test metrics of ``versions``; the champion's version and run."""
+def _registry(uri: str, scoring: ScoringConfig, versions: list[str], cache_dir: Path):
+    """Scorers and offline test metrics of ``versions``; the champion's version and run.
+    A version that is not the serving model's, or was trained on another feature service, gets
+    no scorer: score_skew fails naming it."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from rankflow.registry.aliases import alias_version
     from rankflow.registry.promotion import CHAMPION
-    from rankflow.serving.holder import load_version
+    from rankflow.serving.holder import ModelRefused, load_version
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    model_name = scoring.model_name
     champion = alias_version(client, model_name, CHAMPION)
     scorers, metrics = {}, {}
     for version in versions:
         try:
-            loaded = load_version(client, model_name, version, "checked", cache_dir)
-        except MlflowException:
-            continue  # not a version of the serving model: score_skew fails naming it
+            loaded = load_version(
+                client,
+                model_name,
+                version,
+                "checked",
+                cache_dir,
+                feature_service=scoring.feature_service,
+            )
+        except (MlflowException, ModelRefused):
+            continue
         scorers[version] = loaded.scorer
         if loaded.run_id:
             run = client.get_run(loaded.run_id)
@@ -147,7 +157,7 @@ def run_gap_check(
     versions = sorted(served_all["model_version"].astype(str).unique())
     uri = resolve_tracking_uri(scoring.tracking, settings)
     client, champion, scorers, offline_metrics = _registry(
-        uri, scoring.model_name, versions, paths.serving_models
+        uri, scoring, versions, paths.serving_models
     )
     with open_store(settings, offline=True) as store:
         lookup = OnlineLookup(store, service)

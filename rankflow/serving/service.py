@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 class NoModelError(RankflowError):
-    """No ``@champion`` to serve yet (train one: ``rankflow run``)."""
+    """No ``@champion`` to serve: none yet (train one: ``rankflow run``), or it was refused."""
 
 
 @dataclass
@@ -99,6 +99,7 @@ class ScoringService:
             lambda: MlflowClient(tracking_uri=uri, registry_uri=uri),
             scoring.model_name,
             paths.serving_models,
+            feature_service=scoring.feature_service,
             canary_share=self.serving.canary_share if canary_share is None else canary_share,
             poll_seconds=self.serving.alias_poll_seconds,
             on_swap=self._on_swap,
@@ -166,6 +167,10 @@ class ScoringService:
         started = time.perf_counter()
         chosen = self.holder.choose(request.user_id)
         if chosen is None:
+            if self.holder.last_error:  # e.g. a champion trained on another feature service
+                raise NoModelError(
+                    f"no @champion of {self.scoring.model_name!r} loaded: {self.holder.last_error}"
+                )
             raise NoModelError(
                 f"no @champion of {self.scoring.model_name!r} in the registry yet; "
                 "train one first (`rankflow run`)"

@@ -25,6 +25,7 @@ from rankflow.registry.versions import (
     register_version,
     version_description,
 )
+from rankflow.tracking.lineage import TAG_FEATURE_SERVICE
 from rankflow.training import diagnostics
 from rankflow.training.evaluation import evaluate_predictions
 from rankflow.training.outcome import CandidateOutcome
@@ -160,10 +161,15 @@ def _log_run(ctx: StepContext, kind: str, fingerprint: str, trained: _Trained) -
         log_plots(ctx, ctx.scratch / kind / "plots", curves, f"{title}, test split")
         info = log_pyfunc_model(
             trained.result.checkpoint_path,
+            feature_service=ts.feature_service,
             example_frame=ts.test,
             example_rows=ctx.train.tracking.input_example_rows,
             metadata={"rankflow_fingerprint": fingerprint},
-            tags={TAG_KIND: kind, TAG_FINGERPRINT: fingerprint},
+            tags={
+                TAG_KIND: kind,
+                TAG_FINGERPRINT: fingerprint,
+                TAG_FEATURE_SERVICE: ts.feature_service,
+            },
         )
         # Marks the run as complete enough to register from, should registration not happen.
         mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
@@ -261,7 +267,7 @@ def _version_tags(
     tags = {
         TAG_KIND: kind,
         TAG_GATES: "passed" if gate.passed else "failed: " + "; ".join(gate.failures),
-        "rankflow.feature_service": ts.feature_service,
+        TAG_FEATURE_SERVICE: ts.feature_service,
         "rankflow.data_window": str(ts.window),
         "rankflow.test_window": str(ts.split_windows["test"]),
         "rankflow.data_fingerprint": ctx.data_fp,

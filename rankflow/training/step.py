@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rankflow.errors import ConfigError
 from rankflow.registry.aliases import (
     alias_version,
     aliases_of,
@@ -110,6 +111,12 @@ def train_and_register(
 
         training_set = build_training_set(
             settings, train.split, feature_service=train.feature_service
+        )
+    elif training_set.feature_service != train.feature_service:
+        raise ConfigError(
+            f"feature_service: the training set was built through "
+            f"{training_set.feature_service!r}, but the config trains and serves "
+            f"{train.feature_service!r}; build it through that one"
         )
     _ensure_registered_models(train.registry, tracking)
 

@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 
 from models.scoring import Scorer
 from rankflow.config import RankflowConfig, parse_config
+from rankflow.errors import ConfigError
 from rankflow.features.training_set import DateWindow, TrainingSet
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.registry.aliases import aliases_of, apply_plan, read_serving_state
@@ -180,6 +181,20 @@ def test_a_failing_gate_moves_no_alias(paths: StatePaths, training_set: Training
     assert all(c.reused for c in relaxed.candidates.values())
     assert relaxed.promoted == CHAMPION
     assert relaxed.champion_version == "1"
+
+
+def test_a_training_set_of_another_feature_service_is_refused(
+    paths: StatePaths, training_set: TrainingSet
+) -> None:
+    """The model would be served v2 features after training on v1's: refused before training."""
+    config = parse_config({"registry": {"gates": GATES}, "feature_service": "ctr_ranker_v2"})
+    with pytest.raises(ConfigError) as caught:
+        _train(config, paths, training_set)
+    assert str(caught.value) == (
+        "feature_service: the training set was built through 'ctr_ranker_v1', but the config "
+        "trains and serves 'ctr_ranker_v2'; build it through that one"
+    )
+    assert not paths.training.exists()  # nothing was trained
 
 
 def test_later_runs_register_but_never_move_the_champion(

@@ -162,15 +162,11 @@ def train_and_register(
     is safe: it moves no alias before both candidates are logged, registered and gated, and a
     model whose inputs already have a registry version is reused, not trained again.
     """
-    from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
     from rankflow.training.step import train_and_register as train_and_register_models
 
-    # A second run queues behind the first (never races it for the shared checkpoints and
-    # registry); once in, the first run's registered models are reused by fingerprint.
-    with training_lock(
-        settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=get_run_logger().info
-    ):
-        outcome = train_and_register_models(config.train_step(), settings, training_set=training)
+    # A second run queues behind the first inside (the training lock of each family), never
+    # racing it for the shared checkpoints and registry; then it reuses its registered models.
+    outcome = train_and_register_models(config.train_step(), settings, training_set=training)
     get_run_logger().info("%s", outcome.render())
     return outcome
 

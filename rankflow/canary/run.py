@@ -224,7 +224,6 @@ def _challenger(
     overrides: dict[str, Any],
 ) -> tuple[str, CandidateOutcome, Candidate, Path]:
     """Train the configured families warm-started from the champion; the best of them."""
-    from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
     from rankflow.registry.gates import pick_best
     from rankflow.training.runs import WarmSource
     from rankflow.training.step import train_and_register
@@ -232,18 +231,17 @@ def _challenger(
     config = ctx.config
     families = tuple(config.canary.families or [champion.kind or "dcn"])
     source = WarmSource(champion_ckpt, champion.version, champion.fingerprint or champion.version)
-    # One training per state dir at a time; a concurrent canary waits here (then reuses the
+    # A concurrent canary waits in there for the training lock (then reuses the
     # identical version, if its inputs are the same) and races only at the alias moves.
-    with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
-        trained = train_and_register(
-            config.train,
-            ctx.settings,
-            training_set=training_set,
-            model_overrides=overrides,
-            families=families,
-            promote=False,
-            warm_start=source,
-        )
+    trained = train_and_register(
+        config.train,
+        ctx.settings,
+        training_set=training_set,
+        model_overrides=overrides,
+        families=families,
+        promote=False,
+        warm_start=source,
+    )
     candidates = {}
     for kind in families:
         out = trained.candidates[kind]
@@ -271,8 +269,8 @@ def _measure_warm_start(
     challenger_ckpt: Path,
 ) -> dict[str, Any] | None:
     """Warm against cold start at an equal budget, when configured
-    (``canary.measure_warm_start``); under the training lock, since the cold arm is one more
-    training on this state."""
+    (``canary.measure_warm_start``); under the state's training lock, since the cold arm is one
+    more training on this state."""
     if measurer is None:
         return None
     from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock

@@ -51,15 +51,13 @@ def artifact_root(paths: StatePaths) -> Path:
     return paths.mlflow_artifacts.resolve()
 
 
-def resolve_tracking_uri(
-    tracking: TrackingConfig, settings: Settings, explicit: str | None = None
-) -> str:
+def resolve_tracking_uri(tracking: TrackingConfig, settings: Settings) -> str:
     """The one place the tracking URI is decided; first found wins:
 
-    ``explicit`` > ``settings.mlflow_tracking_uri`` (an explicit setting, else
-    ``$MLFLOW_TRACKING_URI``) > ``tracking.uri`` of the config > the SQLite file under home.
+    ``settings.mlflow_tracking_uri`` (an explicit setting, else ``$MLFLOW_TRACKING_URI``) >
+    ``tracking.uri`` of the config > the embedded SQLite file under the state dir.
     """
-    for uri in (explicit, settings.mlflow_tracking_uri, tracking.uri):
+    for uri in (settings.mlflow_tracking_uri, tracking.uri):
         if uri and uri.strip():
             return uri.strip()
     return default_tracking_uri(settings.paths)

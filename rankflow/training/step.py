@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rankflow.errors import ConfigError
+from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
 from rankflow.registry.aliases import (
     alias_version,
     aliases_of,
@@ -51,7 +52,7 @@ from rankflow.registry.lock import promotion_lock
 from rankflow.registry.promotion import CHAMPION, decide_promotion
 from rankflow.registry.versions import TAG_KIND, ensure_registered_model, find_version
 from rankflow.tracking.lineage import lineage_tags
-from rankflow.tracking.setup import Tracking, setup_tracking
+from rankflow.tracking.setup import Tracking, is_local_store, setup_tracking
 from rankflow.training import diagnostics
 from rankflow.training.baseline import prepare_shared
 from rankflow.training.candidate import (
@@ -144,8 +145,19 @@ def train_and_register(
         outcomes: dict[str, CandidateOutcome] = {}
         sources: dict[str, Source] = {}
         for kind in families:
-            outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
+            # A concurrent run training this family (a train flow, a canary) goes first; this
+            # one waits, then reuses the version it registered if the inputs are the same.
+            family = lock_family(kind, tracking.uri)
+            with training_lock(paths, family, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
+                outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
     return _promote(ctx, outcomes, sources, started, settings, promote)
+
+
+def lock_family(kind: str, tracking_uri: str) -> str | None:
+    """Which training lock guards training ``kind``: the family's own with a tracking server
+    (families share no checkpoints or versions; the Dask option trains them at once), the
+    state's (None) with the embedded SQLite store, which takes one writer at a time."""
+    return None if is_local_store(tracking_uri) else kind
 
 
 def _model_config(

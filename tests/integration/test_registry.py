@@ -197,6 +197,66 @@ def test_a_training_set_of_another_feature_service_is_refused(
     assert not paths.training.exists()  # nothing was trained
 
 
+def test_training_waits_for_another_run_and_holds_the_lock_while_it_trains(
+    paths: StatePaths, training_set: TrainingSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """train_and_register takes the training lock itself (no caller does; with the embedded
+    store the state's): while another run holds it, this one trains nothing and says whom it
+    waits for; once free, it trains each family holding the lock (a real flock, tried here)."""
+    import threading
+
+    from rankflow.errors import LockedError
+    from rankflow.locks import training_lock
+
+    held_while_training: dict[str, bool] = {}
+
+    def hook(kind: str, step: int, loss: float) -> None:
+        if kind in held_while_training:
+            return
+        try:
+            with training_lock(paths):
+                held_while_training[kind] = False
+        except LockedError:
+            held_while_training[kind] = True
+
+    other_run = training_lock(paths)  # a concurrent training on this state
+    other_run.acquire()
+    done: dict[str, TrainOutcome] = {}
+
+    def second_run() -> None:
+        done["outcome"] = train_and_register(
+            _config().train_step(),
+            Settings(home=paths.root),
+            training_set=training_set,
+            model_config=small_model_config(MODEL_OVERRIDES),
+            on_train_step=hook,
+        )
+
+    def waiting() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("training:")]
+
+    caplog.set_level("INFO", logger="rankflow.training.step")
+    thread = threading.Thread(target=second_run)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 600  # a bound on a hung run, not a timing assertion
+        while not waiting():
+            assert thread.is_alive(), "the run ended without waiting for the lock"
+            assert time.monotonic() < deadline, "the run never reached the training lock"
+            time.sleep(0.2)
+        assert not paths.training.exists()  # it waits: nothing trained yet
+    finally:
+        other_run.release()
+        thread.join(timeout=600)
+    assert not thread.is_alive()
+    outcome = done["outcome"]
+    assert not any(c.reused for c in outcome.candidates.values())
+    assert outcome.promoted == CHAMPION
+    assert held_while_training == {"wide_deep": True, "dcn": True}
+    (note,) = waiting()
+    assert note.startswith(f"training: pid {os.getpid()} holds ")
+
+
 def test_later_runs_register_but_never_move_the_champion(
     paths: StatePaths, training_set: TrainingSet
 ) -> None:

@@ -122,7 +122,7 @@ def test_registry_and_tracking_sections_are_validated() -> None:
 
 
 def test_tracking_uri_precedence(tmp_path: Path) -> None:
-    """explicit argument > MLFLOW_TRACKING_URI (via Settings) > tracking.uri > SQLite default."""
+    """An explicit setting > MLFLOW_TRACKING_URI (both via Settings) > tracking.uri > SQLite."""
     paths = StatePaths(tmp_path)
     plain = Settings.resolve(home=tmp_path, environ={})
     assert default_tracking_uri(paths) == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
@@ -134,7 +134,6 @@ def test_tracking_uri_precedence(tmp_path: Path) -> None:
     )
     assert from_env.mlflow_tracking_uri == "http://127.0.0.1:5001"
     assert resolve_tracking_uri(configured, from_env) == "http://127.0.0.1:5001"
-    assert resolve_tracking_uri(configured, from_env, "http://x:1") == "http://x:1"
     explicit = Settings.resolve(
         mlflow_tracking_uri="http://explicit:1",
         home=tmp_path,

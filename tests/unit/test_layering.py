@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,17 @@ def test_no_two_rankflow_modules_import_each_other_even_indirectly() -> None:
                     seen.add(nxt)
                     stack.append((nxt, [*path, nxt]))
     assert circles == []
+
+
+def test_state_folders_are_named_by_state_paths_not_joined_by_hand() -> None:
+    """Every folder under the state dir is a StatePaths property: no library or flow module
+    joins a name onto the state root (``paths.root / "logs"``) itself."""
+    joined = re.compile(r"(\.root|\.home)\)?\s*/")
+    offenders = [
+        f"{file.relative_to(REPO_ROOT)}:{number}"
+        for file in _python_files("rankflow", "flows")
+        if file.name != "paths.py"
+        for number, line in enumerate(file.read_text().splitlines(), 1)
+        if joined.search(line)
+    ]
+    assert offenders == []

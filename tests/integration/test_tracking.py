@@ -30,6 +30,7 @@ from rankflow.features.training_set import TrainingSet, build_training_set
 from rankflow.paths import REPO_ROOT
 from rankflow.settings import Settings
 from rankflow.tracking.pyfunc import checkpoint_of, recorded_feature_service
+from rankflow.training.candidate import logged_model_id
 from rankflow.training.step import TrainOutcome, train_and_register
 from tests.fixtures.synthetic import small_model_config
 
@@ -187,7 +188,7 @@ def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Train
         assert tags["rankflow.feature_service"] == "ctr_ranker_tracked"
         version = client.get_model_version(candidate.registered_model, candidate.version)
         assert version.tags["rankflow.feature_service"] == "ctr_ranker_tracked"
-        logged = client.get_logged_model(version.model_id)
+        logged = client.get_logged_model(logged_model_id(version.source) or "")
         assert logged.tags["rankflow.feature_service"] == "ctr_ranker_tracked"
         assert tags["rankflow.feast_project"] == "rankflow"
         assert tags["rankflow.data_window"] == f"{window['start']}..{window['end']}"

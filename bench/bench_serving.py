@@ -203,7 +203,7 @@ def raw_caller(settings: Any, clients: int) -> Callable[[int, dict[str, Any]], N
     scorer = Scorer.from_checkpoint(checkpoint_of(source))
     stores = [get_store(settings) for _ in range(clients)]
     service = stores[0].get_feature_service("ctr_ranker_v1")
-    schema = feature_service_schema(stores[0])
+    schema = feature_service_schema(stores[0], "ctr_ranker_v1")
     categories = {}
     with_cat = (
         stores[0]

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 # Feast itself is imported inside the functions that use it: importing it takes seconds.
 
 __all__ = [
-    "DEFAULT_FEATURE_SERVICE",
     "EXPORT_SCHEMAS",
     "FEATURE_EXPORTS",
     "FEATURE_REPO",
@@ -75,7 +74,6 @@ __all__ = [
 ]
 
 FEATURE_REPO = REPO_ROOT / "feature_repo"
-DEFAULT_FEATURE_SERVICE = "ctr_ranker_v1"
 
 Profile = Literal["sqlite", "redis"]
 PROFILE_FILES: dict[str, str] = {
@@ -387,9 +385,7 @@ def materialize_incremental(
 # --------------------------------------------------------------------------------------------
 
 
-def feature_service_schema(
-    store: FeatureStore, name: str = DEFAULT_FEATURE_SERVICE
-) -> dict[str, str]:
+def feature_service_schema(store: FeatureStore, name: str) -> dict[str, str]:
     """Feature name -> Feast value type (``"Int64"``, ``"Float64"``, ``"String"``, ...).
 
     In the service's order, under the bare names that retrieval with
@@ -434,7 +430,7 @@ def online_features(
     settings: Settings,
     entity_rows: Sequence[Mapping[str, Any]] | pd.DataFrame,
     *,
-    feature_service: str = DEFAULT_FEATURE_SERVICE,
+    feature_service: str,
     profile: Profile | None = None,
 ) -> pd.DataFrame:
     """Online features of ``feature_service`` for each entity row, in the rows' order.

@@ -41,6 +41,7 @@ from tests.fixtures.exports import write_export
 
 pytestmark = pytest.mark.integration
 
+SERVICE = "ctr_ranker_v1"
 BUILT = datetime(2024, 3, 10, tzinfo=UTC)  # created_ts: when "dbt" built the rows
 DAY1 = datetime(2024, 3, 1, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
@@ -275,7 +276,7 @@ def test_apply_registers_the_repo_under_the_state_dir(paths: StatePaths) -> None
     assert "data_sources" not in sys.modules
 
     with open_store(at(paths)) as store:
-        schema = feature_service_schema(store)
+        schema = feature_service_schema(store, SERVICE)
     assert schema == EXPECTED_SCHEMA
     assert list(schema) == list(EXPECTED_SCHEMA)  # the service's order
     assert "item_category" not in schema
@@ -314,7 +315,9 @@ def test_materialize_loads_the_latest_values_as_of_end(paths: StatePaths) -> Non
     assert summary.views["user_daily_stats"].start == DAY1
     assert summary.views["user_attributes"].start == datetime(1970, 1, 1, tzinfo=UTC)
 
-    online = online_features(at(paths), request_rows()).set_index("user_id")
+    online = online_features(at(paths), request_rows(), feature_service=SERVICE).set_index(
+        "user_id"
+    )
     # User 1: the DAY2 row (n=2), not DAY1's and not DAY3's, which is after `end`.
     assert online.loc[1, "user_impressions_1d"] == 2
     assert online.loc[1, "user_ctr_28d"] == pytest.approx(0.04)
@@ -339,7 +342,9 @@ def test_materialize_loads_the_latest_values_as_of_end(paths: StatePaths) -> Non
     later = materialize_incremental(at(paths), DAY3)
     assert later.views["user_daily_stats"].mode == "incremental"
     assert later.views["user_daily_stats"].start == DAY2
-    online = online_features(at(paths), request_rows()).set_index("user_id")
+    online = online_features(at(paths), request_rows(), feature_service=SERVICE).set_index(
+        "user_id"
+    )
     assert online.loc[1, "user_impressions_1d"] == 3
     assert online.loc[1, "uc_ctr_lift"] == pytest.approx(0.5 / 0.06)
 
@@ -402,9 +407,11 @@ def test_a_copied_state_dir_reads_no_exports_of_the_original(
     apply_feature_repo(at(copy))
     materialize_incremental(at(copy), DAY3)
     # the copy now serves its own exports (user 1's DAY3 row: n=50), the original its own (n=2)
-    copied = online_features(at(copy), request_rows()).set_index("user_id")
+    copied = online_features(at(copy), request_rows(), feature_service=SERVICE).set_index("user_id")
     assert copied.loc[1, "user_impressions_1d"] == 50
-    original = online_features(at(paths), request_rows()).set_index("user_id")
+    original = online_features(at(paths), request_rows(), feature_service=SERVICE).set_index(
+        "user_id"
+    )
     assert original.loc[1, "user_impressions_1d"] == 2
     with open_store(at(paths), offline=True):
         pass  # the original's registry still points at its own exports
@@ -418,12 +425,12 @@ def test_online_and_offline_on_demand_features_agree(paths: StatePaths) -> None:
     materialize_incremental(at(paths), end)
 
     rows = request_rows()
-    online = online_features(at(paths), rows)
+    online = online_features(at(paths), rows, feature_service=SERVICE)
     entity_df = pd.DataFrame(rows).assign(event_timestamp=pd.Timestamp(end))
     entity_df["position"] = entity_df["position"].astype("int32")
     entity_df["hour_of_day"] = entity_df["hour_of_day"].astype("int32")
     with open_store(at(paths)) as store:
-        schema = feature_service_schema(store)
+        schema = feature_service_schema(store, SERVICE)
         offline = store.get_historical_features(
             entity_df=entity_df, features=store.get_feature_service("ctr_ranker_v1")
         ).to_df()
@@ -477,7 +484,9 @@ def test_feast_cli_applies_and_materializes_the_same_repo(paths: StatePaths) -> 
 
     with open_store(at(paths)) as store:
         assert {v.most_recent_end_time for v in store.list_feature_views()} == {DAY3}
-    online = online_features(at(paths), request_rows()).set_index("user_id")
+    online = online_features(at(paths), request_rows(), feature_service=SERVICE).set_index(
+        "user_id"
+    )
     assert online.loc[1, "user_impressions_1d"] == 3
 
 
@@ -489,7 +498,7 @@ def test_days_the_warehouse_rewrote_are_reloaded_into_the_online_store(paths: St
     apply_feature_repo(at(paths))
     materialize_incremental(at(paths), DAY3)
     assert (
-        online_features(at(paths), request_rows())
+        online_features(at(paths), request_rows(), feature_service=SERVICE)
         .set_index("user_id")
         .loc[1, "user_impressions_1d"]
         == 3
@@ -503,7 +512,7 @@ def test_days_the_warehouse_rewrote_are_reloaded_into_the_online_store(paths: St
     stale = materialize_incremental(at(paths), DAY3)  # what happened before the record existed
     assert {v.mode for v in stale.views.values()} == {"up_to_date"}
     assert (
-        online_features(at(paths), request_rows())
+        online_features(at(paths), request_rows(), feature_service=SERVICE)
         .set_index("user_id")
         .loc[1, "user_impressions_1d"]
         == 3
@@ -514,7 +523,7 @@ def test_days_the_warehouse_rewrote_are_reloaded_into_the_online_store(paths: St
     assert reloaded.views["user_daily_stats"].mode == "rebuilt"
     assert reloaded.views["user_daily_stats"].start.date() == latest["feature_ts"].date()
     assert (
-        online_features(at(paths), request_rows())
+        online_features(at(paths), request_rows(), feature_service=SERVICE)
         .set_index("user_id")
         .loc[1, "user_impressions_1d"]
         == 9

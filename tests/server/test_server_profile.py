@@ -211,12 +211,12 @@ def test_online_reads_from_redis_match_the_offline_store(
             zip(users.user_id, items.item_id, items.category, strict=True)
         )
     ]
-    online = online_features(settings, rows, profile="redis")
+    online = online_features(settings, rows, feature_service="ctr_ranker_v1", profile="redis")
     end = exports_as_of(paths)
     entity_df = pd.DataFrame(rows).assign(event_timestamp=pd.Timestamp(end))
     entity_df[["position", "hour_of_day"]] = entity_df[["position", "hour_of_day"]].astype("int32")
     with open_store(settings, profile="redis") as store:
-        schema = feature_service_schema(store)
+        schema = feature_service_schema(store, "ctr_ranker_v1")
         offline = store.get_historical_features(
             entity_df=entity_df, features=store.get_feature_service("ctr_ranker_v1")
         ).to_df()
@@ -344,7 +344,12 @@ def test_the_served_features_came_from_redis(
         }
         for i in body["item_ids"]
     ]
-    stored = online_features(Settings.resolve(home=scored["home"]), rows, profile="redis")
+    stored = online_features(
+        Settings.resolve(home=scored["home"]),
+        rows,
+        feature_service="ctr_ranker_v1",
+        profile="redis",
+    )
     stored = stored.set_index("item_id").loc[body["item_ids"]]
     compared: set[str] = set()
     for column in logged.columns:

@@ -57,12 +57,14 @@ def main() -> None:
     from rankflow.data.contract import validate_raw
     from rankflow.features.store import open_store, refresh_online_store
     from rankflow.features.training_set import ENTITY_COLUMNS, load_entity_df
-    from rankflow.paths import StatePaths
+    from rankflow.settings import Settings
     from rankflow.sim.simulate import simulate
     from rankflow.warehouse.build import build_warehouse
 
     config = load_config(overrides={"simulation.n_impressions": args.impressions})
-    paths = StatePaths(args.home.resolve())  # explicit: this process's environment is untouched
+    # explicit: this process's environment is read, never changed
+    settings = Settings.resolve(home=args.home.resolve())
+    paths = settings.paths
     seconds: dict[str, float] = {}
     raw_dir = config.resolved_raw_dir(paths)
 
@@ -80,10 +82,10 @@ def main() -> None:
     seconds["dbt full build (all days but one)"], _ = timed(build_warehouse_step)
     held.rename(partitions[-1])
     seconds["dbt incremental build (+1 day)"], _ = timed(build_warehouse_step)
-    seconds["feast apply + materialize"], _ = timed(lambda: refresh_online_store(paths))
+    seconds["feast apply + materialize"], _ = timed(lambda: refresh_online_store(settings))
 
     entity_df = load_entity_df(paths)
-    with open_store(paths) as store:
+    with open_store(settings) as store:
         service = store.get_feature_service("ctr_ranker_v1")
         views = service_views(store, "ctr_ranker_v1")
 

@@ -97,7 +97,7 @@ def bodies_for(rng: np.random.Generator, n_users: int, n_items: int, size: int, 
 def build_state(home: Path, impressions: int) -> None:
     from rankflow.config import parse_config
     from rankflow.features.store import refresh_online_store
-    from rankflow.paths import StatePaths
+    from rankflow.settings import Settings
     from rankflow.sim.simulate import simulate
     from rankflow.training.step import train_and_register
     from rankflow.warehouse.build import build_warehouse
@@ -105,11 +105,12 @@ def build_state(home: Path, impressions: int) -> None:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     config = parse_config({"simulation": {"n_impressions": impressions}})
-    paths = StatePaths(home)
+    settings = Settings.resolve(home=home)
+    paths = settings.paths
     simulate(config.simulation, paths.raw, paths.truth)
     build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
-    refresh_online_store(paths)
-    outcome = train_and_register(config, paths)
+    refresh_online_store(settings)
+    outcome = train_and_register(config.train_step(), settings)
     if outcome.champion_version is None:
         raise SystemExit(f"no champion: {outcome.decision}")
 
@@ -151,9 +152,9 @@ def load_redis(settings: Any, port: int) -> subprocess.Popen:
         start_new_session=True,
     )
     time.sleep(0.5)
-    apply_feature_repo(settings.paths, settings=settings)
+    apply_feature_repo(settings)
     end = exports_as_of(settings.paths)
-    with open_store(settings=settings) as store:
+    with open_store(settings) as store:
         for view in store.list_feature_views():
             ttl = view.ttl if view.ttl and view.ttl > timedelta(0) else timedelta(days=365 * 60)
             store.materialize(start_date=end - ttl, end_date=end, feature_views=[view.name])
@@ -200,9 +201,9 @@ def raw_caller(settings: Any, clients: int) -> Callable[[int, dict[str, Any]], N
     champion = client.get_model_version_by_alias("rankflow-ctr", "champion")
     source = client.get_model_version_download_uri("rankflow-ctr", champion.version)
     scorer = Scorer.from_checkpoint(checkpoint_of(source))
-    stores = [get_store(settings=settings) for _ in range(clients)]
+    stores = [get_store(settings) for _ in range(clients)]
     service = stores[0].get_feature_service("ctr_ranker_v1")
-    schema = feature_service_schema(stores[0])
+    schema = feature_service_schema(stores[0], "ctr_ranker_v1")
     categories = {}
     with_cat = (
         stores[0]
@@ -243,7 +244,7 @@ def breakdown(settings: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
     from rankflow.serving.schemas import score_request_model
     from rankflow.serving.service import ScoringService
 
-    service = ScoringService(settings, load_config())
+    service = ScoringService(settings, load_config().scoring())
     service.start(poll=False)
     spent = {"categories": 0.0, "feast_read": 0.0, "transform": 0.0, "forward": 0.0}
 
@@ -263,7 +264,7 @@ def breakdown(settings: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
     for model in service.holder.arms.values():
         object.__setattr__(model, "transform", timed("transform", model.transform))
         model.scorer.model.forward = timed("forward", model.scorer.model.forward)
-    request_model = score_request_model(service.config.serving.max_candidates)
+    request_model = score_request_model(service.serving.max_candidates)
     requests = [request_model.model_validate(b) for b in bodies]
     for r in requests[:5]:
         service.score(r)  # warm the caches
@@ -356,19 +357,18 @@ def main() -> None:
     shutil.copytree(args.home or source, home, ignore=shutil.ignore_patterns("logs", "reports"))
 
     from rankflow.features.store import apply_feature_repo, exports_as_of
-    from rankflow.paths import StatePaths
     from rankflow.sim.oracle import Oracle
     from rankflow.tracking.server import free_port
 
-    paths = StatePaths(home)
-    apply_feature_repo(paths)  # the registry keeps the copied-from state's export paths
+    sqlite = bench_settings(home, "sqlite")
+    paths = sqlite.paths
+    apply_feature_repo(sqlite)  # the registry keeps the copied-from state's export paths
     config = Oracle.from_truth_dir(paths.truth).config
     args.users, args.items = config.n_users, config.n_items
     WHEN = (exports_as_of(paths) + timedelta(hours=18)).isoformat()
     results: dict[str, Any] = {"when": WHEN, "users": args.users, "items": args.items}
     print(f"state {home}: {args.users} users, {args.items} items, requests at {WHEN}")
     rng = np.random.default_rng(1)
-    sqlite = bench_settings(home, "sqlite")
     results["breakdown_1"] = breakdown(sqlite, bodies_for(rng, args.users, args.items, 1, 200))
     results["breakdown_100"] = breakdown(sqlite, bodies_for(rng, args.users, args.items, 100, 100))
     for size in (1, 100):

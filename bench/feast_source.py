@@ -31,17 +31,16 @@ if str(REPO) not in sys.path:
 END_DATE = date(2026, 12, 1)
 
 
-def state_paths():  # -> StatePaths
+def state_settings():  # -> Settings
     """``$RANKFLOW_HOME`` if set, else ``.state/bench/models`` (not the main job's ``.state``).
 
     The bench's default goes in below the environment (the config-file layer of
     :meth:`Settings.resolve`), so this process's environment is read, never changed."""
-    from rankflow.paths import StatePaths
     from rankflow.settings import Settings
 
     settings = Settings.resolve(file={"home": REPO / ".state" / "bench" / "models"})
     settings.home.mkdir(parents=True, exist_ok=True)
-    return StatePaths(settings.home)
+    return settings
 
 
 def load(rows: int, seed: int) -> SimpleNamespace:
@@ -62,7 +61,8 @@ def load(rows: int, seed: int) -> SimpleNamespace:
             "simulation.n_items": max(50, rows // 500),
         }
     )
-    paths = state_paths()
+    settings = state_settings()
+    paths = settings.paths
     marker = paths.root / "bench-source.json"
     wanted = {"rows": rows, "seed": seed, "simulation": config.simulation.model_dump(mode="json")}
     if not marker.is_file() or json.loads(marker.read_text()) != wanted:
@@ -71,9 +71,11 @@ def load(rows: int, seed: int) -> SimpleNamespace:
         build_warehouse(
             paths, full_refresh=True, vars=config.warehouse.model_dump(), raw_dir=raw_dir
         )
-        refresh_online_store(paths)
+        refresh_online_store(settings)
         marker.write_text(json.dumps(wanted))
-    training_set = build_training_set(paths, config.training_set)
+    training_set = build_training_set(
+        settings, config.training_set, feature_service=config.feature_service
+    )
     truth = pd.read_parquet(paths.truth / "impressions", columns=["event_id", "p_click"])
     return SimpleNamespace(
         train=training_set.train,

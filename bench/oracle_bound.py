@@ -91,7 +91,7 @@ def bound(rows: int, seed: int) -> dict[str, dict[str, float]]:
     import feast_source
 
     data = feast_source.load(rows, seed)
-    truth_dir = feast_source.state_paths().truth
+    truth_dir = feast_source.state_settings().paths.truth
     simulation = json.loads((truth_dir / "simulation.json").read_text())
     cfg = simulation.get("config", simulation)
     if cfg.get("drift_day") is not None:

@@ -13,10 +13,9 @@ from __future__ import annotations
 from prefect import flow
 
 from flows import tasks
-from flows.params import DEFAULT_CONFIG, ConfigParams
+from flows.params import DEFAULT_CONFIG, ConfigParams, resolve_settings
 from flows.policies import outputs_intact, record_outputs, simulate_key
 from flows.records import RunRecord, RunSummary
-from rankflow.paths import StatePaths
 
 FLOW_NAME = "build-features"
 
@@ -29,7 +28,8 @@ def build_features(config: ConfigParams = DEFAULT_CONFIG, full_refresh: bool = F
         config: the rankflow config (YAML path and dotted-key overrides), validated first.
         full_refresh: rebuild the warehouse's incremental models from all raw data.
     """
-    resolved, paths = config.load(), StatePaths.default()
+    resolved, settings = config.load(), resolve_settings()
+    paths = settings.paths
     record = RunRecord(FLOW_NAME, config, resolved, paths)
     if resolved.source == "simulate":
         raw_dir = resolved.resolved_raw_dir(paths)
@@ -43,6 +43,9 @@ def build_features(config: ConfigParams = DEFAULT_CONFIG, full_refresh: bool = F
     record.run("warehouse", lambda: tasks.dbt_build(resolved, paths, full_refresh))
     record.run(
         "feature_store",
-        lambda: {"apply": tasks.feast_apply(paths), "materialize": tasks.feast_materialize(paths)},
+        lambda: {
+            "apply": tasks.feast_apply(settings),
+            "materialize": tasks.feast_materialize(settings),
+        },
     )
     return record.write()

@@ -14,9 +14,8 @@ from prefect import flow
 
 from flows import tasks
 from flows.build_features import build_features
-from flows.params import DEFAULT_CONFIG, ConfigParams
+from flows.params import DEFAULT_CONFIG, ConfigParams, resolve_settings
 from flows.records import RunRecord, RunSummary
-from rankflow.paths import StatePaths
 
 FLOW_NAME = "canary"
 
@@ -33,15 +32,15 @@ def canary(
         refresh_features: run the build-features subflow first (off: use the current exports).
         look_only: only look at an open live phase; never start a new canary.
     """
-    resolved, paths = config.load(), StatePaths.default()
-    record = RunRecord(FLOW_NAME, config, resolved, paths)
+    resolved, settings = config.load(), resolve_settings()
+    record = RunRecord(FLOW_NAME, config, resolved, settings.paths)
     if refresh_features:
         sub = build_features(config=config)
         record.summary.stage_seconds.update(sub.stage_seconds)
         record.summary.details["build_features_summary"] = str(sub.summary_path)
     outcome = record.run(
         "canary",
-        lambda: tasks.canary(resolved, paths, look_only),
+        lambda: tasks.canary(resolved, settings, look_only),
         detail=lambda done: done.to_dict(),
     )
     record.summary.details["canary_report"] = outcome.summary()

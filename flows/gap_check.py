@@ -13,9 +13,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.params import DEFAULT_CONFIG, ConfigParams
+from flows.params import DEFAULT_CONFIG, ConfigParams, resolve_settings
 from flows.records import RunRecord
-from rankflow.paths import StatePaths
 
 FLOW_NAME = "gap-check"
 
@@ -34,19 +33,20 @@ def gap_check(
     """
     from rankflow.canary.triggers import retrain_on_gap_verdict
     from rankflow.monitoring.report import run_gap_check
-    from rankflow.settings import Settings
 
-    resolved, paths = config.load(), StatePaths.default()
-    record = RunRecord(FLOW_NAME, config, resolved, paths)
+    resolved, settings = config.load(), resolve_settings()
+    record = RunRecord(FLOW_NAME, config, resolved, settings.paths)
     outcome = record.run(
         "gap_check",
-        lambda: run_gap_check(Settings.resolve(), resolved, log_to_mlflow=log_to_mlflow),
+        lambda: run_gap_check(
+            settings, resolved.monitoring, resolved.scoring(), log_to_mlflow=log_to_mlflow
+        ),
         detail=lambda done: done.to_dict(),
     )
     summary = record.write()
     canary_summary = None
     verdicts = {c.name: c.verdict for c in outcome.checks}
-    why = retrain_on_gap_verdict(verdicts, resolved) if start_canary else None
+    why = retrain_on_gap_verdict(verdicts, resolved.canary) if start_canary else None
     if why is not None:
         from flows.canary import canary
 

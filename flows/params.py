@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rankflow.config import DEFAULT_CONFIG_PATH, RankflowConfig, load_config
 from rankflow.paths import REPO_ROOT
+from rankflow.settings import Settings
 
 
 class ConfigParams(BaseModel):
@@ -74,3 +75,12 @@ class ConfigParams(BaseModel):
 
 # The default of every flow's ``config`` parameter (configs/rankflow.yaml, no overrides).
 DEFAULT_CONFIG = ConfigParams.default()
+
+
+def resolve_settings() -> Settings:
+    """Where this flow run works: the settings of its process (the CLI, or a deployment's
+    worker, set their environment), resolved once at the flow's start and handed to every
+    task; the state dir is created if it is new."""
+    settings = Settings.resolve()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings

@@ -10,10 +10,9 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.build_features import build_features
-from flows.params import DEFAULT_CONFIG, ConfigParams
+from flows.params import DEFAULT_CONFIG, ConfigParams, resolve_settings
 from flows.records import RunRecord, RunSummary
 from flows.train import train
-from rankflow.paths import StatePaths
 
 FLOW_NAME = "pipeline"
 
@@ -26,8 +25,8 @@ def pipeline(config: ConfigParams = DEFAULT_CONFIG, full_refresh: bool = False) 
         config: the rankflow config (YAML path and dotted-key overrides), validated first.
         full_refresh: rebuild the warehouse's incremental models from all raw data.
     """
-    resolved, paths = config.load(), StatePaths.default()
-    record = RunRecord(FLOW_NAME, config, resolved, paths)
+    resolved, settings = config.load(), resolve_settings()
+    record = RunRecord(FLOW_NAME, config, resolved, settings.paths)
     runs: dict[str, str] = {}
     for name, subflow in (
         ("build_features", lambda: build_features(config=config, full_refresh=full_refresh)),

@@ -28,20 +28,19 @@ from flows.tasks import _TRANSIENT
 if TYPE_CHECKING:
     from rankflow.config import RankflowConfig
     from rankflow.features.training_set import TrainingSet
-    from rankflow.paths import StatePaths
     from rankflow.settings import Settings
 
 
 @task(name="train-family", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
 def train_family(
-    config: RankflowConfig, paths: StatePaths, training: TrainingSet, kind: str
+    config: RankflowConfig, settings: Settings, training: TrainingSet, kind: str
 ) -> dict[str, Any]:
     """Train, log and register one family; no alias moves (the caller decides afterwards)."""
     from rankflow.training.step import train_and_register
 
     started = time.perf_counter()
     outcome = train_and_register(
-        config, paths, training_set=training, families=(kind,), promote=False
+        config.train_step(), settings, training_set=training, families=(kind,), promote=False
     )
     candidate = outcome.candidates[kind]
     get_run_logger().info("%s: %s v%s", kind, candidate.registered_model, candidate.version)
@@ -57,23 +56,23 @@ def train_family(
 def check_ready(config: RankflowConfig, settings: Settings) -> None:
     """Refuse the Dask option up front, in one line, where it cannot work (see module doc)."""
     from rankflow.errors import ConfigError
-    from rankflow.tracking.setup import is_local_store
+    from rankflow.tracking.setup import is_local_store, resolve_tracking_uri
 
     if not settings.prefect_api_url:
         raise ConfigError(
             "scale_out.task_runner: dask needs a Prefect server (set PREFECT_API_URL); the "
             "Dask worker processes cannot use Prefect's temporary per-run server"
         )
-    tracking = settings.mlflow_tracking_uri or config.tracking.uri
-    if not tracking or is_local_store(tracking):
+    tracking = resolve_tracking_uri(config.tracking, settings)
+    if is_local_store(tracking):
         raise ConfigError(
             "scale_out.task_runner: dask needs an MLflow tracking server (MLFLOW_TRACKING_URI "
-            f"or tracking.uri), not {tracking or 'the embedded SQLite store'}: it takes one writer"
+            f"or tracking.uri), not the local store {tracking}: it takes one writer"
         )
 
 
 def train_families_in_parallel(
-    config: RankflowConfig, paths: StatePaths, training: TrainingSet
+    config: RankflowConfig, settings: Settings, training: TrainingSet
 ) -> dict[str, dict[str, Any]]:
     """One ``train-family`` task per family on a local Dask cluster; waits for all of them."""
     from prefect_dask import DaskTaskRunner
@@ -90,7 +89,7 @@ def train_families_in_parallel(
         futures = {
             kind: runner.submit(
                 train_family,
-                {"config": config, "paths": paths, "training": training, "kind": kind},
+                {"config": config, "settings": settings, "training": training, "kind": kind},
             )
             for kind in MODEL_KINDS
         }

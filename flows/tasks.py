@@ -12,9 +12,11 @@ Retry and cache choices (see :mod:`flows.policies`):
 | ``training-set`` | yes | no (data frames) |
 | ``train-and-register`` | yes (MLflow tracking / registry) | no: the registry is the record |
 
-Tasks take the validated :class:`~rankflow.config.RankflowConfig` and the
-:class:`~rankflow.paths.StatePaths`; none takes or keys on a data frame except
-``train-and-register``, which receives the training set in memory and is never cached.
+Tasks take the validated :class:`~rankflow.config.RankflowConfig` and the state dir: its
+:class:`~rankflow.paths.StatePaths` when files are all they touch, else the flow's
+:class:`~rankflow.settings.Settings` (Feast's online store, MLflow). None takes or keys on a
+data frame except ``train-and-register``, which receives the training set in memory and is
+never cached.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from rankflow.features.store import ApplySummary, MaterializeSummary
     from rankflow.features.training_set import TrainingSet
     from rankflow.paths import StatePaths
+    from rankflow.settings import Settings
     from rankflow.sim.simulate import SimulationSummary
     from rankflow.warehouse.build import WarehouseResult
 
@@ -108,11 +111,11 @@ def dbt_build(config: RankflowConfig, paths: StatePaths, full_refresh: bool) -> 
 
 
 @task(name="feast-apply", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
-def feast_apply(paths: StatePaths) -> ApplySummary:
+def feast_apply(settings: Settings) -> ApplySummary:
     """``feast apply``: register the feature repo's definitions for this state dir."""
     from rankflow.features import store as feature_store
 
-    applied = feature_store.apply_feature_repo(paths)
+    applied = feature_store.apply_feature_repo(settings)
     get_run_logger().info(
         "applied project %s: %d feature views, services %s",
         applied.project,
@@ -123,12 +126,12 @@ def feast_apply(paths: StatePaths) -> ApplySummary:
 
 
 @task(name="feast-materialize", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
-def feast_materialize(paths: StatePaths) -> MaterializeSummary:
+def feast_materialize(settings: Settings) -> MaterializeSummary:
     """``materialize-incremental`` up to the exports' as-of time (not the wall clock)."""
     from rankflow.features import store as feature_store
 
-    end = feature_store.exports_as_of(paths)
-    materialized = feature_store.materialize_incremental(paths, end)
+    end = feature_store.exports_as_of(settings.paths)
+    materialized = feature_store.materialize_incremental(settings, end)
     get_run_logger().info(
         "materialized up to %s: %s",
         end,
@@ -138,18 +141,20 @@ def feast_materialize(paths: StatePaths) -> MaterializeSummary:
 
 
 @task(name="training-set", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
-def training_set(config: RankflowConfig, paths: StatePaths) -> TrainingSet:
+def training_set(config: RankflowConfig, settings: Settings) -> TrainingSet:
     """The point-in-time training set through the feature service, split by time."""
     from rankflow.features.training_set import build_training_set
 
-    built = build_training_set(paths, config.training_set)
+    built = build_training_set(
+        settings, config.training_set, feature_service=config.feature_service
+    )
     get_run_logger().info("training set: %s", built.describe())
     return built
 
 
 @task(name="train-and-register", cache_policy=NO_CACHE, persist_result=False, **_TRANSIENT)
 def train_and_register(
-    config: RankflowConfig, paths: StatePaths, training: TrainingSet | None = None
+    config: RankflowConfig, settings: Settings, training: TrainingSet | None = None
 ) -> Any:
     """Train Wide & Deep and DCN-V2, log both to MLflow, register them, set the first champion.
 
@@ -157,19 +162,17 @@ def train_and_register(
     is safe: it moves no alias before both candidates are logged, registered and gated, and a
     model whose inputs already have a registry version is reused, not trained again.
     """
-    from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
     from rankflow.training.step import train_and_register as train_and_register_models
 
-    # A second run queues behind the first (never races it for the shared checkpoints and
-    # registry); once in, the first run's registered models are reused by fingerprint.
-    with training_lock(paths, wait_seconds=TRAINING_WAIT_SECONDS, note=get_run_logger().info):
-        outcome = train_and_register_models(config, paths, training_set=training)
+    # A second run queues behind the first inside (the training lock of each family), never
+    # racing it for the shared checkpoints and registry; then it reuses its registered models.
+    outcome = train_and_register_models(config.train_step(), settings, training_set=training)
     get_run_logger().info("%s", outcome.render())
     return outcome
 
 
 @task(name="canary", cache_policy=NO_CACHE, persist_result=False)
-def canary(config: RankflowConfig, paths: StatePaths, look_only: bool = False) -> Any:
+def canary(config: RankflowConfig, settings: Settings, look_only: bool = False) -> Any:
     """Warm-started challenger -> offline gate -> @challenger -> canary phase -> decision.
 
     Not retried: it moves aliases, and a retry after a partial move would decide against a
@@ -177,14 +180,10 @@ def canary(config: RankflowConfig, paths: StatePaths, look_only: bool = False) -
     lock, so a crash leaves the aliases consistent; start a new canary.
     """
     from rankflow.canary.run import run_canary
-    from rankflow.settings import Settings
     from rankflow.sim.canary import canary_simulation
 
     outcome = run_canary(
-        Settings.resolve(home=paths.root),
-        config,
-        look_only=look_only,
-        simulation=canary_simulation(),
+        settings, config.canary_run(), look_only=look_only, simulation=canary_simulation()
     )
     get_run_logger().info("%s", outcome.summary())
     return outcome

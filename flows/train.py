@@ -11,9 +11,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows import tasks
-from flows.params import DEFAULT_CONFIG, ConfigParams
+from flows.params import DEFAULT_CONFIG, ConfigParams, resolve_settings
 from flows.records import RunRecord, RunSummary
-from rankflow.paths import StatePaths
 
 FLOW_NAME = "train"
 
@@ -25,16 +24,15 @@ def train(config: ConfigParams = DEFAULT_CONFIG) -> RunSummary:
     Args:
         config: the rankflow config (YAML path and dotted-key overrides), validated first.
     """
-    resolved, paths = config.load(), StatePaths.default()
+    resolved, settings = config.load(), resolve_settings()
     if resolved.scale_out.task_runner == "dask":  # fail before any work if it cannot run
         from flows.scale_out import check_ready
-        from rankflow.settings import Settings
 
-        check_ready(resolved, Settings.resolve(home=paths.root))
-    record = RunRecord(FLOW_NAME, config, resolved, paths)
+        check_ready(resolved, settings)
+    record = RunRecord(FLOW_NAME, config, resolved, settings.paths)
     training = record.run(
         "training_set",
-        lambda: tasks.training_set(resolved, paths),
+        lambda: tasks.training_set(resolved, settings),
         detail=lambda built: built.describe(),
     )
     if resolved.scale_out.task_runner == "dask":
@@ -42,12 +40,12 @@ def train(config: ConfigParams = DEFAULT_CONFIG) -> RunSummary:
 
         record.run(
             "train_families",
-            lambda: train_families_in_parallel(resolved, paths, training),
+            lambda: train_families_in_parallel(resolved, settings, training),
             detail=lambda families: families,
         )
     outcome = record.run(
         "train",
-        lambda: tasks.train_and_register(resolved, paths, training),
+        lambda: tasks.train_and_register(resolved, settings, training),
         detail=lambda done: done.to_dict(),
     )
     record.summary.details["train_report"] = outcome.render()

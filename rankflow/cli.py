@@ -144,7 +144,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from rankflow.features.store import refresh_online_store
 
     settings = _settings(args)
-    for summary in refresh_online_store(settings.paths, settings=settings):
+    for summary in refresh_online_store(settings):
         print(summary)
     return 0
 
@@ -153,7 +153,9 @@ def cmd_training_set(args: argparse.Namespace) -> int:
     from rankflow.features.training_set import build_training_set
 
     config = _config(args)
-    training_set = build_training_set(_settings(args).paths, config.training_set)
+    training_set = build_training_set(
+        _settings(args), config.training_set, feature_service=config.feature_service
+    )
     print(json.dumps(training_set.describe(), indent=2, default=str))
     if args.out:
         out = Path(args.out)
@@ -170,7 +172,7 @@ def cmd_training_set(args: argparse.Namespace) -> int:
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     from rankflow.tracking.server import serve_ui
 
-    return serve_ui(_settings(args), port=args.port, host=args.host)
+    return serve_ui(_settings(args), _config(args).tracking, port=args.port, host=args.host)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -181,7 +183,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from rankflow.serving.app import serve
 
-    serve(_settings(args), _config(args), host=args.host, port=args.port)
+    serve(_settings(args), _config(args).scoring(), host=args.host, port=args.port)
     return 0
 
 
@@ -190,11 +192,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from rankflow.sim.replay import run_replay
 
-    settings = _settings(args)
+    settings, config = _settings(args), _config(args)
     result = run_replay(
         settings,
-        _config(args),
+        config.scoring(),
         mode=args.mode,
+        raw_dir=None if config.source == "simulate" else config.resolved_raw_dir(settings.paths),
         url=settings.service_url if args.http else None,
         day=date.fromisoformat(args.day) if args.day else None,
         impressions=args.impressions,
@@ -228,7 +231,13 @@ def cmd_gap_check(args: argparse.Namespace) -> int:
     else:
         from rankflow.monitoring.report import run_gap_check
 
-        outcome = run_gap_check(_settings(args), _config(args), log_to_mlflow=not args.no_mlflow)
+        config = _config(args)
+        outcome = run_gap_check(
+            _settings(args),
+            config.monitoring,
+            config.scoring(),
+            log_to_mlflow=not args.no_mlflow,
+        )
         print(outcome.summary())
         verdict = outcome.verdict
     return {"pass": 0, "warn": 0, "fail": 3}[verdict]
@@ -240,7 +249,8 @@ def cmd_canary(args: argparse.Namespace) -> int:
     from rankflow.canary.live import check_phase_config
 
     config = _config(args)
-    check_phase_config(config, config.canary.resolved_phase(config.source))  # before any stage
+    # before any stage
+    check_phase_config(config.canary, config.source, config.serving.canary_share)
     if not args.no_flow:
         return _run_flow(
             args, "canary", refresh_features=not args.no_refresh, look_only=args.look_only
@@ -251,7 +261,10 @@ def cmd_canary(args: argparse.Namespace) -> int:
 
     check_model_config(config)
     outcome = run_canary(
-        _settings(args), config, look_only=args.look_only, simulation=canary_simulation()
+        _settings(args),
+        config.canary_run(),
+        look_only=args.look_only,
+        simulation=canary_simulation(),
     )
     print(outcome.summary())
     return 0
@@ -260,8 +273,10 @@ def cmd_canary(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from rankflow.canary.rollback import rollback
 
-    applied = rollback(_settings(args), _config(args), args.reason)
-    print(applied.describe(_config(args).registry.serving_model))
+    config = _config(args)
+    serving = config.registry.serving_model
+    applied = rollback(_settings(args), config.tracking, serving, args.reason)
+    print(applied.describe(serving))
     shown = ", ".join(f"@{a} -> v{v}" for a, v in sorted(applied.aliases.items()))
     print(f"aliases: {shown}")
     return 0

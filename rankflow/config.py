@@ -9,6 +9,7 @@ names the key and the file instead of a silently ignored setting.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -283,6 +284,13 @@ class RankflowConfig(_Strict):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
     training_set: SplitConfig = Field(default_factory=SplitConfig)
+    feature_service: str = Field(
+        "ctr_ranker_v1",
+        min_length=1,
+        description="The Feast feature service (feature_repo/feature_services.py) models are "
+        "trained on and served with; each model records it, and the scoring service refuses a "
+        "model trained on another",
+    )
     model_config_path: Path = Field(
         Path("configs/model.yaml"), description="Model config, relative to the repo root"
     )
@@ -303,6 +311,73 @@ class RankflowConfig(_Strict):
     def flat(self) -> dict[str, Any]:
         """Dotted-key view of the config, for logging as run parameters."""
         return flatten(json.loads(self.model_dump_json()))
+
+    # What each stage takes of the config: built here, by the composition roots that hold it.
+    def scoring(self) -> ScoringConfig:
+        return ScoringConfig(
+            serving=self.serving,
+            feature_service=self.feature_service,
+            model_name=self.registry.serving_model,
+            tracking=self.tracking,
+        )
+
+    def train_step(self) -> TrainStepConfig:
+        return TrainStepConfig(
+            split=self.training_set,
+            feature_service=self.feature_service,
+            model_config_path=self.resolved_model_config_path(),
+            tracking=self.tracking,
+            registry=self.registry,
+            source=self.source,
+            ctr_prior=self.warehouse.ctr_prior,
+            pipeline=json.loads(self.model_dump_json()),
+        )
+
+    def canary_run(self) -> CanaryRunConfig:
+        return CanaryRunConfig(canary=self.canary, train=self.train_step(), scoring=self.scoring())
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """What a scoring service serves with, and what reading its logs back needs: the
+    ``serving:`` section, the feature service, the registered model whose aliases it follows,
+    and where that registry is (``tracking:``)."""
+
+    serving: ServingConfig
+    feature_service: str
+    model_name: str
+    tracking: TrackingConfig
+
+
+@dataclass(frozen=True)
+class TrainStepConfig:
+    """What the train step reads of the pipeline config.
+
+    ``model_config_path`` is resolved; ``source`` says whether the simulator's truth exists (the
+    oracle's metrics); ``ctr_prior`` is the warehouse prior the train positive rate is checked
+    against. ``pipeline`` is the whole pipeline config as plain data, logged with every run
+    (``rankflow.*`` params, ``config/rankflow.yaml``) so a run says what it was trained under;
+    no decision reads it.
+    """
+
+    split: SplitConfig
+    feature_service: str
+    model_config_path: Path
+    tracking: TrackingConfig
+    registry: RegistryConfig
+    source: Literal["simulate", "raw"]
+    ctr_prior: float
+    pipeline: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CanaryRunConfig:
+    """What a canary run reads: its own section, the train step's inputs (it trains the
+    challenger) and the scoring side's (its phase serves both models)."""
+
+    canary: CanaryConfig
+    train: TrainStepConfig
+    scoring: ScoringConfig
 
 
 def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RankflowConfig:

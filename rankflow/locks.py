@@ -123,12 +123,23 @@ TRAINING_WAIT_SECONDS = 3600.0
 
 
 def training_lock(
-    paths: StatePaths, *, wait_seconds: float = 0.0, note: Callable[[str], None] | None = None
+    paths: StatePaths,
+    family: str | None = None,
+    *,
+    wait_seconds: float = 0.0,
+    note: Callable[[str], None] | None = None,
 ) -> FileLock:
-    """One training run per state dir: runs share ``training/<kind>/<fingerprint>`` checkpoints
-    and the registry, so a second one would delete the first one's checkpoint or log twice."""
-    lock_path = paths.root / "locks" / "training.lock"
-    return exclusive(lock_path, "training", wait_seconds=wait_seconds, note=note)
+    """One training per state dir at a time; with ``family``, one training of that model family.
+
+    Runs of a family share its ``training/<family>/<fingerprint>`` checkpoints and registry
+    versions, so a second one would delete the first one's checkpoint or register the same model
+    twice. :func:`rankflow.training.step.train_and_register` takes the lock (callers do not) and
+    chooses which: one per family with a tracking server, where families train at once (the
+    Dask option); the state's with the embedded SQLite store, which takes one writer."""
+    what, file = ("training", "training.lock")
+    if family is not None:
+        what, file = f"training {family}", f"training-{family}.lock"
+    return exclusive(paths.locks / file, what, wait_seconds=wait_seconds, note=note)
 
 
 def warehouse_lock(paths: StatePaths) -> FileLock:

@@ -27,8 +27,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rankflow.errors import ConfigError
+from rankflow.paths import REPO_ROOT, StatePaths
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = [
+    "ENV_VARS",
+    "SERVER_NEEDS",
+    "Settings",
+    "apply_process_defaults",
+    "configure_process",
+]
 
 Profile = Literal["local", "server"]
 OnlineStore = Literal["sqlite", "redis"]
@@ -121,9 +128,8 @@ class Settings:
         return replace(self, **changes)
 
     @property
-    def paths(self):  # -> StatePaths (imported here: paths imports nothing from settings)
-        from rankflow.paths import StatePaths
-
+    def paths(self) -> StatePaths:
+        """Every folder under :attr:`home`."""
         return StatePaths(self.home)
 
     def as_env(self) -> dict[str, str]:

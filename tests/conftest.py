@@ -155,14 +155,16 @@ def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     from rankflow.config import parse_config
     from rankflow.features.store import refresh_online_store
-    from rankflow.paths import StatePaths
+    from rankflow.settings import Settings
     from rankflow.sim.simulate import simulate
-    from rankflow.tracking.setup import default_tracking_uri
     from rankflow.training.step import train_and_register
     from rankflow.warehouse.build import build_warehouse
 
     home = tmp_path_factory.mktemp("online-state")
-    paths = StatePaths(home)
+    # The embedded profile as such, not resolved from this process's environment (an earlier
+    # in-process training's mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI).
+    settings = Settings(home=home)
+    paths = settings.paths
     config = parse_config(
         {
             "simulation": ONLINE_SIMULATION,
@@ -170,15 +172,16 @@ def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "registry": {"gates": ONLINE_GATES},
         }
     )
-    # mlflow.set_tracking_uri (any earlier in-process training) exports MLFLOW_TRACKING_URI,
-    # which would win over this state's own store: pin it for the build.
+    # Training's mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI for the whole process: the
+    # context restores it afterwards, so this state's store does not leak into later tests.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RANKFLOW_HOME", str(home))
-        mp.setenv("MLFLOW_TRACKING_URI", default_tracking_uri(paths))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         simulate(config.simulation, paths.raw, paths.truth)
         build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
-        refresh_online_store(paths)
-        outcome = train_and_register(config, paths, model_overrides={"training.max_epochs": 2})
+        refresh_online_store(settings)
+        outcome = train_and_register(
+            config.train_step(), settings, model_overrides={"training.max_epochs": 2}
+        )
     champion = outcome.champion_version
     assert champion is not None, outcome.decision
     client = MlflowClient(tracking_uri=outcome.tracking_uri, registry_uri=outcome.tracking_uri)

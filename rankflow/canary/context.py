@@ -12,7 +12,7 @@ from rankflow.canary.records import record_on_versions
 from rankflow.registry.aliases import aliases_of
 
 if TYPE_CHECKING:
-    from rankflow.config import RankflowConfig
+    from rankflow.config import CanaryRunConfig
     from rankflow.settings import Settings
 
 log = logging.getLogger("rankflow.canary.run")
@@ -20,12 +20,12 @@ log = logging.getLogger("rankflow.canary.run")
 
 @dataclass
 class CanaryContext:
-    """What every step of one canary run shares: where it runs, the registry client, the
-    serving model and the champion it started against, its MLflow run and scratch folder, and
-    the stage lines it has reported so far."""
+    """What every step of one canary run shares: where it runs and with which config, the
+    registry client, the serving model and the champion it started against, its MLflow run and
+    scratch folder, and the stage lines it has reported so far."""
 
     settings: Settings
-    config: RankflowConfig
+    config: CanaryRunConfig
     client: Any
     serving: str
     champion: str

@@ -43,7 +43,7 @@ from rankflow.registry.promotion import CHALLENGER, CHAMPION
 
 if TYPE_CHECKING:
     from rankflow.canary.outcome import CanaryOutcome
-    from rankflow.config import OnlineGateConfig, RankflowConfig
+    from rankflow.config import CanaryConfig, OnlineGateConfig
     from rankflow.paths import StatePaths
 
 
@@ -83,7 +83,7 @@ class LivePhase:
 
 
 def phase_path(paths: StatePaths, serving_model: str) -> Path:
-    return paths.root / "canary" / f"{serving_model}.json"
+    return paths.canary / f"{serving_model}.json"
 
 
 def read_phase(paths: StatePaths, serving_model: str) -> LivePhase | None:
@@ -134,21 +134,25 @@ def start_phase(
 
 
 # --------------------------------------------------------------------------------- opening
-def check_phase_config(config: RankflowConfig, phase_kind: str) -> None:
-    """Refuse before any training what the chosen phase cannot do (one line, names the keys)."""
-    if phase_kind == "simulated" and config.source != "simulate":
+def check_phase_config(canary: CanaryConfig, source: str, serving_share: float) -> str:
+    """The phase ``canary.phase`` resolves to with data from ``source``; refuse before any
+    training what it cannot do (one line, names the keys). ``serving_share``: the deployed
+    service's ``serving.canary_share``."""
+    phase_kind = canary.resolved_phase(source)
+    if phase_kind == "simulated" and source != "simulate":
         raise LivePhaseError(
             f"canary.phase: simulated needs the simulator's ground truth (source: simulate), "
-            f"not source: {config.source}; use canary.phase: live (the default, auto) with "
+            f"not source: {source}; use canary.phase: live (the default, auto) with "
             "your own data"
         )
-    if phase_kind == "live" and config.serving.canary_share <= 0:
+    if phase_kind == "live" and serving_share <= 0:
         raise LivePhaseError(
             "canary.phase: live needs serving.canary_share > 0: it is the share of users the "
-            f"deployed `rankflow serve` sends to @challenger (now {config.serving.canary_share}); "
-            f"set it (e.g. --set serving.canary_share={config.canary.share}) in the service's "
+            f"deployed `rankflow serve` sends to @challenger (now {serving_share}); "
+            f"set it (e.g. --set serving.canary_share={canary.share}) in the service's "
             "config and in the canary's"
         )
+    return phase_kind
 
 
 def open_phase(paths: StatePaths, client: Any, serving: str) -> LivePhase | None:

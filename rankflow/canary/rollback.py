@@ -13,7 +13,7 @@ from rankflow.registry.promotion import NothingToRollBack, rollback_plan
 from rankflow.registry.versions import TAG_ROLLED_BACK, find_version, record_note
 
 if TYPE_CHECKING:
-    from rankflow.config import RankflowConfig
+    from rankflow.config import TrackingConfig
     from rankflow.settings import Settings
 
 
@@ -21,14 +21,16 @@ class RollbackError(RankflowError):
     """Nothing to roll back to, or the registry moved during the rollback."""
 
 
-def rollback(settings: Settings, config: RankflowConfig, reason: str) -> AppliedPlan:
-    """``@previous`` becomes ``@champion`` again (under the promotion lock), with ``reason``
-    recorded on both versions; ``@previous`` is removed."""
+def rollback(
+    settings: Settings, tracking: TrackingConfig, serving: str, reason: str
+) -> AppliedPlan:
+    """``@previous`` of the registered model ``serving`` becomes ``@champion`` again (under the
+    promotion lock), with ``reason`` recorded on both versions; ``@previous`` is removed."""
     from rankflow.tracking.setup import setup_tracking
 
     if not reason.strip():
         raise RollbackError("rollback needs a reason (--reason '...'): it is recorded")
-    client, serving = setup_tracking(config, settings).client, config.registry.serving_model
+    client = setup_tracking(tracking, settings).client
     with promotion_lock(settings, serving):
         state = read_serving_state(client, serving)
         try:

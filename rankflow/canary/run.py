@@ -53,7 +53,7 @@ from rankflow.registry.promotion import CHAMPION
 
 if TYPE_CHECKING:
     from rankflow.canary.live import LivePhase
-    from rankflow.config import RankflowConfig
+    from rankflow.config import CanaryRunConfig, TrainStepConfig
     from rankflow.features.training_set import TrainingSet
     from rankflow.registry.gates import Candidate
     from rankflow.settings import Settings
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 def run_canary(
     settings: Settings,
-    config: RankflowConfig,
+    config: CanaryRunConfig,
     *,
     training_set: TrainingSet | None = None,
     model_overrides: dict[str, Any] | None = None,
@@ -81,18 +81,18 @@ def run_canary(
     from rankflow.tracking.setup import setup_tracking
 
     started = time.perf_counter()
-    phase_kind = config.canary.resolved_phase(config.source)
-    check_phase_config(config, phase_kind)
+    serving_share = config.scoring.serving.canary_share
+    phase_kind = check_phase_config(config.canary, config.train.source, serving_share)
     check_simulation(config.canary, phase_kind, simulation)
-    tracking = setup_tracking(config, settings)
-    client, serving = tracking.client, config.registry.serving_model
+    tracking = setup_tracking(config.train.tracking, settings)
+    client, serving = tracking.client, config.train.registry.serving_model
     live = open_phase(settings.paths, client, serving) if phase_kind == "live" else None
     if look_only and live is None:
         return idle_outcome(client, serving, time.perf_counter() - started)
     state = read_serving_state(client, serving)
     champion = state.live(CHAMPION)
     if champion is None:
-        return _cold_start(settings, config, training_set, model_overrides, started)
+        return _cold_start(settings, config.train, training_set, model_overrides, started)
     run_id = start_canary_run(tracking, serving, champion.version)
     with tempfile.TemporaryDirectory(prefix="rankflow-canary-") as tmp:
         ctx = CanaryContext(
@@ -128,11 +128,14 @@ def _canary(
         from rankflow.features.training_set import build_training_set
 
         training_set = build_training_set(
-            ctx.settings.paths, config.training_set, last_days=config.canary.window_days
+            ctx.settings,
+            config.train.split,
+            feature_service=config.train.feature_service,
+            last_days=config.canary.window_days,
         )
     ctx.stage(f"fresh window {training_set.window} ({len(training_set.train):,} train rows)")
     champion_ckpt = _checkpoint(ctx.client, ctx.serving, champion.version, ctx.scratch / "champ")
-    overrides = _challenger_overrides(config, overrides, len(training_set.train), measurer)
+    overrides = _challenger_overrides(ctx, overrides, len(training_set.train), measurer)
     kind, outcome, candidate, challenger_ckpt = _challenger(
         ctx, champion, champion_ckpt, training_set, overrides
     )
@@ -195,7 +198,7 @@ def _checkpoint(client: Any, name: str, version: str, dst: Path) -> Path:
 
 
 def _challenger_overrides(
-    config: RankflowConfig,
+    ctx: CanaryContext,
     overrides: dict[str, Any] | None,
     train_rows: int,
     measurer: WarmStartMeasurement | None,
@@ -203,11 +206,12 @@ def _challenger_overrides(
     """The model-config overrides of the challenger (and of its cold-start comparison); with
     the warm-start measurement on, its evaluation cadence, so the challenger is its warm arm."""
     overrides = dict(overrides or {})
-    if config.canary.distill_weight > 0:
-        overrides["warm_start"] = {"distill_weight": config.canary.distill_weight}
+    distill_weight = ctx.config.canary.distill_weight
+    if distill_weight > 0:
+        overrides["warm_start"] = {"distill_weight": distill_weight}
     if measurer is not None:
         overrides |= measurer.measuring_overrides(
-            config.resolved_model_config_path(), overrides, train_rows
+            ctx.config.train.model_config_path, overrides, train_rows
         )
     return overrides
 
@@ -220,7 +224,6 @@ def _challenger(
     overrides: dict[str, Any],
 ) -> tuple[str, CandidateOutcome, Candidate, Path]:
     """Train the configured families warm-started from the champion; the best of them."""
-    from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
     from rankflow.registry.gates import pick_best
     from rankflow.training.runs import WarmSource
     from rankflow.training.step import train_and_register
@@ -228,26 +231,24 @@ def _challenger(
     config = ctx.config
     families = tuple(config.canary.families or [champion.kind or "dcn"])
     source = WarmSource(champion_ckpt, champion.version, champion.fingerprint or champion.version)
-    # One training per state dir at a time; a concurrent canary waits here (then reuses the
+    # A concurrent canary waits in there for the training lock (then reuses the
     # identical version, if its inputs are the same) and races only at the alias moves.
-    with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
-        trained = train_and_register(
-            config,
-            ctx.settings.paths,
-            training_set=training_set,
-            model_overrides=overrides,
-            settings=ctx.settings,
-            families=families,
-            promote=False,
-            warm_start=source,
-        )
+    trained = train_and_register(
+        config.train,
+        ctx.settings,
+        training_set=training_set,
+        model_overrides=overrides,
+        families=families,
+        promote=False,
+        warm_start=source,
+    )
     candidates = {}
     for kind in families:
         out = trained.candidates[kind]
         mv = ctx.client.get_model_version(out.registered_model, out.version)
         candidates[kind] = out.candidate(mv.source, getattr(mv, "model_id", None))
         ctx.stage(f"challenger {kind}: {out.registered_model} v{out.version}, {out.gate.summary()}")
-    best = pick_best(list(candidates.values()), config.registry.select_by)
+    best = pick_best(list(candidates.values()), config.train.registry.select_by)
     kind = best.kind if best is not None else families[0]
     outcome = trained.candidates[kind]
     ckpt = outcome.checkpoint_path
@@ -268,8 +269,8 @@ def _measure_warm_start(
     challenger_ckpt: Path,
 ) -> dict[str, Any] | None:
     """Warm against cold start at an equal budget, when configured
-    (``canary.measure_warm_start``); under the training lock, since the cold arm is one more
-    training on this state."""
+    (``canary.measure_warm_start``); under the state's training lock, since the cold arm is one
+    more training on this state."""
     if measurer is None:
         return None
     from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
@@ -277,11 +278,11 @@ def _measure_warm_start(
     request = WarmStartRequest(
         candidate,
         training_set,
-        ctx.config.resolved_model_config_path(),
+        ctx.config.train.model_config_path,
         overrides,
         champion_ckpt,
         challenger_ckpt,
-        ctx.settings.paths.root / "training" / "warm-vs-cold",
+        ctx.settings.paths.training / "warm-vs-cold",
         ctx.scratch / "warm-vs-cold",
     )
     with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
@@ -298,8 +299,11 @@ def _simulated_phase(
 ) -> PhaseReport:
     """The simulated phase the caller gave, on the champion and ``version`` pinned."""
     assert run_phase is not None  # check_simulation refused a simulated phase without one
+    config = ctx.config
     return run_phase(
-        PhaseRequest(ctx.settings, ctx.config, ctx.champion, version, window, ctx.run_id)
+        PhaseRequest(
+            ctx.settings, config.canary, config.scoring, ctx.champion, version, window, ctx.run_id
+        )
     )
 
 
@@ -318,7 +322,7 @@ def _offline_gate(
         champion,
         challenger,
         ctx.config.canary.offline,
-        gap_verdicts=latest_gap_verdicts(ctx.settings.paths.root),
+        gap_verdicts=latest_gap_verdicts(ctx.settings.paths),
         seed=ctx.config.canary.seed,
     )
 
@@ -338,7 +342,7 @@ def _start_live_phase(
         ctx.run_id,
         config.canary.window_days,
     )
-    share = config.serving.canary_share
+    share = config.scoring.serving.canary_share
     result.decision = "phase_started"
     result.reason = (
         f"{result.challenger['label'] if result.challenger else f'v{version}'} is @challenger: "
@@ -357,7 +361,7 @@ def _live_look(ctx: CanaryContext, phase: LivePhase) -> CanaryOutcome:
     config = ctx.config
     look = look_at_phase(
         ctx.settings.paths,
-        config.serving.feature_service,
+        config.scoring.feature_service,
         phase,
         config.canary.online,
         cuped=config.canary.online.variance_reduction == "cuped",
@@ -381,7 +385,7 @@ def _live_look(ctx: CanaryContext, phase: LivePhase) -> CanaryOutcome:
 
 def _cold_start(
     settings: Settings,
-    config: RankflowConfig,
+    train: TrainStepConfig,
     training_set: TrainingSet | None,
     overrides: dict[str, Any] | None,
     started: float,
@@ -390,17 +394,16 @@ def _cold_start(
     from rankflow.training.step import train_and_register
 
     trained = train_and_register(
-        config,
-        settings.paths,
+        train,
+        settings,
         training_set=training_set,
         model_overrides=overrides,
-        settings=settings,
     )
     decision = "first_champion" if trained.promoted else "no_champion"
     return CanaryOutcome(
         decision=decision,  # type: ignore[arg-type]
         reason=f"no champion yet, cold start: {trained.decision}",
-        serving_model=config.registry.serving_model,
+        serving_model=train.registry.serving_model,
         champion_before=None,
         aliases=dict(trained.aliases),
         seconds=round(time.perf_counter() - started, 2),

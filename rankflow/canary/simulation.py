@@ -19,7 +19,7 @@ from rankflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from rankflow.canary.stats import OnlineDecision
-    from rankflow.config import CanaryConfig, RankflowConfig
+    from rankflow.config import CanaryConfig, ScoringConfig
     from rankflow.features.training_set import TrainingSet
     from rankflow.registry.gates import Candidate
     from rankflow.settings import Settings
@@ -27,11 +27,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PhaseRequest:
-    """What a simulated phase is given: where it runs, the two versions to serve pinned, the
-    fresh window (its users' clicks are the CUPED pre-period) and the canary run's id."""
+    """What a simulated phase is given: where it runs, the canary's section (share, traffic,
+    online rule), what the service serves with, the two versions to serve pinned, the fresh
+    window (its users' clicks are the CUPED pre-period) and the canary run's id."""
 
     settings: Settings
-    config: RankflowConfig
+    canary: CanaryConfig
+    scoring: ScoringConfig
     champion: str
     challenger: str
     window: TrainingSet

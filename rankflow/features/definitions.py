@@ -114,4 +114,4 @@ def _point_log_at_state(service: Any, paths: StatePaths) -> None:
 
     destination = getattr(service.logging_config, "destination", None)
     if isinstance(destination, FileLoggingDestination):
-        destination.path = str(paths.root / "logs" / service.name / "features")
+        destination.path = str(paths.logs / service.name / "features")

@@ -2,11 +2,11 @@
 
 The feature definitions live in ``feature_repo/`` and are plain Feast: ``feast -c feature_repo
 apply`` works with ``RANKFLOW_HOME`` set. This module is the Python door to the same repo, bound
-to a :class:`~rankflow.paths.StatePaths` instead of the environment, so that the pipeline, the
+to a :class:`~rankflow.settings.Settings` instead of the environment, so that the pipeline, the
 tests and a scoring service can each point at their own state directory:
 
 - :func:`get_store` builds a ``FeatureStore`` from ``feature_repo/feature_store.yaml`` (or the
-  Redis profile) with ``${RANKFLOW_HOME}`` filled in from ``paths``;
+  Redis profile) with ``${RANKFLOW_HOME}`` and the Redis address filled in from ``settings``;
 - :func:`apply_feature_repo` runs what ``feast apply`` runs, in process;
 - :func:`materialize_incremental` loads the online store up to the data's as-of time;
 - :func:`feature_service_schema` and :func:`online_features` serve the models and the scorer.
@@ -39,8 +39,8 @@ from rankflow.features.exports import (  # re-exported: the export checks were p
     export_path,
     exports_as_of,
 )
-from rankflow.paths import StatePaths
-from rankflow.settings import REPO_ROOT, Settings
+from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.settings import Settings
 from rankflow.times import as_utc
 from rankflow.warehouse.rebuilt import clear_rebuilt, pending_rebuild
 
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 # Feast itself is imported inside the functions that use it: importing it takes seconds.
 
 __all__ = [
-    "DEFAULT_FEATURE_SERVICE",
     "EXPORT_SCHEMAS",
     "FEATURE_EXPORTS",
     "FEATURE_REPO",
@@ -75,7 +74,6 @@ __all__ = [
 ]
 
 FEATURE_REPO = REPO_ROOT / "feature_repo"
-DEFAULT_FEATURE_SERVICE = "ctr_ranker_v1"
 
 Profile = Literal["sqlite", "redis"]
 PROFILE_FILES: dict[str, str] = {
@@ -93,20 +91,10 @@ _NO_TTL_START = datetime(1970, 1, 1, tzinfo=UTC)
 # --------------------------------------------------------------------------------------------
 
 
-def _settings_for(paths: StatePaths | None, settings: Settings | None) -> Settings:
-    """``settings`` bound to ``paths``' state dir (``paths`` wins: it is the explicit argument)."""
-    if settings is None:
-        settings = Settings.resolve(home=paths.root if paths else None)
-    elif paths is not None and paths.root != settings.home:
-        settings = settings.replace(home=paths.root)
-    return settings
-
-
 def repo_config(
-    paths: StatePaths | None = None,
+    settings: Settings,
     *,
     profile: Profile | None = None,
-    settings: Settings | None = None,
     repo_path: Path = FEATURE_REPO,
 ) -> RepoConfig:
     """The ``RepoConfig`` of ``feature_store[.redis].yaml`` for one state dir.
@@ -118,7 +106,6 @@ def repo_config(
     """
     from feast import RepoConfig
 
-    settings = _settings_for(paths, settings)
     chosen = profile or settings.feast_online_store
     if chosen not in PROFILE_FILES:
         raise FeatureStoreError(
@@ -136,21 +123,19 @@ def repo_config(
 
 
 def get_store(
-    paths: StatePaths | None = None,
+    settings: Settings,
     *,
     profile: Profile | None = None,
-    settings: Settings | None = None,
     repo_path: Path = FEATURE_REPO,
 ) -> FeatureStore:
-    """A ``FeatureStore`` over ``feature_repo/`` whose registry and online store live under ``paths``.
+    """A ``FeatureStore`` over ``feature_repo/`` whose registry and online store are ``settings``'.
 
     The caller owns the store; prefer :func:`open_store`, which closes its connections.
     """
     from feast import FeatureStore
 
-    settings = _settings_for(paths, settings)
     settings.paths.feast.mkdir(parents=True, exist_ok=True)
-    config = repo_config(profile=profile, settings=settings, repo_path=repo_path)
+    config = repo_config(settings, profile=profile, repo_path=repo_path)
     return FeatureStore(repo_path=str(repo_path), config=config)
 
 
@@ -192,22 +177,21 @@ def _release_offline_engine() -> None:
 
 @contextlib.contextmanager
 def open_store(
-    paths: StatePaths | None = None,
+    settings: Settings,
     *,
     profile: Profile | None = None,
-    settings: Settings | None = None,
     offline: bool = False,
 ) -> Iterator[FeatureStore]:
-    """``with open_store(paths) as store:`` - a store whose connections close on exit.
+    """``with open_store(settings) as store:`` - a store whose connections close on exit.
 
     ``offline=True`` for a caller that reads the batch sources (historical retrieval,
     materialization): the registry is checked first to point at this state dir's exports
     (:func:`check_sources_in_state`).
     """
-    store = get_store(paths, profile=profile, settings=settings)
+    store = get_store(settings, profile=profile)
     try:
         if offline:
-            check_sources_in_state(store, _settings_for(paths, settings).paths)
+            check_sources_in_state(store, settings.paths)
         yield store
     finally:
         release(store)
@@ -256,13 +240,12 @@ class ApplySummary:
 
 
 def apply_feature_repo(
-    paths: StatePaths | None = None,
+    settings: Settings,
     *,
     profile: Profile | None = None,
-    settings: Settings | None = None,
     repo_path: Path = FEATURE_REPO,
 ) -> ApplySummary:
-    """``feast apply`` for the state dir of ``paths``: register the definitions, create tables.
+    """``feast apply`` for the state dir of ``settings``: register the definitions, create tables.
 
     Runs Feast's own apply path (:func:`load_definitions`, the package-import counterpart of
     ``parse_repo``, then ``apply_total_with_repo_instance``, as the CLI does), after checking that the parquet exports exist with the expected
@@ -271,11 +254,11 @@ def apply_feature_repo(
     from feast import Project
     from feast.repo_operations import apply_total_with_repo_instance
 
-    paths = paths or StatePaths.default()
+    paths = settings.paths
     repo_path = repo_path.resolve()
     check_exports(paths)
     repo = load_definitions(paths)
-    store = get_store(paths, profile=profile, settings=settings, repo_path=repo_path)
+    store = get_store(settings, profile=profile, repo_path=repo_path)
     try:
         project = store.config.project
         names = {p.name for p in repo.projects}
@@ -355,7 +338,7 @@ class MaterializeSummary:
 
 
 def materialize_incremental(
-    paths: StatePaths | None,
+    settings: Settings,
     end: datetime,
     *,
     profile: Profile | None = None,
@@ -369,11 +352,11 @@ def materialize_incremental(
     without a TTL); it records ``end`` so that later runs are incremental. Use
     :func:`exports_as_of` for ``end`` when the as-of time is "whatever dbt last built".
     """
-    paths = paths or StatePaths.default()
+    paths = settings.paths
     end = as_utc(end)
     check_exports(paths)
     rebuilt = pending_rebuild(paths)
-    with open_store(paths, profile=profile, offline=True) as store:
+    with open_store(settings, profile=profile, offline=True) as store:
         views: dict[str, MaterializedInterval] = {}
         incremental: list[str] = []
         for view in sorted(store.list_feature_views(), key=lambda v: v.name):
@@ -402,9 +385,7 @@ def materialize_incremental(
 # --------------------------------------------------------------------------------------------
 
 
-def feature_service_schema(
-    store: FeatureStore, name: str = DEFAULT_FEATURE_SERVICE
-) -> dict[str, str]:
+def feature_service_schema(store: FeatureStore, name: str) -> dict[str, str]:
     """Feature name -> Feast value type (``"Int64"``, ``"Float64"``, ``"String"``, ...).
 
     In the service's order, under the bare names that retrieval with
@@ -446,10 +427,10 @@ def coerce_features(frame: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFr
 
 
 def online_features(
-    paths: StatePaths | None,
+    settings: Settings,
     entity_rows: Sequence[Mapping[str, Any]] | pd.DataFrame,
     *,
-    feature_service: str = DEFAULT_FEATURE_SERVICE,
+    feature_service: str,
     profile: Profile | None = None,
 ) -> pd.DataFrame:
     """Online features of ``feature_service`` for each entity row, in the rows' order.
@@ -466,7 +447,7 @@ def online_features(
     )
     if not rows:
         raise ValueError("online_features: no entity rows given")
-    with open_store(paths, profile=profile) as store:
+    with open_store(settings, profile=profile) as store:
         schema = feature_service_schema(store, feature_service)
         response = store.get_online_features(
             features=store.get_feature_service(feature_service),
@@ -480,13 +461,11 @@ def online_features(
     return coerce_features(frame, schema)
 
 
-def refresh_online_store(
-    paths: StatePaths, *, settings: Settings | None = None
-) -> tuple[ApplySummary, MaterializeSummary]:
+def refresh_online_store(settings: Settings) -> tuple[ApplySummary, MaterializeSummary]:
     """``feast apply`` then ``materialize-incremental`` up to the exports' as-of time.
 
     The end of the load is the newest feature timestamp dbt built, not the wall clock: the data
     may be a backfill or a simulation that ended days ago.
     """
-    applied = apply_feature_repo(paths, settings=settings)
-    return applied, materialize_incremental(paths, exports_as_of(paths))
+    applied = apply_feature_repo(settings)
+    return applied, materialize_incremental(settings, exports_as_of(settings.paths))

@@ -21,7 +21,6 @@ from models import schema
 from rankflow.config import SplitConfig
 from rankflow.errors import RankflowError
 from rankflow.features.store import (
-    DEFAULT_FEATURE_SERVICE,
     check_export,
     coerce_features,
     export_path,
@@ -29,6 +28,7 @@ from rankflow.features.store import (
     open_store,
 )
 from rankflow.paths import StatePaths
+from rankflow.settings import Settings
 
 SplitName = Literal["train", "valid", "test"]
 SPLITS: tuple[SplitName, ...] = ("train", "valid", "test")
@@ -156,10 +156,10 @@ def _window(split: SplitConfig, data: DateWindow, last_days: int | None) -> Date
 
 
 def build_training_set(
-    paths: StatePaths | None,
+    settings: Settings,
     split: SplitConfig,
     *,
-    feature_service: str = DEFAULT_FEATURE_SERVICE,
+    feature_service: str,
     last_days: int | None = None,
 ) -> TrainingSet:
     """Retrieve ``feature_service`` for the labelled impressions in the window and split by day.
@@ -170,7 +170,7 @@ def build_training_set(
     export or the join happened to order them. Raises :class:`TrainingSetError` if the window
     has no impressions or a split would be empty.
     """
-    paths = paths or StatePaths.default()
+    paths = settings.paths
     source = export_path(paths, ENTITY_EXPORT)
     impressions = load_entity_df(paths)
     if impressions.empty:
@@ -194,7 +194,7 @@ def build_training_set(
                 f"{data_window} (check training_set.valid_days / test_days / start_date / end_date)"
             )
 
-    with open_store(paths, offline=True) as store:
+    with open_store(settings, offline=True) as store:
         schema = feature_service_schema(store, feature_service)
         clash = sorted(set(schema) & set(ENTITY_COLUMNS))
         if clash:

@@ -5,13 +5,14 @@ Markdown rather than HTML: MLflow's artifact viewer shows it, and it diffs in re
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from rankflow.monitoring.report import GapCheckOutcome
+from rankflow.monitoring.outcome import GapCheckOutcome
 
 
 def _fmt(value: Any) -> str:
@@ -69,8 +70,6 @@ def _score_plot(served: pd.DataFrame, inputs: pd.DataFrame, scorers: dict, path:
 def write_report(
     outcome: GapCheckOutcome, served: pd.DataFrame, offline_inputs: pd.DataFrame, scorers: dict
 ) -> None:
-    from rankflow.monitoring.report import write_json
-
     folder = outcome.report_dir
     folder.mkdir(parents=True, exist_ok=True)
     write_json(outcome, folder / "summary.json")
@@ -107,3 +106,7 @@ def write_report(
     if _score_plot(served, offline_inputs, scorers, folder / "scores.png"):
         lines += ["", "## Score skew", "", "![online vs offline scores](scores.png)"]
     (folder / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def write_json(outcome: GapCheckOutcome, path: Path) -> None:
+    path.write_text(json.dumps(outcome.to_dict(), indent=2, default=str))

@@ -11,9 +11,7 @@ is printed and returned, so a flow can act on it.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,10 +21,13 @@ import pandas as pd
 
 from rankflow.errors import RankflowError
 from rankflow.monitoring import checks
+from rankflow.monitoring.outcome import GapCheckOutcome
+from rankflow.monitoring.render import write_report
 from rankflow.monitoring.stats import worst
 
 if TYPE_CHECKING:
-    from rankflow.config import RankflowConfig
+    from rankflow.config import ScoringConfig
+    from rankflow.monitoring.config import MonitoringConfig
     from rankflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,35 +39,6 @@ TAG_MODEL_VERSION = "rankflow.model_version"
 
 class GapCheckError(RankflowError):
     """Nothing to check (no served log) or no model to check against."""
-
-
-@dataclass
-class GapCheckOutcome:
-    verdict: str
-    checks: list[checks.CheckResult]
-    report_dir: Path
-    run_id: str | None = None
-    model_version: str | None = None
-    context: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        lines = [f"gap check: {self.verdict.upper()} (model version {self.model_version})"]
-        lines += [f"  {c.line()}" for c in self.checks]
-        lines.append(f"  report      {self.report_dir / 'report.md'}")
-        if self.run_id:
-            lines.append(f"  MLflow run  {self.run_id}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict,
-            "model_version": self.model_version,
-            "context": self.context,
-            "checks": {
-                c.name: {"verdict": c.verdict, "summary": c.summary, "details": c.details}
-                for c in self.checks
-            },
-        }
 
 
 # ----------------------------------------------------------------------------- loading
@@ -118,23 +90,33 @@ def _reference(store: Any, paths: Any, service: str, window: str | None, rows: i
     ).to_df()
 
 
-def _registry(uri: str, model_name: str, versions: list[str], cache_dir: Path):
-    """Scorers and offline test metrics of ``versions``; the champion's version and run."""
+def _registry(uri: str, scoring: ScoringConfig, versions: list[str], cache_dir: Path):
+    """Scorers and offline test metrics of ``versions``; the champion's version and run.
+    A version that is not the serving model's, or was trained on another feature service, gets
+    no scorer: score_skew fails naming it."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from rankflow.registry.aliases import alias_version
     from rankflow.registry.promotion import CHAMPION
-    from rankflow.serving.holder import load_version
+    from rankflow.serving.holder import ModelRefused, load_version
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    model_name = scoring.model_name
     champion = alias_version(client, model_name, CHAMPION)
     scorers, metrics = {}, {}
     for version in versions:
         try:
-            loaded = load_version(client, model_name, version, "checked", cache_dir)
-        except MlflowException:
-            continue  # not a version of the serving model: score_skew fails naming it
+            loaded = load_version(
+                client,
+                model_name,
+                version,
+                "checked",
+                cache_dir,
+                feature_service=scoring.feature_service,
+            )
+        except (MlflowException, ModelRefused):
+            continue
         scorers[version] = loaded.scorer
         if loaded.run_id:
             run = client.get_run(loaded.run_id)
@@ -148,53 +130,62 @@ def _registry(uri: str, model_name: str, versions: list[str], cache_dir: Path):
 
 # ------------------------------------------------------------------------------- run
 def run_gap_check(
-    settings: Settings, config: RankflowConfig, *, log_to_mlflow: bool = True
+    settings: Settings,
+    monitoring: MonitoringConfig,
+    scoring: ScoringConfig,
+    *,
+    log_to_mlflow: bool = True,
 ) -> GapCheckOutcome:
-    """The whole check (see the module docstring)."""
+    """The whole check (see the module docstring) of what a service with ``scoring`` served,
+    against the thresholds of ``monitoring``."""
     from rankflow.features.store import open_store
     from rankflow.serving.lookup import OnlineLookup
     from rankflow.serving.served_log import read_served_log
-    from rankflow.serving.service import tracking_uri
+    from rankflow.tracking.setup import resolve_tracking_uri
 
-    cfg, paths, service = config.monitoring, settings.paths, config.serving.feature_service
+    paths, service = settings.paths, scoring.feature_service
     served_all = read_served_log(paths, service)
     if served_all.empty:
         raise GapCheckError(
-            f"no served-feature log under {paths.root / 'logs' / service}: serve some traffic "
+            f"no served-feature log under {paths.logs / service}: serve some traffic "
             "first (`rankflow replay`)"
         )
-    served = served_all.sample(min(cfg.max_rows, len(served_all)), random_state=cfg.seed)
+    served = served_all.sample(
+        min(monitoring.max_rows, len(served_all)), random_state=monitoring.seed
+    )
     served = served.sort_values(checks.LOG_TIMESTAMP)
     versions = sorted(served_all["model_version"].astype(str).unique())
-    uri = tracking_uri(settings, config)
+    uri = resolve_tracking_uri(scoring.tracking, settings)
     client, champion, scorers, offline_metrics = _registry(
-        uri, config.registry.serving_model, versions, paths.root / "serving" / "models"
+        uri, scoring, versions, paths.serving_models
     )
-    with open_store(paths, settings=settings, offline=True) as store:
+    with open_store(settings, offline=True) as store:
         lookup = OnlineLookup(store, service)
         views = {name: slot.view for name, slot in lookup.slots.items()}
         ttls = {slot.view: slot.ttl for slot in lookup.slots.values() if not slot.on_demand}
         materialized = {v.name: v.most_recent_end_time for v in store.list_feature_views()}
         offline = _offline(store, service, served)
         window = champion.tags.get("rankflow.data_window") if champion is not None else None
-        reference = _reference(store, paths, service, window, cfg.drift_rows, cfg.seed)
+        reference = _reference(
+            store, paths, service, window, monitoring.drift_rows, monitoring.seed
+        )
     served_inputs = _model_inputs(
         served, {f: served[f"{v}__{f}"] for f, v in views.items()}, lookup.schema
     )
     offline_inputs = _model_inputs(served, {f: offline[f] for f in views}, lookup.schema)
     labelled = labelled_served(paths, service, served=served_all)
-    drift_features = [f for f in views if f not in cfg.drift_exclude]
+    drift_features = [f for f in views if f not in monitoring.drift_exclude]
     results = [
-        checks.feature_skew(served, offline, views, cfg),
-        checks.score_skew(served, served_inputs, offline_inputs, scorers, cfg),
-        checks.drift(reference, served_inputs, drift_features, cfg),
-        checks.metric_gap(labelled, offline_metrics, cfg),
-        checks.freshness(served, views, ttls, materialized, cfg),
+        checks.feature_skew(served, offline, views, monitoring),
+        checks.score_skew(served, served_inputs, offline_inputs, scorers, monitoring),
+        checks.drift(reference, served_inputs, drift_features, monitoring),
+        checks.metric_gap(labelled, offline_metrics, monitoring),
+        checks.freshness(served, views, ttls, materialized, monitoring),
     ]
     outcome = GapCheckOutcome(
         verdict=worst([r.verdict for r in results]),
         checks=results,
-        report_dir=paths.root / "reports" / f"gap-check-{datetime.now(UTC):%Y%m%dT%H%M%S%f}",
+        report_dir=paths.reports / f"gap-check-{datetime.now(UTC):%Y%m%dT%H%M%S%f}",
         model_version=str(champion.version) if champion is not None else None,
         context={
             "served_rows": len(served_all),
@@ -206,14 +197,12 @@ def run_gap_check(
                 str(served_all[checks.LOG_TIMESTAMP].max()),
             ],
             "training_window": window,
-            "model": config.registry.serving_model,
+            "model": scoring.model_name,
         },
     )
-    from rankflow.monitoring.render import write_report
-
     write_report(outcome, served, offline_inputs, scorers)
     if log_to_mlflow:
-        outcome.run_id = _log_run(client, champion, outcome, config)
+        outcome.run_id = _log_run(client, champion, outcome, scoring)
     return outcome
 
 
@@ -237,21 +226,21 @@ def labelled_served(
     return served.merge(labels, on=["__request_id", "item_id"], how="inner")
 
 
-def _log_run(client: Any, champion: Any, outcome: GapCheckOutcome, config: Any) -> str:
+def _log_run(client: Any, champion: Any, outcome: GapCheckOutcome, scoring: ScoringConfig) -> str:
     """An MLflow run next to the champion's (same experiment), tagged with its version."""
     if champion is not None and champion.run_id:
         experiment_id = client.get_run(champion.run_id).info.experiment_id
     else:
-        experiment = client.get_experiment_by_name(config.tracking.experiment)
+        experiment = client.get_experiment_by_name(scoring.tracking.experiment)
         experiment_id = (
             experiment.experiment_id
             if experiment is not None
-            else client.create_experiment(config.tracking.experiment)
+            else client.create_experiment(scoring.tracking.experiment)
         )
     tags = {
         TAG_VERDICT: outcome.verdict,
         TAG_MODEL_VERSION: outcome.model_version or "none",
-        "rankflow.model_name": config.registry.serving_model,
+        "rankflow.model_name": scoring.model_name,
         "rankflow.run_kind": "gap-check",
         "mlflow.runName": f"gap-check v{outcome.model_version} {outcome.verdict}",
     }
@@ -281,7 +270,3 @@ def _numbers(outcome: GapCheckOutcome) -> dict[str, float]:
         out["gap_adversarial_auc"] = adv["auc"]
         out["gap_adversarial_lift"] = adv["lift"]
     return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
-
-
-def write_json(outcome: GapCheckOutcome, path: Path) -> None:
-    path.write_text(json.dumps(outcome.to_dict(), indent=2, default=str))

@@ -146,4 +146,4 @@ def promotion_lock(
             )
         return PostgresAdvisoryLock(settings.postgres_url, name, timeout)
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model_name)
-    return FileLock(settings.paths.root / "locks" / f"promotion-{safe}.lock", name, timeout)
+    return FileLock(settings.paths.locks / f"promotion-{safe}.lock", name, timeout)

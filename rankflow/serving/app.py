@@ -1,6 +1,6 @@
 """The scoring service's HTTP face: ``POST /score``, ``/healthz``, ``/readyz``, ``/metrics``.
 
-``create_app(settings, config)`` builds a FastAPI app around one
+``create_app(settings, scoring)`` builds a FastAPI app around one
 :class:`~rankflow.serving.service.ScoringService` (opened in the app's lifespan, closed with a
 last log flush on shutdown). Bad input is always a 4xx whose ``detail`` names the field
 (``item_ids: List should have at most 200 items``), never a 5xx; a request before any champion
@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from rankflow.config import RankflowConfig
+from rankflow.config import ScoringConfig
 from rankflow.errors import RankflowError
 from rankflow.serving.schemas import ScoreResponse, score_request_model
 from rankflow.serving.service import NoModelError, ScoringService
@@ -53,7 +53,7 @@ Service = Annotated[ScoringService, Depends(_get_service)]
 
 def create_app(
     settings: Settings,
-    config: RankflowConfig,
+    scoring: ScoringConfig,
     *,
     service: ScoringService | None = None,
     poll: bool = True,
@@ -73,7 +73,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = service is None
-        app.state.service = service or ScoringService(settings, config, metrics=metrics)
+        app.state.service = service or ScoringService(settings, scoring, metrics=metrics)
         if owned:
             app.state.service.start(poll=poll)
         if freeze_gc:
@@ -101,10 +101,10 @@ def create_app(
     _score_route(
         app,
         metrics,
-        score_request_model(config.serving.max_candidates),
-        config.serving.scoring_threads,
+        score_request_model(scoring.serving.max_candidates),
+        scoring.serving.scoring_threads,
     )
-    _probe_routes(app, metrics, config)
+    _probe_routes(app, metrics, scoring)
     return app
 
 
@@ -134,7 +134,7 @@ def _score_route(app: FastAPI, metrics: ServiceMetrics, request_model: type, thr
         return response
 
 
-def _probe_routes(app: FastAPI, metrics: ServiceMetrics, config: RankflowConfig) -> None:
+def _probe_routes(app: FastAPI, metrics: ServiceMetrics, scoring: ScoringConfig) -> None:
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -144,9 +144,9 @@ def _probe_routes(app: FastAPI, metrics: ServiceMetrics, config: RankflowConfig)
         ready = svc.ready
         body = {
             "ready": ready,
-            "model": config.registry.serving_model,
+            "model": scoring.model_name,
             "arms": {arm: m.version for arm, m in svc.holder.arms.items()},
-            "canary_share": config.serving.canary_share,
+            "canary_share": svc.holder.canary_share,
             "registry_error": svc.holder.last_error,
             "gc_frozen_objects": gc.get_freeze_count(),
             "log": None
@@ -167,14 +167,14 @@ def bind_address(settings: Settings, host: str | None, port: int | None) -> tupl
 
 
 def serve(
-    settings: Settings, config: RankflowConfig, *, host: str | None = None, port: int | None = None
+    settings: Settings, scoring: ScoringConfig, *, host: str | None = None, port: int | None = None
 ) -> None:
     """Run the service with uvicorn until interrupted (``rankflow serve``)."""
     import uvicorn
 
     bind_host, bind_port = bind_address(settings, host, port)
     started = time.perf_counter()
-    app = create_app(settings, config, freeze_gc=True)
+    app = create_app(settings, scoring, freeze_gc=True)
     log.info(
         "scoring service on http://%s:%d (%.1fs)",
         bind_host,

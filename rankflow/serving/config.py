@@ -30,7 +30,6 @@ class ServingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    feature_service: str = Field("ctr_ranker_v1", min_length=1)
     max_candidates: int = Field(
         200, ge=1, le=HARD_MAX_CANDIDATES, description="Most candidate items per /score request"
     )

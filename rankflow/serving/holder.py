@@ -9,6 +9,10 @@ and no request waits for a download.
 
 The arm of a request is a stable function of the user id (:func:`canary_bucket`): the same user
 always gets the same arm while the share is unchanged, in every process.
+
+A version trained on another feature service than the one the service serves is refused
+(:class:`ModelRefused`): its inputs would be other features under the same names, or missing.
+The holder keeps serving what it had for that arm and reports the refusal as its last error.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 import torch
 
 from models.spec import RequestTransform
+from rankflow.errors import RankflowError
 from rankflow.registry.aliases import alias_version
 from rankflow.registry.promotion import CHALLENGER, CHAMPION
 
@@ -37,6 +42,10 @@ log = logging.getLogger(__name__)
 
 ARMS = (CHAMPION, CHALLENGER)
 _CANARY_SALT = b"rankflow-canary\x1f"
+
+
+class ModelRefused(RankflowError):
+    """A registered version this service must not serve (trained on another feature service)."""
 
 
 def canary_bucket(user_id: int) -> float:
@@ -66,11 +75,18 @@ class LoadedModel:
 
 
 def load_version(
-    client: MlflowClient, name: str, version: str, alias: str, cache_dir: Path
+    client: MlflowClient,
+    name: str,
+    version: str,
+    alias: str,
+    cache_dir: Path,
+    *,
+    feature_service: str,
 ) -> LoadedModel:
-    """Download (once) and load ``models:/<name>/<version>``."""
+    """Download (once) and load ``models:/<name>/<version>``; :class:`ModelRefused` if it was
+    trained on another feature service than ``feature_service`` (or records none)."""
     from models.scoring import Scorer
-    from rankflow.tracking.pyfunc import checkpoint_of
+    from rankflow.tracking.pyfunc import checkpoint_of, recorded_feature_service
 
     mv = client.get_model_version(name, version)
     target = cache_dir / f"{name}-v{version}"
@@ -80,6 +96,14 @@ def load_version(
         # The version's own artifact location, not ``models:/...``: MLflow resolves that form
         # through the process-global registry URI, which is not this service's.
         checkpoint = checkpoint_of(client.get_model_version_download_uri(name, version), target)
+    trained_on = recorded_feature_service(target)
+    if trained_on != feature_service:
+        what = f"feature service {trained_on!r}" if trained_on else "no feature service"
+        raise ModelRefused(
+            f"{name} v{version} (@{alias}) records {what}; this service serves "
+            f"{feature_service!r} (feature_service): not loaded. Train a model on "
+            f"{feature_service!r}, or serve with the feature service the model was trained on"
+        )
     scorer = Scorer.from_checkpoint(checkpoint)
     scorer.model.eval()
     return LoadedModel(
@@ -109,6 +133,7 @@ class ModelHolder:
         model_name: str,
         cache_dir: Path,
         *,
+        feature_service: str,
         canary_share: float = 0.0,
         poll_seconds: float = 10.0,
         on_swap: Callable[[str, LoadedModel | None, LoadedModel | None], None] | None = None,
@@ -117,6 +142,7 @@ class ModelHolder:
         self._client_factory = client_factory
         self.model_name = model_name
         self.cache_dir = cache_dir
+        self.feature_service = feature_service
         self.canary_share = canary_share
         self.poll_seconds = poll_seconds
         self._on_swap = on_swap
@@ -133,7 +159,10 @@ class ModelHolder:
         return self._arms
 
     def refresh(self) -> list[str]:
-        """Re-read the aliases; load what moved; swap atomically. Returns the arms that changed."""
+        """Re-read the aliases; load what moved; swap atomically. Returns the arms that changed.
+
+        A version :func:`load_version` refuses leaves its arm as it was (the last good model,
+        or none); the others are swapped in, then :class:`ModelRefused` names the refusals."""
         client = self._client_factory()
         current = self._arms
         wanted: dict[str, str | None] = {}
@@ -144,7 +173,7 @@ class ModelHolder:
             mv = alias_version(client, self.model_name, alias)
             wanted[alias] = None if mv is None else str(mv.version)
         new: dict[str, LoadedModel] = {}
-        changed = []
+        changed, refused = [], []
         for alias, version in wanted.items():
             old = current.get(alias)
             if version is None:
@@ -154,7 +183,20 @@ class ModelHolder:
             if old is not None and old.version == version:
                 new[alias] = old
                 continue
-            new[alias] = load_version(client, self.model_name, version, alias, self.cache_dir)
+            try:
+                new[alias] = load_version(
+                    client,
+                    self.model_name,
+                    version,
+                    alias,
+                    self.cache_dir,
+                    feature_service=self.feature_service,
+                )
+            except ModelRefused as refusal:
+                refused.append(str(refusal))
+                if old is not None:
+                    new[alias] = old
+                continue
             changed.append(alias)
         if changed:
             self._arms = new  # the atomic swap: one reference assignment
@@ -162,6 +204,8 @@ class ModelHolder:
                 log.info("serving %s: %s", alias, new[alias].version if alias in new else "none")
                 if self._on_swap is not None:
                     self._on_swap(alias, current.get(alias), new.get(alias))
+        if refused:
+            raise ModelRefused("; ".join(refused))
         return changed
 
     def choose(self, user_id: int) -> tuple[str, LoadedModel] | None:

@@ -20,7 +20,7 @@ LABEL_COLUMNS = ("__request_id", "item_id", "position", "label", "p_true", "mode
 
 def labels_dir(paths: StatePaths, service: str) -> Path:
     """Labels of replayed traffic, joined to the served log by (``__request_id``, item_id)."""
-    return paths.root / "logs" / service / "labels"
+    return paths.logs / service / "labels"
 
 
 def write_labels(paths: StatePaths, service: str, labels: pd.DataFrame, name: str) -> Path:

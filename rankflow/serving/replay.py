@@ -29,7 +29,7 @@ from numpy.typing import ArrayLike
 from rankflow.errors import RankflowError
 
 if TYPE_CHECKING:
-    from rankflow.config import RankflowConfig
+    from rankflow.config import ScoringConfig
     from rankflow.serving.service import ScoringService
     from rankflow.settings import Settings
 
@@ -45,7 +45,7 @@ def in_process(service: ScoringService) -> Scorer:
     """Score through ``service`` directly (validated by the same request model as HTTP)."""
     from rankflow.serving.schemas import score_request_model
 
-    model = score_request_model(service.config.serving.max_candidates)
+    model = score_request_model(service.serving.max_candidates)
 
     def score(body: dict[str, Any]) -> dict[str, Any]:
         return service.score(model.model_validate(body)).model_dump()
@@ -321,21 +321,19 @@ def log_replay(
     return replay_result("log", day, arms, labels)
 
 
-def start_service(settings: Settings, config: RankflowConfig) -> ScoringService:
+def start_service(
+    settings: Settings, scoring: ScoringConfig, *, canary_share: float | None = None
+) -> ScoringService:
     """The scoring service in process, following the aliases, or a one-line error: a champion
-    that cannot be loaded is not a missing one."""
+    that cannot be loaded is not a missing one. ``canary_share``: as ScoringService takes it."""
     from rankflow.serving.service import ScoringService
 
-    service = ScoringService(settings, config)
+    service = ScoringService(settings, scoring, canary_share=canary_share)
     service.start(poll=False)
     if service.ready:
         return service
     why = service.holder.last_error
     service.close()
     if why:
-        raise ReplayError(
-            f"@champion of {config.registry.serving_model!r} could not be loaded: {why}"
-        )
-    raise ReplayError(
-        f"no @champion of {config.registry.serving_model!r} to serve; run `rankflow run`"
-    )
+        raise ReplayError(f"@champion of {scoring.model_name!r} could not be loaded: {why}")
+    raise ReplayError(f"no @champion of {scoring.model_name!r} to serve; run `rankflow run`")

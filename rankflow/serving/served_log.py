@@ -70,11 +70,11 @@ SCORE_SCHEMA = pa.schema(
 
 def served_log_dir(paths: StatePaths, service: str) -> Path:
     """Feast's FileLoggingDestination folder of ``service``: ``<state>/logs/<service>/features``."""
-    return paths.root / "logs" / service / "features"
+    return paths.logs / service / "features"
 
 
 def score_log_dir(paths: StatePaths, service: str) -> Path:
-    return paths.root / "logs" / service / "scores"
+    return paths.logs / service / "scores"
 
 
 @dataclass

@@ -42,23 +42,14 @@ from rankflow.serving.served_log import (
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from rankflow.config import RankflowConfig
+    from rankflow.config import ScoringConfig
     from rankflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class NoModelError(RankflowError):
-    """No ``@champion`` to serve yet (train one: ``rankflow run``)."""
-
-
-def tracking_uri(settings: Settings, config: RankflowConfig) -> str:
-    """Settings (explicit / env) first, then ``tracking.uri``, then the embedded SQLite store."""
-    from rankflow.tracking.setup import default_tracking_uri
-
-    return (
-        settings.mlflow_tracking_uri or config.tracking.uri or default_tracking_uri(settings.paths)
-    )
+    """No ``@champion`` to serve: none yet (train one: ``rankflow run``), or it was refused."""
 
 
 @dataclass
@@ -73,38 +64,43 @@ class ScoringService:
     def __init__(
         self,
         settings: Settings,
-        config: RankflowConfig,
+        scoring: ScoringConfig,
         *,
         store: FeatureStore | None = None,
         metrics: ServiceMetrics | None = None,
         pinned: dict[str, str] | None = None,
+        canary_share: float | None = None,
     ) -> None:
         """``pinned``: arm -> version to serve instead of following the aliases (the canary
-        phase); None follows ``@champion`` / ``@challenger``."""
+        phase); None follows ``@champion`` / ``@challenger``. ``canary_share``: the share of
+        users sent to the challenger, instead of ``serving.canary_share`` (the simulated
+        canary phase splits its in-process traffic by ``canary.share``)."""
         from mlflow import MlflowClient
 
         from rankflow.features.store import get_store
+        from rankflow.tracking.setup import resolve_tracking_uri
 
         self.settings = settings
-        self.config = config
-        self.serving = config.serving
+        self.scoring = scoring
+        self.serving = scoring.serving
         self.metrics = metrics or ServiceMetrics()
         paths = settings.paths
-        self.store = store or get_store(paths, settings=settings)
+        self.store = store or get_store(settings)
         self.lookup = OnlineLookup(
             self.store,
-            self.serving.feature_service,
+            scoring.feature_service,
             enforce_ttl=self.serving.enforce_ttl,
             category_cache_seconds=self.serving.category_cache_seconds,
             serialize_reads=self.store.config.online_store.type == "sqlite",
             on_demand_in_process=self.serving.on_demand_in_process,
         )
-        uri = tracking_uri(settings, config)
+        uri = resolve_tracking_uri(scoring.tracking, settings)
         self.holder = ModelHolder(
             lambda: MlflowClient(tracking_uri=uri, registry_uri=uri),
-            config.registry.serving_model,
-            paths.root / "serving" / "models",
-            canary_share=self.serving.canary_share,
+            scoring.model_name,
+            paths.serving_models,
+            feature_service=scoring.feature_service,
+            canary_share=self.serving.canary_share if canary_share is None else canary_share,
             poll_seconds=self.serving.alias_poll_seconds,
             on_swap=self._on_swap,
             pinned=pinned,
@@ -112,11 +108,11 @@ class ScoringService:
         self.writer: ServedLogWriter | None = None
         if self.serving.log.enabled:
             service = bind_logging_destination(
-                self.lookup.service, served_log_dir(paths, self.serving.feature_service)
+                self.lookup.service, served_log_dir(paths, scoring.feature_service)
             )
             self.writer = ServedLogWriter(
                 log_schema(self.store, service),
-                feast_sink(self.store, service, score_log_dir(paths, self.serving.feature_service)),
+                feast_sink(self.store, service, score_log_dir(paths, scoring.feature_service)),
                 buffer_rows=self.serving.log.buffer_rows,
                 flush_rows=self.serving.log.flush_rows,
                 flush_seconds=self.serving.log.flush_seconds,
@@ -171,8 +167,12 @@ class ScoringService:
         started = time.perf_counter()
         chosen = self.holder.choose(request.user_id)
         if chosen is None:
+            if self.holder.last_error:  # e.g. a champion trained on another feature service
+                raise NoModelError(
+                    f"no @champion of {self.scoring.model_name!r} loaded: {self.holder.last_error}"
+                )
             raise NoModelError(
-                f"no @champion of {self.config.registry.serving_model!r} in the registry yet; "
+                f"no @champion of {self.scoring.model_name!r} in the registry yet; "
                 "train one first (`rankflow run`)"
             )
         arm, model = chosen

@@ -248,18 +248,17 @@ def simulated_phase(request: PhaseRequest) -> PhaseResult:
     the pre-period of the CUPED adjustment."""
     from rankflow.serving.service import ScoringService
 
-    config, cc = request.config, request.config.canary
+    cc = request.canary
     oracle = Oracle.from_truth_dir(request.settings.paths.truth)
     traffic = oracle.day_traffic(None, cc.traffic_impressions)
-    phase_config = config.model_copy(
-        update={"serving": config.serving.model_copy(update={"canary_share": cc.share})}
-    )
     pre_period = None
     if cc.online.variance_reduction == "cuped":
         window = request.window
         pre_period = pre_period_from([window.train, window.valid, window.test])
     pinned = {CHAMPION: request.champion, CHALLENGER: request.challenger}
-    service = ScoringService(request.settings, phase_config, pinned=pinned)
+    service = ScoringService(
+        request.settings, request.scoring, pinned=pinned, canary_share=cc.share
+    )
     service.start(poll=False)
     try:
         return run_phase(

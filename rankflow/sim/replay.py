@@ -42,7 +42,9 @@ from rankflow.serving.replay import (
 from rankflow.sim.oracle import Oracle
 
 if TYPE_CHECKING:
-    from rankflow.config import RankflowConfig
+    from pathlib import Path
+
+    from rankflow.config import ScoringConfig
     from rankflow.serving.service import ScoringService
     from rankflow.settings import Settings
 
@@ -115,9 +117,10 @@ def _truth(
 
 def run_replay(
     settings: Settings,
-    config: RankflowConfig,
+    scoring: ScoringConfig,
     *,
     mode: str,
+    raw_dir: Path | None = None,
     url: str | None = None,
     day: date | None = None,
     impressions: int | None = None,
@@ -125,24 +128,28 @@ def run_replay(
     top_k: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    canary_share: float | None = None,
 ) -> ReplayResult:
     """``rankflow replay``: build the day's traffic, send it (HTTP if ``url``, else in process),
-    write the labels beside the served log, and return the per-arm result."""
+    write the labels beside the served log, and return the per-arm result. ``raw_dir``: your
+    own data (``source: raw``), whose ``day`` a log replay sends; None, or the closed loop, or
+    no ``day``: the simulator's traffic. ``canary_share``: instead of
+    ``serving.canary_share`` for the in-process service (0: the champion alone)."""
     if mode not in ("log", "closed"):
         raise ReplayError(f"replay mode {mode!r}: expected 'log' or 'closed'")
     paths = settings.paths
     oracle = None
-    if mode == "closed" or config.source == "simulate" or day is None:
+    if mode == "closed" or raw_dir is None or day is None:
         oracle = Oracle.from_truth_dir(paths.truth)
         traffic = oracle.day_traffic(day, impressions)
         frame, day = traffic.frame, traffic.day
     else:
-        frame = raw_day_traffic(config.resolved_raw_dir(paths), day)
+        frame = raw_day_traffic(raw_dir, day)
     service: ScoringService | None = None
     if url:
         score: Scorer = HttpScorer(url)
     else:
-        service = start_service(settings, config)
+        service = start_service(settings, scoring, canary_share=canary_share)
         score = in_process(service)
     run_id = uuid.uuid4().hex[:8]
     try:
@@ -170,5 +177,5 @@ def run_replay(
             score.close()
     if len(labels):
         name = f"{day:%Y%m%d}-{mode}-{run_id}"
-        result.labels_file = write_labels(paths, config.serving.feature_service, labels, name)
+        result.labels_file = write_labels(paths, scoring.feature_service, labels, name)
     return result

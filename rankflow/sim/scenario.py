@@ -111,13 +111,11 @@ def closed_loop_ctr(settings: Settings, config: RankflowConfig, impressions: int
     """The champion alone on a day of closed-loop traffic: online and expected CTR."""
     from rankflow.sim.replay import run_replay
 
-    served = config.model_copy(
-        update={"serving": config.serving.model_copy(update={"canary_share": 0.0})}
-    )
     result = run_replay(
         settings,
-        served,
+        config.scoring(),
         mode="closed",
+        canary_share=0.0,
         impressions=impressions,
         top_k=config.canary.top_k,
         seed=config.canary.seed,
@@ -157,8 +155,8 @@ def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) ->
     raw = drifted.resolved_raw_dir(paths)
     simulate(drifted.simulation, raw, paths.truth)
     build_warehouse(paths, vars=drifted.warehouse.model_dump(), raw_dir=raw)
-    refresh_online_store(paths, settings=settings)
-    _archive_served_log(paths, config.serving.feature_service)
+    refresh_online_store(settings)
+    _archive_served_log(paths, config.feature_service)
     return drifted
 
 
@@ -168,7 +166,7 @@ def _archive_served_log(paths: Any, service: str) -> None:
     not rewritten; only the demo's is."""
     from datetime import UTC, datetime
 
-    folder = paths.root / "logs" / service
+    folder = paths.logs / service
     if folder.is_dir():
         folder.rename(folder.with_name(f"{service}-before-drift-{datetime.now(UTC):%Y%m%dT%H%M%S}"))
 
@@ -329,7 +327,8 @@ def run_scenario(
     report.add(_gap_stage(settings, drifted, gap_impressions))
     retrain = report.add(
         _canary_stage(
-            "canary retrain", run_canary(settings, drifted, simulation=canary_simulation())
+            "canary retrain",
+            run_canary(settings, drifted.canary_run(), simulation=canary_simulation()),
         )
     )
     if retrain.decision == "promoted":
@@ -351,7 +350,7 @@ def run_scenario(
         report.add(
             _canary_stage(
                 "canary after rollback",
-                run_canary(settings, drifted, simulation=canary_simulation()),
+                run_canary(settings, drifted.canary_run(), simulation=canary_simulation()),
             )
         )
         # The race re-proposes it on purpose (the rollback above was a drill, not a verdict on
@@ -364,7 +363,7 @@ def run_scenario(
     from rankflow.registry.aliases import aliases_of
     from rankflow.tracking.setup import setup_tracking
 
-    client = setup_tracking(drifted, settings).client
+    client = setup_tracking(drifted.tracking, settings).client
     report.aliases = aliases_of(client, drifted.registry.serving_model)
     return report
 
@@ -373,7 +372,12 @@ def _rollback_stage(settings: Settings, config: RankflowConfig) -> Stage:
     from rankflow.canary.rollback import RollbackError, rollback
 
     try:
-        applied = rollback(settings, config, "demo: restore the pre-drift champion")
+        applied = rollback(
+            settings,
+            config.tracking,
+            config.registry.serving_model,
+            "demo: restore the pre-drift champion",
+        )
     except RollbackError as error:
         return Stage("rollback", "refused", str(error))
     return Stage("rollback", "rolled back", applied.describe(config.registry.serving_model))
@@ -385,7 +389,7 @@ def _require_champion(settings: Settings, config: RankflowConfig) -> None:
 
     if config.source != "simulate":
         raise ScenarioError("the drift scenario needs the simulator (source: simulate)")
-    client = setup_tracking(config, settings).client
+    client = setup_tracking(config.tracking, settings).client
     if alias_version(client, config.registry.serving_model, CHAMPION) is None:
         raise ScenarioError(
             f"no @champion of {config.registry.serving_model!r}: run `make run` first"
@@ -397,8 +401,8 @@ def _gap_stage(settings: Settings, config: RankflowConfig, impressions: int) -> 
     from rankflow.monitoring.report import run_gap_check
     from rankflow.sim.replay import run_replay
 
-    run_replay(settings, config, mode="log", impressions=impressions, progress=False)
-    outcome = run_gap_check(settings, config, log_to_mlflow=True)
+    run_replay(settings, config.scoring(), mode="log", impressions=impressions, progress=False)
+    outcome = run_gap_check(settings, config.monitoring, config.scoring(), log_to_mlflow=True)
     flagged = {c.name: c.verdict for c in outcome.checks if c.verdict != "pass"}
     line = f"verdict {outcome.verdict}; " + (
         ", ".join(f"{k} {v}" for k, v in flagged.items()) or "every check passed"
@@ -414,10 +418,16 @@ def _failure_cases(
     from rankflow.sim.canary import canary_simulation
 
     window = build_training_set(
-        settings.paths, config.training_set, last_days=config.canary.window_days
+        settings,
+        config.training_set,
+        feature_service=config.feature_service,
+        last_days=config.canary.window_days,
     )
     broken = run_canary(
-        settings, config, training_set=shuffled_labels(window), simulation=canary_simulation()
+        settings,
+        config.canary_run(),
+        training_set=shuffled_labels(window),
+        simulation=canary_simulation(),
     )
     report.add(_canary_stage("shuffled labels", broken))
     permissive = config.model_copy(
@@ -444,7 +454,8 @@ def _failure_cases(
     )
     report.add(
         _canary_stage(
-            "worse online", run_canary(settings, permissive, simulation=canary_simulation())
+            "worse online",
+            run_canary(settings, permissive.canary_run(), simulation=canary_simulation()),
         )
     )
 

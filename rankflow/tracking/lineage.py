@@ -17,7 +17,6 @@ import yaml
 from rankflow.paths import REPO_ROOT, StatePaths
 
 if TYPE_CHECKING:
-    from rankflow.config import RankflowConfig
     from rankflow.features.training_set import TrainingSet
 
 # Tag keys (MLflow shows tags as they are spelt; keep the ``rankflow.`` prefix for ours).
@@ -59,7 +58,7 @@ def git_dirty() -> bool | None:
 def dbt_manifest_path(paths: StatePaths) -> Path | None:
     """The manifest of the warehouse build: the state dir's, else ``dbt_project/target``'s."""
     for candidate in (
-        paths.root / "dbt" / "target" / "manifest.json",
+        paths.dbt / "target" / "manifest.json",
         REPO_ROOT / "dbt_project" / "target" / "manifest.json",
     ):
         if candidate.is_file():
@@ -86,9 +85,10 @@ def feast_project(repo_path: Path | None = None) -> str | None:
     return str(project) if project else None
 
 
-def simulator_seed(config: RankflowConfig, paths: StatePaths) -> int | None:
-    """The seed of the simulated data in use (``truth/simulation.json``), None for own data."""
-    if config.source != "simulate":
+def simulator_seed(source: str, paths: StatePaths) -> int | None:
+    """The seed of the simulated data in use (``truth/simulation.json``); None for own data
+    (``source: raw``) or when the simulator left no record."""
+    if source != "simulate":
         return None
     file = paths.truth / "simulation.json"
     if file.is_file():
@@ -98,17 +98,16 @@ def simulator_seed(config: RankflowConfig, paths: StatePaths) -> int | None:
             seed = json.loads(file.read_text()).get("seed")
             if seed is not None:
                 return int(seed)
-    return config.simulation.seed
+    return None
 
 
-def lineage_tags(
-    config: RankflowConfig, paths: StatePaths, training_set: TrainingSet
-) -> dict[str, str]:
-    """Tags that say where a run's model came from: code, warehouse build, features, data."""
+def lineage_tags(source: str, paths: StatePaths, training_set: TrainingSet) -> dict[str, str]:
+    """Tags that say where a run's model came from: code, warehouse build, features, data
+    (``source``: the config's ``source``, simulate or raw)."""
     tags: dict[str, str] = {
         TAG_FEATURE_SERVICE: training_set.feature_service,
         TAG_DATA_WINDOW: str(training_set.window),
-        "rankflow.data_source": config.source,
+        "rankflow.data_source": source,
     }
     for split, window in training_set.split_windows.items():
         tags[f"rankflow.window.{split}"] = str(window)
@@ -126,7 +125,7 @@ def lineage_tags(
     project = feast_project()
     if project:
         tags[TAG_FEAST_PROJECT] = project
-    seed = simulator_seed(config, paths)
+    seed = simulator_seed(source, paths)
     if seed is not None:
         tags[TAG_SIMULATOR_SEED] = str(seed)
     return tags

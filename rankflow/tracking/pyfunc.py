@@ -64,7 +64,18 @@ REQUIRED_DISTRIBUTIONS = (
     "cloudpickle",
 )
 
-__all__ = ["CHECKPOINT_ARTIFACT", "RankflowCTRModel", "checkpoint_of", "log_pyfunc_model"]
+# The MLmodel metadata key of the feature service a model was trained on (what a scoring
+# service checks against the one it serves).
+FEATURE_SERVICE_KEY = "rankflow_feature_service"
+
+__all__ = [
+    "CHECKPOINT_ARTIFACT",
+    "FEATURE_SERVICE_KEY",
+    "RankflowCTRModel",
+    "checkpoint_of",
+    "log_pyfunc_model",
+    "recorded_feature_service",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +190,7 @@ def _write_model_code(file: Path) -> Path:
 def log_pyfunc_model(
     checkpoint: Path,
     *,
+    feature_service: str,
     example_frame: pd.DataFrame,
     name: str = "model",
     example_rows: int = 5,
@@ -187,9 +199,11 @@ def log_pyfunc_model(
 ) -> ModelInfo:
     """Log ``checkpoint`` (a checkpoint directory or a training folder) as a pyfunc model.
 
-    Call inside an active MLflow run. ``example_frame``: raw rows (e.g. the test split) whose
-    first ``example_rows`` rows become the input example. Returns MLflow's ``ModelInfo``
-    (``model_uri`` is ``models:/<model_id>``), which the registry step registers.
+    Call inside an active MLflow run. ``feature_service``: the feature service the model was
+    trained on, recorded in the model's metadata (:data:`FEATURE_SERVICE_KEY`) so that a
+    scoring service can refuse a model trained on another. ``example_frame``: raw rows (e.g.
+    the test split) whose first ``example_rows`` rows become the input example. Returns MLflow's
+    ``ModelInfo`` (``model_uri`` is ``models:/<model_id>``), which the registry step registers.
     """
     from models.checkpoint import resolve_checkpoint
     from models.scoring import Scorer
@@ -211,7 +225,11 @@ def log_pyfunc_model(
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),
-            metadata={"rankflow_kind": scorer.kind, **dict(metadata or {})},
+            metadata={
+                "rankflow_kind": scorer.kind,
+                FEATURE_SERVICE_KEY: feature_service,
+                **dict(metadata or {}),
+            },
             tags=dict(tags or {}),
         )
 
@@ -235,3 +253,17 @@ def checkpoint_of(model_uri: str, dst: Path | None = None) -> Path:
             f"{model_uri}: no {CHECKPOINT_ARTIFACT!r} artifact in {local}: not a rankflow model"
         )
     return path
+
+
+def recorded_feature_service(downloaded: Path) -> str | None:
+    """The feature service a downloaded rankflow model was trained on (its MLmodel metadata),
+    None if it records none. ``downloaded``: the folder the model was downloaded into (its
+    ``MLmodel`` file is found below it)."""
+    from mlflow.models import Model
+
+    found = sorted(Path(downloaded).rglob("MLmodel"))
+    if not found:
+        raise TrackingError(f"{downloaded}: no MLmodel file: not a downloaded MLflow model")
+    metadata = Model.load(str(found[0])).metadata or {}
+    value = metadata.get(FEATURE_SERVICE_KEY)
+    return str(value) if value else None

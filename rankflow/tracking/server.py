@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rankflow.paths import StatePaths
 from rankflow.tracking.setup import (
     LOOPBACK,
     TrackingError,
@@ -29,10 +28,10 @@ from rankflow.tracking.setup import (
     default_tracking_uri,
     is_local_store,
     resolve_tracking_uri,
-    settings_of,
 )
 
 if TYPE_CHECKING:
+    from rankflow.config import TrackingConfig
     from rankflow.settings import Settings
 
 
@@ -98,7 +97,7 @@ def _group_alive(group: int) -> bool:
 
 
 def start_mlflow_server(
-    settings: Settings | StatePaths,
+    settings: Settings,
     *,
     host: str = LOOPBACK,
     port: int | None = None,
@@ -113,7 +112,6 @@ def start_mlflow_server(
     manager or call ``stop()``. Raises :class:`TrackingError` (with the log's tail) if it
     exits or does not answer within ``startup_timeout`` seconds.
     """
-    settings = settings_of(settings)
     paths = settings.paths
     backend_uri = backend_uri or default_tracking_uri(paths)
     if backend_uri.startswith("sqlite:"):
@@ -202,14 +200,15 @@ def _tail(file: Path, lines: int = 30) -> str:
         return "<no log>"
 
 
-def serve_ui(settings: Settings | StatePaths, port: int = 5000, host: str = LOOPBACK) -> int:
+def serve_ui(
+    settings: Settings, tracking: TrackingConfig, port: int = 5000, host: str = LOOPBACK
+) -> int:
     """Serve the MLflow UI over the state home's store until Ctrl-C / SIGTERM; an exit code.
 
     With a remote tracking server configured (``MLFLOW_TRACKING_URI=http://...``) there is
     nothing to serve: that server has the UI, and this says so.
     """
-    settings = settings_of(settings)
-    uri = resolve_tracking_uri(None, settings)
+    uri = resolve_tracking_uri(tracking, settings)
     if not is_local_store(uri):
         print(f"MLflow tracking is {uri}: that server already has the UI; open it there.")
         return 0

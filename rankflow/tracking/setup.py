@@ -27,9 +27,8 @@ from rankflow.settings import Settings, apply_process_defaults
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from rankflow.config import RankflowConfig
+    from rankflow.config import TrackingConfig
 
-DEFAULT_EXPERIMENT = "rankflow-ctr"
 LOOPBACK = "127.0.0.1"
 
 
@@ -49,38 +48,19 @@ def default_tracking_uri(paths: StatePaths) -> str:
 
 def artifact_root(paths: StatePaths) -> Path:
     """Where the embedded profile keeps run and model artifacts."""
-    return (paths.mlflow / "artifacts").resolve()
+    return paths.mlflow_artifacts.resolve()
 
 
-def settings_of(where: Settings | StatePaths | None, settings: Settings | None = None) -> Settings:
-    """The settings to use: ``settings``, else ``where`` if it is Settings, else resolved.
-
-    A bare ``StatePaths`` (what older callers pass) becomes settings with that home as an
-    explicit argument and everything else from the environment / defaults.
-    """
-    if settings is not None:
-        return settings
-    if isinstance(where, Settings):
-        return where
-    return Settings.resolve(home=where.root if where is not None else None)
-
-
-def resolve_tracking_uri(
-    config: RankflowConfig | None,
-    settings: Settings | StatePaths | None,
-    explicit: str | None = None,
-) -> str:
+def resolve_tracking_uri(tracking: TrackingConfig, settings: Settings) -> str:
     """The one place the tracking URI is decided; first found wins:
 
-    ``explicit`` > ``settings.mlflow_tracking_uri`` (an explicit setting, else
-    ``$MLFLOW_TRACKING_URI``) > ``tracking.uri`` of the config > the SQLite file under home.
+    ``settings.mlflow_tracking_uri`` (an explicit setting, else ``$MLFLOW_TRACKING_URI``) >
+    ``tracking.uri`` of the config > the embedded SQLite file under the state dir.
     """
-    resolved = settings_of(settings)
-    configured = config.tracking.uri if config is not None else None
-    for uri in (explicit, resolved.mlflow_tracking_uri, configured):
+    for uri in (settings.mlflow_tracking_uri, tracking.uri):
         if uri and uri.strip():
             return uri.strip()
-    return default_tracking_uri(resolved.paths)
+    return default_tracking_uri(settings.paths)
 
 
 def is_local_store(uri: str) -> bool:
@@ -104,9 +84,7 @@ class Tracking:
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
 
-def setup_tracking(
-    config: RankflowConfig | None, settings: Settings | StatePaths | None = None
-) -> Tracking:
+def setup_tracking(tracking: TrackingConfig, settings: Settings) -> Tracking:
     """Point MLflow (tracking and registry) at the configured store; create the experiment.
 
     Sets the process-wide MLflow URIs and active experiment, since ``mlflow.pyfunc.log_model``
@@ -117,11 +95,10 @@ def setup_tracking(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    settings = settings_of(settings)
     apply_process_defaults()
     paths = settings.paths
-    uri = resolve_tracking_uri(config, settings)
-    name = config.tracking.experiment if config is not None else DEFAULT_EXPERIMENT
+    uri = resolve_tracking_uri(tracking, settings)
+    name = tracking.experiment
     location: str | None = None
     if uri.startswith("sqlite:"):
         paths.mlflow.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def prepare_shared(ctx: StepContext) -> None:
     if ctx.profile_file is not None:
         return
     ts = ctx.training_set
-    ctx.truth = load_truth(ctx.config, ctx.paths, ts.test)
+    ctx.truth = load_truth(ctx.train.source, ctx.paths, ts.test)
 
     files = ctx.scratch / "shared"
     files.mkdir(parents=True, exist_ok=True)
@@ -42,9 +42,7 @@ def prepare_shared(ctx: StepContext) -> None:
     ctx.profile_file.write_text(json.dumps(to_jsonable(data_profile(ts)), indent=1, default=str))
     config_dir = files / "config"
     config_dir.mkdir()
-    (config_dir / "rankflow.yaml").write_text(
-        yaml.safe_dump(json.loads(ctx.config.model_dump_json()), sort_keys=False)
-    )
+    (config_dir / "rankflow.yaml").write_text(yaml.safe_dump(ctx.train.pipeline, sort_keys=False))
     (config_dir / "model.yaml").write_text(
         yaml.safe_dump(ctx.model_config.to_dict(), sort_keys=False)
     )
@@ -71,7 +69,7 @@ def train_baseline(ctx: StepContext) -> None:
         ts.test,
         truth=ctx.truth,
         baseline=None,
-        segment_columns=ctx.config.tracking.segment_columns,
+        segment_columns=ctx.train.tracking.segment_columns,
     )
     fingerprint = model_fingerprint(BASELINE_KIND, ctx.data_fp, ctx.code_fp, ctx.model_config)
     close_stale_runs(ctx.tracking, fingerprint)

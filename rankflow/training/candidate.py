@@ -25,6 +25,7 @@ from rankflow.registry.versions import (
     register_version,
     version_description,
 )
+from rankflow.tracking.lineage import TAG_FEATURE_SERVICE
 from rankflow.training import diagnostics
 from rankflow.training.evaluation import evaluate_predictions
 from rankflow.training.outcome import CandidateOutcome
@@ -72,7 +73,7 @@ def train_candidate(
     trained = _train_and_evaluate(ctx, kind, fingerprint, on_train_step)
     run_id, info = _log_run(ctx, kind, fingerprint, trained)
     version = _register(ctx, kind, fingerprint, run_id, info.model_uri, info.model_id, trained)
-    name = ctx.config.registry.model_names.of(kind)
+    name = ctx.train.registry.model_names.of(kind)
     log.info("%s: registered %s v%s (%s)", kind, name, version.version, trained.gate.summary())
     outcome = CandidateOutcome(
         kind=kind,
@@ -113,7 +114,7 @@ def _train_and_evaluate(
         ts.feature_types,
         ctx.model_config,
         RunOptions(
-            checkpoint_dir=ctx.paths.root / "training" / kind / fingerprint,
+            checkpoint_dir=ctx.paths.training / kind / fingerprint,
             warm_start_from=ctx.warm_start.checkpoint if ctx.warm_start is not None else None,
             resume=True,
             step_callback=hook,
@@ -127,9 +128,9 @@ def _train_and_evaluate(
         ts.test,
         truth=ctx.truth,
         baseline=ctx.baseline_probs,
-        segment_columns=ctx.config.tracking.segment_columns,
+        segment_columns=ctx.train.tracking.segment_columns,
     )
-    gate = check_gates(metrics, ctx.config.registry.gates)
+    gate = check_gates(metrics, ctx.train.registry.gates)
     return _Trained(result, seconds, scorer, probs, metrics, gate)
 
 
@@ -153,7 +154,7 @@ def _log_run(ctx: StepContext, kind: str, fingerprint: str, trained: _Trained) -
     description = f"{title} CTR model on {ts.window}; {gate.summary()}"
     with start_run(ctx, f"{kind}-{fingerprint[:8]}", tags, description) as run:
         run_id = run.info.run_id
-        mlflow.log_params(run_params(ctx.config, ctx.model_config, kind))
+        mlflow.log_params(run_params(ctx.train.pipeline, ctx.model_config, kind))
         _log_run_metrics(ctx, run_id, trained)
         _log_run_files(ctx, kind, trained)
         curves = {title: trained.probs}
@@ -162,10 +163,15 @@ def _log_run(ctx: StepContext, kind: str, fingerprint: str, trained: _Trained) -
         log_plots(ctx, ctx.scratch / kind / "plots", curves, f"{title}, test split")
         info = log_pyfunc_model(
             trained.result.checkpoint_path,
+            feature_service=ts.feature_service,
             example_frame=ts.test,
-            example_rows=ctx.config.tracking.input_example_rows,
+            example_rows=ctx.train.tracking.input_example_rows,
             metadata={"rankflow_fingerprint": fingerprint},
-            tags={TAG_KIND: kind, TAG_FINGERPRINT: fingerprint},
+            tags={
+                TAG_KIND: kind,
+                TAG_FINGERPRINT: fingerprint,
+                TAG_FEATURE_SERVICE: ts.feature_service,
+            },
         )
         # Marks the run as complete enough to register from, should registration not happen.
         mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
@@ -187,7 +193,9 @@ def _log_run_metrics(ctx: StepContext, run_id: str, trained: _Trained) -> None:
     )
     # Rows and positives behind each segment AUC (issue #11 diagnostics).
     label = ctx.model_config.features.label
-    final.update(diagnostics.step_segment_counts(ctx.config, ts.test, label))
+    final.update(
+        diagnostics.step_segment_counts(ctx.train.tracking.segment_columns, ts.test, label)
+    )
     log_metrics(client, run_id, final)
 
 
@@ -231,11 +239,11 @@ def _register(
         metrics, gate = trained.metrics, trained.gate
     else:
         metrics = run_test_metrics(ctx.tracking.client.get_run(run_id))
-        gate = check_gates(metrics, ctx.config.registry.gates)
+        gate = check_gates(metrics, ctx.train.registry.gates)
     ts = ctx.training_set
     return register_version(
         ctx.tracking.client,
-        ctx.config.registry.model_names.of(kind),
+        ctx.train.registry.model_names.of(kind),
         source=model_uri,
         run_id=run_id,
         model_id=model_id,
@@ -261,7 +269,7 @@ def _version_tags(
     tags = {
         TAG_KIND: kind,
         TAG_GATES: "passed" if gate.passed else "failed: " + "; ".join(gate.failures),
-        "rankflow.feature_service": ts.feature_service,
+        TAG_FEATURE_SERVICE: ts.feature_service,
         "rankflow.data_window": str(ts.window),
         "rankflow.test_window": str(ts.split_windows["test"]),
         "rankflow.data_fingerprint": ctx.data_fp,
@@ -309,6 +317,6 @@ def reused(ctx: StepContext, kind: str, version: Any) -> CandidateOutcome:
         run_id=version.run_id,
         fingerprint=version.tags.get(TAG_FINGERPRINT, ""),
         metrics=metrics,
-        gate=check_gates(metrics, ctx.config.registry.gates),
+        gate=check_gates(metrics, ctx.train.registry.gates),
         reused=True,
     )

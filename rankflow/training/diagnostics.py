@@ -13,10 +13,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from models.config import ModelConfig
+    from rankflow.config import TrackingConfig
+    from rankflow.features.training_set import TrainingSet
 
 # Defaults, overridable per call; chosen so that none fires on the simulator's default data.
 PRIOR_RATIO_LIMIT = 2.0  # observed positive rate more than 2x off the prior (either side)
@@ -164,7 +169,9 @@ def to_json(warnings: list[DataWarning]) -> list[dict[str, Any]]:
 # What the train step checks (inputs only, no I/O)
 
 
-def step_warnings(config: Any, model_config: Any, training_set: Any) -> list[DataWarning]:
+def step_warnings(
+    ctr_prior: float, tracking: TrackingConfig, model_config: ModelConfig, training_set: TrainingSet
+) -> list[DataWarning]:
     """The train step's checks: the train positive rate against ``warehouse.ctr_prior``,
     declared model features that are constant or almost always null in train, and the test
     segments (``tracking.segment_columns``) too small for their AUC."""
@@ -172,23 +179,21 @@ def step_warnings(config: Any, model_config: Any, training_set: Any) -> list[Dat
     label = model_config.features.label
     found: list[DataWarning] = []
     if label in train.columns and len(train):
-        found += positive_rate_vs_prior(
-            train[label].to_numpy(dtype=float), config.warehouse.ctr_prior
-        )
+        found += positive_rate_vs_prior(train[label].to_numpy(dtype=float), ctr_prior)
     features = [*model_config.features.categorical, *model_config.features.numeric]
     found += uninformative_features(train, features)
-    for column in config.tracking.segment_columns:
+    for column in tracking.segment_columns:
         if column in test.columns and label in test.columns:
-            found += small_segments(
-                test[column], test[label], min_rows=config.tracking.min_segment_rows
-            )
+            found += small_segments(test[column], test[label], min_rows=tracking.min_segment_rows)
     return found
 
 
-def step_segment_counts(config: Any, test: pd.DataFrame, label: str) -> dict[str, float]:
+def step_segment_counts(
+    segment_columns: list[str], test: pd.DataFrame, label: str
+) -> dict[str, float]:
     """Rows and positives behind every ``auc_by_<col>/<value>`` the step logs."""
     out: dict[str, float] = {}
-    for column in config.tracking.segment_columns:
+    for column in segment_columns:
         if column in test.columns and label in test.columns:
             counts = segment_counts(test[column], test[label])
             out.update({k: float(v) for k, v in counts.items()})

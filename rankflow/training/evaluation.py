@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rankflow.config import RankflowConfig
 from rankflow.paths import StatePaths
 
 if TYPE_CHECKING:
@@ -23,14 +22,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_truth(config: RankflowConfig, paths: StatePaths, frame: pd.DataFrame) -> pd.Series | None:
-    """True p_click of ``frame``'s rows (simulated data only), indexed by event_id; else None.
+def load_truth(source: str, paths: StatePaths, frame: pd.DataFrame) -> pd.Series | None:
+    """True p_click of ``frame``'s rows (``source: simulate`` only), by event_id; else None.
 
     None when the data is not the simulator's, or the truth files do not cover every row
     (e.g. the raw data was replaced after a simulation).
     """
     folder = paths.truth / "impressions"
-    if config.source != "simulate" or not folder.is_dir() or frame.empty:
+    if source != "simulate" or not folder.is_dir() or frame.empty:
         return None
     import pyarrow as pa
     import pyarrow.dataset as ds

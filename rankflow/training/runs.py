@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rankflow.config import RankflowConfig
 from rankflow.paths import StatePaths
 from rankflow.registry.versions import TAG_FINGERPRINT, TAG_KIND
 from rankflow.tracking.setup import Tracking
@@ -28,6 +27,7 @@ from rankflow.training.evaluation import save_plots
 
 if TYPE_CHECKING:
     from models.config import ModelConfig
+    from rankflow.config import TrainStepConfig
     from rankflow.features.training_set import TrainingSet
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class WarmSource:
 class StepContext:
     """One train step's inputs and what its first model run computes for the others."""
 
-    config: RankflowConfig
+    train: TrainStepConfig
     paths: StatePaths
     tracking: Tracking
     model_config: ModelConfig
@@ -122,15 +122,17 @@ def log_plots(ctx: StepContext, folder: Path, curves: dict[str, np.ndarray], tit
         test["label"].to_numpy(),
         curves,
         title=title,
-        bins=ctx.config.tracking.plot_bins,
+        bins=ctx.train.tracking.plot_bins,
     ):
         mlflow.log_artifact(str(plot), artifact_path="plots")
 
 
-def run_params(config: RankflowConfig, model_config: ModelConfig, kind: str) -> dict[str, str]:
+def run_params(pipeline: Mapping[str, Any], model_config: ModelConfig, kind: str) -> dict[str, str]:
     """Both configs flattened to dotted keys (``rankflow.*``, ``model.*``), values as text."""
+    from models.yaml_config import flatten
+
     params = {"kind": kind}
-    params.update({f"rankflow.{k}": param_value(v) for k, v in config.flat().items()})
+    params.update({f"rankflow.{k}": param_value(v) for k, v in flatten(dict(pipeline)).items()})
     params.update({f"model.{k}": param_value(v) for k, v in model_config.flat().items()})
     return params
 

@@ -39,8 +39,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rankflow.config import RankflowConfig
-from rankflow.paths import StatePaths
+from rankflow.errors import ConfigError
+from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
 from rankflow.registry.aliases import (
     alias_version,
     aliases_of,
@@ -52,7 +52,7 @@ from rankflow.registry.lock import promotion_lock
 from rankflow.registry.promotion import CHAMPION, decide_promotion
 from rankflow.registry.versions import TAG_KIND, ensure_registered_model, find_version
 from rankflow.tracking.lineage import lineage_tags
-from rankflow.tracking.setup import Tracking, settings_of, setup_tracking
+from rankflow.tracking.setup import Tracking, is_local_store, setup_tracking
 from rankflow.training import diagnostics
 from rankflow.training.baseline import prepare_shared
 from rankflow.training.candidate import (
@@ -69,6 +69,7 @@ from rankflow.training.runs import StepContext, WarmSource, finished_run, run_te
 
 if TYPE_CHECKING:
     from models.config import ModelConfig
+    from rankflow.config import RegistryConfig, TrainStepConfig
     from rankflow.features.training_set import TrainingSet
     from rankflow.settings import Settings
 
@@ -79,25 +80,23 @@ HEADLINE_METRICS = ("auc", "logloss", "ne", "ece", "calibration_ratio", "oracle_
 
 
 def train_and_register(
-    config: RankflowConfig,
-    paths: StatePaths,
+    train: TrainStepConfig,
+    settings: Settings,
     *,
     training_set: TrainingSet | None = None,
     model_config: ModelConfig | None = None,
     model_overrides: Mapping[str, Any] | None = None,
     on_train_step: StepHook | None = None,
-    settings: Settings | None = None,
     families: tuple[str, ...] = MODEL_KINDS,
     promote: bool = True,
     warm_start: WarmSource | None = None,
 ) -> TrainOutcome:
     """Train, evaluate, log and register Wide & Deep and DCN; name a first champion.
 
-    ``training_set``: a built training set (default: build it through the feature service).
-    ``model_config``: the model config (default: ``config.model_config_path`` with
+    ``training_set``: a built training set (default: build it through ``train.feature_service``).
+    ``model_config``: the model config (default: ``train.model_config_path`` with
     ``model_overrides`` applied). ``on_train_step(kind, step, loss)`` runs after every
     training step (progress reporting; tests use it to kill the process mid-training).
-    ``settings``: where MLflow is (default: resolved for ``paths``' home).
     ``families`` / ``promote=False``: train and register only these families and move no alias
     (the Dask option trains each family in its own process this way; then one call with every
     family reuses the registered versions and decides).
@@ -105,29 +104,40 @@ def train_and_register(
     fingerprint enters the candidates'). Pass ``promote=False`` with it: the canary decides.
     """
     started = time.perf_counter()
-    tracking = setup_tracking(config, settings_of(paths, settings))
-    model_config = _model_config(config, model_config, model_overrides)
+    paths = settings.paths
+    tracking = setup_tracking(train.tracking, settings)
+    model_config = _model_config(train.model_config_path, model_config, model_overrides)
     if training_set is None:
         from rankflow.features.training_set import build_training_set
 
-        training_set = build_training_set(paths, config.training_set)
-    _ensure_registered_models(config, tracking)
+        training_set = build_training_set(
+            settings, train.split, feature_service=train.feature_service
+        )
+    elif training_set.feature_service != train.feature_service:
+        raise ConfigError(
+            f"feature_service: the training set was built through "
+            f"{training_set.feature_service!r}, but the config trains and serves "
+            f"{train.feature_service!r}; build it through that one"
+        )
+    _ensure_registered_models(train.registry, tracking)
 
     data_fp, code_fp = data_fingerprint(training_set), code_fingerprint()
     log.info("data fingerprint %s, code fingerprint %s", data_fp, code_fp)
     with tempfile.TemporaryDirectory(prefix="rankflow-train-") as tmp:
         ctx = StepContext(
-            config=config,
+            train=train,
             paths=paths,
             tracking=tracking,
             model_config=model_config,
             training_set=training_set,
             data_fp=data_fp,
             code_fp=code_fp,
-            lineage=lineage_tags(config, paths, training_set),
+            lineage=lineage_tags(train.source, paths, training_set),
             scratch=Path(tmp),
             # Data/config disagreements (issue #11): run summary, MLflow (candidate.py).
-            warnings=diagnostics.step_warnings(config, model_config, training_set),
+            warnings=diagnostics.step_warnings(
+                train.ctr_prior, train.tracking, model_config, training_set
+            ),
             warm_start=warm_start,
         )
         for warning in ctx.warnings:
@@ -135,36 +145,47 @@ def train_and_register(
         outcomes: dict[str, CandidateOutcome] = {}
         sources: dict[str, Source] = {}
         for kind in families:
-            outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
-    return _promote(ctx, outcomes, sources, started, settings_of(paths, settings), promote)
+            # A concurrent run training this family (a train flow, a canary) goes first; this
+            # one waits, then reuses the version it registered if the inputs are the same.
+            family = lock_family(kind, tracking.uri)
+            with training_lock(paths, family, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
+                outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
+    return _promote(ctx, outcomes, sources, started, settings, promote)
+
+
+def lock_family(kind: str, tracking_uri: str) -> str | None:
+    """Which training lock guards training ``kind``: the family's own with a tracking server
+    (families share no checkpoints or versions; the Dask option trains them at once), the
+    state's (None) with the embedded SQLite store, which takes one writer at a time."""
+    return None if is_local_store(tracking_uri) else kind
 
 
 def _model_config(
-    config: RankflowConfig,
+    path: Path,
     model_config: ModelConfig | None,
     overrides: Mapping[str, Any] | None,
 ) -> ModelConfig:
     from models.config import load_model_config
 
     if model_config is None:
-        return load_model_config(config.resolved_model_config_path(), dict(overrides or {}))
+        return load_model_config(path, dict(overrides or {}))
     return model_config.with_overrides(dict(overrides)) if overrides else model_config
 
 
-def _ensure_registered_models(config: RankflowConfig, tracking: Tracking) -> None:
+def _ensure_registered_models(registry: RegistryConfig, tracking: Tracking) -> None:
     """Each family's registered model and the serving model, described for the UI."""
     client = tracking.client
     for kind in MODEL_KINDS:
         ensure_registered_model(
             client,
-            config.registry.model_names.of(kind),
+            registry.model_names.of(kind),
             f"Every trained rankflow {KIND_TITLES[kind]} CTR model (one version per distinct "
-            f"input fingerprint). The served model is `{config.registry.serving_model}`.",
+            f"input fingerprint). The served model is `{registry.serving_model}`.",
             {TAG_KIND: kind},
         )
     ensure_registered_model(
         client,
-        config.registry.serving_model,
+        registry.serving_model,
         "The rankflow CTR model the scoring service loads: `@champion` serves, `@challenger` "
         "gets the canary share, `@previous` is the rollback. Each version's description "
         "says what it is and why an alias moved to it.",
@@ -178,7 +199,7 @@ def _candidate(
     """Reuse the version with this fingerprint, register a logged run, or train anew."""
     warm_from = ctx.warm_start.fingerprint if ctx.warm_start is not None else None
     fingerprint = model_fingerprint(kind, ctx.data_fp, ctx.code_fp, ctx.model_config, warm_from)
-    name = ctx.config.registry.model_names.of(kind)
+    name = ctx.train.registry.model_names.of(kind)
     existing = find_version(ctx.tracking.client, name, fingerprint)
     if existing is None:
         run = finished_run(ctx.tracking, fingerprint)
@@ -207,13 +228,13 @@ def _promote(
     train run must not decide on aliases that are about to move. ``promote=False`` (a call
     that trained some families only, e.g. a Dask task) reports the aliases and moves none.
     """
-    client, serving = ctx.tracking.client, ctx.config.registry.serving_model
+    client, serving = ctx.tracking.client, ctx.train.registry.serving_model
     promoted: str | None = None
     if promote:
         candidates = [outcomes[k].candidate(*sources[k]) for k in MODEL_KINDS]
         with promotion_lock(settings, serving):
             state = read_serving_state(client, serving)
-            plan = decide_promotion(candidates, state, ctx.config.registry)
+            plan = decide_promotion(candidates, state, ctx.train.registry)
             applied = apply_plan(client, serving, plan)
         aliases, promoted, decision = applied.aliases, plan.promoted, applied.describe(serving)
     else:

@@ -228,7 +228,7 @@ def build_warehouse(
         quarantine_counts=quarantine,
         exports=exports,
         run_summary={},
-        dbt_target_dir=paths.root / "dbt" / "target",
+        dbt_target_dir=paths.dbt / "target",
         plan=plan.describe(),
         skipped=list(plan.skipped),
         decoded=list(plan.decoded),

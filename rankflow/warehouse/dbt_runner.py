@@ -60,7 +60,7 @@ def dbt_common_args(paths: StatePaths, target_name: str) -> list[str]:
     # target/ and logs/ under the state dir, not dbt_project/: the checkout stays clean and two
     # state dirs (tests, engineers) never share partial-parse files or manifests.
     # absolute: dbt resolves a relative target path against the project folder
-    dbt_home = paths.root.resolve() / "dbt"
+    dbt_home = paths.dbt.resolve()
     return [
         "--project-dir",
         str(DBT_PROJECT_DIR),

@@ -25,7 +25,7 @@ def generate_docs(paths: StatePaths, *, raw_dir: Path | None = None) -> Path:
             f"no warehouse at {live_db}: build it first (rankflow build / build_warehouse)"
         )
     del raw_dir  # kept for callers; the docs read the warehouse copy, not raw files
-    docs_dir = paths.root / "dbt" / "docs"
+    docs_dir = paths.dbt / "docs"
     live_db.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(live_db.parent / ".docs.lock", "dbt docs generate"):
         docs_scratch = live_db.parent / ".docs"

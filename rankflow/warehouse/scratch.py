@@ -45,7 +45,7 @@ def fresh_scratch(paths: StatePaths) -> tuple[Path, Path, Path]:
     """
     live_db = paths.warehouse
     build_dir = live_db.parent / ".build"
-    build_exports = paths.root / ".exports-build"
+    build_exports = paths.exports_scratch
     for leftover in (build_dir, build_exports):  # from a build that was killed
         shutil.rmtree(leftover, ignore_errors=True)
     build_dir.mkdir()

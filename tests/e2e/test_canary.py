@@ -131,9 +131,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         settings = Settings.resolve(home=home)
         simulate(config.simulation, paths.raw, paths.truth)
         build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
-        refresh_online_store(paths, settings=settings)
+        refresh_online_store(settings)
         budget = {"training.max_epochs": CHAMPION_EPOCHS}
-        first = train_and_register(config, paths, settings=settings, model_overrides=budget)
+        first = train_and_register(config.train_step(), settings, model_overrides=budget)
         assert first.champion_version is not None, first.decision
         report = run_scenario(
             settings,
@@ -144,7 +144,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             scratch=home / "scenario",
         )
         print(report.summary())  # with each stage's time (-s shows it)
-        client = setup_tracking(config, settings).client
+        client = setup_tracking(config.tracking, settings).client
         model = config.registry.serving_model
         report.aliases = aliases_of(client, model)
         yield Scenario(home, config, settings, str(first.champion_version), report, client, model)
@@ -265,7 +265,6 @@ def test_the_mlflow_ui_shows_why_a_challenger_was_rejected(scenario: Scenario) -
     shuffled-labels challenger's version page shows the canary's decision tag and its reason."""
     from playwright.sync_api import expect, sync_playwright
 
-    from rankflow.paths import StatePaths
     from rankflow.tracking.server import start_mlflow_server
     from tests.e2e.test_mlflow_ui import CHROMIUM, CHROMIUM_FLAGS, UI_TIMEOUT_MS
 
@@ -275,7 +274,7 @@ def test_the_mlflow_ui_shows_why_a_challenger_was_rejected(scenario: Scenario) -
     name, version = stage.numbers["challenger"]["family"]
     log_file = scenario.home / "mlflow-server.log"
     with (
-        start_mlflow_server(StatePaths(scenario.home), log_file=log_file) as server,
+        start_mlflow_server(scenario.settings, log_file=log_file) as server,
         sync_playwright() as playwright,
     ):
         browser = playwright.chromium.launch(

@@ -20,7 +20,7 @@ import pytest
 from flows.build_features import build_features
 from flows.params import ConfigParams
 from rankflow.config import load_config
-from rankflow.paths import StatePaths
+from rankflow.settings import Settings
 from rankflow.tracking.server import MlflowServer, start_mlflow_server
 from rankflow.training.step import TrainOutcome, train_and_register
 from tests.fixtures.synthetic import small_model_config
@@ -70,15 +70,17 @@ def served(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
         mp.setenv("RANKFLOW_HOME", str(home))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         config = load_config(overrides=SMALL)
-        paths = StatePaths(home)
+        settings = Settings(home=home)
         build_features(config=ConfigParams(overrides=SMALL))
         outcome = train_and_register(
-            config, paths, model_config=small_model_config({"training.max_epochs": 1})
+            config.train_step(),
+            settings,
+            model_config=small_model_config({"training.max_epochs": 1}),
         )
         assert outcome.champion_version is not None, outcome.decision
         artifacts = Path(os.environ.get("RANKFLOW_TEST_ARTIFACTS") or home / "test-artifacts")
         artifacts.mkdir(parents=True, exist_ok=True)
-        with start_mlflow_server(paths, log_file=artifacts / "mlflow-server.log") as server:
+        with start_mlflow_server(settings, log_file=artifacts / "mlflow-server.log") as server:
             yield Served(home, outcome, server, artifacts)
 
 

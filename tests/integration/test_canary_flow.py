@@ -136,7 +136,7 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
     client = MlflowClient(online_copy["tracking_uri"], online_copy["tracking_uri"])
     model, before = online_copy["model"], online_copy["champion"]
 
-    promoted = run_canary(settings, config, simulation=_given_verdict("promote"))
+    promoted = run_canary(settings, config.canary_run(), simulation=_given_verdict("promote"))
     assert promoted.decision == "promoted", promoted.summary()
     new = promoted.challenger["serving_version"]
     aliases = aliases_of(client, model)
@@ -152,7 +152,7 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
 
     # The next canary on the same inputs trains the same model again (its training cache):
     # the rollback is not undone by it.
-    refused = run_canary(settings, config, simulation=_given_verdict("promote"))
+    refused = run_canary(settings, config.canary_run(), simulation=_given_verdict("promote"))
     assert refused.decision == "rejected_rolled_back", refused.summary()
     assert f"{model} v{new}" in refused.reason and "test: CTR fell" in refused.reason
     assert "canary.allow_rolled_back" in refused.reason
@@ -175,7 +175,7 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
         client.delete_registered_model_alias(model, "challenger")
 
     racing = _given_verdict("promote", another_canary_promotes)
-    aborted = run_canary(settings, config, simulation=racing)
+    aborted = run_canary(settings, config.canary_run(), simulation=racing)
     assert aborted.decision == "aborted", aborted.summary()
     assert f"@champion is v{new}, the plan expected v{before}" in aborted.reason, aborted.reason
     assert aliases_of(client, model)["champion"] == new  # the other canary's move stands

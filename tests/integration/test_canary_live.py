@@ -53,7 +53,7 @@ def _serve_next_day(settings, config, state: dict) -> tuple[date, pd.DataFrame]:
     simulate(later, settings.paths.raw, settings.paths.truth)
     day = end  # the new day's partition
     traffic = raw_day_traffic(settings.paths.raw, day)
-    service = ScoringService(settings, config)
+    service = ScoringService(settings, config.scoring())
     service.start(poll=False)
     arms = []
     try:
@@ -111,7 +111,7 @@ def test_a_live_phase_opens_looks_each_run_and_promotes_on_the_labelled_served_l
     model, before = online_copy["model"], online_copy["champion"]
 
     # 1. The canary trains, gates and opens the phase: @challenger serves, nothing decided.
-    opened = run_canary(settings, config)
+    opened = run_canary(settings, config.canary_run())
     assert opened.decision == "phase_started", opened.summary()
     challenger = opened.challenger["serving_version"]
     assert aliases_of(client, model) == {"champion": before, "challenger": challenger}
@@ -121,7 +121,7 @@ def test_a_live_phase_opens_looks_each_run_and_promotes_on_the_labelled_served_l
     assert tags["rankflow.canary.decision"] == "phase_started"
 
     # 2. A look before any labelled traffic: more traffic needed, the look is recorded.
-    early = run_canary(settings, config, look_only=True)
+    early = run_canary(settings, config.canary_run(), look_only=True)
     assert early.decision == "inconclusive", early.summary()
     assert early.online["views_champion"] == early.online["views_challenger"] == 0
     assert len(read_phase(settings.paths, model).looks) == 1
@@ -136,7 +136,7 @@ def test_a_live_phase_opens_looks_each_run_and_promotes_on_the_labelled_served_l
         pq.read_table(p).to_pandas()
         for p in (settings.paths.raw / "impressions" / f"event_date={day}").glob("*.parquet")
     ).merge(arms, on="request_id")
-    decided = run_canary(settings, config, look_only=True)
+    decided = run_canary(settings, config.canary_run(), look_only=True)
     online = decided.online
     assert online["views_champion"] == (shown["arm"] == "champion").sum()
     assert online["views_challenger"] == (shown["arm"] == "challenger").sum()
@@ -150,7 +150,7 @@ def test_a_live_phase_opens_looks_each_run_and_promotes_on_the_labelled_served_l
     )
 
     # 4. With no phase open, a look-only run changes nothing.
-    idle = run_canary(settings, config, look_only=True)
+    idle = run_canary(settings, config.canary_run(), look_only=True)
     assert idle.decision == "idle"
     assert aliases_of(client, model) == {"champion": challenger, "previous": before}
 
@@ -169,7 +169,7 @@ def test_a_phase_the_registry_no_longer_shows_is_closed(
     settings = Settings.resolve(home=online_copy["home"])
     model = online_copy["model"]
     start_phase(settings.paths, model, online_copy["champion"], "999", "run", 6)
-    outcome = run_canary(settings, _config(online_copy), look_only=True)
+    outcome = run_canary(settings, _config(online_copy).canary_run(), look_only=True)
     assert outcome.decision == "idle"
     assert not phase_path(settings.paths, model).exists()
 
@@ -185,7 +185,7 @@ def test_a_live_phase_without_a_canary_share_is_refused_before_training(
     settings = Settings.resolve(home=online_copy["home"])
     config = _config(online_copy, **{"serving.canary_share": 0.0})
     with pytest.raises(LivePhaseError, match=r"serving\.canary_share > 0"):
-        run_canary(settings, config)
+        run_canary(settings, config.canary_run())
     simulated = _config(online_copy, **{"canary.phase": "simulated"})
     with pytest.raises(LivePhaseError, match="source: simulate"):
-        run_canary(settings, simulated)
+        run_canary(settings, simulated.canary_run())

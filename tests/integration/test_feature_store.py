@@ -36,10 +36,12 @@ from rankflow.features.store import (
     repo_config,
 )
 from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.settings import Settings
 from tests.fixtures.exports import write_export
 
 pytestmark = pytest.mark.integration
 
+SERVICE = "ctr_ranker_v1"
 BUILT = datetime(2024, 3, 10, tzinfo=UTC)  # created_ts: when "dbt" built the rows
 DAY1 = datetime(2024, 3, 1, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
@@ -200,6 +202,11 @@ def paths(private_home: StatePaths) -> StatePaths:
     return private_home
 
 
+def at(paths: StatePaths) -> Settings:
+    """The embedded settings of a state dir (SQLite online store, no server)."""
+    return Settings(home=paths.root)
+
+
 def request_rows() -> list[dict[str, Any]]:
     return [
         {
@@ -231,7 +238,7 @@ def request_rows() -> list[dict[str, Any]]:
 
 def test_apply_registers_the_repo_under_the_state_dir(paths: StatePaths) -> None:
     cwd_before, sys_path_before, environ_before = Path.cwd(), list(sys.path), dict(os.environ)
-    summary = apply_feature_repo(paths)
+    summary = apply_feature_repo(at(paths))
 
     assert summary.project == "rankflow"
     assert summary.entities == ["category", "item", "user"]
@@ -268,8 +275,8 @@ def test_apply_registers_the_repo_under_the_state_dir(paths: StatePaths) -> None
     assert changed <= {"PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR"}
     assert "data_sources" not in sys.modules
 
-    with open_store(paths) as store:
-        schema = feature_service_schema(store)
+    with open_store(at(paths)) as store:
+        schema = feature_service_schema(store, SERVICE)
     assert schema == EXPECTED_SCHEMA
     assert list(schema) == list(EXPECTED_SCHEMA)  # the service's order
     assert "item_category" not in schema
@@ -282,7 +289,7 @@ def test_apply_rejects_a_bad_export_naming_file_and_column(paths: StatePaths) ->
     with pytest.raises(
         ExportError, match=r"item_attributes\.parquet: column 'item_price' is missing"
     ):
-        apply_feature_repo(paths)
+        apply_feature_repo(at(paths))
 
 
 def test_nanosecond_timestamps_are_rejected_before_feast_fails_on_them(paths: StatePaths) -> None:
@@ -293,13 +300,13 @@ def test_nanosecond_timestamps_are_rejected_before_feast_fails_on_them(paths: St
     frame["feature_ts"] = frame["feature_ts"].astype("datetime64[ns, UTC]")
     frame.to_parquet(day_file)
     with pytest.raises(ExportError, match=rf"{day_file.name}: column 'feature_ts'.*microseconds"):
-        apply_feature_repo(paths)
+        apply_feature_repo(at(paths))
 
 
 def test_materialize_loads_the_latest_values_as_of_end(paths: StatePaths) -> None:
-    apply_feature_repo(paths)
+    apply_feature_repo(at(paths))
 
-    summary = materialize_incremental(paths, DAY2)
+    summary = materialize_incremental(at(paths), DAY2)
 
     assert {name: view.mode for name, view in summary.views.items()} == dict.fromkeys(
         summary.views, "initial"
@@ -308,7 +315,9 @@ def test_materialize_loads_the_latest_values_as_of_end(paths: StatePaths) -> Non
     assert summary.views["user_daily_stats"].start == DAY1
     assert summary.views["user_attributes"].start == datetime(1970, 1, 1, tzinfo=UTC)
 
-    online = online_features(paths, request_rows()).set_index("user_id")
+    online = online_features(at(paths), request_rows(), feature_service=SERVICE).set_index(
+        "user_id"
+    )
     # User 1: the DAY2 row (n=2), not DAY1's and not DAY3's, which is after `end`.
     assert online.loc[1, "user_impressions_1d"] == 2
     assert online.loc[1, "user_ctr_28d"] == pytest.approx(0.04)
@@ -330,14 +339,16 @@ def test_materialize_loads_the_latest_values_as_of_end(paths: StatePaths) -> Non
     assert math.isnan(online.loc[3, "uc_ctr_lift"])
     assert online.loc[3, "hour_cos"] == pytest.approx(0.0, abs=1e-12)
 
-    later = materialize_incremental(paths, DAY3)
+    later = materialize_incremental(at(paths), DAY3)
     assert later.views["user_daily_stats"].mode == "incremental"
     assert later.views["user_daily_stats"].start == DAY2
-    online = online_features(paths, request_rows()).set_index("user_id")
+    online = online_features(at(paths), request_rows(), feature_service=SERVICE).set_index(
+        "user_id"
+    )
     assert online.loc[1, "user_impressions_1d"] == 3
     assert online.loc[1, "uc_ctr_lift"] == pytest.approx(0.5 / 0.06)
 
-    again = materialize_incremental(paths, DAY3)
+    again = materialize_incremental(at(paths), DAY3)
     assert {view.mode for view in again.views.values()} == {"up_to_date"}
     # No call keeps the SQLite online store open (one writer at a time).
     assert open_files_under(paths.feast) == []
@@ -358,18 +369,18 @@ def test_reapply_keeps_the_incremental_start(paths: StatePaths) -> None:
     """feast-dev/feast#2905: `feast apply` after a materialization once reset the next
     materialize-incremental's start. We rely on it not doing so in Feast 0.67 (our apply runs
     Feast's CLI apply path), so pin it: the intervals survive, the next run starts at DAY2."""
-    apply_feature_repo(paths)
-    materialize_incremental(paths, DAY2)
+    apply_feature_repo(at(paths))
+    materialize_incremental(at(paths), DAY2)
 
-    apply_feature_repo(paths)
-    with open_store(paths) as store:
+    apply_feature_repo(at(paths))
+    with open_store(at(paths)) as store:
         ends = {v.name: v.most_recent_end_time for v in store.list_feature_views()}
     assert set(ends.values()) == {DAY2}
 
-    later = materialize_incremental(paths, DAY3)
+    later = materialize_incremental(at(paths), DAY3)
     assert {v.mode for v in later.views.values()} == {"incremental"}
     assert {v.start for v in later.views.values()} == {DAY2}
-    with open_store(paths) as store:
+    with open_store(at(paths)) as store:
         daily = store.get_feature_view("user_daily_stats")
     assert [tuple(i) for i in daily.materialization_intervals] == [(DAY1, DAY2), (DAY2, DAY3)]
 
@@ -380,44 +391,46 @@ def test_a_copied_state_dir_reads_no_exports_of_the_original(
     """The registry keeps each source's absolute path: a copy of the state dir must not read
     the original's exports. Its offline reads fail naming the view and the path, until the
     feature repo is re-applied for the copy; the original is untouched."""
-    apply_feature_repo(paths)
-    materialize_incremental(paths, DAY2)
+    apply_feature_repo(at(paths))
+    materialize_incremental(at(paths), DAY2)
     copy = StatePaths(tmp_path / "copied-home")
     shutil.copytree(paths.root, copy.root)
     write_export(copy, "user_daily_features", [user_day(1, DAY1, 5), user_day(1, DAY3, 50)])
 
     with pytest.raises(FeatureStoreError) as error:
-        materialize_incremental(copy, DAY3)
+        materialize_incremental(at(copy), DAY3)
     message = str(error.value)
     assert str(paths.exports) in message and str(copy.exports.resolve()) in message
     assert "feature view 'item_attributes' reads" in message  # the first view, by name
     assert "rankflow features" in message
 
-    apply_feature_repo(copy)
-    materialize_incremental(copy, DAY3)
+    apply_feature_repo(at(copy))
+    materialize_incremental(at(copy), DAY3)
     # the copy now serves its own exports (user 1's DAY3 row: n=50), the original its own (n=2)
-    copied = online_features(copy, request_rows()).set_index("user_id")
+    copied = online_features(at(copy), request_rows(), feature_service=SERVICE).set_index("user_id")
     assert copied.loc[1, "user_impressions_1d"] == 50
-    original = online_features(paths, request_rows()).set_index("user_id")
+    original = online_features(at(paths), request_rows(), feature_service=SERVICE).set_index(
+        "user_id"
+    )
     assert original.loc[1, "user_impressions_1d"] == 2
-    with open_store(paths, offline=True):
+    with open_store(at(paths), offline=True):
         pass  # the original's registry still points at its own exports
 
 
 def test_online_and_offline_on_demand_features_agree(paths: StatePaths) -> None:
     """The python-mode ODFV gives the same values on the online and the offline path."""
-    apply_feature_repo(paths)
+    apply_feature_repo(at(paths))
     end = exports_as_of(paths)
     assert end == DAY3
-    materialize_incremental(paths, end)
+    materialize_incremental(at(paths), end)
 
     rows = request_rows()
-    online = online_features(paths, rows)
+    online = online_features(at(paths), rows, feature_service=SERVICE)
     entity_df = pd.DataFrame(rows).assign(event_timestamp=pd.Timestamp(end))
     entity_df["position"] = entity_df["position"].astype("int32")
     entity_df["hour_of_day"] = entity_df["hour_of_day"].astype("int32")
-    with open_store(paths) as store:
-        schema = feature_service_schema(store)
+    with open_store(at(paths)) as store:
+        schema = feature_service_schema(store, SERVICE)
         offline = store.get_historical_features(
             entity_df=entity_df, features=store.get_feature_service("ctr_ranker_v1")
         ).to_df()
@@ -430,8 +443,8 @@ def test_online_and_offline_on_demand_features_agree(paths: StatePaths) -> None:
 
 
 def test_redis_profile_shares_registry_and_offline_store(paths: StatePaths) -> None:
-    sqlite = repo_config(paths)
-    redis = repo_config(paths, profile="redis")
+    sqlite = repo_config(at(paths))
+    redis = repo_config(at(paths), profile="redis")
     assert sqlite.online_store.type == "sqlite"
     assert Path(sqlite.online_store.path) == paths.feast / "online_store.db"
     assert redis.online_store.type == "redis"
@@ -440,7 +453,7 @@ def test_redis_profile_shares_registry_and_offline_store(paths: StatePaths) -> N
     assert redis.offline_store.type == sqlite.offline_store.type == "duckdb"
     assert redis.entity_key_serialization_version == 3
     with pytest.raises(FeatureStoreError, match="unknown Feast online store 'mysql'"):
-        repo_config(paths, profile="mysql")  # type: ignore[arg-type]
+        repo_config(at(paths), profile="mysql")  # type: ignore[arg-type]
 
 
 def test_feast_cli_applies_and_materializes_the_same_repo(paths: StatePaths) -> None:
@@ -464,12 +477,16 @@ def test_feast_cli_applies_and_materializes_the_same_repo(paths: StatePaths) -> 
         return done.stdout
 
     assert "ctr_ranker_v1" in cli("apply")
-    materialize_incremental(paths, DAY2)  # the first load from Python (CLI would use wall clock)
+    materialize_incremental(
+        at(paths), DAY2
+    )  # the first load from Python (CLI would use wall clock)
     cli("materialize-incremental", DAY3.strftime("%Y-%m-%dT%H:%M:%S"))
 
-    with open_store(paths) as store:
+    with open_store(at(paths)) as store:
         assert {v.most_recent_end_time for v in store.list_feature_views()} == {DAY3}
-    online = online_features(paths, request_rows()).set_index("user_id")
+    online = online_features(at(paths), request_rows(), feature_service=SERVICE).set_index(
+        "user_id"
+    )
     assert online.loc[1, "user_impressions_1d"] == 3
 
 
@@ -478,10 +495,12 @@ def test_days_the_warehouse_rewrote_are_reloaded_into_the_online_store(paths: St
     rewrote one records it (rankflow.warehouse.rebuilt) and the next load starts there."""
     from rankflow.warehouse.rebuilt import pending_rebuild, record_rebuilt
 
-    apply_feature_repo(paths)
-    materialize_incremental(paths, DAY3)
+    apply_feature_repo(at(paths))
+    materialize_incremental(at(paths), DAY3)
     assert (
-        online_features(paths, request_rows()).set_index("user_id").loc[1, "user_impressions_1d"]
+        online_features(at(paths), request_rows(), feature_service=SERVICE)
+        .set_index("user_id")
+        .loc[1, "user_impressions_1d"]
         == 3
     )
     # A corrected partition: user 1's latest loaded row changes in the export.
@@ -490,19 +509,23 @@ def test_days_the_warehouse_rewrote_are_reloaded_into_the_online_store(paths: St
     rows = [user_day(1, r["feature_ts"], 9) if r is latest else r for r in rows]
     write_export(paths, "user_daily_features", rows)
 
-    stale = materialize_incremental(paths, DAY3)  # what happened before the record existed
+    stale = materialize_incremental(at(paths), DAY3)  # what happened before the record existed
     assert {v.mode for v in stale.views.values()} == {"up_to_date"}
     assert (
-        online_features(paths, request_rows()).set_index("user_id").loc[1, "user_impressions_1d"]
+        online_features(at(paths), request_rows(), feature_service=SERVICE)
+        .set_index("user_id")
+        .loc[1, "user_impressions_1d"]
         == 3
     )
 
     record_rebuilt(paths, [latest["feature_ts"].date()])
-    reloaded = materialize_incremental(paths, DAY3)
+    reloaded = materialize_incremental(at(paths), DAY3)
     assert reloaded.views["user_daily_stats"].mode == "rebuilt"
     assert reloaded.views["user_daily_stats"].start.date() == latest["feature_ts"].date()
     assert (
-        online_features(paths, request_rows()).set_index("user_id").loc[1, "user_impressions_1d"]
+        online_features(at(paths), request_rows(), feature_service=SERVICE)
+        .set_index("user_id")
+        .loc[1, "user_impressions_1d"]
         == 9
     )
     assert pending_rebuild(paths) is None  # consumed: the next load is incremental again

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rankflow.config import parse_config
-from rankflow.monitoring.report import GapCheckOutcome, run_gap_check
+from rankflow.monitoring.outcome import GapCheckOutcome
+from rankflow.monitoring.report import run_gap_check
 from rankflow.serving.labels import write_labels
 from rankflow.serving.replay import in_process, log_replay
 from rankflow.serving.served_log import score_log_dir
@@ -64,7 +65,7 @@ def _serve_day(
     # Explicit: an earlier in-process mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI.
     settings = Settings.resolve(home=state["home"], mlflow_tracking_uri=state["tracking_uri"])
     config = _config(state, enforce_ttl)
-    service = ScoringService(settings, config)
+    service = ScoringService(settings, config.scoring())
     service.start(poll=False)
     if fault is not None:
         fault(service)
@@ -76,7 +77,7 @@ def _serve_day(
     write_labels(settings.paths, SERVICE, labels, "test")
     if after is not None:
         after(settings.paths.root)
-    return run_gap_check(settings, config, log_to_mlflow=False)
+    return run_gap_check(settings, config.monitoring, config.scoring(), log_to_mlflow=False)
 
 
 def _check(outcome: GapCheckOutcome, name: str) -> Any:
@@ -158,7 +159,7 @@ def test_a_stale_materialization_fails_naming_the_view(online_copy: dict) -> Non
     newcomers = newest[~newest["user_id"].isin(stale["user_id"])].copy()
     newcomers["feature_ts"] = day_before
     stale = pd.concat([stale, newcomers], ignore_index=True)
-    with open_store(paths) as store:  # the online store goes back one day for this view
+    with open_store(Settings(home=paths.root)) as store:  # the online store goes back a day
         store.write_to_online_store("user_daily_stats", stale.reset_index(drop=True))
     outcome = _serve_day(online_copy)
     skew = _check(outcome, "feature_skew")
@@ -218,7 +219,6 @@ def test_on_demand_in_process_equals_feasts_augmentation(online_state: dict) -> 
     from datetime import UTC, datetime
 
     from rankflow.features.store import open_store
-    from rankflow.paths import StatePaths
     from rankflow.serving.lookup import OnlineLookup
 
     n = 60
@@ -231,7 +231,7 @@ def test_on_demand_in_process_equals_feasts_augmentation(online_state: dict) -> 
         "hour_of_day": [13] * n,
     }
     when = datetime(2026, 3, 11, 13, tzinfo=UTC)
-    with open_store(StatePaths(online_state["home"])) as store:
+    with open_store(Settings(home=online_state["home"])) as store:
         here = OnlineLookup(store, SERVICE, on_demand_in_process=True).fetch(rows, when, n)
         feast = OnlineLookup(store, SERVICE, on_demand_in_process=False).fetch(rows, when, n)
     assert here.values == feast.values

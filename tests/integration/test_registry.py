@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 
 from models.scoring import Scorer
 from rankflow.config import RankflowConfig, parse_config
+from rankflow.errors import ConfigError
 from rankflow.features.training_set import DateWindow, TrainingSet
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.registry.aliases import aliases_of, apply_plan, read_serving_state
@@ -89,8 +90,8 @@ def _train(
     config: RankflowConfig, paths: StatePaths, ts: TrainingSet, **overrides: Any
 ) -> TrainOutcome:
     return train_and_register(
-        config,
-        paths,
+        config.train_step(),
+        Settings(home=paths.root),
         training_set=ts,
         model_config=small_model_config({**MODEL_OVERRIDES, **overrides}),
     )
@@ -182,6 +183,80 @@ def test_a_failing_gate_moves_no_alias(paths: StatePaths, training_set: Training
     assert relaxed.champion_version == "1"
 
 
+def test_a_training_set_of_another_feature_service_is_refused(
+    paths: StatePaths, training_set: TrainingSet
+) -> None:
+    """The model would be served v2 features after training on v1's: refused before training."""
+    config = parse_config({"registry": {"gates": GATES}, "feature_service": "ctr_ranker_v2"})
+    with pytest.raises(ConfigError) as caught:
+        _train(config, paths, training_set)
+    assert str(caught.value) == (
+        "feature_service: the training set was built through 'ctr_ranker_v1', but the config "
+        "trains and serves 'ctr_ranker_v2'; build it through that one"
+    )
+    assert not paths.training.exists()  # nothing was trained
+
+
+def test_training_waits_for_another_run_and_holds_the_lock_while_it_trains(
+    paths: StatePaths, training_set: TrainingSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """train_and_register takes the training lock itself (no caller does; with the embedded
+    store the state's): while another run holds it, this one trains nothing and says whom it
+    waits for; once free, it trains each family holding the lock (a real flock, tried here)."""
+    import threading
+
+    from rankflow.errors import LockedError
+    from rankflow.locks import training_lock
+
+    held_while_training: dict[str, bool] = {}
+
+    def hook(kind: str, step: int, loss: float) -> None:
+        if kind in held_while_training:
+            return
+        try:
+            with training_lock(paths):
+                held_while_training[kind] = False
+        except LockedError:
+            held_while_training[kind] = True
+
+    other_run = training_lock(paths)  # a concurrent training on this state
+    other_run.acquire()
+    done: dict[str, TrainOutcome] = {}
+
+    def second_run() -> None:
+        done["outcome"] = train_and_register(
+            _config().train_step(),
+            Settings(home=paths.root),
+            training_set=training_set,
+            model_config=small_model_config(MODEL_OVERRIDES),
+            on_train_step=hook,
+        )
+
+    def waiting() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("training:")]
+
+    caplog.set_level("INFO", logger="rankflow.training.step")
+    thread = threading.Thread(target=second_run)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 600  # a bound on a hung run, not a timing assertion
+        while not waiting():
+            assert thread.is_alive(), "the run ended without waiting for the lock"
+            assert time.monotonic() < deadline, "the run never reached the training lock"
+            time.sleep(0.2)
+        assert not paths.training.exists()  # it waits: nothing trained yet
+    finally:
+        other_run.release()
+        thread.join(timeout=600)
+    assert not thread.is_alive()
+    outcome = done["outcome"]
+    assert not any(c.reused for c in outcome.candidates.values())
+    assert outcome.promoted == CHAMPION
+    assert held_while_training == {"wide_deep": True, "dcn": True}
+    (note,) = waiting()
+    assert note.startswith(f"training: pid {os.getpid()} holds ")
+
+
 def test_later_runs_register_but_never_move_the_champion(
     paths: StatePaths, training_set: TrainingSet
 ) -> None:
@@ -236,7 +311,7 @@ from pathlib import Path
 
 from tests.fixtures.synthetic import small_model_config
 from rankflow.config import parse_config
-from rankflow.paths import StatePaths
+from rankflow.settings import Settings
 from rankflow.training.step import train_and_register
 
 home, ts_file, marker, overrides = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
@@ -248,8 +323,8 @@ def hook(kind, step, loss):
         time.sleep(600)  # the test kills the process here, mid-training
 
 train_and_register(
-    parse_config({"registry": {"gates": json.loads(sys.argv[5])}}),
-    StatePaths(Path(home)),
+    parse_config({"registry": {"gates": json.loads(sys.argv[5])}}).train_step(),
+    Settings(home=Path(home)),
     training_set=training_set,
     model_config=small_model_config(json.loads(overrides)),
     on_train_step=hook,
@@ -304,7 +379,7 @@ def test_a_run_killed_during_training_leaves_aliases_and_the_next_run_completes(
     # Aliases untouched; Wide & Deep (trained first) is registered, DCN is not.
     assert aliases_of(client, SERVING) == before
     assert _version_counts(client) == {"rankflow-wide-deep": 2, "rankflow-dcn": 1, SERVING: 1}
-    dcn_runs = list((paths.root / "training" / "dcn").iterdir())
+    dcn_runs = list((paths.training / "dcn").iterdir())
     assert len(dcn_runs) == 2
     assert any((d / "LAST_CHECKPOINT").is_file() for d in dcn_runs)
 

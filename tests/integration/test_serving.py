@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 
 from rankflow.paths import StatePaths
 from rankflow.serving.holder import canary_bucket
+from rankflow.settings import Settings
 from rankflow.tracking.server import free_port
 from tests.fixtures.service import scoring_service
 
@@ -202,7 +203,7 @@ def test_served_rows_are_feast_logs_joined_with_their_scores(served: dict, known
     assert (rows["user_daily_stats__user_ctr_28d__status"] == 1).all()
     assert sorted(rows["rank"]) == [1, 2, 3]
     # Feast reads the same files back through its own logging source and schema.
-    with open_store(paths) as store:
+    with open_store(Settings(home=paths.root)) as store:
         service = store.get_feature_service("ctr_ranker_v1")
         bind_logging_destination(service, served_log_dir(paths, "ctr_ranker_v1"))
         job = store._get_provider().retrieve_feature_service_logs(
@@ -310,3 +311,71 @@ def test_a_champion_that_cannot_be_loaded_is_named_as_such_not_as_missing(
     assert code != 0
     assert "could not be loaded" in err and "retired_option" in err, err
     assert "run `rankflow run`" not in err
+
+
+def test_a_model_trained_on_another_feature_service_is_refused_keeping_the_last_good(
+    online_copy: dict, tmp_path: Path
+) -> None:
+    """The service serves ``feature_service``'s features: a version whose model records
+    another service is not loaded. A running service keeps its last good model for that arm
+    and says why; one that never had a good model is not ready and says why."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
+
+    from rankflow.config import parse_config
+    from rankflow.serving.holder import ModelRefused
+    from rankflow.serving.schemas import score_request_model
+    from rankflow.serving.service import NoModelError, ScoringService
+    from rankflow.tracking.pyfunc import FEATURE_SERVICE_KEY, recorded_feature_service
+
+    uri, model = online_copy["tracking_uri"], online_copy["model"]
+    client = MlflowClient(uri, uri)
+    good = online_copy["champion"]
+    # A version whose files are the champion's but record another feature service (a copy:
+    # the copied state's versions point at the shared state's artifacts).
+    local = Path(
+        download_artifacts(
+            artifact_uri=client.get_model_version_download_uri(model, good),
+            dst_path=str(tmp_path / "other-service"),
+            tracking_uri=uri,
+        )
+    )
+    assert recorded_feature_service(local) == "ctr_ranker_v1"
+    (mlmodel,) = local.rglob("MLmodel")
+    saved = Model.load(str(mlmodel))
+    saved.metadata = {**(saved.metadata or {}), FEATURE_SERVICE_KEY: "ctr_ranker_v0"}
+    saved.save(str(mlmodel))
+    other = client.create_model_version(model, source=str(local), run_id=None).version
+
+    settings = Settings(home=online_copy["home"], mlflow_tracking_uri=uri)
+    scoring = parse_config({}).scoring()
+    assert scoring.feature_service == "ctr_ranker_v1"
+    exports = settings.paths.exports
+    user = int(pq.read_table(exports / "user_daily_features").to_pandas()["user_id"].iloc[0])
+    items = pq.read_table(exports / "item_attributes.parquet").to_pandas()["item_id"]
+    request = score_request_model(50)(
+        user_id=user, item_ids=[int(i) for i in items[:3]], device="mobile", time=WHEN
+    )
+    refused = f"{model} v{other} (@champion) records feature service 'ctr_ranker_v0'"
+
+    service = ScoringService(settings, scoring)
+    service.start(poll=False)
+    try:
+        assert service.holder.arms["champion"].version == good
+        client.set_registered_model_alias(model, "champion", other)
+        with pytest.raises(ModelRefused, match=r"this service serves 'ctr_ranker_v1'"):
+            service.holder.refresh()
+        assert service.holder.arms["champion"].version == good  # the last good model
+        assert service.score(request).model.version == good
+    finally:
+        service.close()
+
+    fresh = ScoringService(settings, scoring)
+    fresh.start(poll=False)
+    try:
+        assert not fresh.ready
+        assert fresh.holder.last_error is not None and refused in fresh.holder.last_error
+        with pytest.raises(NoModelError, match=r"no @champion of 'rankflow-ctr' loaded: "):
+            fresh.score(request)
+    finally:
+        fresh.close()

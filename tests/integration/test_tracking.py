@@ -2,7 +2,9 @@
 
 One small pipeline run and one ``train_and_register`` per module; the tests read what they
 left: the SQLite store and artifacts under the state dir, the runs' params / metrics /
-artifacts / lineage tags, and the champion as a pyfunc loaded in a fresh process.
+artifacts / lineage tags, and the champion as a pyfunc loaded in a fresh process. The config
+names a feature service other than the default (``ctr_ranker_v1``'s features under another
+name), so every record of it shows the train step used the configured one.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from flows.records import RunSummary
 from models.scoring import Scorer
 from rankflow.config import RankflowConfig, load_config
 from rankflow.features.training_set import TrainingSet, build_training_set
-from rankflow.paths import REPO_ROOT, StatePaths
-from rankflow.tracking.pyfunc import checkpoint_of
+from rankflow.paths import REPO_ROOT
+from rankflow.settings import Settings
+from rankflow.tracking.pyfunc import checkpoint_of, recorded_feature_service
+from rankflow.training.candidate import logged_model_id
 from rankflow.training.step import TrainOutcome, train_and_register
 from tests.fixtures.synthetic import small_model_config
 
@@ -45,7 +49,20 @@ SMALL = {
     "registry.gates.max_ece": 0.1,
     "registry.gates.calibration_ratio": [0.5, 2.0],
     "registry.gates.min_auc_lift_over_baseline": None,
+    "feature_service": "ctr_ranker_tracked",
 }
+
+
+def register_renamed_service(settings: Settings, source: str, name: str) -> None:
+    """Apply a copy of the feature service ``source`` under ``name`` to the state's registry."""
+    import copy
+
+    from rankflow.features.store import open_store
+
+    with open_store(settings) as store:
+        renamed = copy.deepcopy(store.get_feature_service(source))
+        renamed.name = name
+        store.apply([renamed])
 
 
 @dataclass
@@ -65,14 +82,17 @@ def trained(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         mp.setenv("RANKFLOW_HOME", str(home))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         config = load_config(overrides=SMALL)
-        paths = StatePaths(home)
+        settings = Settings(home=home)
         summary = build_features(config=ConfigParams(overrides=SMALL))
-        training_set = build_training_set(paths, config.training_set)
+        register_renamed_service(settings, "ctr_ranker_v1", config.feature_service)
+        # The train step builds its training set itself, through the configured service.
         outcome = train_and_register(
-            config,
-            paths,
-            training_set=training_set,
+            config.train_step(),
+            settings,
             model_config=small_model_config({"training.max_epochs": 2}),
+        )
+        training_set = build_training_set(
+            settings, config.training_set, feature_service=config.feature_service
         )
         client = MlflowClient(tracking_uri=outcome.tracking_uri, registry_uri=outcome.tracking_uri)
         yield Trained(home, config, summary, outcome, client, training_set)
@@ -115,6 +135,7 @@ def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Train
         assert params["rankflow.simulation.seed"] == "5"
         assert params["rankflow.simulation.n_impressions"] == "20000"
         assert params["rankflow.registry.serving_model"] == "rankflow-ctr"
+        assert params["rankflow.feature_service"] == "ctr_ranker_tracked"
         assert params["model.training.max_epochs"] == "2"
         assert params["model.features.categorical.user_id.encoding"] == "hash"
 
@@ -163,8 +184,12 @@ def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Train
         assert 0 <= profile["columns"]["user_ctr_7d"]["null_share"]["train"] <= 1
         assert "casual" in json.dumps(profile["columns"]["user_segment"]["top"])
 
-        # Lineage.
-        assert tags["rankflow.feature_service"] == "ctr_ranker_v1"
+        # Lineage: the run, its registered version and its logged model name the service.
+        assert tags["rankflow.feature_service"] == "ctr_ranker_tracked"
+        version = client.get_model_version(candidate.registered_model, candidate.version)
+        assert version.tags["rankflow.feature_service"] == "ctr_ranker_tracked"
+        logged = client.get_logged_model(logged_model_id(version.source) or "")
+        assert logged.tags["rankflow.feature_service"] == "ctr_ranker_tracked"
         assert tags["rankflow.feast_project"] == "rankflow"
         assert tags["rankflow.data_window"] == f"{window['start']}..{window['end']}"
         assert tags["rankflow.simulator_seed"] == "5"
@@ -215,6 +240,8 @@ def test_the_champion_scores_raw_feature_rows(trained: Trained, tmp_path: Path) 
         f"models:/{outcome.serving_model}@champion", tmp_path / "champion-download"
     )
     np.testing.assert_allclose(Scorer.from_checkpoint(downloaded).predict_proba(frame), expected)
+    # ... and records the feature service it was trained on (what a scoring service checks).
+    assert recorded_feature_service(tmp_path / "champion-download") == "ctr_ranker_tracked"
 
     # Logged with a signature, an input example and explicit, pinned requirements.
     uri = f"models:/{outcome.serving_model}@champion"

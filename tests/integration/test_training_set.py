@@ -21,10 +21,12 @@ from rankflow.features.store import ExportError, apply_feature_repo, export_path
 from rankflow.features.training_set import (
     ENTITY_COLUMNS,
     SplitConfig,
+    TrainingSet,
     TrainingSetError,
     build_training_set,
 )
 from rankflow.paths import StatePaths
+from rankflow.settings import Settings
 from tests.fixtures.exports import write_export
 
 pytestmark = pytest.mark.integration
@@ -162,11 +164,20 @@ def paths(private_home: StatePaths) -> StatePaths:
             },
         ],
     )
-    apply_feature_repo(state)
+    apply_feature_repo(on(state))
     return state
 
 
 SPLIT = SplitConfig(valid_days=1, test_days=1)
+
+
+def on(paths: StatePaths) -> Settings:
+    """The embedded settings of a state dir (SQLite online store, no server)."""
+    return Settings(home=paths.root)
+
+
+def build(paths: StatePaths, split: SplitConfig) -> TrainingSet:
+    return build_training_set(on(paths), split, feature_service="ctr_ranker_v1")
 
 
 def all_rows(training_set: Any) -> pd.DataFrame:
@@ -176,7 +187,7 @@ def all_rows(training_set: Any) -> pd.DataFrame:
 
 
 def test_point_in_time_join_never_sees_a_later_feature_row(paths: StatePaths) -> None:
-    rows = all_rows(build_training_set(paths, SPLIT))
+    rows = all_rows(build(paths, SPLIT))
 
     # The row stamped 1 s after the impression is invisible to it; the earlier one is used.
     assert rows.loc["e_noon", "user_impressions_1d"] == 1
@@ -203,7 +214,7 @@ def test_point_in_time_join_never_sees_a_later_feature_row(paths: StatePaths) ->
 def test_per_day_files_join_exactly_like_one_file(paths: StatePaths) -> None:
     """Feast reads a per-day export through one glob source: splitting the rows into one file
     per day must not change a single joined value (against the same rows in one file each)."""
-    per_day = all_rows(build_training_set(paths, SPLIT))
+    per_day = all_rows(build(paths, SPLIT))
     assert len(export_files(paths, "user_daily_features")) > 1  # the rows really are split
     for name in PER_DAY_EXPORTS:
         folder = export_path(paths, name)
@@ -211,15 +222,15 @@ def test_per_day_files_join_exactly_like_one_file(paths: StatePaths) -> None:
         shutil.rmtree(folder)
         folder.mkdir()
         pq.write_table(table, folder / "all.parquet")
-    apply_feature_repo(paths)
+    apply_feature_repo(on(paths))
 
-    one_file = all_rows(build_training_set(paths, SPLIT))
+    one_file = all_rows(build(paths, SPLIT))
 
     pd.testing.assert_frame_equal(per_day, one_file)
 
 
 def test_split_is_by_day_ordered_and_disjoint(paths: StatePaths) -> None:
-    training_set = build_training_set(paths, SPLIT)
+    training_set = build(paths, SPLIT)
     train, valid, test = training_set.train, training_set.valid, training_set.test
 
     days = {
@@ -264,26 +275,24 @@ def test_split_is_by_day_ordered_and_disjoint(paths: StatePaths) -> None:
     assert described["window"] == {"start": "2024-03-01", "end": "2024-03-05"}
 
     # Deterministic: a second build is identical, row for row.
-    again = build_training_set(paths, SPLIT)
+    again = build(paths, SPLIT)
     for name in ("train", "valid", "test"):
         pd.testing.assert_frame_equal(again.split(name), training_set.split(name))
 
 
 def test_window_bounds_restrict_the_rows(paths: StatePaths) -> None:
-    training_set = build_training_set(
-        paths, SplitConfig(valid_days=1, test_days=1, start_date=date(2024, 3, 2))
-    )
+    training_set = build(paths, SplitConfig(valid_days=1, test_days=1, start_date=date(2024, 3, 2)))
     assert "e_day1" not in set(training_set.train["event_id"])
     assert training_set.train["event_timestamp"].min() == pd.Timestamp(at(2, 10))
 
 
 def test_empty_split_is_a_clear_error(paths: StatePaths) -> None:
     with pytest.raises(TrainingSetError, match=r"train split empty"):
-        build_training_set(paths, SplitConfig(valid_days=3, test_days=3))
+        build(paths, SplitConfig(valid_days=3, test_days=3))
     with pytest.raises(TrainingSetError, match=r"the test split \(2024-03-06\.\.2024-03-06\)"):
-        build_training_set(paths, SplitConfig(valid_days=1, test_days=1, end_date=date(2024, 3, 6)))
+        build(paths, SplitConfig(valid_days=1, test_days=1, end_date=date(2024, 3, 6)))
     with pytest.raises(TrainingSetError, match=r"no impressions in the window"):
-        build_training_set(
+        build(
             paths,
             SplitConfig(start_date=date(2024, 4, 1), end_date=date(2024, 4, 30)),
         )
@@ -292,7 +301,7 @@ def test_empty_split_is_a_clear_error(paths: StatePaths) -> None:
 def test_duplicate_event_ids_are_rejected_naming_the_file(paths: StatePaths) -> None:
     write_export(paths, "labelled_impressions", [*IMPRESSIONS, IMPRESSIONS[0]])
     with pytest.raises(TrainingSetError, match=r"labelled_impressions: column 'event_id'"):
-        build_training_set(paths, SPLIT)
+        build(paths, SPLIT)
 
 
 def test_naive_utc_timestamps_are_read_as_utc(paths: StatePaths) -> None:
@@ -301,7 +310,7 @@ def test_naive_utc_timestamps_are_read_as_utc(paths: StatePaths) -> None:
         naive = table["event_timestamp"].cast(pa.timestamp("us"))
         pq.write_table(table.set_column(1, "event_timestamp", naive), path)
 
-    rows = all_rows(build_training_set(paths, SPLIT))
+    rows = all_rows(build(paths, SPLIT))
     assert rows.loc["e_noon", "event_timestamp"] == pd.Timestamp(at(2, 12))
     assert rows.loc["e_noon", "user_impressions_1d"] == 1
     assert rows.loc["e_exact", "user_impressions_1d"] == 50
@@ -310,7 +319,7 @@ def test_naive_utc_timestamps_are_read_as_utc(paths: StatePaths) -> None:
 def test_missing_export_names_the_file(paths: StatePaths) -> None:
     shutil.rmtree(export_path(paths, "labelled_impressions"))
     with pytest.raises(ExportError, match=r"labelled_impressions: export"):
-        build_training_set(paths, SPLIT)
+        build(paths, SPLIT)
 
 
 def test_day_boundary_is_utc(paths: StatePaths) -> None:
@@ -320,7 +329,7 @@ def test_day_boundary_is_utc(paths: StatePaths) -> None:
         "labelled_impressions",
         [*IMPRESSIONS, impression("e_valid_edge", at(4, 23, 59, 59), user_id=2, label=0)],
     )
-    training_set = build_training_set(paths, SPLIT)
+    training_set = build(paths, SPLIT)
     assert "e_valid_edge" in set(training_set.valid["event_id"])
     assert training_set.valid["event_timestamp"].max() < at(5)
     assert training_set.split_windows["valid"] == (date(2024, 3, 4), date(2024, 3, 4))

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from rankflow.paths import REPO_ROOT
 from rankflow.registry.versions import TAG_KIND
-from rankflow.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e]
 
@@ -190,11 +190,12 @@ def test_online_reads_from_redis_match_the_offline_store(
         online_features,
         open_store,
     )
-    from rankflow.paths import StatePaths
+    from rankflow.settings import Settings
 
     home, _, _ = server_run
     monkeypatch.setenv("RANKFLOW_REDIS", redis_server)
-    paths = StatePaths(home)
+    settings = Settings.resolve(home=home)  # with the Redis address set above
+    paths = settings.paths
     users = pd.read_parquet(home / "raw" / "users").sort_values("user_id").head(8)
     items = pd.read_parquet(home / "raw" / "items").sort_values("item_id").head(8)
     rows = [
@@ -210,12 +211,12 @@ def test_online_reads_from_redis_match_the_offline_store(
             zip(users.user_id, items.item_id, items.category, strict=True)
         )
     ]
-    online = online_features(paths, rows, profile="redis")
+    online = online_features(settings, rows, feature_service="ctr_ranker_v1", profile="redis")
     end = exports_as_of(paths)
     entity_df = pd.DataFrame(rows).assign(event_timestamp=pd.Timestamp(end))
     entity_df[["position", "hour_of_day"]] = entity_df[["position", "hour_of_day"]].astype("int32")
-    with open_store(paths, profile="redis") as store:
-        schema = feature_service_schema(store)
+    with open_store(settings, profile="redis") as store:
+        schema = feature_service_schema(store, "ctr_ranker_v1")
         offline = store.get_historical_features(
             entity_df=entity_df, features=store.get_feature_service("ctr_ranker_v1")
         ).to_df()
@@ -326,7 +327,7 @@ def test_the_served_features_came_from_redis(
     import numpy as np
 
     from rankflow.features.store import online_features
-    from rankflow.paths import StatePaths
+    from rankflow.settings import Settings
 
     logged, body = scored["logged"], scored["body"]
     assert len(logged) == len(body["item_ids"]), "the request's rows never reached the log"
@@ -343,7 +344,12 @@ def test_the_served_features_came_from_redis(
         }
         for i in body["item_ids"]
     ]
-    stored = online_features(StatePaths(scored["home"]), rows, profile="redis")
+    stored = online_features(
+        Settings.resolve(home=scored["home"]),
+        rows,
+        feature_service="ctr_ranker_v1",
+        profile="redis",
+    )
     stored = stored.set_index("item_id").loc[body["item_ids"]]
     compared: set[str] = set()
     for column in logged.columns:

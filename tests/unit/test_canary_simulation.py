@@ -25,7 +25,7 @@ def test_a_simulated_phase_without_the_simulation_is_refused_before_any_training
     config = parse_config({"source": "simulate", "canary": {"phase": "simulated"}})
     settings = Settings.resolve(home=tmp_path, environ={})
     with pytest.raises(ConfigError, match=r"canary\.phase: simulated needs") as refused:
-        run_canary(settings, config)
+        run_canary(settings, config.canary_run())
     assert "\n" not in str(refused.value)
     assert list(tmp_path.iterdir()) == []  # no tracking store, no lock, no scratch
 

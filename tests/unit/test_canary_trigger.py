@@ -29,7 +29,7 @@ PASSING = {
     ],
 )
 def test_only_a_failing_check_a_retrain_can_fix_starts_a_canary(failing: dict, starts: bool):
-    why = retrain_on_gap_verdict({**PASSING, **failing}, parse_config({}))
+    why = retrain_on_gap_verdict({**PASSING, **failing}, parse_config({}).canary)
     assert (why is not None) == starts
     if starts:
         assert all(name in why for name, v in failing.items() if name in ("drift", "metric_gap"))
@@ -37,4 +37,4 @@ def test_only_a_failing_check_a_retrain_can_fix_starts_a_canary(failing: dict, s
 
 def test_the_trigger_can_be_switched_off() -> None:
     config = parse_config({"canary": {"on_gap_fail": False}})
-    assert retrain_on_gap_verdict({**PASSING, "drift": "fail"}, config) is None
+    assert retrain_on_gap_verdict({**PASSING, "drift": "fail"}, config.canary) is None

@@ -9,7 +9,7 @@ import yaml
 
 from rankflow.cli import FLOW_ENTRYPOINTS, build_parser, main, parse_overrides
 from rankflow.errors import ConfigError
-from rankflow.settings import REPO_ROOT
+from rankflow.paths import REPO_ROOT
 
 
 def test_flow_entrypoints_are_the_deployments_entrypoints() -> None:

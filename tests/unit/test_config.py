@@ -56,3 +56,30 @@ def test_not_a_mapping_is_rejected(tmp_path: Path) -> None:
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(path)
+
+
+def test_one_feature_service_reaches_training_and_serving_alike() -> None:
+    config = load_config(overrides={"feature_service": "ctr_ranker_v2"})
+    assert config.train_step().feature_service == "ctr_ranker_v2"
+    assert config.scoring().feature_service == "ctr_ranker_v2"
+    assert config.canary_run().train.feature_service == "ctr_ranker_v2"
+    assert config.canary_run().scoring.feature_service == "ctr_ranker_v2"
+    assert load_config(DEFAULT_CONFIG_PATH).feature_service == "ctr_ranker_v1"
+    # Serving has no feature service of its own to disagree with training's.
+    with pytest.raises(ConfigError, match=r"serving\.feature_service: unknown key"):
+        load_config(overrides={"serving.feature_service": "ctr_ranker_v2"})
+
+
+def test_each_stage_gets_the_sections_it_reads() -> None:
+    config = load_config(
+        overrides={"registry.serving_model": "my-ctr", "tracking.experiment": "exp"}
+    )
+    scoring, train = config.scoring(), config.train_step()
+    assert scoring.model_name == train.registry.serving_model == "my-ctr"
+    assert scoring.serving is config.serving and scoring.tracking is config.tracking
+    assert train.split is config.training_set and train.registry is config.registry
+    assert train.model_config_path == config.resolved_model_config_path()
+    assert train.ctr_prior == config.warehouse.ctr_prior
+    # The pipeline config as plain data: what every training run logs.
+    assert train.pipeline["tracking"]["experiment"] == "exp"
+    assert train.pipeline["simulation"]["seed"] == config.simulation.seed

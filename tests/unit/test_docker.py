@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from rankflow.cli import build_parser
-from rankflow.settings import ENV_VARS, REPO_ROOT, Settings
+from rankflow.paths import REPO_ROOT
+from rankflow.settings import ENV_VARS, Settings
 
 DOCKER = REPO_ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from rankflow.settings import REPO_ROOT
+from rankflow.paths import REPO_ROOT
 
 HEAVY = ("torch", "feast", "pyarrow", "mlflow", "prefect", "numpy", "pandas", "dbt")
 
@@ -102,6 +103,59 @@ def test_no_function_outside_tests_and_bench_is_over_80_lines() -> None:
                 if lines > 80:
                     long[f"{file.relative_to(REPO_ROOT)}:{node.name}"] = lines
     assert long == {}
+
+
+def _rankflow_import_graph() -> dict[str, set[str]]:
+    """Module -> the rankflow modules it imports anywhere (top level, inside functions, or for
+    type checking only): each of those is a dependency a reader has to follow."""
+    modules = {
+        ".".join(f.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__"): f
+        for f in _python_files("rankflow")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, file in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        # A package's __init__ runs before its modules: importing one's own parent is no circle.
+        graph[name] = {m for m in found & set(modules) if m != name and not name.startswith(m)}
+    return graph
+
+
+def test_no_two_rankflow_modules_import_each_other_even_indirectly() -> None:
+    """No circle of imports, however hidden (in a function, under TYPE_CHECKING): a circle
+    means neither module can be read, tested or moved without the other."""
+    graph = _rankflow_import_graph()
+    circles = []
+    for start in sorted(graph):
+        seen, stack = set(), [(start, [start])]
+        while stack:
+            name, path = stack.pop()
+            for nxt in sorted(graph[name]):
+                if nxt == start:
+                    circles.append(" -> ".join([*path, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert circles == []
+
+
+def test_state_folders_are_named_by_state_paths_not_joined_by_hand() -> None:
+    """Every folder under the state dir is a StatePaths property: no library or flow module
+    joins a name onto the state root (``paths.root / "logs"``) itself."""
+    joined = re.compile(r"(\.root|\.home)\)?\s*/")
+    offenders = [
+        f"{file.relative_to(REPO_ROOT)}:{number}"
+        for file in _python_files("rankflow", "flows")
+        if file.name != "paths.py"
+        for number, line in enumerate(file.read_text().splitlines(), 1)
+        if joined.search(line)
+    ]
+    assert offenders == []
 
 
 # The layers of docs/architecture.md, bottom to top. A module imports only its own layer and

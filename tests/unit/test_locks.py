@@ -1,4 +1,5 @@
-"""Per-state locks: a second holder fails at once (one line) or waits; a killed holder frees it."""
+"""Per-state locks: a second holder fails at once (one line) or waits; a killed holder frees it.
+Training takes the state's lock with the embedded store, a family's own with a tracking server."""
 
 from __future__ import annotations
 
@@ -16,15 +17,16 @@ from rankflow.locks import training_lock
 from rankflow.paths import StatePaths
 
 
-def hold_in_child(root: Path) -> subprocess.Popen[str]:
-    """A child process that takes the training lock, says so, and sleeps until killed."""
+def hold_in_child(root: Path, family: str | None = None) -> subprocess.Popen[str]:
+    """A child process that takes the training lock (of ``family``: None, the state's), says
+    so, and sleeps until killed."""
     code = textwrap.dedent(
         f"""
         import sys, time
         from rankflow.locks import training_lock
         from rankflow.paths import StatePaths
         from pathlib import Path
-        with training_lock(StatePaths(Path({str(root)!r}))):
+        with training_lock(StatePaths(Path({str(root)!r})), {family!r}):
             print("held", flush=True)
             time.sleep(600)
         """
@@ -84,3 +86,27 @@ def test_no_wait_note_when_the_lock_is_free(tmp_path: Path) -> None:
     with training_lock(StatePaths(tmp_path), wait_seconds=60, note=notes.append):
         pass
     assert notes == []
+
+
+def test_a_familys_lock_holds_that_family_only(tmp_path: Path) -> None:
+    """Families share no checkpoints or versions: the Dask option trains them at once."""
+    child = hold_in_child(tmp_path, "dcn")
+    try:
+        busy = r"^training dcn is already running \(pid "
+        with pytest.raises(LockedError, match=busy), training_lock(StatePaths(tmp_path), "dcn"):
+            pass
+        with training_lock(StatePaths(tmp_path), "wide_deep"):
+            pass
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_trainings_take_the_states_lock_with_the_embedded_store_a_familys_with_a_server(
+    tmp_path: Path,
+) -> None:
+    from rankflow.tracking.setup import default_tracking_uri
+    from rankflow.training.step import lock_family
+
+    assert lock_family("dcn", default_tracking_uri(StatePaths(tmp_path))) is None
+    assert lock_family("dcn", "http://mlflow:5000") == "dcn"

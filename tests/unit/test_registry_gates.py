@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rankflow.config import ConfigError, QualityGates, parse_config
+from rankflow.config import ConfigError, QualityGates, TrackingConfig, parse_config
 from rankflow.paths import StatePaths
 from rankflow.registry.gates import Candidate, GateResult, check_gates, comparison, pick_best
 from rankflow.settings import Settings
-from rankflow.tracking.setup import default_tracking_uri, resolve_tracking_uri, settings_of
+from rankflow.tracking.setup import default_tracking_uri, resolve_tracking_uri
 
 GOOD = {
     "auc": 0.72,
@@ -122,24 +122,21 @@ def test_registry_and_tracking_sections_are_validated() -> None:
 
 
 def test_tracking_uri_precedence(tmp_path: Path) -> None:
-    """explicit argument > MLFLOW_TRACKING_URI (via Settings) > tracking.uri > SQLite default."""
+    """An explicit setting > MLFLOW_TRACKING_URI (both via Settings) > tracking.uri > SQLite."""
     paths = StatePaths(tmp_path)
     plain = Settings.resolve(home=tmp_path, environ={})
     assert default_tracking_uri(paths) == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
-    assert resolve_tracking_uri(parse_config({}), plain) == default_tracking_uri(paths)
-    configured = parse_config({"tracking": {"uri": "http://mlflow.internal:5000"}})
+    assert resolve_tracking_uri(TrackingConfig(), plain) == default_tracking_uri(paths)
+    configured = TrackingConfig(uri="http://mlflow.internal:5000")
     assert resolve_tracking_uri(configured, plain) == "http://mlflow.internal:5000"
     from_env = Settings.resolve(
         home=tmp_path, environ={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5001"}
     )
     assert from_env.mlflow_tracking_uri == "http://127.0.0.1:5001"
     assert resolve_tracking_uri(configured, from_env) == "http://127.0.0.1:5001"
-    assert resolve_tracking_uri(configured, from_env, "http://x:1") == "http://x:1"
     explicit = Settings.resolve(
         mlflow_tracking_uri="http://explicit:1",
         home=tmp_path,
         environ={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5001"},
     )
     assert resolve_tracking_uri(configured, explicit) == "http://explicit:1"
-    # A bare StatePaths resolves its settings with that home (and the process environment).
-    assert settings_of(paths).home == tmp_path.resolve()

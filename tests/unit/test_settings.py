@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from rankflow.errors import ConfigError, RankflowError
-from rankflow.settings import ENV_VARS, REPO_ROOT, SERVER_NEEDS, Settings
+from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.settings import ENV_VARS, SERVER_NEEDS, Settings
 
 
 def test_defaults_are_the_embedded_profile() -> None:
@@ -17,6 +18,20 @@ def test_defaults_are_the_embedded_profile() -> None:
     assert settings.feast_online_store == "sqlite"
     assert settings.mlflow_tracking_uri is None
     assert settings.paths.warehouse == settings.home / "warehouse" / "rankflow.duckdb"
+
+
+def test_settings_name_every_state_folder_under_home(tmp_path: Path) -> None:
+    paths = Settings.resolve(home=tmp_path, environ={}).paths
+    folders = {
+        name: getattr(paths, name)
+        for name, value in vars(StatePaths).items()
+        if isinstance(value, property)
+    }
+    expected = {"logs", "serving_models", "reports", "canary", "locks", "training", "dbt"}
+    assert expected <= set(folders)
+    assert all(path.is_relative_to(tmp_path) for path in folders.values())
+    assert len(set(folders.values())) == len(folders)  # no two names for one folder
+    assert not hasattr(StatePaths, "default")  # no layout resolved behind the caller's back
 
 
 def test_precedence_explicit_then_environment_then_file_then_default(tmp_path: Path) -> None:

@@ -75,11 +75,11 @@ redis-deps: ## Install Debian's redis-server for the server-profile tests (only 
 	@test -x $(REDIS_SERVER) || { $(SUDO) apt-get update && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y redis-server; }
 
-# The scoring service (README.md, "Serving"): loopback by default; RANKFLOW_SERVICE_URL moves it.
+# The scoring service (docs/serving.md): loopback by default; RANKFLOW_SERVICE_URL moves it.
 serve: $(INSTALLED) ## Start the scoring service (POST /score, /metrics) on http://127.0.0.1:8080
 	$(PY) -m rankflow serve
 
-# The canary (README.md, "Canary"): a warm-started challenger, offline gate, canary phase.
+# The canary (docs/canary.md): a warm-started challenger, offline gate, canary phase.
 canary: $(INSTALLED) ## Run the canary flow once: challenger from @champion -> gates -> canary phase -> promote / reject
 	$(PY) -m rankflow canary
 
@@ -93,7 +93,7 @@ MLFLOW_PORT ?= 5000
 mlflow-ui: $(INSTALLED) ## Serve the MLflow UI over the state dir on http://127.0.0.1:$(MLFLOW_PORT)
 	$(PY) -m rankflow mlflow-ui --port $(MLFLOW_PORT)
 
-# Prefect (README.md, "Scheduled runs with Prefect"): a server, a process worker, the deployments
+# Prefect (docs/operations.md): a server, a process worker, the deployments
 # of prefect.yaml. Prefect's home (database, results, profiles) is the state dir's prefect/.
 .PHONY: prefect-server prefect-worker deploy
 RANKFLOW_STATE := $(or $(RANKFLOW_HOME),$(CURDIR)/.state)

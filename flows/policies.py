@@ -174,7 +174,7 @@ def simulate_key(config: RankflowConfig, paths: StatePaths) -> str:
             "simulation": simulation,
             "raw_dir": config.resolved_raw_dir(paths),
             "truth_dir": paths.truth,
-            # The simulator is four modules since issue #11; a change to any of them recomputes.
+            # The simulator is several modules; a change to any of them recomputes.
             "code": [_source_digest(m) for m in (simulate, population, clicks, sim_config)],
         },
     )

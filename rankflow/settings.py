@@ -40,7 +40,7 @@ __all__ = [
 Profile = Literal["local", "server"]
 OnlineStore = Literal["sqlite", "redis"]
 
-# field -> environment variable (the documented names; README "Configuration")
+# field -> environment variable (the documented names; README.md, "Configuration")
 ENV_VARS: dict[str, str] = {
     "home": "RANKFLOW_HOME",
     "profile": "RANKFLOW_PROFILE",

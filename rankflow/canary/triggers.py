@@ -1,4 +1,4 @@
-"""What starts a canary besides its weekly schedule: a gap check's verdicts (issue #12 item 1),
+"""What starts a canary besides its weekly schedule: a gap check's verdicts,
 and what the offline gate reads of the latest one."""
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ CANDIDATE_SIGNALS = ("item_", "category", "uc_")
 # promotion) unless the caller says: the expected CTRs come from the truth, not from clicks, and
 # every measurement replays the same requests of the same day, so the before / after
 # differences are paired and need far less traffic than the canary phase's decision on clicks.
-# (100k took 155-215 s per measurement at the default size on 2026-12-01, a third of the demo.)
+# (100k per measurement took a third of the demo's time at the default size.)
 MEASURE_IMPRESSIONS = 30_000
 # The gap check's log replay: its metric gap judges AUC and log loss on the replay's clicks,
 # which need more rows. At the default size after the drift, 100k rows showed online AUC 0.639

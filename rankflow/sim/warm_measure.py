@@ -1,12 +1,12 @@
 """Warm start, measured: a warm-started and a cold-started model at an equal training budget.
 
-Issue #12 item 6. The canary's challenger starts from the champion's weights; whether that
+The canary's challenger starts from the champion's weights; whether that
 pays is a measurement, not an assumption. :func:`measure_warm_start` trains, on the same fresh
 training set, with the same config, the same seed and the same budget (epochs, early-stopping
 rule), one model warm-started from the champion's checkpoint and one from a fresh
 initialisation, and compares them: test AUC and logloss of each (the best weights of each
 run), each run's best validation logloss, and the steps the warm start needs to reach the cold
-start's best validation logloss. Goal (issue #12): at most a third of the cold start's steps
+start's best validation logloss. Goal: at most a third of the cold start's steps
 with no loss in test AUC.
 
 The canary does not train the warm arm twice: it trains its challenger at the measurement's
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # "Steps to reach" is read off the validation history, so it is only as fine as the
 # evaluations: at least this many per epoch (see _measuring_config).
 MIN_EVALS_PER_EPOCH = 10
-GOAL_STEPS_RATIO = 1 / 3  # issue #12: the cold start's best in at most a third of its steps
+GOAL_STEPS_RATIO = 1 / 3  # the cold start's best in at most a third of its steps
 Arm = Literal["warm", "cold"]
 
 
@@ -110,7 +110,7 @@ class WarmStartComparison:
 
     @property
     def goal_met(self) -> bool:
-        """Issue #12's goal: a third of the steps or fewer, and no loss in test AUC."""
+        """The goal: a third of the steps or fewer, and no loss in test AUC."""
         return self.steps_ratio <= GOAL_STEPS_RATIO and self.test_auc_diff >= 0
 
     def to_metrics(self) -> dict[str, float]:

@@ -191,7 +191,7 @@ def _log_run_metrics(ctx: StepContext, run_id: str, trained: _Trained) -> None:
         valid_rows=float(len(ts.valid)),
         test_rows=float(len(ts.test)),
     )
-    # Rows and positives behind each segment AUC (issue #11 diagnostics).
+    # Rows and positives behind each segment AUC: a small segment's AUC is noise.
     label = ctx.model_config.features.label
     final.update(
         diagnostics.step_segment_counts(ctx.train.tracking.segment_columns, ts.test, label)
@@ -218,7 +218,7 @@ def _log_run_files(ctx: StepContext, kind: str, trained: _Trained) -> None:
     assert ctx.profile_file is not None
     mlflow.log_artifact(str(ctx.profile_file), artifact_path="data")
     mlflow.log_artifact(str(files / "training_set.json"), artifact_path="data")
-    mlflow.log_dict(diagnostics.to_json(ctx.warnings), "data/warnings.json")  # issue #11
+    mlflow.log_dict(diagnostics.to_json(ctx.warnings), "data/warnings.json")
     mlflow.set_tag("rankflow.warnings", str(len(ctx.warnings)))
     if trained.result.warm_start_report is not None:
         mlflow.log_dict(trained.result.warm_start_report.to_dict(), "warm_start_report.json")

@@ -1,4 +1,4 @@
-"""Warnings where the data and the config disagree (issue #11 item 4), as pure functions.
+"""Warnings where the data and the config disagree, as pure functions.
 
 Each check takes plain values or frames and returns ``DataWarning`` objects; the train step
 prints them in its run summary and logs them to MLflow. None of them stops a run: they point

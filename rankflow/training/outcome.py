@@ -68,7 +68,7 @@ class TrainOutcome:
     baseline_run_id: str | None = None
     seconds: float = 0.0
     champion: dict[str, Any] | None = None  # kind, version, metrics of the champion
-    warnings: list[str] = field(default_factory=list)  # data/config diagnostics (issue #11)
+    warnings: list[str] = field(default_factory=list)  # data/config diagnostics
 
     @property
     def champion_version(self) -> str | None:

@@ -78,7 +78,7 @@ class StepContext:
     baseline_run_id: str | None = None
     profile_file: Path | None = None
     config_files: list[Path] = field(default_factory=list)
-    warnings: list[Any] = field(default_factory=list)  # diagnostics.DataWarning (issue #11)
+    warnings: list[Any] = field(default_factory=list)  # diagnostics.DataWarning
     warm_start: WarmSource | None = None  # start candidates from this model (the canary)
 
     def run_tags(self, kind: str, fingerprint: str, **extra: str) -> dict[str, str]:

@@ -134,7 +134,7 @@ def train_and_register(
             code_fp=code_fp,
             lineage=lineage_tags(train.source, paths, training_set),
             scratch=Path(tmp),
-            # Data/config disagreements (issue #11): run summary, MLflow (candidate.py).
+            # Data/config disagreements: in the run summary and on MLflow (candidate.py).
             warnings=diagnostics.step_warnings(
                 train.ctr_prior, train.tracking, model_config, training_set
             ),

@@ -44,6 +44,10 @@ ARMS = (CHAMPION, CHALLENGER)
 _CANARY_SALT = b"rankflow-canary\x1f"
 
 
+# What a model that records no feature service was trained on (see load_version).
+UNRECORDED_FEATURE_SERVICE = "ctr_ranker_v1"
+
+
 class ModelRefused(RankflowError):
     """A registered version this service must not serve (trained on another feature service)."""
 
@@ -84,7 +88,7 @@ def load_version(
     feature_service: str,
 ) -> LoadedModel:
     """Download (once) and load ``models:/<name>/<version>``; :class:`ModelRefused` if it was
-    trained on another feature service than ``feature_service`` (or records none)."""
+    trained on another feature service than ``feature_service``."""
     from models.scoring import Scorer
     from rankflow.tracking.pyfunc import checkpoint_of, recorded_feature_service
 
@@ -96,11 +100,14 @@ def load_version(
         # The version's own artifact location, not ``models:/...``: MLflow resolves that form
         # through the process-global registry URI, which is not this service's.
         checkpoint = checkpoint_of(client.get_model_version_download_uri(name, version), target)
-    trained_on = recorded_feature_service(target)
+    # A version logged before models recorded their feature service was trained through
+    # ctr_ranker_v1: the training set could be built through no other. Read it as such, so an
+    # upgrade does not refuse a working champion.
+    trained_on = recorded_feature_service(target) or UNRECORDED_FEATURE_SERVICE
     if trained_on != feature_service:
-        what = f"feature service {trained_on!r}" if trained_on else "no feature service"
         raise ModelRefused(
-            f"{name} v{version} (@{alias}) records {what}; this service serves "
+            f"{name} v{version} (@{alias}) was trained on feature service {trained_on!r}; "
+            "this service serves "
             f"{feature_service!r} (feature_service): not loaded. Train a model on "
             f"{feature_service!r}, or serve with the feature service the model was trained on"
         )

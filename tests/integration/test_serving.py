@@ -356,7 +356,7 @@ def test_a_model_trained_on_another_feature_service_is_refused_keeping_the_last_
     request = score_request_model(50)(
         user_id=user, item_ids=[int(i) for i in items[:3]], device="mobile", time=WHEN
     )
-    refused = f"{model} v{other} (@champion) records feature service 'ctr_ranker_v0'"
+    refused = f"{model} v{other} (@champion) was trained on feature service 'ctr_ranker_v0'"
 
     service = ScoringService(settings, scoring)
     service.start(poll=False)
@@ -379,3 +379,21 @@ def test_a_model_trained_on_another_feature_service_is_refused_keeping_the_last_
             fresh.score(request)
     finally:
         fresh.close()
+
+    # A version logged before models recorded their feature service was trained through
+    # ctr_ranker_v1 (the only service training could use then): it still loads.
+    unrecorded = Model.load(str(mlmodel))
+    unrecorded.metadata = {
+        k: v for k, v in (unrecorded.metadata or {}).items() if k != FEATURE_SERVICE_KEY
+    }
+    unrecorded.save(str(mlmodel))
+    assert recorded_feature_service(local) is None
+    legacy = client.create_model_version(model, source=str(local), run_id=None).version
+    client.set_registered_model_alias(model, "champion", legacy)
+    upgraded = ScoringService(settings, scoring)
+    upgraded.start(poll=False)
+    try:
+        assert upgraded.ready
+        assert upgraded.score(request).model.version == str(legacy)
+    finally:
+        upgraded.close()

@@ -116,7 +116,9 @@ def build_state(home: Path, impressions: int) -> None:
     refresh_online_store(settings)
     outcome = train_and_register(config.train_step(), settings)
     if outcome.champion_version is None:
-        raise SystemExit(f"no champion: {outcome.decision}")
+        # main() takes a home with mlflow/ as built: a failed build must not be reused
+        shutil.rmtree(home)
+        raise SystemExit(f"no champion (try more --impressions): {outcome.decision}")
 
 
 def bench_settings(home: Path, profile: str, redis_url: str | None = None) -> Any:

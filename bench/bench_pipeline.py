@@ -6,9 +6,10 @@ Runs in a state dir of its own (``.state/bench/pipeline`` unless ``--home``). Pr
 stage and, because absolute times drift on a shared machine, ratios against baselines measured
 in the same run:
 - incremental dbt build of one new day vs the full build of all days before it;
-- Feast ``get_historical_features`` through ``ctr_ranker_v1`` vs a hand-written DuckDB
-  ``ASOF JOIN`` over the same parquet exports (the floor), best of ``--repeats``; the two
-  results are compared value by value so the floor is known to compute the same thing.
+- Feast ``get_historical_features`` through the configured ``feature_service`` (default
+  ``ctr_ranker_v1``) vs a hand-written DuckDB ``ASOF JOIN`` over the same parquet exports (the
+  floor), best of ``--repeats``; the two results are compared value by value so the floor is
+  known to compute the same thing.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ def main() -> None:
 
     entity_df = load_entity_df(paths)
     with open_store(settings) as store:
-        service = store.get_feature_service("ctr_ranker_v1")
-        views = service_views(store, "ctr_ranker_v1")
+        service = store.get_feature_service(config.feature_service)
+        views = service_views(store, config.feature_service)
 
         def feast_join() -> pd.DataFrame:
             return store.get_historical_features(

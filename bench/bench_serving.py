@@ -11,7 +11,8 @@ candidates) and concurrency (1 and 8 clients):
 - **service**: ``rankflow serve`` in its own process (uvicorn, logging on), ``POST /score`` over
   loopback HTTP with keep-alive, latency measured by the client;
 - **raw**: in this process, the naive path for the same request: Feast SDK
-  ``get_online_features`` through ``ctr_ranker_v1`` -> ``to_df`` -> ``Scorer.predict_proba``
+  ``get_online_features`` through the configured ``feature_service`` (default ``ctr_ranker_v1``)
+  -> ``to_df`` -> ``Scorer.predict_proba``
   (the pandas feature-spec transform + forward), the same concurrency in threads (one
   ``FeatureStore`` per thread).
 
@@ -35,12 +36,15 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO)]
+
+if TYPE_CHECKING:
+    from rankflow.config import ScoringConfig
 
 WHEN = None  # request time: the as-of day of the state, set in main()
 
@@ -112,7 +116,9 @@ def build_state(home: Path, impressions: int) -> None:
     refresh_online_store(settings)
     outcome = train_and_register(config.train_step(), settings)
     if outcome.champion_version is None:
-        raise SystemExit(f"no champion: {outcome.decision}")
+        # main() takes a home with mlflow/ as built: a failed build must not be reused
+        shutil.rmtree(home)
+        raise SystemExit(f"no champion (try more --impressions): {outcome.decision}")
 
 
 def bench_settings(home: Path, profile: str, redis_url: str | None = None) -> Any:
@@ -188,8 +194,11 @@ def start_service(settings: Any, port: int, overrides: Sequence[str] = ()):
     raise SystemExit("service did not become ready")
 
 
-def raw_caller(settings: Any, clients: int) -> Callable[[int, dict[str, Any]], None]:
-    """The naive raw path per client thread: Feast SDK read -> DataFrame -> Scorer."""
+def raw_caller(
+    settings: Any, scoring: ScoringConfig, clients: int
+) -> Callable[[int, dict[str, Any]], None]:
+    """The naive raw path per client thread: Feast SDK read -> DataFrame -> Scorer, through the
+    feature service and of the ``@champion`` the service serves (``scoring``)."""
     from mlflow import MlflowClient
 
     from models.scoring import Scorer
@@ -198,12 +207,12 @@ def raw_caller(settings: Any, clients: int) -> Callable[[int, dict[str, Any]], N
 
     uri = settings.mlflow_tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    champion = client.get_model_version_by_alias("rankflow-ctr", "champion")
-    source = client.get_model_version_download_uri("rankflow-ctr", champion.version)
+    champion = client.get_model_version_by_alias(scoring.model_name, "champion")
+    source = client.get_model_version_download_uri(scoring.model_name, champion.version)
     scorer = Scorer.from_checkpoint(checkpoint_of(source))
     stores = [get_store(settings) for _ in range(clients)]
-    service = stores[0].get_feature_service("ctr_ranker_v1")
-    schema = feature_service_schema(stores[0], "ctr_ranker_v1")
+    service = stores[0].get_feature_service(scoring.feature_service)
+    schema = feature_service_schema(stores[0], scoring.feature_service)
     categories = {}
     with_cat = (
         stores[0]
@@ -238,13 +247,14 @@ def raw_caller(settings: Any, clients: int) -> Callable[[int, dict[str, Any]], N
     return call
 
 
-def breakdown(settings: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
+def breakdown(
+    settings: Any, scoring: ScoringConfig, bodies: list[dict[str, Any]]
+) -> dict[str, float]:
     """Mean ms per in-process request spent in each step of ``ScoringService.score``."""
-    from rankflow.config import load_config
     from rankflow.serving.schemas import score_request_model
     from rankflow.serving.service import ScoringService
 
-    service = ScoringService(settings, load_config().scoring())
+    service = ScoringService(settings, scoring)
     service.start(poll=False)
     spent = {"categories": 0.0, "feast_read": 0.0, "transform": 0.0, "forward": 0.0}
 
@@ -281,7 +291,7 @@ def breakdown(settings: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def measure(settings: Any, args: argparse.Namespace) -> dict:
+def measure(settings: Any, scoring: ScoringConfig, args: argparse.Namespace) -> dict:
     import httpx
 
     from rankflow.tracking.server import free_port
@@ -299,7 +309,7 @@ def measure(settings: Any, args: argparse.Namespace) -> dict:
             if response.status_code != 200:
                 raise SystemExit(f"/score {response.status_code}: {response.text[:300]}")
 
-        raw = raw_caller(settings, 8)
+        raw = raw_caller(settings, scoring, 8)
         for size in (1, 100):
             warm = bodies_for(rng, users, items, size, 20)
             run_clients(http_call, warm, 1)
@@ -356,10 +366,14 @@ def main() -> None:
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(args.home or source, home, ignore=shutil.ignore_patterns("logs", "reports"))
 
+    from rankflow.config import load_config
     from rankflow.features.store import apply_feature_repo, exports_as_of
     from rankflow.sim.oracle import Oracle
     from rankflow.tracking.server import free_port
 
+    # What the service (rankflow serve, the config file) serves: the raw path and the
+    # in-process breakdown read the same feature service and registered model.
+    scoring = load_config().scoring()
     sqlite = bench_settings(home, "sqlite")
     paths = sqlite.paths
     apply_feature_repo(sqlite)  # the registry keeps the copied-from state's export paths
@@ -369,18 +383,22 @@ def main() -> None:
     results: dict[str, Any] = {"when": WHEN, "users": args.users, "items": args.items}
     print(f"state {home}: {args.users} users, {args.items} items, requests at {WHEN}")
     rng = np.random.default_rng(1)
-    results["breakdown_1"] = breakdown(sqlite, bodies_for(rng, args.users, args.items, 1, 200))
-    results["breakdown_100"] = breakdown(sqlite, bodies_for(rng, args.users, args.items, 100, 100))
+    results["breakdown_1"] = breakdown(
+        sqlite, scoring, bodies_for(rng, args.users, args.items, 1, 200)
+    )
+    results["breakdown_100"] = breakdown(
+        sqlite, scoring, bodies_for(rng, args.users, args.items, 100, 100)
+    )
     for size in (1, 100):
         b = results[f"breakdown_{size}"]
         print(f"  in process, {size} cand (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in b.items()))
-    results["sqlite"] = measure(sqlite, args)
+    results["sqlite"] = measure(sqlite, scoring, args)
     if not args.skip_redis:
         port = free_port()
         on_redis = bench_settings(home, "redis", f"127.0.0.1:{port}")
         redis = load_redis(on_redis, port)
         try:
-            results["redis"] = measure(on_redis, args)
+            results["redis"] = measure(on_redis, scoring, args)
         finally:
             os.killpg(redis.pid, signal.SIGTERM)
             redis.wait(timeout=30)

@@ -109,7 +109,13 @@ def build_state(home: Path, impressions: int) -> None:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     config = parse_config({"simulation": {"n_impressions": impressions}})
-    settings = Settings.resolve(home=home)
+    from rankflow.paths import StatePaths
+    from rankflow.tracking.setup import default_tracking_uri
+
+    # The state's own MLflow store, as the measurement reads it (never $MLFLOW_TRACKING_URI).
+    settings = Settings.resolve(
+        home=home, mlflow_tracking_uri=default_tracking_uri(StatePaths(home))
+    )
     paths = settings.paths
     simulate(config.simulation, paths.raw, paths.truth)
     build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)

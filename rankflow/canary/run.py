@@ -52,10 +52,13 @@ from rankflow.registry.aliases import PromotionConflict, read_serving_state
 from rankflow.registry.promotion import CHAMPION
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from rankflow.canary.live import LivePhase
     from rankflow.config import CanaryRunConfig, TrainStepConfig
     from rankflow.features.training_set import TrainingSet
     from rankflow.registry.gates import Candidate
+    from rankflow.registry.promotion import AliasTarget
     from rankflow.settings import Settings
     from rankflow.training.outcome import CandidateOutcome
 
@@ -115,7 +118,7 @@ def run_canary(
 
 def _canary(
     ctx: CanaryContext,
-    champion: Any,
+    champion: AliasTarget,
     training_set: TrainingSet | None,
     overrides: dict[str, Any] | None,
     phase_kind: str,
@@ -188,7 +191,7 @@ def _canary(
     return decide(ctx, result, phase.decision, version, versions)
 
 
-def _checkpoint(client: Any, name: str, version: str, dst: Path) -> Path:
+def _checkpoint(client: MlflowClient, name: str, version: str, dst: Path) -> Path:
     from rankflow.tracking.pyfunc import checkpoint_of
 
     dst.mkdir(parents=True, exist_ok=True)
@@ -218,7 +221,7 @@ def _challenger_overrides(
 
 def _challenger(
     ctx: CanaryContext,
-    champion: Any,
+    champion: AliasTarget,
     champion_ckpt: Path,
     training_set: TrainingSet,
     overrides: dict[str, Any],

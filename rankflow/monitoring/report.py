@@ -26,8 +26,13 @@ from rankflow.monitoring.render import write_report
 from rankflow.monitoring.stats import worst
 
 if TYPE_CHECKING:
+    from feast import FeatureStore
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
     from rankflow.config import ScoringConfig
     from rankflow.monitoring.config import MonitoringConfig
+    from rankflow.paths import StatePaths
     from rankflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +64,7 @@ def _model_inputs(
     return out
 
 
-def _offline(store: Any, service: str, frame: pd.DataFrame) -> pd.DataFrame:
+def _offline(store: FeatureStore, service: str, frame: pd.DataFrame) -> pd.DataFrame:
     """``get_historical_features`` of ``frame``'s entity rows at their log time, row-aligned."""
     entity = pd.DataFrame({name: frame[name].to_numpy() for name in ENTITY_COLUMNS})
     entity["event_timestamp"] = pd.to_datetime(frame[checks.LOG_TIMESTAMP], utc=True).to_numpy()
@@ -72,7 +77,9 @@ def _offline(store: Any, service: str, frame: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
-def _reference(store: Any, paths: Any, service: str, window: str | None, rows: int, seed: int):
+def _reference(
+    store: FeatureStore, paths: StatePaths, service: str, window: str | None, rows: int, seed: int
+) -> pd.DataFrame:
     """A seeded sample of the champion's training window, features point-in-time."""
     from rankflow.features.training_set import load_entity_df
 
@@ -207,7 +214,11 @@ def run_gap_check(
 
 
 def labelled_served(
-    paths: Any, service: str, *, modes: tuple[str, ...] = ("log",), served: Any = None
+    paths: StatePaths,
+    service: str,
+    *,
+    modes: tuple[str, ...] = ("log",),
+    served: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Served rows (features, score, arm, version) joined with their replay labels.
 
@@ -226,7 +237,12 @@ def labelled_served(
     return served.merge(labels, on=["__request_id", "item_id"], how="inner")
 
 
-def _log_run(client: Any, champion: Any, outcome: GapCheckOutcome, scoring: ScoringConfig) -> str:
+def _log_run(
+    client: MlflowClient,
+    champion: ModelVersion | None,
+    outcome: GapCheckOutcome,
+    scoring: ScoringConfig,
+) -> str:
     """An MLflow run next to the champion's (same experiment), tagged with its version."""
     if champion is not None and champion.run_id:
         experiment_id = client.get_run(champion.run_id).info.experiment_id

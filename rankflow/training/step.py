@@ -68,6 +68,8 @@ from rankflow.training.outcome import CandidateOutcome, TrainOutcome
 from rankflow.training.runs import StepContext, WarmSource, finished_run, run_test_metrics
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from models.config import ModelConfig
     from rankflow.config import RegistryConfig, TrainStepConfig
     from rankflow.features.training_set import TrainingSet
@@ -260,7 +262,7 @@ def _promote(
     return outcome
 
 
-def _champion_info(client: Any, serving: str) -> dict[str, Any] | None:
+def _champion_info(client: MlflowClient, serving: str) -> dict[str, Any] | None:
     """The champion's version, kind and headline test metrics (for the report)."""
     champion = alias_version(client, serving, CHAMPION)
     if champion is None:

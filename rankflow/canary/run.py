@@ -229,7 +229,7 @@ def _challenger(
     """Train the configured families warm-started from the champion; the best of them."""
     from rankflow.registry.gates import pick_best
     from rankflow.training.runs import WarmSource
-    from rankflow.training.step import train_and_register
+    from rankflow.training.step import CandidatesOnly, train_and_register
 
     config = ctx.config
     families = tuple(config.canary.families or [champion.kind or "dcn"])
@@ -241,9 +241,7 @@ def _challenger(
         ctx.settings,
         training_set=training_set,
         model_overrides=overrides,
-        families=families,
-        promote=False,
-        warm_start=source,
+        candidates_only=CandidatesOnly(families, warm_start=source),
     )
     candidates = {}
     for kind in families:

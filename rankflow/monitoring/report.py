@@ -147,20 +147,10 @@ def run_gap_check(
     against the thresholds of ``monitoring``."""
     from rankflow.features.store import open_store
     from rankflow.serving.lookup import OnlineLookup
-    from rankflow.serving.served_log import read_served_log
     from rankflow.tracking.setup import resolve_tracking_uri
 
     paths, service = settings.paths, scoring.feature_service
-    served_all = read_served_log(paths, service)
-    if served_all.empty:
-        raise GapCheckError(
-            f"no served-feature log under {paths.logs / service}: serve some traffic "
-            "first (`rankflow replay`)"
-        )
-    served = served_all.sample(
-        min(monitoring.max_rows, len(served_all)), random_state=monitoring.seed
-    )
-    served = served.sort_values(checks.LOG_TIMESTAMP)
+    served_all, served = _served_rows(paths, service, monitoring)
     versions = sorted(served_all["model_version"].astype(str).unique())
     uri = resolve_tracking_uri(scoring.tracking, settings)
     client, champion, scorers, offline_metrics = _registry(
@@ -194,23 +184,53 @@ def run_gap_check(
         checks=results,
         report_dir=paths.reports / f"gap-check-{datetime.now(UTC):%Y%m%dT%H%M%S%f}",
         model_version=str(champion.version) if champion is not None else None,
-        context={
-            "served_rows": len(served_all),
-            "checked_rows": len(served),
-            "labelled_rows": len(labelled),
-            "versions_served": versions,
-            "log_window": [
-                str(served_all[checks.LOG_TIMESTAMP].min()),
-                str(served_all[checks.LOG_TIMESTAMP].max()),
-            ],
-            "training_window": window,
-            "model": scoring.model_name,
-        },
+        context=_context(served_all, served, labelled, versions, window, scoring.model_name),
     )
     write_report(outcome, served, offline_inputs, scorers)
     if log_to_mlflow:
         outcome.run_id = _log_run(client, champion, outcome, scoring)
     return outcome
+
+
+def _served_rows(
+    paths: StatePaths, service: str, monitoring: MonitoringConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The whole served log and the seeded sample of it the checks compare, in log order."""
+    from rankflow.serving.served_log import read_served_log
+
+    served_all = read_served_log(paths, service)
+    if served_all.empty:
+        raise GapCheckError(
+            f"no served-feature log under {paths.logs / service}: serve some traffic "
+            "first (`rankflow replay`)"
+        )
+    served = served_all.sample(
+        min(monitoring.max_rows, len(served_all)), random_state=monitoring.seed
+    )
+    return served_all, served.sort_values(checks.LOG_TIMESTAMP)
+
+
+def _context(
+    served_all: pd.DataFrame,
+    served: pd.DataFrame,
+    labelled: pd.DataFrame,
+    versions: list[str],
+    window: str | None,
+    model_name: str,
+) -> dict[str, Any]:
+    """What the report says the checks looked at: row counts, versions and windows."""
+    return {
+        "served_rows": len(served_all),
+        "checked_rows": len(served),
+        "labelled_rows": len(labelled),
+        "versions_served": versions,
+        "log_window": [
+            str(served_all[checks.LOG_TIMESTAMP].min()),
+            str(served_all[checks.LOG_TIMESTAMP].max()),
+        ],
+        "training_window": window,
+        "model": model_name,
+    }
 
 
 def labelled_served(

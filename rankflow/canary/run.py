@@ -127,16 +127,7 @@ def _canary(
     config = ctx.config
     given = simulation or CanarySimulation()
     measurer = given.warm_start if config.canary.measure_warm_start else None
-    if training_set is None:
-        from rankflow.features.training_set import build_training_set
-
-        training_set = build_training_set(
-            ctx.settings,
-            config.train.split,
-            feature_service=config.train.feature_service,
-            last_days=config.canary.window_days,
-        )
-    ctx.stage(f"fresh window {training_set.window} ({len(training_set.train):,} train rows)")
+    training_set = _fresh_window(ctx, training_set)
     champion_ckpt = _checkpoint(ctx.client, ctx.serving, champion.version, ctx.scratch / "champ")
     overrides = _challenger_overrides(ctx, overrides, len(training_set.train), measurer)
     kind, outcome, candidate, challenger_ckpt = _challenger(
@@ -150,19 +141,9 @@ def _canary(
     )
     family = [(candidate.name, candidate.version)]
     # Before the warm-start measurement (a second training): a refused model costs nothing more.
-    refusal = rolled_back_refusal(
-        ctx.client,
-        ctx.serving,
-        candidate.fingerprint,
-        label,
-        allow=config.canary.allow_rolled_back,
-        note=ctx.stage,
-    )
-    if refusal is not None:
-        result.decision, result.reason = "rejected_rolled_back", refusal[0]
-        result.challenger["serving_version"] = refusal[1]  # type: ignore[index]
-        ctx.stage(refusal[0])
-        return ctx.finish(result, [*family, (ctx.serving, refusal[1])])
+    refused = _refuse_rolled_back(ctx, result, candidate, label, family)
+    if refused is not None:
+        return refused
     result.warm_start = _measure_warm_start(
         ctx, measurer, candidate, training_set, overrides, champion_ckpt, challenger_ckpt
     )
@@ -189,6 +170,48 @@ def _canary(
     result.online = phase.to_dict()
     ctx.stage(phase.summary().replace("\n", " |"))
     return decide(ctx, result, phase.decision, version, versions)
+
+
+def _fresh_window(ctx: CanaryContext, training_set: TrainingSet | None) -> TrainingSet:
+    """The given training set, or the last ``canary.window_days`` built through the served
+    feature service."""
+    config = ctx.config
+    if training_set is None:
+        from rankflow.features.training_set import build_training_set
+
+        training_set = build_training_set(
+            ctx.settings,
+            config.train.split,
+            feature_service=config.train.feature_service,
+            last_days=config.canary.window_days,
+        )
+    ctx.stage(f"fresh window {training_set.window} ({len(training_set.train):,} train rows)")
+    return training_set
+
+
+def _refuse_rolled_back(
+    ctx: CanaryContext,
+    result: CanaryOutcome,
+    candidate: Candidate,
+    label: str,
+    family: list[tuple[str, str]],
+) -> CanaryOutcome | None:
+    """The finished outcome if the challenger is a model rolled back before (and the config
+    does not allow it again); None to go on."""
+    refusal = rolled_back_refusal(
+        ctx.client,
+        ctx.serving,
+        candidate.fingerprint,
+        label,
+        allow=ctx.config.canary.allow_rolled_back,
+        note=ctx.stage,
+    )
+    if refusal is None:
+        return None
+    result.decision, result.reason = "rejected_rolled_back", refusal[0]
+    result.challenger["serving_version"] = refusal[1]  # type: ignore[index]
+    ctx.stage(refusal[0])
+    return ctx.finish(result, [*family, (ctx.serving, refusal[1])])
 
 
 def _checkpoint(client: MlflowClient, name: str, version: str, dst: Path) -> Path:

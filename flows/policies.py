@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from rankflow.paths import StatePaths
@@ -151,7 +152,7 @@ def tree_fingerprint(*roots: Path) -> str:
     return digest.hexdigest()
 
 
-def _source_digest(module: Any) -> str:
+def _source_digest(module: ModuleType) -> str:
     """The code that produced a cached result is part of its key: change it, recompute."""
     return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:16]
 

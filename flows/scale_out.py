@@ -36,11 +36,14 @@ def train_family(
     config: RankflowConfig, settings: Settings, training: TrainingSet, kind: str
 ) -> dict[str, Any]:
     """Train, log and register one family; no alias moves (the caller decides afterwards)."""
-    from rankflow.training.step import train_and_register
+    from rankflow.training.step import CandidatesOnly, train_and_register
 
     started = time.perf_counter()
     outcome = train_and_register(
-        config.train_step(), settings, training_set=training, families=(kind,), promote=False
+        config.train_step(),
+        settings,
+        training_set=training,
+        candidates_only=CandidatesOnly((kind,)),
     )
     candidate = outcome.candidates[kind]
     get_run_logger().info("%s: %s v%s", kind, candidate.registered_model, candidate.version)

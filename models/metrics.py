@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # models.spec imports torch: this module stays light (see its docstring)
+    from models.spec import FeatureSpec
 
 EPS = 1e-7
 
@@ -91,7 +94,9 @@ def _metric_name(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", text)
 
 
-def _probabilities(model_or_probs: Any, df: pd.DataFrame, spec: Any, batch_size: int) -> np.ndarray:
+def _probabilities(
+    model_or_probs: Any, df: pd.DataFrame, spec: FeatureSpec | None, batch_size: int
+) -> np.ndarray:
     # A torch model or tensor can only exist once torch is imported: never import it for arrays.
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model_or_probs, torch.nn.Module):
@@ -126,7 +131,7 @@ def _truth_for(df: pd.DataFrame, truth: pd.Series) -> np.ndarray:
 def evaluate(
     model_or_probs: Any,
     df: pd.DataFrame,
-    spec: Any = None,
+    spec: FeatureSpec | None = None,
     *,
     truth: pd.Series | None = None,
     segment_col: str | None = None,

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from models import schema
-from models.config import FeaturesConfig, ModelConfig
+from models.config import CategoricalFeature, FeaturesConfig, ModelConfig, NumericFeature
 from models.encoding import (
     CategoricalSpec,
     ColumnValues,
@@ -384,7 +384,9 @@ def _row_count(
     return n
 
 
-def _fit_categorical(name: str, value_type: str, decl: Any, column: pd.Series) -> CategoricalSpec:
+def _fit_categorical(
+    name: str, value_type: str, decl: CategoricalFeature, column: pd.Series
+) -> CategoricalSpec:
     factorized = factorize(column, name, value_type)
     codes, canon = factorized.codes, factorized.canonical
     per_code = np.bincount(codes[codes >= 0], minlength=len(canon))
@@ -417,7 +419,9 @@ def _fit_categorical(name: str, value_type: str, decl: Any, column: pd.Series) -
     )
 
 
-def _fit_numeric(name: str, value_type: str, decl: Any, column: pd.Series) -> NumericSpec:
+def _fit_numeric(
+    name: str, value_type: str, decl: NumericFeature, column: pd.Series
+) -> NumericSpec:
     values = numeric_values(column, name)
     present = values[~np.isnan(values)]
     if isinstance(decl.fill, float | int):

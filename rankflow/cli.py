@@ -403,6 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", type=Path, default=None, help="state directory (default $RANKFLOW_HOME or .state)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _flow_commands(sub)
+    _stage_commands(sub)
+    ui = _add(sub, "mlflow-ui", cmd_mlflow_ui, "serve the MLflow UI over the state dir's store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    _add(sub, "settings", cmd_settings, "print the resolved settings (secrets masked)")
+    _online_commands(sub)
+    _canary_commands(sub)
+    return parser
+
+
+def _flow_commands(sub: argparse._SubParsersAction) -> None:
+    """The Prefect flows: the main job and its two halves."""
     _add(
         sub,
         "run",
@@ -424,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_train,
         "the Prefect `train` flow: training set -> Wide & Deep + DCN -> MLflow registry",
     )
+
+
+def _stage_commands(sub: argparse._SubParsersAction) -> None:
+    """One stage of the pipeline each, outside Prefect."""
     sim = _add(
         sub,
         "simulate",
@@ -454,13 +471,6 @@ def build_parser() -> argparse.ArgumentParser:
         "point-in-time training set through the feature service",
     )
     ts.add_argument("--out", help="write train/valid/test parquet files into this folder")
-    ui = _add(sub, "mlflow-ui", cmd_mlflow_ui, "serve the MLflow UI over the state dir's store")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
-    _add(sub, "settings", cmd_settings, "print the resolved settings (secrets masked)")
-    _online_commands(sub)
-    _canary_commands(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rankflow.canary.outcome import CanaryOutcome
 from rankflow.canary.records import record_on_versions
 from rankflow.registry.aliases import aliases_of
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from rankflow.canary.outcome import CanaryDecision
     from rankflow.config import CanaryRunConfig
     from rankflow.settings import Settings
 
@@ -26,7 +29,7 @@ class CanaryContext:
 
     settings: Settings
     config: CanaryRunConfig
-    client: Any
+    client: MlflowClient
     serving: str
     champion: str
     run_id: str
@@ -37,7 +40,7 @@ class CanaryContext:
         log.info("canary: %s", line)
         self.stages.append(line)
 
-    def outcome(self, decision: Any, reason: str, challenger: dict) -> CanaryOutcome:
+    def outcome(self, decision: CanaryDecision, reason: str, challenger: dict) -> CanaryOutcome:
         return CanaryOutcome(
             decision=decision,
             reason=reason,

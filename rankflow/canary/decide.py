@@ -4,7 +4,7 @@ reject it on the online evidence."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rankflow.canary.context import CanaryContext
 from rankflow.canary.outcome import CanaryOutcome
@@ -28,6 +28,7 @@ from rankflow.registry.promotion import (
 )
 
 if TYPE_CHECKING:
+    from rankflow.canary.stats import OnlineDecision
     from rankflow.registry.gates import Candidate
 
 
@@ -58,7 +59,7 @@ def set_challenger(ctx: CanaryContext, candidate: Candidate, why: str) -> str:
 def decide(
     ctx: CanaryContext,
     result: CanaryOutcome,
-    online: Any,
+    online: OnlineDecision,
     version: str,
     versions: list[tuple[str, str]],
 ) -> CanaryOutcome:

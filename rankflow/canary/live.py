@@ -42,6 +42,8 @@ from rankflow.errors import RankflowError
 from rankflow.registry.promotion import CHALLENGER, CHAMPION
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from rankflow.canary.outcome import CanaryOutcome
     from rankflow.config import CanaryConfig, OnlineGateConfig
     from rankflow.paths import StatePaths
@@ -155,7 +157,7 @@ def check_phase_config(canary: CanaryConfig, source: str, serving_share: float) 
     return phase_kind
 
 
-def open_phase(paths: StatePaths, client: Any, serving: str) -> LivePhase | None:
+def open_phase(paths: StatePaths, client: MlflowClient, serving: str) -> LivePhase | None:
     """The live phase to look at, or None; a phase the registry no longer shows (its
     @challenger removed or @champion moved outside the canary) is closed with a log line."""
     from rankflow.registry.aliases import aliases_of
@@ -174,7 +176,7 @@ def open_phase(paths: StatePaths, client: Any, serving: str) -> LivePhase | None
     return None
 
 
-def idle_outcome(client: Any, serving: str, seconds: float) -> CanaryOutcome:
+def idle_outcome(client: MlflowClient, serving: str, seconds: float) -> CanaryOutcome:
     """A look-only run with no phase open: nothing to do."""
     from rankflow.canary.outcome import CanaryOutcome
     from rankflow.registry.aliases import aliases_of

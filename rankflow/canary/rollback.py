@@ -4,7 +4,7 @@ and the guard that keeps a later canary from re-proposing the model it removed."
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rankflow.errors import RankflowError
 from rankflow.registry.aliases import AppliedPlan, apply_plan, read_serving_state
@@ -13,6 +13,8 @@ from rankflow.registry.promotion import NothingToRollBack, rollback_plan
 from rankflow.registry.versions import TAG_ROLLED_BACK, find_version, record_note
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from rankflow.config import TrackingConfig
     from rankflow.settings import Settings
 
@@ -46,7 +48,7 @@ def rollback(
 
 
 def rolled_back_refusal(
-    client: Any,
+    client: MlflowClient,
     serving: str,
     fingerprint: str,
     label: str,
@@ -82,7 +84,7 @@ def rolled_back_refusal(
     return reason, str(existing.version)
 
 
-def clear_rolled_back(client: Any, serving: str, version: str) -> None:
+def clear_rolled_back(client: MlflowClient, serving: str, version: str) -> None:
     """A rolled-back version promoted again (``canary.allow_rolled_back``) is no longer marked
     rolled back; its description keeps both events."""
     tags = client.get_model_version(serving, version).tags

@@ -52,10 +52,13 @@ from rankflow.registry.aliases import PromotionConflict, read_serving_state
 from rankflow.registry.promotion import CHAMPION
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from rankflow.canary.live import LivePhase
     from rankflow.config import CanaryRunConfig, TrainStepConfig
     from rankflow.features.training_set import TrainingSet
     from rankflow.registry.gates import Candidate
+    from rankflow.registry.promotion import AliasTarget
     from rankflow.settings import Settings
     from rankflow.training.outcome import CandidateOutcome
 
@@ -115,7 +118,7 @@ def run_canary(
 
 def _canary(
     ctx: CanaryContext,
-    champion: Any,
+    champion: AliasTarget,
     training_set: TrainingSet | None,
     overrides: dict[str, Any] | None,
     phase_kind: str,
@@ -124,16 +127,7 @@ def _canary(
     config = ctx.config
     given = simulation or CanarySimulation()
     measurer = given.warm_start if config.canary.measure_warm_start else None
-    if training_set is None:
-        from rankflow.features.training_set import build_training_set
-
-        training_set = build_training_set(
-            ctx.settings,
-            config.train.split,
-            feature_service=config.train.feature_service,
-            last_days=config.canary.window_days,
-        )
-    ctx.stage(f"fresh window {training_set.window} ({len(training_set.train):,} train rows)")
+    training_set = _fresh_window(ctx, training_set)
     champion_ckpt = _checkpoint(ctx.client, ctx.serving, champion.version, ctx.scratch / "champ")
     overrides = _challenger_overrides(ctx, overrides, len(training_set.train), measurer)
     kind, outcome, candidate, challenger_ckpt = _challenger(
@@ -147,19 +141,9 @@ def _canary(
     )
     family = [(candidate.name, candidate.version)]
     # Before the warm-start measurement (a second training): a refused model costs nothing more.
-    refusal = rolled_back_refusal(
-        ctx.client,
-        ctx.serving,
-        candidate.fingerprint,
-        label,
-        allow=config.canary.allow_rolled_back,
-        note=ctx.stage,
-    )
-    if refusal is not None:
-        result.decision, result.reason = "rejected_rolled_back", refusal[0]
-        result.challenger["serving_version"] = refusal[1]  # type: ignore[index]
-        ctx.stage(refusal[0])
-        return ctx.finish(result, [*family, (ctx.serving, refusal[1])])
+    refused = _refuse_rolled_back(ctx, result, candidate, label, family)
+    if refused is not None:
+        return refused
     result.warm_start = _measure_warm_start(
         ctx, measurer, candidate, training_set, overrides, champion_ckpt, challenger_ckpt
     )
@@ -188,7 +172,49 @@ def _canary(
     return decide(ctx, result, phase.decision, version, versions)
 
 
-def _checkpoint(client: Any, name: str, version: str, dst: Path) -> Path:
+def _fresh_window(ctx: CanaryContext, training_set: TrainingSet | None) -> TrainingSet:
+    """The given training set, or the last ``canary.window_days`` built through the served
+    feature service."""
+    config = ctx.config
+    if training_set is None:
+        from rankflow.features.training_set import build_training_set
+
+        training_set = build_training_set(
+            ctx.settings,
+            config.train.split,
+            feature_service=config.train.feature_service,
+            last_days=config.canary.window_days,
+        )
+    ctx.stage(f"fresh window {training_set.window} ({len(training_set.train):,} train rows)")
+    return training_set
+
+
+def _refuse_rolled_back(
+    ctx: CanaryContext,
+    result: CanaryOutcome,
+    candidate: Candidate,
+    label: str,
+    family: list[tuple[str, str]],
+) -> CanaryOutcome | None:
+    """The finished outcome if the challenger is a model rolled back before (and the config
+    does not allow it again); None to go on."""
+    refusal = rolled_back_refusal(
+        ctx.client,
+        ctx.serving,
+        candidate.fingerprint,
+        label,
+        allow=ctx.config.canary.allow_rolled_back,
+        note=ctx.stage,
+    )
+    if refusal is None:
+        return None
+    result.decision, result.reason = "rejected_rolled_back", refusal[0]
+    result.challenger["serving_version"] = refusal[1]  # type: ignore[index]
+    ctx.stage(refusal[0])
+    return ctx.finish(result, [*family, (ctx.serving, refusal[1])])
+
+
+def _checkpoint(client: MlflowClient, name: str, version: str, dst: Path) -> Path:
     from rankflow.tracking.pyfunc import checkpoint_of
 
     dst.mkdir(parents=True, exist_ok=True)
@@ -218,7 +244,7 @@ def _challenger_overrides(
 
 def _challenger(
     ctx: CanaryContext,
-    champion: Any,
+    champion: AliasTarget,
     champion_ckpt: Path,
     training_set: TrainingSet,
     overrides: dict[str, Any],
@@ -226,7 +252,7 @@ def _challenger(
     """Train the configured families warm-started from the champion; the best of them."""
     from rankflow.registry.gates import pick_best
     from rankflow.training.runs import WarmSource
-    from rankflow.training.step import train_and_register
+    from rankflow.training.step import CandidatesOnly, train_and_register
 
     config = ctx.config
     families = tuple(config.canary.families or [champion.kind or "dcn"])
@@ -238,9 +264,7 @@ def _challenger(
         ctx.settings,
         training_set=training_set,
         model_overrides=overrides,
-        families=families,
-        promote=False,
-        warm_start=source,
+        candidates_only=CandidatesOnly(families, warm_start=source),
     )
     candidates = {}
     for kind in families:

@@ -14,6 +14,8 @@ from rankflow.features.errors import FeatureStoreError
 from rankflow.paths import StatePaths
 
 if TYPE_CHECKING:
+    from feast import FeatureService
+    from feast.data_source import DataSource
     from feast.repo_contents import RepoContents
 
 
@@ -94,7 +96,7 @@ def load_definitions(paths: StatePaths) -> RepoContents:
     return contents
 
 
-def _point_at_exports(source: Any, paths: StatePaths) -> None:
+def _point_at_exports(source: DataSource, paths: StatePaths) -> None:
     from feast import FileSource
 
     from rankflow.features.exports import EXPORT_SCHEMAS, source_path
@@ -107,7 +109,7 @@ def _point_at_exports(source: Any, paths: StatePaths) -> None:
         source.file_options.uri = source_path(paths, name)
 
 
-def _point_log_at_state(service: Any, paths: StatePaths) -> None:
+def _point_log_at_state(service: FeatureService, paths: StatePaths) -> None:
     """A feature service's file logging destination -> ``<state>/logs/<service>/features``
     (where the scoring service writes its served-feature log; rankflow.serving.served_log)."""
     from feast.infra.offline_stores.file_source import FileLoggingDestination

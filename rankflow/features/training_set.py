@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import pandas as pd
@@ -155,6 +156,45 @@ def _window(split: SplitConfig, data: DateWindow, last_days: int | None) -> Date
     return DateWindow(max(window.start, window.end - timedelta(days=last_days - 1)), window.end)
 
 
+def _check_splits_have_rows(
+    days: pd.Series,
+    split_windows: dict[SplitName, DateWindow],
+    source: Path,
+    data_window: DateWindow,
+) -> None:
+    for name, days_range in split_windows.items():
+        if not ((days >= days_range.start) & (days <= days_range.end)).any():
+            raise TrainingSetError(
+                f"{source}: the {name} split ({days_range}) has no impressions; the data covers "
+                f"{data_window} (check training_set.valid_days / test_days / start_date / end_date)"
+            )
+
+
+def _retrieve(
+    settings: Settings, feature_service: str, entity_df: pd.DataFrame, source: Path
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """``feature_service``'s features of ``entity_df``'s rows, point in time, and its schema."""
+    with open_store(settings, offline=True) as store:
+        schema = feature_service_schema(store, feature_service)
+        clash = sorted(set(schema) & set(ENTITY_COLUMNS))
+        if clash:
+            raise TrainingSetError(
+                f"feature service {feature_service!r}: features {clash} clash with entity columns"
+            )
+        retrieved = store.get_historical_features(
+            entity_df=entity_df,
+            features=store.get_feature_service(feature_service),
+            full_feature_names=False,
+        ).to_df()
+    # A point-in-time join is a left join: one output row per entity row, none lost or added.
+    if len(retrieved) != len(entity_df) or set(retrieved["event_id"]) != set(entity_df["event_id"]):
+        raise TrainingSetError(
+            f"feature retrieval returned {len(retrieved)} rows for {len(entity_df)} impressions "
+            f"from {source}; expected exactly one row per event_id"
+        )
+    return retrieved, schema
+
+
 def build_training_set(
     settings: Settings,
     split: SplitConfig,
@@ -186,33 +226,8 @@ def build_training_set(
         )
     split_windows = plan_split(window, split)
     entity_df = impressions.loc[in_window].reset_index(drop=True)
-    entity_days = _day(entity_df)
-    for name, days_range in split_windows.items():
-        if not ((entity_days >= days_range.start) & (entity_days <= days_range.end)).any():
-            raise TrainingSetError(
-                f"{source}: the {name} split ({days_range}) has no impressions; the data covers "
-                f"{data_window} (check training_set.valid_days / test_days / start_date / end_date)"
-            )
-
-    with open_store(settings, offline=True) as store:
-        schema = feature_service_schema(store, feature_service)
-        clash = sorted(set(schema) & set(ENTITY_COLUMNS))
-        if clash:
-            raise TrainingSetError(
-                f"feature service {feature_service!r}: features {clash} clash with entity columns"
-            )
-        retrieved = store.get_historical_features(
-            entity_df=entity_df,
-            features=store.get_feature_service(feature_service),
-            full_feature_names=False,
-        ).to_df()
-
-    # A point-in-time join is a left join: one output row per entity row, none lost or added.
-    if len(retrieved) != len(entity_df) or set(retrieved["event_id"]) != set(entity_df["event_id"]):
-        raise TrainingSetError(
-            f"feature retrieval returned {len(retrieved)} rows for {len(entity_df)} impressions "
-            f"from {source}; expected exactly one row per event_id"
-        )
+    _check_splits_have_rows(_day(entity_df), split_windows, source, data_window)
+    retrieved, schema = _retrieve(settings, feature_service, entity_df, source)
     frame = coerce_features(retrieved, schema)[[*ENTITY_COLUMNS, *schema]]
     frame["event_timestamp"] = frame["event_timestamp"].dt.tz_convert("UTC")
     frame = frame.sort_values(["event_timestamp", "event_id"], kind="stable").reset_index(drop=True)

@@ -21,7 +21,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _psi_plot(outcome: GapCheckOutcome, path: Any) -> bool:
+def _psi_plot(outcome: GapCheckOutcome, path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +40,7 @@ def _psi_plot(outcome: GapCheckOutcome, path: Any) -> bool:
     return True
 
 
-def _score_plot(served: pd.DataFrame, inputs: pd.DataFrame, scorers: dict, path: Any) -> bool:
+def _score_plot(served: pd.DataFrame, inputs: pd.DataFrame, scorers: dict, path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")

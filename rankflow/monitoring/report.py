@@ -26,8 +26,13 @@ from rankflow.monitoring.render import write_report
 from rankflow.monitoring.stats import worst
 
 if TYPE_CHECKING:
+    from feast import FeatureStore
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
     from rankflow.config import ScoringConfig
     from rankflow.monitoring.config import MonitoringConfig
+    from rankflow.paths import StatePaths
     from rankflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +64,7 @@ def _model_inputs(
     return out
 
 
-def _offline(store: Any, service: str, frame: pd.DataFrame) -> pd.DataFrame:
+def _offline(store: FeatureStore, service: str, frame: pd.DataFrame) -> pd.DataFrame:
     """``get_historical_features`` of ``frame``'s entity rows at their log time, row-aligned."""
     entity = pd.DataFrame({name: frame[name].to_numpy() for name in ENTITY_COLUMNS})
     entity["event_timestamp"] = pd.to_datetime(frame[checks.LOG_TIMESTAMP], utc=True).to_numpy()
@@ -72,7 +77,9 @@ def _offline(store: Any, service: str, frame: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
-def _reference(store: Any, paths: Any, service: str, window: str | None, rows: int, seed: int):
+def _reference(
+    store: FeatureStore, paths: StatePaths, service: str, window: str | None, rows: int, seed: int
+) -> pd.DataFrame:
     """A seeded sample of the champion's training window, features point-in-time."""
     from rankflow.features.training_set import load_entity_df
 
@@ -140,20 +147,10 @@ def run_gap_check(
     against the thresholds of ``monitoring``."""
     from rankflow.features.store import open_store
     from rankflow.serving.lookup import OnlineLookup
-    from rankflow.serving.served_log import read_served_log
     from rankflow.tracking.setup import resolve_tracking_uri
 
     paths, service = settings.paths, scoring.feature_service
-    served_all = read_served_log(paths, service)
-    if served_all.empty:
-        raise GapCheckError(
-            f"no served-feature log under {paths.logs / service}: serve some traffic "
-            "first (`rankflow replay`)"
-        )
-    served = served_all.sample(
-        min(monitoring.max_rows, len(served_all)), random_state=monitoring.seed
-    )
-    served = served.sort_values(checks.LOG_TIMESTAMP)
+    served_all, served = _served_rows(paths, service, monitoring)
     versions = sorted(served_all["model_version"].astype(str).unique())
     uri = resolve_tracking_uri(scoring.tracking, settings)
     client, champion, scorers, offline_metrics = _registry(
@@ -187,18 +184,7 @@ def run_gap_check(
         checks=results,
         report_dir=paths.reports / f"gap-check-{datetime.now(UTC):%Y%m%dT%H%M%S%f}",
         model_version=str(champion.version) if champion is not None else None,
-        context={
-            "served_rows": len(served_all),
-            "checked_rows": len(served),
-            "labelled_rows": len(labelled),
-            "versions_served": versions,
-            "log_window": [
-                str(served_all[checks.LOG_TIMESTAMP].min()),
-                str(served_all[checks.LOG_TIMESTAMP].max()),
-            ],
-            "training_window": window,
-            "model": scoring.model_name,
-        },
+        context=_context(served_all, served, labelled, versions, window, scoring.model_name),
     )
     write_report(outcome, served, offline_inputs, scorers)
     if log_to_mlflow:
@@ -206,8 +192,53 @@ def run_gap_check(
     return outcome
 
 
+def _served_rows(
+    paths: StatePaths, service: str, monitoring: MonitoringConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The whole served log and the seeded sample of it the checks compare, in log order."""
+    from rankflow.serving.served_log import read_served_log
+
+    served_all = read_served_log(paths, service)
+    if served_all.empty:
+        raise GapCheckError(
+            f"no served-feature log under {paths.logs / service}: serve some traffic "
+            "first (`rankflow replay`)"
+        )
+    served = served_all.sample(
+        min(monitoring.max_rows, len(served_all)), random_state=monitoring.seed
+    )
+    return served_all, served.sort_values(checks.LOG_TIMESTAMP)
+
+
+def _context(
+    served_all: pd.DataFrame,
+    served: pd.DataFrame,
+    labelled: pd.DataFrame,
+    versions: list[str],
+    window: str | None,
+    model_name: str,
+) -> dict[str, Any]:
+    """What the report says the checks looked at: row counts, versions and windows."""
+    return {
+        "served_rows": len(served_all),
+        "checked_rows": len(served),
+        "labelled_rows": len(labelled),
+        "versions_served": versions,
+        "log_window": [
+            str(served_all[checks.LOG_TIMESTAMP].min()),
+            str(served_all[checks.LOG_TIMESTAMP].max()),
+        ],
+        "training_window": window,
+        "model": model_name,
+    }
+
+
 def labelled_served(
-    paths: Any, service: str, *, modes: tuple[str, ...] = ("log",), served: Any = None
+    paths: StatePaths,
+    service: str,
+    *,
+    modes: tuple[str, ...] = ("log",),
+    served: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Served rows (features, score, arm, version) joined with their replay labels.
 
@@ -226,7 +257,12 @@ def labelled_served(
     return served.merge(labels, on=["__request_id", "item_id"], how="inner")
 
 
-def _log_run(client: Any, champion: Any, outcome: GapCheckOutcome, scoring: ScoringConfig) -> str:
+def _log_run(
+    client: MlflowClient,
+    champion: ModelVersion | None,
+    outcome: GapCheckOutcome,
+    scoring: ScoringConfig,
+) -> str:
     """An MLflow run next to the champion's (same experiment), tagged with its version."""
     if champion is not None and champion.run_id:
         experiment_id = client.get_run(champion.run_id).info.experiment_id

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 Verdict = Literal["pass", "warn", "fail"]
 ORDER: dict[str, int] = {"pass": 0, "warn": 1, "fail": 2}
@@ -56,7 +57,9 @@ class ValueComparison:
         return self.mismatches / self.rows if self.rows else 0.0
 
 
-def compare_values(served: Any, offline: Any, tolerance: float = 1e-6) -> ValueComparison:
+def compare_values(
+    served: ArrayLike, offline: ArrayLike, tolerance: float = 1e-6
+) -> ValueComparison:
     """Row-wise comparison; numbers match within ``tolerance`` relative (absolute near 0)."""
     a = np.asarray(served, dtype=object)
     b = np.asarray(offline, dtype=object)
@@ -83,7 +86,7 @@ def compare_values(served: Any, offline: Any, tolerance: float = 1e-6) -> ValueC
     return ValueComparison(len(a), int(mismatch.sum()), max_diff, example)
 
 
-def psi(reference: Any, current: Any, bins: int = 10, eps: float = 1e-4) -> float:
+def psi(reference: ArrayLike, current: ArrayLike, bins: int = 10, eps: float = 1e-4) -> float:
     """Population stability index of ``current`` against ``reference``.
 
     Numeric: quantile bins of the reference (so each holds ~1/bins of it); categorical: one bin
@@ -119,7 +122,7 @@ def _numeric_bins(values: pd.Series, edges: np.ndarray) -> np.ndarray:
     return out.astype(str)
 
 
-def ks(reference: Any, current: Any) -> tuple[float, float]:
+def ks(reference: ArrayLike, current: ArrayLike) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov (statistic, p-value) over the non-null numbers."""
     from scipy.stats import ks_2samp
 
@@ -213,7 +216,7 @@ def _adversarial(old: pd.DataFrame, new: pd.DataFrame, *, seed: int, folds: int,
     return Adversarial(auc, baseline, [(str(k), float(v)) for k, v in ranked[:top]])
 
 
-def calibration_error(y: Any, p: Any) -> float:
+def calibration_error(y: ArrayLike, p: ArrayLike) -> float:
     """|mean prediction / observed rate - 1| (NaN without positives)."""
     y = np.asarray(y, dtype=np.float64)
     rate = float(y.mean()) if y.size else float("nan")

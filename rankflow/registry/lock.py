@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -59,11 +60,11 @@ class _ContextManager:
         self.acquire()  # type: ignore[attr-defined]
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()  # type: ignore[attr-defined]
 
 
-def _wait(try_once: Any, timeout: float) -> bool:
+def _wait(try_once: Callable[[], bool], timeout: float) -> bool:
     """Call ``try_once()`` until it returns True or ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
     while not try_once():

@@ -26,6 +26,9 @@ from rankflow.errors import RankflowError
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
+    from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+    from google.protobuf.timestamp_pb2 import Timestamp
 
 # feast.serving.FieldStatus values, as the Feast log schema's ``__status`` columns carry them.
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = 1, 2, 3, 4
@@ -60,14 +63,14 @@ class Served:
     missing: dict[tuple[str, str], int] = field(default_factory=dict)  # (view, reason) -> count
 
 
-def _value(proto: Any) -> Any:
+def _value(proto: ValueProto) -> Any:
     kind = proto.WhichOneof("val")
     if kind is None or kind == "null_val":
         return None
     return getattr(proto, kind)
 
 
-def _timestamp(proto: Any) -> datetime | None:
+def _timestamp(proto: Timestamp) -> datetime | None:
     if not proto.seconds and not proto.nanos:
         return None
     return datetime.fromtimestamp(proto.seconds + proto.nanos / 1e9, tz=UTC)
@@ -128,7 +131,9 @@ class OnlineLookup:
         return slots
 
     # ---------------------------------------------------------------------------- reads
-    def _read(self, features: Any, rows: Mapping[str, Sequence[Any]]) -> Any:
+    def _read(
+        self, features: list[str] | FeatureService, rows: Mapping[str, Sequence[Any]]
+    ) -> GetOnlineFeaturesResponse:
         if self._lock is None:
             return self.store.get_online_features(features=features, entity_rows=dict(rows)).proto
         with self._lock:

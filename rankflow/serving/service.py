@@ -22,7 +22,13 @@ from rankflow.serving.metrics import ServiceMetrics  # isort: skip
 
 from rankflow.errors import RankflowError
 from rankflow.serving.holder import LoadedModel, ModelHolder
-from rankflow.serving.lookup import JOIN_KEYS, REQUEST_FIELDS, UNKNOWN_CATEGORY, OnlineLookup
+from rankflow.serving.lookup import (
+    JOIN_KEYS,
+    REQUEST_FIELDS,
+    UNKNOWN_CATEGORY,
+    OnlineLookup,
+    Served,
+)
 from rankflow.serving.schemas import ModelRef, ScoredItem, ScoreRequestBase, ScoreResponse
 from rankflow.serving.served_log import (
     LOG_DATE,
@@ -208,7 +214,7 @@ class ScoringService:
             missing_features=missing,
         )
 
-    def _rows(self, request: ScoreRequestBase, when: Any) -> _Rows:
+    def _rows(self, request: ScoreRequestBase, when: datetime) -> _Rows:
         n = len(request.item_ids)
         categories = self.lookup.categories(request.item_ids)
         positions = request.positions or [self.serving.score_position] * n
@@ -227,9 +233,9 @@ class ScoringService:
     def _log_batch(
         self,
         request_id: str,
-        when: Any,
+        when: datetime,
         rows: _Rows,
-        served: Any,
+        served: Served,
         p_click: np.ndarray,
         rank: np.ndarray,
         arm: str,
@@ -261,7 +267,7 @@ class ScoringService:
         }
         return LogBatch(features, scores)
 
-    def _count(self, arm: str, n: int, served: Any, unknown_items: int, seconds: float) -> None:
+    def _count(self, arm: str, n: int, served: Served, unknown_items: int, seconds: float) -> None:
         m = self.metrics
         m.arm_requests.labels(arm).inc()
         m.scored_items.labels(arm).inc(n)

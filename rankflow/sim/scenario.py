@@ -37,6 +37,8 @@ from rankflow.registry.promotion import CHAMPION
 if TYPE_CHECKING:
     from rankflow.canary.outcome import CanaryOutcome
     from rankflow.config import RankflowConfig
+    from rankflow.features.training_set import TrainingSet
+    from rankflow.paths import StatePaths
     from rankflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,7 +162,7 @@ def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) ->
     return drifted
 
 
-def _archive_served_log(paths: Any, service: str) -> None:
+def _archive_served_log(paths: StatePaths, service: str) -> None:
     """Move the served log aside: it was served from features of days the drift re-drew, so
     against the rebuilt offline store it would (rightly) fail the skew checks. Real history is
     not rewritten; only the demo's is."""
@@ -193,7 +195,7 @@ def _canary_stage(name: str, outcome: CanaryOutcome) -> Stage:
     return Stage(name, outcome.decision, _canary_line(outcome), outcome.to_dict())
 
 
-def shuffled_labels(training_set: Any, seed: int = 0) -> Any:
+def shuffled_labels(training_set: TrainingSet, seed: int = 0) -> TrainingSet:
     """The same training set with its train and valid labels permuted (the test split, the
     shared holdout, keeps its true labels)."""
     from dataclasses import replace

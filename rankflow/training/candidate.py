@@ -44,6 +44,8 @@ from rankflow.training.runs import (
 
 if TYPE_CHECKING:
     import numpy as np
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
 
     from models.scoring import Scorer
     from models.train import TrainResult
@@ -233,7 +235,7 @@ def _register(
     model_uri: str,
     model_id: str | None,
     trained: _Trained | None = None,
-) -> Any:
+) -> ModelVersion:
     """The family version of a logged model (metrics and gates from ``trained`` or the run)."""
     if trained is not None:
         metrics, gate = trained.metrics, trained.gate
@@ -293,13 +295,13 @@ def logged_model_id(model_uri: str | None) -> str | None:
     return None
 
 
-def register_from_run(ctx: StepContext, kind: str, fingerprint: str, run: Any) -> Any:
+def register_from_run(ctx: StepContext, kind: str, fingerprint: str, run: Run) -> ModelVersion:
     """Register the model a finished run logged (its process died before registering)."""
     model_uri = run.data.tags[TAG_MODEL_URI]
     return _register(ctx, kind, fingerprint, run.info.run_id, model_uri, logged_model_id(model_uri))
 
 
-def reused(ctx: StepContext, kind: str, version: Any) -> CandidateOutcome:
+def reused(ctx: StepContext, kind: str, version: ModelVersion) -> CandidateOutcome:
     """An existing version with this fingerprint: its run's metrics, gates re-checked."""
     metrics: dict[str, float] = {}
     if version.run_id:

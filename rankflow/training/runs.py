@@ -26,6 +26,9 @@ from rankflow.tracking.setup import Tracking
 from rankflow.training.evaluation import save_plots
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Run
+
     from models.config import ModelConfig
     from rankflow.config import TrainStepConfig
     from rankflow.features.training_set import TrainingSet
@@ -142,7 +145,9 @@ def param_value(value: Any) -> str:
     return text[:MAX_PARAM_LENGTH]
 
 
-def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+def log_metrics(
+    client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0
+) -> None:
     """All of ``metrics`` at one step, in as few requests as the API allows."""
     from mlflow.entities import Metric
 
@@ -155,7 +160,9 @@ def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: in
     _log_batch(client, run_id, batch)
 
 
-def log_history(client: Any, run_id: str, history: list[dict[str, float]], per_epoch: bool) -> None:
+def log_history(
+    client: MlflowClient, run_id: str, history: list[dict[str, float]], per_epoch: bool
+) -> None:
     """Training curves: step = epoch, or the optimizer step when evaluating every N steps."""
     from mlflow.entities import Metric
 
@@ -169,12 +176,12 @@ def log_history(client: Any, run_id: str, history: list[dict[str, float]], per_e
     _log_batch(client, run_id, batch)
 
 
-def _log_batch(client: Any, run_id: str, batch: list[Any]) -> None:
+def _log_batch(client: MlflowClient, run_id: str, batch: list[Metric]) -> None:
     for start in range(0, len(batch), 500):  # log_batch takes at most 1000 metrics
         client.log_batch(run_id, metrics=batch[start : start + 500])
 
 
-def runs_with(tracking: Tracking, fingerprint: str, status: str | None = None) -> list[Any]:
+def runs_with(tracking: Tracking, fingerprint: str, status: str | None = None) -> list[Run]:
     filters = [f"tags.`{TAG_FINGERPRINT}` = '{fingerprint}'"]
     if status:
         filters.append(f"attributes.status = '{status}'")
@@ -195,7 +202,7 @@ def close_stale_runs(tracking: Tracking, fingerprint: str) -> None:
         tracking.client.set_terminated(run.info.run_id, status="FAILED")
 
 
-def finished_run(tracking: Tracking, fingerprint: str) -> Any | None:
+def finished_run(tracking: Tracking, fingerprint: str) -> Run | None:
     """A finished run of this fingerprint that logged its model (registration may be missing)."""
     for run in runs_with(tracking, fingerprint, "FINISHED"):
         if run.data.tags.get(TAG_MODEL_URI):
@@ -203,7 +210,7 @@ def finished_run(tracking: Tracking, fingerprint: str) -> Any | None:
     return None
 
 
-def run_test_metrics(run: Any) -> dict[str, float]:
+def run_test_metrics(run: Run) -> dict[str, float]:
     """A run's test-split metrics without their prefix (what the gates read)."""
     return {
         key.removeprefix(TEST_PREFIX): float(value)

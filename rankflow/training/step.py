@@ -36,6 +36,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,15 +69,31 @@ from rankflow.training.outcome import CandidateOutcome, TrainOutcome
 from rankflow.training.runs import StepContext, WarmSource, finished_run, run_test_metrics
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from models.config import ModelConfig
     from rankflow.config import RegistryConfig, TrainStepConfig
     from rankflow.features.training_set import TrainingSet
+    from rankflow.paths import StatePaths
     from rankflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MODEL_KINDS: tuple[str, ...] = ("wide_deep", "dcn")
 HEADLINE_METRICS = ("auc", "logloss", "ne", "ece", "calibration_ratio", "oracle_auc")
+
+
+@dataclass(frozen=True)
+class CandidatesOnly:
+    """Train and register ``families`` only and move no alias: the caller decides.
+
+    The canary trains its challengers warm-started from ``warm_start`` (the production model;
+    its fingerprint enters the candidates'); the Dask option trains each family in its own
+    process, then one call with every family reuses the registered versions and decides.
+    """
+
+    families: tuple[str, ...] = MODEL_KINDS
+    warm_start: WarmSource | None = None
 
 
 def train_and_register(
@@ -87,9 +104,7 @@ def train_and_register(
     model_config: ModelConfig | None = None,
     model_overrides: Mapping[str, Any] | None = None,
     on_train_step: StepHook | None = None,
-    families: tuple[str, ...] = MODEL_KINDS,
-    promote: bool = True,
-    warm_start: WarmSource | None = None,
+    candidates_only: CandidatesOnly | None = None,
 ) -> TrainOutcome:
     """Train, evaluate, log and register Wide & Deep and DCN; name a first champion.
 
@@ -97,60 +112,85 @@ def train_and_register(
     ``model_config``: the model config (default: ``train.model_config_path`` with
     ``model_overrides`` applied). ``on_train_step(kind, step, loss)`` runs after every
     training step (progress reporting; tests use it to kill the process mid-training).
-    ``families`` / ``promote=False``: train and register only these families and move no alias
-    (the Dask option trains each family in its own process this way; then one call with every
-    family reuses the registered versions and decides).
-    ``warm_start``: start each family from this production model (the canary; its
-    fingerprint enters the candidates'). Pass ``promote=False`` with it: the canary decides.
+    ``candidates_only``: train and register some families, move no alias (:class:`CandidatesOnly`).
     """
     started = time.perf_counter()
-    paths = settings.paths
+    scope = candidates_only or CandidatesOnly()
     tracking = setup_tracking(train.tracking, settings)
     model_config = _model_config(train.model_config_path, model_config, model_overrides)
+    training_set = _training_set(train, settings, training_set)
+    _ensure_registered_models(train.registry, tracking)
+    with tempfile.TemporaryDirectory(prefix="rankflow-train-") as tmp:
+        ctx = _step_context(
+            train, settings.paths, tracking, model_config, training_set, Path(tmp), scope.warm_start
+        )
+        outcomes, sources = _train_families(ctx, scope.families, on_train_step)
+    return _promote(ctx, outcomes, sources, started, settings, candidates_only is None)
+
+
+def _training_set(
+    train: TrainStepConfig, settings: Settings, training_set: TrainingSet | None
+) -> TrainingSet:
+    """The given training set, checked against the served feature service, or a new one."""
     if training_set is None:
         from rankflow.features.training_set import build_training_set
 
-        training_set = build_training_set(
-            settings, train.split, feature_service=train.feature_service
-        )
-    elif training_set.feature_service != train.feature_service:
+        return build_training_set(settings, train.split, feature_service=train.feature_service)
+    if training_set.feature_service != train.feature_service:
         raise ConfigError(
             f"feature_service: the training set was built through "
             f"{training_set.feature_service!r}, but the config trains and serves "
             f"{train.feature_service!r}; build it through that one"
         )
-    _ensure_registered_models(train.registry, tracking)
+    return training_set
 
+
+def _step_context(
+    train: TrainStepConfig,
+    paths: StatePaths,
+    tracking: Tracking,
+    model_config: ModelConfig,
+    training_set: TrainingSet,
+    scratch: Path,
+    warm_start: WarmSource | None,
+) -> StepContext:
+    """The step's shared inputs, fingerprints and data warnings (logged here)."""
     data_fp, code_fp = data_fingerprint(training_set), code_fingerprint()
     log.info("data fingerprint %s, code fingerprint %s", data_fp, code_fp)
-    with tempfile.TemporaryDirectory(prefix="rankflow-train-") as tmp:
-        ctx = StepContext(
-            train=train,
-            paths=paths,
-            tracking=tracking,
-            model_config=model_config,
-            training_set=training_set,
-            data_fp=data_fp,
-            code_fp=code_fp,
-            lineage=lineage_tags(train.source, paths, training_set),
-            scratch=Path(tmp),
-            # Data/config disagreements: in the run summary and on MLflow (candidate.py).
-            warnings=diagnostics.step_warnings(
-                train.ctr_prior, train.tracking, model_config, training_set
-            ),
-            warm_start=warm_start,
-        )
-        for warning in ctx.warnings:
-            log.warning("%s", warning)
-        outcomes: dict[str, CandidateOutcome] = {}
-        sources: dict[str, Source] = {}
-        for kind in families:
-            # A concurrent run training this family (a train flow, a canary) goes first; this
-            # one waits, then reuses the version it registered if the inputs are the same.
-            family = lock_family(kind, tracking.uri)
-            with training_lock(paths, family, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
-                outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
-    return _promote(ctx, outcomes, sources, started, settings, promote)
+    ctx = StepContext(
+        train=train,
+        paths=paths,
+        tracking=tracking,
+        model_config=model_config,
+        training_set=training_set,
+        data_fp=data_fp,
+        code_fp=code_fp,
+        lineage=lineage_tags(train.source, paths, training_set),
+        scratch=scratch,
+        # Data/config disagreements: in the run summary and on MLflow (candidate.py).
+        warnings=diagnostics.step_warnings(
+            train.ctr_prior, train.tracking, model_config, training_set
+        ),
+        warm_start=warm_start,
+    )
+    for warning in ctx.warnings:
+        log.warning("%s", warning)
+    return ctx
+
+
+def _train_families(
+    ctx: StepContext, families: tuple[str, ...], on_train_step: StepHook | None
+) -> tuple[dict[str, CandidateOutcome], dict[str, Source]]:
+    """Each family's candidate (reused or trained), under its training lock."""
+    outcomes: dict[str, CandidateOutcome] = {}
+    sources: dict[str, Source] = {}
+    for kind in families:
+        # A concurrent run training this family (a train flow, a canary) goes first; this
+        # one waits, then reuses the version it registered if the inputs are the same.
+        family = lock_family(kind, ctx.tracking.uri)
+        with training_lock(ctx.paths, family, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
+            outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
+    return outcomes, sources
 
 
 def lock_family(kind: str, tracking_uri: str) -> str | None:
@@ -260,7 +300,7 @@ def _promote(
     return outcome
 
 
-def _champion_info(client: Any, serving: str) -> dict[str, Any] | None:
+def _champion_info(client: MlflowClient, serving: str) -> dict[str, Any] | None:
     """The champion's version, kind and headline test metrics (for the report)."""
     champion = alias_version(client, serving, CHAMPION)
     if champion is None:

@@ -22,9 +22,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +53,7 @@ from rankflow.warehouse.exports import (
 )
 from rankflow.warehouse.raw_load import write_raw as write_raw  # re-export for tests, demos
 from rankflow.warehouse.rebuilt import record_rebuilt
+from rankflow.warehouse.result import Stopwatch, WarehouseResult
 
 if TYPE_CHECKING:  # dbt is imported lazily: it is slow to import and only needed to build
     from dbt.cli.main import dbtRunnerResult
@@ -95,67 +94,6 @@ class WarehouseBuildError(WarehouseError):
         self.failures: list[NodeFailure] = failures or []
 
 
-@dataclass(frozen=True)
-class WarehouseResult:
-    """What a successful build produced."""
-
-    warehouse_path: Path
-    exports_dir: Path
-    raw_dir: Path
-    as_of: datetime
-    full_refresh: bool
-    invocation_id: str
-    row_counts: dict[str, int]
-    quarantine_counts: dict[str, int]
-    exports: dict[str, Path]
-    run_summary: dict[str, int]
-    dbt_target_dir: Path  # manifest.json and run_results.json of this build (lineage)
-    warnings: list[str] = field(default_factory=list)
-    elapsed_seconds: float = 0.0
-    plan: str = ""  # what the build redid: full (why) or which days
-    skipped: list[str] = field(default_factory=list)  # raw paths that are not data
-    decoded: list[str] = field(default_factory=list)  # raw files read page by page (new/changed)
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per step, in build order
-
-    def __str__(self) -> str:
-        lines = [
-            f"warehouse {self.warehouse_path} built in {self.elapsed_seconds:.1f} s "
-            f"({'full refresh' if self.full_refresh else 'incremental'}, as_of {self.as_of:%Y-%m-%d %H:%M:%S} UTC)",
-            "dbt nodes: " + ", ".join(f"{s} {n}" for s, n in sorted(self.run_summary.items())),
-            "rows:",
-            *(f"  {name:<38} {count:>10}" for name, count in sorted(self.row_counts.items())),
-        ]
-        if self.quarantine_counts:
-            lines.append("quarantined impressions by reason:")
-            lines += [f"  {r:<38} {n:>10}" for r, n in sorted(self.quarantine_counts.items())]
-        else:
-            lines.append("quarantined impressions: none")
-        lines.append(f"plan: {self.plan}")
-        lines.append(f"contract check: pages decoded in {len(self.decoded)} new or changed file(s)")
-        if self.skipped:
-            lines.append(f"skipped raw paths (not data): {', '.join(self.skipped)}")
-        lines += [f"warning: {w}" for w in self.warnings]
-        lines.append(f"exports: {self.exports_dir}")
-        if self.phases:
-            lines.append("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items()))
-        return "\n".join(lines)
-
-
-class Stopwatch:
-    """Seconds spent per named step of one build (where a daily build's time goes)."""
-
-    def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
-
-
 def build_warehouse(
     paths: StatePaths,
     *,
@@ -178,12 +116,53 @@ def build_warehouse(
     as_of = as_utc(as_of or datetime.now(UTC))
     raw_dir = Path(raw_dir or paths.raw).resolve()
     _check_raw_dir(raw_dir)
-    vars = dict(vars or {})
-    dbt_vars = {**vars, "as_of": ""}  # "now" goes to dbt as a table: see write_plan_tables
+    clock = Stopwatch()
+    built = _build_and_swap(paths, raw_dir, as_of, dict(vars or {}), full_refresh, clock)
+    plan = built.plan
+    base = WarehouseResult(
+        warehouse_path=paths.warehouse,
+        exports_dir=paths.exports,
+        raw_dir=raw_dir,
+        as_of=as_of,
+        full_refresh=plan.full,
+        invocation_id=built.invocation_id,
+        row_counts=built.row_counts,
+        quarantine_counts=built.quarantine,
+        exports=built.exports,
+        run_summary={},
+        dbt_target_dir=paths.dbt / "target",
+        plan=plan.describe(),
+        skipped=list(plan.skipped),
+        decoded=list(plan.decoded),
+        phases={k: round(v, 3) for k, v in clock.phases.items()},
+    )
+    return _with_run(base, built.run, round(time.perf_counter() - started, 2))
 
+
+@dataclass(frozen=True)
+class _Built:
+    """What one build swapped in: its plan, dbt's run, and what it counted and wrote."""
+
+    plan: changes.BuildPlan
+    run: dbtRunnerResult
+    invocation_id: str
+    row_counts: dict[str, int]
+    quarantine: dict[str, int]
+    exports: dict[str, Path]
+
+
+def _build_and_swap(
+    paths: StatePaths,
+    raw_dir: Path,
+    as_of: datetime,
+    vars: dict[str, Any],
+    full_refresh: bool,
+    clock: Stopwatch,
+) -> _Built:
+    """Under the warehouse lock: build in a scratch copy, check it, swap it in on success."""
+    dbt_vars = {**vars, "as_of": ""}  # "now" goes to dbt as a table: see write_plan_tables
     live_db, live_exports = paths.warehouse, paths.exports
     live_db.parent.mkdir(parents=True, exist_ok=True)
-    clock = Stopwatch()
     with warehouse_lock(paths):
         build_dir, build_db, build_exports = scratch.fresh_scratch(paths)
         safety_copy: scratch.SafetyCopy | None = None
@@ -216,25 +195,7 @@ def build_warehouse(
                 safety_copy.join()
             shutil.rmtree(build_dir, ignore_errors=True)
             shutil.rmtree(build_exports, ignore_errors=True)
-
-    base = WarehouseResult(
-        warehouse_path=live_db,
-        exports_dir=live_exports,
-        raw_dir=raw_dir,
-        as_of=as_of,
-        full_refresh=plan.full,
-        invocation_id=build_id,
-        row_counts=row_counts,
-        quarantine_counts=quarantine,
-        exports=exports,
-        run_summary={},
-        dbt_target_dir=paths.dbt / "target",
-        plan=plan.describe(),
-        skipped=list(plan.skipped),
-        decoded=list(plan.decoded),
-        phases={k: round(v, 3) for k, v in clock.phases.items()},
-    )
-    return _with_run(base, run, round(time.perf_counter() - started, 2))
+    return _Built(plan, run, build_id, row_counts, quarantine, exports)
 
 
 def trusted_raw_files(

@@ -8,6 +8,8 @@ need a private state dir still set RANKFLOW_HOME themselves with monkeypatch.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,17 +50,36 @@ def work_unit(nodeid: str) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """On an xdist worker, torch (OpenMP) gets one thread unless the caller chose a number.
+    """The session's folder for what its workers share (the Prefect server's record), made by
+    the process that runs the session; and, on an xdist worker, one torch (OpenMP) thread
+    unless the caller chose a number.
 
     Two workers on two cores each training with two OpenMP threads oversubscribe the CPU, and
     OpenMP's spinning threads pay for it: two training-heavy test modules run side by side took
-    52 s with the default threads and 42 s with one (measured 2026-12-02). Set before torch is
-    imported, so the workers' torch and every subprocess they start (the CLI, the flows) read
-    it. A run without xdist (TEST_WORKERS=0) keeps torch's default.
+    52 s with the default threads and 42 s with one. Set before torch is imported, so the
+    workers' torch and every subprocess they start (the CLI, the flows) read it. A run without
+    xdist (TEST_WORKERS=0) keeps torch's default.
     """
     if hasattr(config, "workerinput"):
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(name, "1")
+        return
+    from tests.fixtures.prefect_server import SESSION_DIR_ENV, owner_record
+
+    folder = Path(tempfile.mkdtemp(prefix="rankflow-tests-"))
+    owner_record(folder)
+    os.environ[SESSION_DIR_ENV] = str(folder)  # before xdist starts the workers: they inherit it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The process that made the session's folder stops what the workers started in it."""
+    from tests.fixtures.prefect_server import SESSION_DIR_ENV, stop_shared_server
+
+    if hasattr(config, "workerinput") or SESSION_DIR_ENV not in os.environ:
+        return
+    folder = Path(os.environ.pop(SESSION_DIR_ENV))
+    stop_shared_server(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -113,20 +134,26 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StatePaths:
 
 
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Prefect's temporary server and a temporary home (results, database) for the session,
-    shared by every test that runs a real flow."""
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's one Prefect API server (``tests/fixtures/prefect_server.py``) for every
+    test that runs a real flow, in process or in a ``rankflow`` subprocess (``PREFECT_API_URL``
+    is exported, so they start no temporary server of their own), with a temporary Prefect
+    home (results) for this worker."""
     from prefect.settings import temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
 
+    from tests.fixtures.prefect_server import SESSION_DIR_ENV, shared_api_url
+
+    api_url = shared_api_url(Path(os.environ[SESSION_DIR_ENV]))
     home = tmp_path_factory.mktemp("prefect-home")
     settings = {
         "home": home,
+        "api.url": api_url,
         "results.local_storage_path": home / "storage",
         "server.analytics_enabled": False,
     }
-    with temporary_settings(updates=settings), prefect_test_harness(server_startup_timeout=180):
-        yield
+    with pytest.MonkeyPatch.context() as mp, temporary_settings(updates=settings):
+        mp.setenv("PREFECT_API_URL", api_url)
+        yield api_url
 
 
 # A small built state with a champion (and a second registered version of the serving model),

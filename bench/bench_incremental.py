@@ -58,8 +58,8 @@ def prepare(history: int, per_day: int, home: Path) -> History:
     """Simulate ``history`` + 1 days, hold the newest back, full-build the rest (timed) and keep
     a pristine copy of the built state for the incremental rounds."""
     from rankflow.config import load_config
-    from rankflow.data.simulate import simulate
     from rankflow.paths import StatePaths
+    from rankflow.sim.simulate import simulate
     from rankflow.warehouse.build import build_warehouse
 
     shutil.rmtree(home, ignore_errors=True)

@@ -55,10 +55,10 @@ def main() -> None:
 
     from rankflow.config import load_config
     from rankflow.data.contract import validate_raw
-    from rankflow.data.simulate import simulate
     from rankflow.features.store import open_store, refresh_online_store
     from rankflow.features.training_set import ENTITY_COLUMNS, load_entity_df
     from rankflow.paths import StatePaths
+    from rankflow.sim.simulate import simulate
     from rankflow.warehouse.build import build_warehouse
 
     config = load_config(overrides={"simulation.n_impressions": args.impressions})

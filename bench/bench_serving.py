@@ -96,9 +96,9 @@ def bodies_for(rng: np.random.Generator, n_users: int, n_items: int, size: int, 
 # ----------------------------------------------------------------------------- state
 def build_state(home: Path, impressions: int) -> None:
     from rankflow.config import parse_config
-    from rankflow.data.simulate import simulate
     from rankflow.features.store import refresh_online_store
     from rankflow.paths import StatePaths
+    from rankflow.sim.simulate import simulate
     from rankflow.training.step import train_and_register
     from rankflow.warehouse.build import build_warehouse
 
@@ -355,9 +355,9 @@ def main() -> None:
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(args.home or source, home, ignore=shutil.ignore_patterns("logs", "reports"))
 
-    from rankflow.data.oracle import Oracle
     from rankflow.features.store import apply_feature_repo, exports_as_of
     from rankflow.paths import StatePaths
+    from rankflow.sim.oracle import Oracle
     from rankflow.tracking.server import free_port
 
     paths = StatePaths(home)

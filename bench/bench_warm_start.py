@@ -7,7 +7,7 @@
 Per seed: a world of users and items (``tests/fixtures/synthetic.py``, seeded by the seed); a
 champion trained (cold) on a window before the drift; then, on the next window, after a concept
 drift of ``--drift`` (segment x category and device x hour effects and every user's taste
-partly redrawn), ``rankflow.canary.warm_measure.measure_warm_start``: a warm start from the
+partly redrawn), ``rankflow.sim.warm_measure.measure_warm_start``: a warm start from the
 champion and a cold start, same config, seed and budget. The cold start is the baseline
 measured in the same run. Printed per seed and as mean +- standard error over the seeds: test
 AUC and logloss of both, and steps for the warm start to reach the cold start's best
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from models.config import ModelConfig, load_model_config  # noqa: E402
 from models.train import configure_threads, train_model  # noqa: E402
 from models.yaml_config import parse_overrides  # noqa: E402
-from rankflow.canary.warm_measure import (  # noqa: E402
+from rankflow.sim.warm_measure import (  # noqa: E402
     GOAL_STEPS_RATIO,
     WarmStartComparison,
     measure_warm_start,

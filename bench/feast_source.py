@@ -46,9 +46,9 @@ def state_paths():  # -> StatePaths
 
 def load(rows: int, seed: int) -> SimpleNamespace:
     from rankflow.config import load_config
-    from rankflow.data.simulate import simulate
     from rankflow.features.store import refresh_online_store
     from rankflow.features.training_set import build_training_set
+    from rankflow.sim.simulate import simulate
     from rankflow.warehouse.build import build_warehouse
 
     # The population scales with the rows, so every size keeps the defaults' density (about

@@ -12,10 +12,11 @@ Every flow takes ``config`` (:class:`flows.params.ConfigParams`: a YAML path and
 overrides), validated before any work starts, and records the resolved config with the run
 (a Prefect artifact and ``$RANKFLOW_HOME/runs/<time>-<flow>/summary.json``).
 
-Run them as plain Python with ``python -m flows`` (Prefect's temporary server, ``PREFECT_HOME``
-under the state dir) or as the deployments in ``prefect.yaml`` (``prefect --no-prompt deploy --all``, ``make deploy``).
-This package's ``__init__`` imports nothing heavy (not even Prefect), so ``python -m flows`` can
-set Prefect's environment before Prefect reads it.
+Run them once with the ``rankflow`` command (``rankflow run``, ``rankflow train``, ...: Prefect's
+temporary server, ``PREFECT_HOME`` under the state dir) or as the deployments in
+``prefect.yaml`` (``prefect --no-prompt deploy --all``, ``make deploy``). This package's
+``__init__`` imports nothing heavy (not even Prefect), so the command can set Prefect's
+environment before Prefect reads it.
 
 Modules: ``params`` (the validated ``config`` parameter), ``tasks`` (one task per stage),
 ``policies`` (what is retried and cached, on which keys), ``records`` (config artifact, run

@@ -163,7 +163,8 @@ def _key(name: str, payload: dict[str, Any]) -> str:
 
 def simulate_key(config: RankflowConfig, paths: StatePaths) -> str:
     """The simulator's inputs: its config (with "today" resolved), the output folders, its code."""
-    from rankflow.data import clicks, population, sim_config, simulate
+    from rankflow.sim import clicks, population, simulate
+    from rankflow.sim import config as sim_config
 
     simulation = config.simulation.model_dump(mode="json")
     simulation["end_date"] = config.simulation.resolved_end_date().isoformat()

@@ -36,10 +36,10 @@ from flows.policies import (
 if TYPE_CHECKING:
     from rankflow.config import RankflowConfig
     from rankflow.data.contract import RawInventory
-    from rankflow.data.simulate import SimulationSummary
     from rankflow.features.store import ApplySummary, MaterializeSummary
     from rankflow.features.training_set import TrainingSet
     from rankflow.paths import StatePaths
+    from rankflow.sim.simulate import SimulationSummary
     from rankflow.warehouse.build import WarehouseResult
 
 _TRANSIENT: dict[str, Any] = {
@@ -58,7 +58,7 @@ _TRANSIENT: dict[str, Any] = {
 )
 def simulate(config: RankflowConfig, paths: StatePaths) -> SimulationSummary:
     """Write the simulator's raw data (and ground truth) for ``config.simulation``."""
-    from rankflow.data.simulate import simulate as simulate_raw
+    from rankflow.sim.simulate import simulate as simulate_raw
 
     summary = simulate_raw(config.simulation, config.resolved_raw_dir(paths), paths.truth)
     get_run_logger().info("%s", summary)
@@ -178,7 +178,13 @@ def canary(config: RankflowConfig, paths: StatePaths, look_only: bool = False) -
     """
     from rankflow.canary.run import run_canary
     from rankflow.settings import Settings
+    from rankflow.sim.canary import canary_simulation
 
-    outcome = run_canary(Settings.resolve(home=paths.root), config, look_only=look_only)
+    outcome = run_canary(
+        Settings.resolve(home=paths.root),
+        config,
+        look_only=look_only,
+        simulation=canary_simulation(),
+    )
     get_run_logger().info("%s", outcome.summary())
     return outcome

@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from rankflow.data.simulate import simulate
+    from rankflow.sim.simulate import simulate
 
     flags = {
         "simulation.seed": args.seed,
@@ -188,7 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from datetime import date
 
-    from rankflow.serving.replay import run_replay
+    from rankflow.sim.replay import run_replay
 
     settings = _settings(args)
     result = run_replay(
@@ -247,9 +247,12 @@ def cmd_canary(args: argparse.Namespace) -> int:
         )
     from rankflow.canary.run import run_canary
     from rankflow.preflight import check_model_config
+    from rankflow.sim.canary import canary_simulation
 
     check_model_config(config)
-    outcome = run_canary(_settings(args), config, look_only=args.look_only)
+    outcome = run_canary(
+        _settings(args), config, look_only=args.look_only, simulation=canary_simulation()
+    )
     print(outcome.summary())
     return 0
 
@@ -265,11 +268,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rankflow.canary.scenario import run_scenario
+    from rankflow.sim.scenario import run_scenario
 
+    # The demo shows what the warm start buys (one more training per canary); production
+    # canaries leave it off. A --set still wins.
     report = run_scenario(
         _settings(args),
-        _config(args),
+        _config(args, {"canary.measure_warm_start": True}),
         drift_days=args.drift_days,
         traffic_impressions=args.impressions,
     )

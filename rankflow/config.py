@@ -16,11 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.yaml_config import flatten, read_yaml, validate
-from rankflow.data.sim_config import SimulationConfig
 from rankflow.errors import ConfigError
 from rankflow.monitoring.config import MonitoringConfig
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.serving.config import ServingConfig
+from rankflow.sim.config import SimulationConfig
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "rankflow.yaml"
 
@@ -249,7 +249,9 @@ class CanaryConfig(_Strict):
     )
     seed: int = Field(0, description="Bootstrap resamples and simulated clicks")
     measure_warm_start: bool = Field(
-        True, description="Also train a cold start at the same budget and log the comparison"
+        False,
+        description="Also train a cold start at the same budget and log the comparison (one "
+        "more training per canary; `rankflow demo` turns it on)",
     )
     offline: OfflineGateConfig = Field(default_factory=OfflineGateConfig)
     online: OnlineGateConfig = Field(default_factory=OnlineGateConfig)

@@ -181,9 +181,9 @@ def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from mlflow import MlflowClient
 
     from rankflow.config import parse_config
-    from rankflow.data.simulate import simulate
     from rankflow.features.store import refresh_online_store
     from rankflow.paths import StatePaths
+    from rankflow.sim.simulate import simulate
     from rankflow.tracking.setup import default_tracking_uri
     from rankflow.training.step import train_and_register
     from rankflow.warehouse.build import build_warehouse

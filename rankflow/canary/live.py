@@ -1,6 +1,6 @@
 """The canary phase on live traffic (``canary.phase: live``; the default with your own data).
 
-The simulated phase (:mod:`rankflow.canary.phase`) plays closed-loop traffic through both
+The simulated phase (:mod:`rankflow.sim.canary_phase`) plays closed-loop traffic through both
 versions in minutes. With real users the phase is days of production traffic, so it is split
 over canary runs:
 

@@ -12,9 +12,10 @@
    a calibration guardrail and the latest gap-check verdict.
 4. **Challenger alias**: registered in the serving model, ``@challenger`` set, under the
    promotion lock and only if ``@champion`` is still the version the canary started against.
-5. **Canary phase** (:mod:`rankflow.canary.phase`): both versions serve simulated closed-loop
-   traffic, users split by a stable hash; an always-valid mSPRT on the click-through rates
-   promotes, rejects, or asks for more traffic.
+5. **Canary phase**: both versions serve traffic, users split by a stable hash; an
+   always-valid mSPRT on the click-through rates promotes, rejects, or asks for more traffic.
+   Simulated (closed-loop traffic from the simulator, played by the ``simulation`` the caller
+   gives: :mod:`rankflow.canary.simulation`) or live (:mod:`rankflow.canary.live`).
 6. **Decision**, under the promotion lock: promotion re-reads ``@champion`` and aborts if it is
    not the version the canary started against (MLflow has no compare-and-set), then moves
    ``@previous`` and ``@champion`` and removes ``@challenger``; a rejection removes
@@ -37,9 +38,18 @@ from rankflow.canary.decide import decide, set_challenger
 from rankflow.canary.outcome import CanaryOutcome
 from rankflow.canary.records import finish_canary_run, start_canary_run
 from rankflow.canary.rollback import rolled_back_refusal
+from rankflow.canary.simulation import (
+    CanarySimulation,
+    PhaseReport,
+    PhaseRequest,
+    SimulatedPhase,
+    WarmStartMeasurement,
+    WarmStartRequest,
+    check_simulation,
+)
 from rankflow.canary.triggers import latest_gap_verdicts
 from rankflow.registry.aliases import PromotionConflict, read_serving_state
-from rankflow.registry.promotion import CHALLENGER, CHAMPION
+from rankflow.registry.promotion import CHAMPION
 
 if TYPE_CHECKING:
     from rankflow.canary.live import LivePhase
@@ -59,17 +69,21 @@ def run_canary(
     training_set: TrainingSet | None = None,
     model_overrides: dict[str, Any] | None = None,
     look_only: bool = False,
+    simulation: CanarySimulation | None = None,
 ) -> CanaryOutcome:
     """One canary (see the module docstring). ``training_set``: use this one instead of
     building the fresh window (tests inject faults this way). With a live phase open
     (``canary.phase: live``) the run is a look at it and trains nothing; ``look_only``: never
-    start a new canary (the daily look deployment)."""
+    start a new canary (the daily look deployment). ``simulation``: the simulated phase and
+    the warm-vs-cold measurement (:func:`rankflow.sim.canary.canary_simulation`); a config
+    that needs one the caller did not give is refused before any training."""
     from rankflow.canary.live import check_phase_config, idle_outcome, open_phase
     from rankflow.tracking.setup import setup_tracking
 
     started = time.perf_counter()
     phase_kind = config.canary.resolved_phase(config.source)
     check_phase_config(config, phase_kind)
+    check_simulation(config.canary, phase_kind, simulation)
     tracking = setup_tracking(config, settings)
     client, serving = tracking.client, config.registry.serving_model
     live = open_phase(settings.paths, client, serving) if phase_kind == "live" else None
@@ -88,7 +102,9 @@ def run_canary(
             if live is not None:
                 outcome = _live_look(ctx, live)
             else:
-                outcome = _canary(ctx, champion, training_set, model_overrides, phase_kind)
+                outcome = _canary(
+                    ctx, champion, training_set, model_overrides, phase_kind, simulation
+                )
         except BaseException:
             client.set_terminated(run_id, "FAILED")
             raise
@@ -102,9 +118,12 @@ def _canary(
     champion: Any,
     training_set: TrainingSet | None,
     overrides: dict[str, Any] | None,
-    phase_kind: str = "simulated",
+    phase_kind: str,
+    simulation: CanarySimulation | None,
 ) -> CanaryOutcome:
     config = ctx.config
+    given = simulation or CanarySimulation()
+    measurer = given.warm_start if config.canary.measure_warm_start else None
     if training_set is None:
         from rankflow.features.training_set import build_training_set
 
@@ -113,7 +132,7 @@ def _canary(
         )
     ctx.stage(f"fresh window {training_set.window} ({len(training_set.train):,} train rows)")
     champion_ckpt = _checkpoint(ctx.client, ctx.serving, champion.version, ctx.scratch / "champ")
-    overrides = _challenger_overrides(config, overrides, len(training_set.train))
+    overrides = _challenger_overrides(config, overrides, len(training_set.train), measurer)
     kind, outcome, candidate, challenger_ckpt = _challenger(
         ctx, champion, champion_ckpt, training_set, overrides
     )
@@ -139,7 +158,7 @@ def _canary(
         ctx.stage(refusal[0])
         return ctx.finish(result, [*family, (ctx.serving, refusal[1])])
     result.warm_start = _measure_warm_start(
-        ctx, candidate, training_set, champion_ckpt, overrides, challenger_ckpt
+        ctx, measurer, candidate, training_set, overrides, champion_ckpt, challenger_ckpt
     )
     if not outcome.gate.passed:
         result.reason = f"{label} failed the quality gates: {', '.join(outcome.gate.failures)}"
@@ -160,7 +179,7 @@ def _canary(
     versions = [*family, (ctx.serving, version)]
     if phase_kind == "live":
         return _start_live_phase(ctx, result, version, versions)
-    phase = _phase(ctx, version, training_set)
+    phase = _simulated_phase(ctx, given.phase, version, training_set)
     result.online = phase.to_dict()
     ctx.stage(phase.summary().replace("\n", " |"))
     return decide(ctx, result, phase.decision, version, versions)
@@ -176,17 +195,18 @@ def _checkpoint(client: Any, name: str, version: str, dst: Path) -> Path:
 
 
 def _challenger_overrides(
-    config: RankflowConfig, overrides: dict[str, Any] | None, train_rows: int
+    config: RankflowConfig,
+    overrides: dict[str, Any] | None,
+    train_rows: int,
+    measurer: WarmStartMeasurement | None,
 ) -> dict:
     """The model-config overrides of the challenger (and of its cold-start comparison); with
     the warm-start measurement on, its evaluation cadence, so the challenger is its warm arm."""
-    from rankflow.canary.warm_measure import measuring_overrides_of
-
     overrides = dict(overrides or {})
     if config.canary.distill_weight > 0:
         overrides["warm_start"] = {"distill_weight": config.canary.distill_weight}
-    if config.canary.measure_warm_start:
-        overrides |= measuring_overrides_of(
+    if measurer is not None:
+        overrides |= measurer.measuring_overrides(
             config.resolved_model_config_path(), overrides, train_rows
         )
     return overrides
@@ -240,40 +260,47 @@ def _challenger(
 
 def _measure_warm_start(
     ctx: CanaryContext,
+    measurer: WarmStartMeasurement | None,
     candidate: Candidate,
     training_set: TrainingSet,
+    overrides: dict[str, Any],
     champion_ckpt: Path,
-    overrides: dict,
     challenger_ckpt: Path,
 ) -> dict[str, Any] | None:
-    """Warm against cold start at an equal budget, when configured (issue #12 item 6); under
-    the training lock, stored by its inputs (a re-proposed challenger is not re-measured), the
-    challenger's own run as the warm arm when it is the run the measurement would train."""
-    if not ctx.config.canary.measure_warm_start:
+    """Warm against cold start at an equal budget, when configured
+    (``canary.measure_warm_start``); under the training lock, since the cold arm is one more
+    training on this state."""
+    if measurer is None:
         return None
-    from models.config import load_model_config
-    from rankflow.canary import warm_measure as wm
     from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
 
-    model_config = load_model_config(ctx.config.resolved_model_config_path(), overrides)
-    seed, cache = model_config.training.seed, ctx.settings.paths.root / "training" / "warm-vs-cold"
-    with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
-        comparison, stored = wm.measure_warm_start_cached(
-            cache,
-            wm.measurement_key(candidate.fingerprint, seed),
-            candidate.kind,
-            training_set,
-            model_config,
-            champion_ckpt,
-            ctx.scratch / "warm-vs-cold",
-            seed=seed,
-            challenger_checkpoint=challenger_ckpt,
-        )
-    ctx.stage(
-        ("(same inputs as a stored measurement) " if stored else "")
-        + comparison.summary().replace("\n", " ")
+    request = WarmStartRequest(
+        candidate,
+        training_set,
+        ctx.config.resolved_model_config_path(),
+        overrides,
+        champion_ckpt,
+        challenger_ckpt,
+        ctx.settings.paths.root / "training" / "warm-vs-cold",
+        ctx.scratch / "warm-vs-cold",
     )
-    return {"summary": comparison.summary(), "metrics": comparison.to_metrics(), "stored": stored}
+    with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
+        report = measurer.measure(request)
+    ctx.stage(
+        ("(same inputs as a stored measurement) " if report.stored else "")
+        + report.summary.replace("\n", " ")
+    )
+    return report.to_dict()
+
+
+def _simulated_phase(
+    ctx: CanaryContext, run_phase: SimulatedPhase | None, version: str, window: TrainingSet
+) -> PhaseReport:
+    """The simulated phase the caller gave, on the champion and ``version`` pinned."""
+    assert run_phase is not None  # check_simulation refused a simulated phase without one
+    return run_phase(
+        PhaseRequest(ctx.settings, ctx.config, ctx.champion, version, window, ctx.run_id)
+    )
 
 
 def _offline_gate(
@@ -350,44 +377,6 @@ def _live_look(ctx: CanaryContext, phase: LivePhase) -> CanaryOutcome:
         end_phase(ctx.settings.paths, ctx.serving)
         ctx.stage(f"live phase closed: {result.decision}")
     return result
-
-
-def _phase(ctx: CanaryContext, version: str, window: TrainingSet) -> Any:
-    """Serve both versions (pinned) in process and run the closed loop through them. The users'
-    clicks and views in the fresh window are the pre-period of the CUPED adjustment."""
-    from rankflow.canary.phase import pre_period_from, run_phase
-    from rankflow.data.oracle import Oracle
-    from rankflow.serving.replay import in_process
-    from rankflow.serving.service import ScoringService
-
-    config, paths = ctx.config, ctx.settings.paths
-    oracle = Oracle.from_truth_dir(paths.truth)
-    cc = config.canary
-    traffic = oracle.day_traffic(None, cc.traffic_impressions)
-    phase_config = config.model_copy(
-        update={"serving": config.serving.model_copy(update={"canary_share": cc.share})}
-    )
-    pre_period = None
-    if cc.online.variance_reduction == "cuped":
-        pre_period = pre_period_from([window.train, window.valid, window.test])
-    pinned = {CHAMPION: ctx.champion, CHALLENGER: version}
-    service = ScoringService(ctx.settings, phase_config, pinned=pinned)
-    service.start(poll=False)
-    try:
-        return run_phase(
-            in_process(service),
-            oracle,
-            traffic.frame,
-            traffic.day,
-            cc.online,
-            looks=cc.looks,
-            top_k=cc.top_k,
-            seed=cc.seed,
-            run_id=f"canary-{ctx.run_id[:8]}",
-            pre_period=pre_period,
-        )
-    finally:
-        service.close()
 
 
 def _cold_start(

@@ -1,2 +1,2 @@
-"""Raw data: the simulator that writes the raw-data contract with a known truth, and the
-contract check every build runs first (docs/data-contract.md)."""
+"""Raw data: the contract check every build runs first (docs/data-contract.md) and the one
+listing of the raw files. The simulator that writes this contract lives in rankflow.sim."""

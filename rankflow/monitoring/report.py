@@ -224,9 +224,9 @@ def labelled_served(
 
     ``modes``: which labels; log replay by default, because its rows were scored at the
     position they were shown at (closed-loop rows are scored at ``serving.score_position``
-    and shown at their rank). Per-arm online metrics (the canary's evidence) start here.
+    and shown at their rank). The metric gap judges these rows.
     """
-    from rankflow.serving.replay import read_labels
+    from rankflow.serving.labels import read_labels
     from rankflow.serving.served_log import read_served_log
 
     served = read_served_log(paths, service) if served is None else served
@@ -235,25 +235,6 @@ def labelled_served(
     if served.empty or labels.empty:
         return pd.DataFrame()
     return served.merge(labels, on=["__request_id", "item_id"], how="inner")
-
-
-def arm_metrics(labelled: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Per arm: rows, clicks, CTR, mean prediction, AUC and log loss of labelled served rows."""
-    from models import metrics as m
-
-    out: dict[str, dict[str, float]] = {}
-    for arm, rows in labelled.groupby("arm"):
-        y, p = rows["label"].to_numpy(np.float64), rows["p_click"].to_numpy(np.float64)
-        both = 0 < y.sum() < len(y)
-        out[str(arm)] = {
-            "rows": float(len(rows)),
-            "clicks": float(y.sum()),
-            "ctr": float(y.mean()),
-            "mean_predicted": float(p.mean()),
-            "auc": m.auc(y, p) if both else float("nan"),
-            "logloss": m.logloss(y, p) if both else float("nan"),
-        }
-    return out
 
 
 def _log_run(client: Any, champion: Any, outcome: GapCheckOutcome, config: Any) -> str:

@@ -25,7 +25,6 @@ from rankflow.registry.promotion import (
     AliasTarget,
     PromotionPlan,
     ServingState,
-    promote_to_champion,
 )
 from rankflow.registry.versions import (
     TAG_FAMILY_VERSION,
@@ -214,19 +213,3 @@ def _write(client: MlflowClient, name: str, move: AliasMove) -> str | None:
 
 def _shown(version: object) -> str:
     return "unset" if version is None else f"v{version}"
-
-
-def promote_champion(
-    client: MlflowClient, name: str, version: str, reason: str
-) -> ModelVersion | None:
-    """Make ``version`` the champion; the old champion (if another) becomes ``previous``.
-
-    Decided by :func:`promote_to_champion`, written by :func:`apply_plan`. Returns the old
-    champion's version (None if there was none, or ``version`` already was champion).
-    """
-    old = alias_version(client, name, CHAMPION)
-    plan = promote_to_champion(read_serving_state(client, name), str(version), reason)
-    if not plan.moves:
-        return None
-    apply_plan(client, name, plan)
-    return old

@@ -1,22 +1,15 @@
-"""Traffic with a known truth through the scoring service (``rankflow replay``).
+"""Traffic through the scoring service (``rankflow replay``): the clients, the request walk,
+the per-arm results and the **log replay** of a day.
 
-Two modes, both over the simulator's next day (the day after the data ends, the day the online
-store's features are for) unless a day is given:
-
-- **log replay** (``mode="log"``): each simulated request is sent as it happened (its user,
-  device, time, items and the positions they were shown at); afterwards its labels (the
-  simulator's clicks) are written beside the served log, keyed by (request id, item id), for
-  the metric gap. With ``source: raw`` a held-out day of the user's own impressions can be
-  replayed the same way (labels from the data, no true probabilities).
-- **closed loop** (``mode="closed"``): the simulator offers each request's items as candidates,
-  the service ranks them, the top ``k`` are shown at their ranked positions, and clicks are
-  drawn from the truth for what was shown. Each arm gets an online CTR and an *expected* CTR
-  (the mean true probability of what it showed: no sampling noise), next to the same request's
-  expected CTR under the logged (random) order and under the oracle's own ranking.
+Log replay sends each request as it happened (its user, device, time, items and the positions
+they were shown at); afterwards its labels (the clicks) are written beside the served log
+(:mod:`rankflow.serving.labels`), keyed by (request id, item id), for the metric gap. A held-out
+day of the user's own impressions (:func:`raw_day_traffic`) replays the same way, with labels
+from the data and no true probabilities. Traffic with a known truth and the closed loop (the
+service ranks, clicks are drawn from the truth) are the simulation's: :mod:`rankflow.sim.replay`.
 
 Requests go in process (``ScoringService.score``) or over HTTP (``HttpScorer``); both return the
-same response body. :func:`closed_loop` and :func:`log_replay` return per-arm results, which
-the canary issue reads.
+same response body.
 """
 
 from __future__ import annotations
@@ -30,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.typing import ArrayLike
 
 from rankflow.errors import RankflowError
 
 if TYPE_CHECKING:
-    from rankflow.data.oracle import Oracle
-    from rankflow.paths import StatePaths
+    from rankflow.config import RankflowConfig
     from rankflow.serving.service import ScoringService
+    from rankflow.settings import Settings
 
 Scorer = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -153,11 +146,6 @@ class ReplayResult:
 
 
 # --------------------------------------------------------------------------------- traffic
-def labels_dir(paths: StatePaths, service: str) -> Path:
-    """Labels of replayed traffic, joined to the served log by (``__request_id``, item_id)."""
-    return paths.root / "logs" / service / "labels"
-
-
 def raw_day_traffic(raw_dir: Path, day: date) -> pd.DataFrame:
     """A day of the user's own impressions (contract layout) as replay traffic, no truth."""
     from rankflow.data.contract import partition_dir
@@ -172,7 +160,7 @@ def raw_day_traffic(raw_dir: Path, day: date) -> pd.DataFrame:
     return frame
 
 
-class _Request:
+class ReplayRequest:
     """One request's rows (each item once, in the order logged) as column arrays: the replay
     loop reads a few values per request, and a pandas group per request cost more than the
     service's own scoring of it."""
@@ -192,7 +180,7 @@ class _Request:
         return self.columns[name][0]
 
 
-def _requests(frame: pd.DataFrame, limit: int | None) -> Iterator[_Request]:
+def _requests(frame: pd.DataFrame, limit: int | None) -> Iterator[ReplayRequest]:
     """The frame's requests in order of first appearance, each item once (its first row)."""
     rows = frame.drop_duplicates(["request_id", "item_id"])
     if rows.empty:
@@ -206,10 +194,10 @@ def _requests(frame: pd.DataFrame, limit: int | None) -> Iterator[_Request]:
     for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
         if limit is not None and i >= limit:
             return
-        yield _Request({name: values[start:end] for name, values in columns.items()})
+        yield ReplayRequest({name: values[start:end] for name, values in columns.items()})
 
 
-def _body(group: _Request, request_id: str, with_positions: bool) -> dict[str, Any]:
+def request_body(group: ReplayRequest, request_id: str, with_positions: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "request_id": request_id,
         "user_id": int(group.first("user_id")),
@@ -228,9 +216,9 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, disable=not enabled, desc=desc, unit="req", leave=False)
 
 
-def _traffic(
+def traffic_requests(
     frame: pd.DataFrame, max_requests: int | None, progress: bool, desc: str
-) -> Iterator[_Request]:
+) -> Iterator[ReplayRequest]:
     """The frame's requests in order, at most ``max_requests``, with a progress bar."""
     n_requests = frame["request_id"].nunique()
     total = min(n_requests, max_requests) if max_requests else n_requests
@@ -240,7 +228,10 @@ def _traffic(
             bar.update(1)
 
 
-def _result(mode: str, day: date, arms: dict[str, ArmResult], labels: _Labels) -> tuple:
+def replay_result(
+    mode: str, day: date, arms: dict[str, ArmResult], labels: ReplayLabels
+) -> tuple[ReplayResult, pd.DataFrame]:
+    """The replay's result (totals over the arms) and its labels as one frame."""
     result = ReplayResult(
         mode,
         day,
@@ -252,7 +243,7 @@ def _result(mode: str, day: date, arms: dict[str, ArmResult], labels: _Labels) -
     return result, labels.frame()
 
 
-class _Labels:
+class ReplayLabels:
     """The replay's labels, gathered per request and made one frame at the end."""
 
     def __init__(self, mode: str) -> None:
@@ -266,9 +257,16 @@ class _Labels:
         self.request_ids: list[str] = []
         self.sizes: list[int] = []
 
-    def add(self, request_id: str, items: Any, positions: Any, clicked: Any, p_true: Any) -> None:
+    def add(
+        self,
+        request_id: str,
+        items: ArrayLike,
+        positions: ArrayLike,
+        clicked: ArrayLike,
+        p_true: ArrayLike,
+    ) -> None:
         self.request_ids.append(request_id)
-        self.sizes.append(len(items))
+        self.sizes.append(len(np.asarray(items)))
         for name, values in (
             ("item_id", items),
             ("position", positions),
@@ -307,10 +305,10 @@ def log_replay(
     """Send each request as it happened; return the result and the labels to write."""
     run_id = run_id or uuid.uuid4().hex[:8]
     arms: dict[str, ArmResult] = {}
-    labels = _Labels("log")
-    for group in _traffic(frame, max_requests, progress, "log replay"):
+    labels = ReplayLabels("log")
+    for group in traffic_requests(frame, max_requests, progress, "log replay"):
         request_id = f"{run_id}-{group.first('request_id')}"
-        response = score(_body(group, request_id, with_positions=True))
+        response = score(request_body(group, request_id, with_positions=True))
         p_logged = group["p_click"].astype(np.float64)
         arm = arms.setdefault(response["arm"], ArmResult())
         arm.requests += 1
@@ -320,157 +318,24 @@ def log_replay(
         arm.sum_p_served += float(sum(item["p_click"] for item in response["items"]))
         arm.versions.add(response["model"]["version"])
         labels.add(request_id, group["item_id"], group["position"], group["clicked"], p_logged)
-    return _result("log", day, arms, labels)
+    return replay_result("log", day, arms, labels)
 
 
-def closed_loop(
-    score: Scorer,
-    oracle: Oracle,
-    frame: pd.DataFrame,
-    day: date,
-    *,
-    top_k: int | None = None,
-    seed: int = 0,
-    max_requests: int | None = None,
-    progress: bool = False,
-    run_id: str | None = None,
-) -> tuple[ReplayResult, pd.DataFrame]:
-    """Rank the simulator's candidates with the service, show the top ``k`` at their ranks, draw
-    clicks from the truth; per-arm online and expected CTRs (see the module docstring)."""
-    rng = np.random.default_rng([seed, 1])
-    run_id = run_id or uuid.uuid4().hex[:8]
-    arms: dict[str, ArmResult] = {}
-    labels = _Labels("closed")
-    for group in _traffic(frame, max_requests, progress, "closed loop"):
-        request_id = f"{run_id}-{group.first('request_id')}"
-        response = score(_body(group, request_id, with_positions=False))
-        ranked = response["items"][: top_k or len(response["items"])]
-        shown = np.array([item["item_id"] for item in ranked], dtype=np.int64)
-        positions = np.arange(1, len(shown) + 1)
-        when = pd.Timestamp(group.first("event_timestamp")).to_pydatetime()
-        user, device = int(group.first("user_id")), str(group.first("device"))
-        # One truth call for what was shown (at its ranks) and for every candidate at the top,
-        # which gives the truth's own best order of the same candidates.
-        candidates = group["item_id"].astype(np.int64)
-        both = _truth(
-            oracle,
-            user,
-            np.r_[shown, candidates],
-            np.r_[positions, np.ones(len(candidates), np.int64)],
-            device,
-            when,
+def start_service(settings: Settings, config: RankflowConfig) -> ScoringService:
+    """The scoring service in process, following the aliases, or a one-line error: a champion
+    that cannot be loaded is not a missing one."""
+    from rankflow.serving.service import ScoringService
+
+    service = ScoringService(settings, config)
+    service.start(poll=False)
+    if service.ready:
+        return service
+    why = service.holder.last_error
+    service.close()
+    if why:
+        raise ReplayError(
+            f"@champion of {config.registry.serving_model!r} could not be loaded: {why}"
         )
-        p_true, at_top = both[: len(shown)], both[len(shown) :]
-        clicked = (rng.random(len(shown)) < p_true).astype(np.int32)
-        best = candidates[np.argsort(-at_top, kind="stable")][: len(shown)]
-        arm = arms.setdefault(response["arm"], ArmResult())
-        arm.requests += 1
-        arm.impressions += len(shown)
-        arm.clicks += int(clicked.sum())
-        arm.sum_p_true += float(p_true.sum())
-        arm.sum_p_logged += float(group["p_click"][: len(shown)].astype(np.float64).sum())
-        arm.sum_p_oracle += float(_truth(oracle, user, best, positions, device, when).sum())
-        arm.sum_p_served += float(sum(item["p_click"] for item in ranked))
-        arm.versions.add(response["model"]["version"])
-        labels.add(request_id, shown, positions, clicked, p_true)
-    return _result("closed", day, arms, labels)
-
-
-def _truth(oracle: Oracle, user: int, items: Any, positions: Any, device: str, when: Any):
-    n = len(items)
-    devices = np.array([device] * n, dtype=object)
-    return oracle.p_click(np.full(n, user), items, positions, devices, when)
-
-
-def write_labels(paths: StatePaths, service: str, labels: pd.DataFrame, name: str) -> Path:
-    folder = labels_dir(paths, service)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{name}.parquet"
-    pq.write_table(pa.Table.from_pandas(labels, preserve_index=False), target)
-    return target
-
-
-def read_labels(paths: StatePaths, service: str) -> pd.DataFrame:
-    folder = labels_dir(paths, service)
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        return pd.DataFrame(
-            columns=["__request_id", "item_id", "position", "label", "p_true", "mode"]
-        )
-    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
-
-
-def run_replay(
-    settings: Any,
-    config: Any,
-    *,
-    mode: str,
-    url: str | None = None,
-    day: date | None = None,
-    impressions: int | None = None,
-    max_requests: int | None = None,
-    top_k: int | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> ReplayResult:
-    """``rankflow replay``: build the day's traffic, send it (HTTP if ``url``, else in process),
-    write the labels beside the served log, and return the per-arm result."""
-    from rankflow.data.oracle import Oracle
-
-    if mode not in ("log", "closed"):
-        raise ReplayError(f"replay mode {mode!r}: expected 'log' or 'closed'")
-    paths = settings.paths
-    oracle = None
-    if mode == "closed" or config.source == "simulate" or day is None:
-        oracle = Oracle.from_truth_dir(paths.truth)
-        traffic = oracle.day_traffic(day, impressions)
-        frame, day = traffic.frame, traffic.day
-    else:
-        frame = raw_day_traffic(config.resolved_raw_dir(paths), day)
-    service = None
-    if url:
-        score: Scorer = HttpScorer(url)
-    else:
-        from rankflow.serving.service import ScoringService
-
-        service = ScoringService(settings, config)
-        service.start(poll=False)
-        if not service.ready:
-            why = service.holder.last_error
-            service.close()
-            if why:  # a champion that cannot be loaded is not a missing one
-                raise ReplayError(
-                    f"@champion of {config.registry.serving_model!r} could not be loaded: {why}"
-                )
-            raise ReplayError(
-                f"no @champion of {config.registry.serving_model!r} to serve; run `rankflow run`"
-            )
-        score = in_process(service)
-    run_id = uuid.uuid4().hex[:8]
-    try:
-        if mode == "log":
-            result, labels = log_replay(
-                score, frame, day, max_requests=max_requests, progress=progress, run_id=run_id
-            )
-        else:
-            assert oracle is not None
-            result, labels = closed_loop(
-                score,
-                oracle,
-                frame,
-                day,
-                top_k=top_k,
-                seed=seed,
-                max_requests=max_requests,
-                progress=progress,
-                run_id=run_id,
-            )
-    finally:
-        if service is not None:
-            service.close()  # flushes the served-feature log
-        elif isinstance(score, HttpScorer):
-            score.close()
-    if len(labels):
-        name = f"{day:%Y%m%d}-{mode}-{run_id}"
-        result.labels_file = write_labels(paths, config.serving.feature_service, labels, name)
-    return result
+    raise ReplayError(
+        f"no @champion of {config.registry.serving_model!r} to serve; run `rankflow run`"
+    )

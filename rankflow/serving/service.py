@@ -13,7 +13,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -273,7 +272,3 @@ class ScoringService:
             m.unknown_entities.labels("user").inc()
         if unknown_items:
             m.unknown_entities.labels("item").inc(unknown_items)
-
-
-def model_cache_dir(settings: Settings) -> Path:
-    return settings.paths.root / "serving" / "models"

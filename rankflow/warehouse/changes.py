@@ -27,7 +27,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -381,8 +381,3 @@ def write_event_keys(con: duckdb.DuckDBPyConnection, full: bool) -> None:
     reloaded = f"(select day from {STATE_SCHEMA}.reload_days)"
     con.execute(f"delete from {keys} where event_date in {reloaded}")
     con.execute(f"insert into {keys} {select} and event_date in {reloaded} order by event_date")
-
-
-def day_range(first: date, last: date) -> list[date]:
-    """Every day from ``first`` to ``last``, inclusive."""
-    return [first + timedelta(days=k) for k in range((last - first).days + 1)]

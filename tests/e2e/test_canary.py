@@ -2,7 +2,7 @@
 concurrent canaries and rollback, with real dbt, Feast, MLflow, training and scoring service.
 
 One state per module: a (deliberately under-trained) champion on 14 days without drift, then
-:func:`rankflow.canary.scenario.run_scenario` (what ``make demo`` runs) re-draws the last 8 days
+:func:`rankflow.sim.scenario.run_scenario` (what ``make demo`` runs) re-draws the last 8 days
 with strong concept drift and plays every stage once; the tests read its report and the registry.
 """
 
@@ -103,13 +103,13 @@ def _model_config(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    from rankflow.canary.scenario import run_scenario
     from rankflow.config import parse_config
-    from rankflow.data.simulate import simulate
     from rankflow.features.store import refresh_online_store
     from rankflow.paths import StatePaths
     from rankflow.registry.aliases import aliases_of
     from rankflow.settings import Settings
+    from rankflow.sim.scenario import run_scenario
+    from rankflow.sim.simulate import simulate
     from rankflow.tracking.setup import default_tracking_uri, setup_tracking
     from rankflow.training.step import train_and_register
     from rankflow.warehouse.build import build_warehouse

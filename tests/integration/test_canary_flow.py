@@ -3,10 +3,13 @@ Feast stores) on the shared online state, and ``rankflow rollback`` from the com
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from flows.canary import canary
 from flows.params import ConfigParams
+from rankflow.canary.simulation import CanarySimulation, PhaseRequest
 from rankflow.cli import main
 
 pytestmark = pytest.mark.integration
@@ -36,8 +39,8 @@ def test_the_canary_flow_decides_and_records_the_decision(
 
     monkeypatch.setenv("RANKFLOW_HOME", str(online_copy["home"]))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", online_copy["tracking_uri"])
-    # With the warm-vs-cold measurement, as shipped: the challenger is its warm arm, so it costs
-    # one more training (the cold arm), not two.
+    # With the warm-vs-cold measurement (off by default, on in `rankflow demo`): the challenger
+    # is its warm arm, so it costs one more training (the cold arm), not two.
     overrides = {**_overrides(online_copy), "canary.measure_warm_start": True}
     summary = canary(config=ConfigParams(overrides=overrides), refresh_features=False)
     report = summary.details["canary_report"]
@@ -86,21 +89,25 @@ def test_rollback_without_a_previous_champion_is_a_one_line_error(
 # records and rollback are all real.
 
 
-def _given_verdict(verdict: str, before_return=None):
+def _given_verdict(
+    verdict: str, before_return: Callable[[str], None] | None = None
+) -> CanarySimulation:
+    """A canary simulation whose phase returns ``verdict`` (after ``before_return(challenger
+    version)``, if given) and that measures nothing else."""
     from datetime import date
 
-    from rankflow.canary.phase import PhaseResult
     from rankflow.canary.stats import OnlineDecision
+    from rankflow.sim.canary_phase import PhaseResult
 
-    def phase(ctx, version, window):  # the signature of rankflow.canary.run._phase
+    def phase(request: PhaseRequest) -> PhaseResult:
         if before_return is not None:
-            before_return(ctx, version)
+            before_return(request.challenger)
         decision = OnlineDecision(
             verdict, "verdict given by the test", 0.001, 0.100, 0.112, 6000, 6000, 3
         )  # type: ignore[arg-type]
         return PhaseResult(decision, [], {}, date(2026, 3, 11), 0, {})
 
-    return phase
+    return CanarySimulation(phase=phase)
 
 
 def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollback_restores(
@@ -108,7 +115,7 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
 ) -> None:
     from mlflow import MlflowClient
 
-    from rankflow.canary import run as canary_run
+    from rankflow.canary.run import run_canary
     from rankflow.config import load_config
     from rankflow.registry.aliases import aliases_of
     from rankflow.settings import Settings
@@ -129,8 +136,7 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
     client = MlflowClient(online_copy["tracking_uri"], online_copy["tracking_uri"])
     model, before = online_copy["model"], online_copy["champion"]
 
-    monkeypatch.setattr(canary_run, "_phase", _given_verdict("promote"))
-    promoted = canary_run.run_canary(settings, config)
+    promoted = run_canary(settings, config, simulation=_given_verdict("promote"))
     assert promoted.decision == "promoted", promoted.summary()
     new = promoted.challenger["serving_version"]
     aliases = aliases_of(client, model)
@@ -146,8 +152,7 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
 
     # The next canary on the same inputs trains the same model again (its training cache):
     # the rollback is not undone by it.
-    monkeypatch.setattr(canary_run, "_phase", _given_verdict("promote"))
-    refused = canary_run.run_canary(settings, config)
+    refused = run_canary(settings, config, simulation=_given_verdict("promote"))
     assert refused.decision == "rejected_rolled_back", refused.summary()
     assert f"{model} v{new}" in refused.reason and "test: CTR fell" in refused.reason
     assert "canary.allow_rolled_back" in refused.reason
@@ -161,7 +166,7 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
     # Allowed explicitly (a rollback for an outage, not the model), it is canaried again.
     config = load_config(None, {**overrides, "canary.allow_rolled_back": True})
 
-    def another_canary_promotes(ctx, version) -> None:  # during this one's phase
+    def another_canary_promotes(version: str) -> None:  # during this one's phase
         # What a concurrent canary on the same inputs does: it shares this one's challenger
         # version, promotes it and drops @challenger. This canary promoted nothing (the demo
         # once counted it as a second promotion: the plan had no move left to check).
@@ -169,8 +174,8 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
         client.set_registered_model_alias(model, "champion", new)
         client.delete_registered_model_alias(model, "challenger")
 
-    monkeypatch.setattr(canary_run, "_phase", _given_verdict("promote", another_canary_promotes))
-    aborted = canary_run.run_canary(settings, config)
+    racing = _given_verdict("promote", another_canary_promotes)
+    aborted = run_canary(settings, config, simulation=racing)
     assert aborted.decision == "aborted", aborted.summary()
     assert f"@champion is v{new}, the plan expected v{before}" in aborted.reason, aborted.reason
     assert aliases_of(client, model)["champion"] == new  # the other canary's move stands

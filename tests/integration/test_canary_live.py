@@ -44,9 +44,9 @@ def _config(state: dict, **extra):
 def _serve_next_day(settings, config, state: dict) -> tuple[date, pd.DataFrame]:
     """The next day arrives as production would: its requests are scored by the service (both
     arms, the front end's request ids), then its impressions land in raw with their clicks."""
-    from rankflow.data.simulate import simulate
     from rankflow.serving.replay import in_process, raw_day_traffic
     from rankflow.serving.service import ScoringService
+    from rankflow.sim.simulate import simulate
 
     end = date.fromisoformat(state["simulation"]["end_date"])
     later = config.simulation.model_copy(update={"end_date": end + timedelta(days=1)})

@@ -41,11 +41,11 @@ from flows.train import train
 from rankflow.config import ConfigError, load_config
 from rankflow.data.contract import ContractError
 from rankflow.data.raw_files import fingerprint, list_raw
-from rankflow.data.simulate import SimulationConfig, simulate
 from rankflow.features import store as feature_store
 from rankflow.features.exports import export_files
 from rankflow.features.store import EXPORT_SCHEMAS, FeatureStoreError
 from rankflow.paths import REPO_ROOT, StatePaths
+from rankflow.sim.simulate import SimulationConfig, simulate
 from rankflow.warehouse.build import WarehouseBuildError
 
 pytestmark = pytest.mark.integration

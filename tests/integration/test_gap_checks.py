@@ -18,12 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from rankflow.config import parse_config
-from rankflow.data.oracle import Oracle
 from rankflow.monitoring.report import GapCheckOutcome, run_gap_check
-from rankflow.serving.replay import in_process, log_replay, write_labels
+from rankflow.serving.labels import write_labels
+from rankflow.serving.replay import in_process, log_replay
 from rankflow.serving.served_log import score_log_dir
 from rankflow.serving.service import ScoringService
 from rankflow.settings import Settings
+from rankflow.sim.oracle import Oracle
 
 pytestmark = pytest.mark.integration
 
@@ -101,15 +102,15 @@ def test_a_clean_run_passes(online_copy: dict) -> None:
     assert outcome.model_version == online_copy["champion"]
     assert (outcome.report_dir / "report.md").is_file()
     assert (outcome.report_dir / "summary.json").is_file()
-    # The per-arm online evidence the canary reads: served rows joined with their labels.
-    from rankflow.monitoring.report import arm_metrics, labelled_served
+    # What the metric gap judges: served rows joined with their labels, every one scored.
+    from models.metrics import auc
+    from rankflow.monitoring.report import labelled_served
     from rankflow.paths import StatePaths
 
     labelled = labelled_served(StatePaths(online_copy["home"]), SERVICE)
-    per_arm = arm_metrics(labelled)
-    assert set(per_arm) == {"champion"}
-    assert per_arm["champion"]["rows"] == len(labelled) == outcome.context["labelled_rows"]
-    assert 0.5 < per_arm["champion"]["auc"] < 1.0
+    assert set(labelled["arm"]) == {"champion"}
+    assert len(labelled) == outcome.context["labelled_rows"]
+    assert 0.5 < auc(labelled["label"].to_numpy(), labelled["p_click"].to_numpy()) < 1.0
 
 
 def test_an_online_transform_that_differs_fails_naming_the_feature(online_copy: dict) -> None:

@@ -26,9 +26,11 @@ from models.scoring import Scorer
 from rankflow.config import RankflowConfig, parse_config
 from rankflow.features.training_set import DateWindow, TrainingSet
 from rankflow.paths import REPO_ROOT, StatePaths
-from rankflow.registry.aliases import aliases_of, promote_champion
-from rankflow.registry.promotion import CHALLENGER, CHAMPION, PREVIOUS
+from rankflow.registry.aliases import aliases_of, apply_plan, read_serving_state
+from rankflow.registry.lock import promotion_lock
+from rankflow.registry.promotion import CHALLENGER, CHAMPION, PREVIOUS, canary_promotion
 from rankflow.registry.versions import TAG_FINGERPRINT, versions
+from rankflow.settings import Settings
 from rankflow.training.fingerprints import code_fingerprint, data_fingerprint, model_fingerprint
 from rankflow.training.outcome import TrainOutcome
 from rankflow.training.step import train_and_register
@@ -208,14 +210,17 @@ def test_later_runs_register_but_never_move_the_champion(
     assert challenger.tags[TAG_FINGERPRINT] == best.fingerprint
     assert challenger.tags["rankflow.alias.challenger.reason"].startswith("challenger:")
 
-    # The helper the canary will use: the old champion becomes @previous, reasons recorded.
-    old = promote_champion(client, SERVING, str(challenger.version), "won the canary")
-    assert old is not None and str(old.version) == champion
-    assert aliases_of(client, SERVING) == {
-        CHAMPION: str(challenger.version),
-        CHALLENGER: str(challenger.version),
-        PREVIOUS: champion,
-    }
+    # The canary's promotion, as it applies it: under the promotion lock, against the champion
+    # it started with; the old champion becomes @previous, @challenger is removed, reasons
+    # recorded.
+    new = str(challenger.version)
+    with promotion_lock(Settings.resolve(home=paths.root), SERVING):
+        plan = canary_promotion(
+            read_serving_state(client, SERVING), new, "won the canary", champion
+        )
+        applied = apply_plan(client, SERVING, plan)
+    assert applied.versions == {PREVIOUS: champion, CHAMPION: new, CHALLENGER: None}
+    assert aliases_of(client, SERVING) == {CHAMPION: new, PREVIOUS: champion}
     demoted = client.get_model_version(SERVING, champion)
     assert demoted.tags["rankflow.alias.previous.reason"] == (
         f"replaced as champion by v{challenger.version}"

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from rankflow.data.contract import ContractError, validate_raw
 from rankflow.data.raw_files import list_raw
-from rankflow.data.simulate import SimulationConfig, simulate
 from rankflow.features.exports import EXPORT_SCHEMAS, export_files, export_path
 from rankflow.paths import StatePaths
+from rankflow.sim.simulate import SimulationConfig, simulate
 from rankflow.warehouse import changes
 from rankflow.warehouse.build import WarehouseResult, build_warehouse
 

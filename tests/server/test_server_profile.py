@@ -389,8 +389,8 @@ def concurrent(server_run, mlflow_server) -> dict[str, Any]:
     the scoring tests, which read the run's champion), and the registry before and after."""
     from mlflow import MlflowClient
 
-    from rankflow.canary.scenario import start_together
     from rankflow.registry.aliases import aliases_of
+    from rankflow.sim.scenario import start_together
 
     home, env, _ = server_run
     client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rankflow.data.contract import CONTRACT, ContractError, RawInventory, validate_raw
-from rankflow.data.simulate import SimulationConfig, simulate
 from rankflow.paths import REPO_ROOT
+from rankflow.sim.simulate import SimulationConfig, simulate
 
 END = date(2024, 3, 5)
 DAYS = [END - timedelta(days=k) for k in range(4, 0, -1)]

@@ -36,7 +36,7 @@ def test_loading_the_config_imports_no_heavy_library() -> None:
 def test_the_metrics_module_and_the_simulator_import_no_torch() -> None:
     """The simulator's oracle figures come from models.metrics (one metrics module), so that
     module stays light: torch only reaches it with a model, sklearn on the first AUC."""
-    loaded = _imported_modules("import models.metrics, rankflow.data.simulate")
+    loaded = _imported_modules("import models.metrics, rankflow.sim.simulate")
     heavy = sorted(n for n in loaded if n.split(".")[0] in ("torch", "sklearn", "scipy"))
     assert heavy == []
 
@@ -102,3 +102,115 @@ def test_no_function_outside_tests_and_bench_is_over_80_lines() -> None:
                 if lines > 80:
                     long[f"{file.relative_to(REPO_ROOT)}:{node.name}"] = lines
     assert long == {}
+
+
+# The layers of docs/architecture.md, bottom to top. A module imports only its own layer and
+# the layers below it. The foundation holds the top-level modules and the config sections a
+# stage declares beside itself (serving/config.py, ...), which rankflow/config.py composes.
+LAYERS: tuple[frozenset[str], ...] = tuple(
+    frozenset(names.split())
+    for names in (
+        "errors settings paths config locks times jsonable preflight temp_server "
+        "serving.config monitoring.config sim.config",
+        "data",
+        "warehouse",
+        "features",
+        "tracking registry",
+        "training",
+        "serving",
+        "monitoring",
+        "canary",
+        "sim",
+        "cli __main__",
+    )
+)
+PRODUCTION = ("canary", "serving", "training", "monitoring", "registry", "tracking")
+PRODUCTION += ("features", "warehouse", "data")
+
+
+def _layer_of(unit: str) -> int:
+    return next(i for i, names in enumerate(LAYERS) if unit in names)
+
+
+def _unit(module: str) -> str:
+    """``rankflow.serving.config`` -> ``serving.config`` (a section), ``rankflow.serving.x`` ->
+    ``serving``, ``rankflow.cli`` -> ``cli``."""
+    parts = module.split(".")[1:]
+    if len(parts) >= 2 and ".".join(parts[:2]) in LAYERS[0]:
+        return ".".join(parts[:2])
+    return parts[0] if parts else ""
+
+
+def _rankflow_imports(file: Path) -> set[str]:
+    """The rankflow modules ``file`` imports, anywhere in it (functions and TYPE_CHECKING
+    blocks too: they are real coupling); ``from rankflow.sim import config`` is
+    ``rankflow.sim.config``."""
+    found = set()
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                path = REPO_ROOT / Path(*name.split("."))
+                is_module = path.with_suffix(".py").is_file() or path.is_dir()
+                found.add(name if is_module else node.module)
+    return {m for m in found if m.split(".")[0] == "rankflow" and m != "rankflow"}
+
+
+def _module_name(file: Path) -> str:
+    parts = file.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_production_imports_nothing_from_the_simulation() -> None:
+    """The simulator, its oracle, the scenario and the measurements are demo code: production
+    gets a simulated part only when the composition root hands it in. rankflow/config.py may
+    compose the simulator's config section (a pure pydantic model) and nothing else of it."""
+    files = _python_files(*(f"rankflow/{package}" for package in PRODUCTION))
+    files += [f for f in (REPO_ROOT / "rankflow").glob("*.py") if f.stem not in ("cli", "__main__")]
+    offenders = {}
+    for file in files:
+        sim = {m for m in _rankflow_imports(file) if m.startswith("rankflow.sim")}
+        if file == REPO_ROOT / "rankflow" / "config.py":
+            sim -= {"rankflow.sim.config"}
+        if sim:
+            offenders[str(file.relative_to(REPO_ROOT))] = sorted(sim)
+    assert offenders == {}
+
+
+def test_every_module_imports_only_its_own_or_lower_layers() -> None:
+    known = set().union(*LAYERS)
+    upward, unplaced = {}, set()
+    for file in _python_files("rankflow"):
+        if file == REPO_ROOT / "rankflow" / "__init__.py":
+            continue  # the package's docstring and version
+        unit = _unit(_module_name(file))
+        if unit not in known:
+            unplaced.add(unit)
+            continue
+        above = sorted(
+            m
+            for m in _rankflow_imports(file)
+            if _unit(m) in known and _layer_of(_unit(m)) > _layer_of(unit)
+        )
+        if above:
+            upward[str(file.relative_to(REPO_ROOT))] = above
+    assert unplaced == set(), "place these in LAYERS and in docs/architecture.md"
+    assert upward == {}
+
+
+def test_the_architecture_page_states_the_layers_the_code_holds() -> None:
+    """docs/architecture.md draws the layers top to bottom; every subpackage is on it, in the
+    order of LAYERS (the test above holds the code to that order)."""
+    text = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("## Layers", 1)[1].split("```", 2)[1]
+    drawn = [
+        line.split()[0].removeprefix("rankflow/").removesuffix("/").removesuffix(".py")
+        for line in block.splitlines()
+        if line.startswith("rankflow/")
+    ]
+    layers = [_layer_of(unit) for unit in drawn]
+    assert layers == sorted(layers, reverse=True), drawn
+    packages = {p.parent.name for p in (REPO_ROOT / "rankflow").glob("*/__init__.py")}
+    assert packages <= set(drawn)

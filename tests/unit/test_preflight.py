@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.__main__ import main as run_flow
+from rankflow.cli import main as rankflow_main
 from rankflow.config import ConfigError, load_config
 from rankflow.paths import REPO_ROOT
 from rankflow.preflight import check_model_config
@@ -52,7 +52,7 @@ def test_the_flow_refuses_before_prefect_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = configs(tmp_path, {"training": {"batch_size": -1}})
-    assert run_flow(["--config", str(path), "train"]) == 2
+    assert rankflow_main(["--config", str(path), "train"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "batch_size" in err and "model.yaml" in err
     assert len(err.splitlines()) == 1

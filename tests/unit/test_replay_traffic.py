@@ -1,12 +1,12 @@
-"""The replay's traffic split (issue #12's closed loop): requests in the order they first
-appear, each item once with its first row, and the labels gathered into one frame."""
+"""The traffic split shared by the log replay and the closed loop: requests in the order they
+first appear, each item once with its first row, and the labels gathered into one frame."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from rankflow.serving.replay import _body, _Labels, _requests
+from rankflow.serving.replay import ReplayLabels, _requests, request_body
 
 
 def _frame() -> pd.DataFrame:
@@ -36,7 +36,7 @@ def test_requests_come_in_order_of_first_appearance_each_item_once() -> None:
 
 
 def test_a_request_body_is_plain_json_types() -> None:
-    body = _body(next(_requests(_frame(), None)), "run-a", with_positions=True)
+    body = request_body(next(_requests(_frame(), None)), "run-a", with_positions=True)
     assert body == {
         "request_id": "run-a",
         "user_id": 1,
@@ -49,7 +49,7 @@ def test_a_request_body_is_plain_json_types() -> None:
 
 
 def test_labels_are_one_frame_keyed_by_request_and_item() -> None:
-    labels = _Labels("closed")
+    labels = ReplayLabels("closed")
     assert labels.frame().empty
     labels.add("r1", np.array([4, 2]), np.array([1, 2]), np.array([0, 1]), np.array([0.1, 0.2]))
     labels.add("r2", [3], [1], [1], [0.5])

@@ -25,7 +25,7 @@ from typing import Final
 import numpy as np
 
 from rankflow.data.contract import DEVICES
-from rankflow.data.sim_config import (
+from rankflow.sim.config import (
     AGE_BUCKETS,
     AGE_SHARES,
     ANCHOR_DATE,

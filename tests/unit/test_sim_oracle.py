@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rankflow.data.oracle import Oracle, OracleError
-from rankflow.data.simulate import SimulationConfig, simulate
+from rankflow.sim.oracle import Oracle, OracleError
+from rankflow.sim.simulate import SimulationConfig, simulate
 
 CONFIG = SimulationConfig(
     seed=3,

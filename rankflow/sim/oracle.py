@@ -1,6 +1,6 @@
 """The simulator's ground truth, rebuilt for traffic the simulator never wrote.
 
-The closed loop (rankflow/serving/replay.py) needs the true click probability of rows the
+The closed loop (rankflow/sim/replay.py) needs the true click probability of rows the
 *service* chose (an item shown at the position a model ranked it at), and log replay needs the
 simulator's next day. Both come from the same seeded truth the simulator used:
 :meth:`Oracle.from_truth_dir` reads the simulation config from ``truth/simulation.json`` and
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankflow.data import simulate as sim
-from rankflow.data.clicks import _logit, draw_requests, sigmoid
 from rankflow.data.contract import DEVICES
-from rankflow.data.population import STREAM_DAY, day_pool
 from rankflow.errors import RankflowError
+from rankflow.sim import simulate as sim
+from rankflow.sim.clicks import _logit, draw_requests, sigmoid
+from rankflow.sim.population import STREAM_DAY, day_pool
 from rankflow.times import day_start_epoch_us
 
 # Days after the simulated window that traffic may be drawn for (closed loop, next-day replay).

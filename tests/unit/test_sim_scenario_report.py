@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from rankflow.canary.scenario import ScenarioReport, Stage
+from rankflow.sim.scenario import ScenarioReport, Stage
 
 
 def test_each_stage_is_timed_from_the_previous_one_and_the_summary_totals_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = iter([100.0, 130.0, 175.0])
-    monkeypatch.setattr("rankflow.canary.scenario.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("rankflow.sim.scenario.time.monotonic", lambda: next(clock))
     report = ScenarioReport()  # starts the clock at 100
     report.add(Stage("before drift", "served", "v1"))
     report.add(Stage("after drift", "degraded", "v1"))
@@ -40,8 +40,8 @@ def test_the_candidate_blind_config_keeps_nothing_that_tells_candidates_apart(
     import yaml
 
     from models.config import load_model_config
-    from rankflow.canary.scenario import candidate_blind_model_config
     from rankflow.config import parse_config
+    from rankflow.sim.scenario import candidate_blind_model_config
 
     config = parse_config({})
     written = candidate_blind_model_config(config, tmp_path)

@@ -17,7 +17,8 @@ from typing import Final
 import numpy as np
 
 from rankflow.data.contract import DEVICES
-from rankflow.data.population import (
+from rankflow.sim.config import SimulationConfig
+from rankflow.sim.population import (
     STREAM_PILOT,
     US_PER_HOUR,
     DayPool,
@@ -31,7 +32,6 @@ from rankflow.data.population import (
     draw,
     epoch_us,
 )
-from rankflow.data.sim_config import SimulationConfig
 
 _PILOT_IMPRESSIONS: Final = 70_000
 

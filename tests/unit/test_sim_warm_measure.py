@@ -13,7 +13,9 @@ import yaml
 
 from models.config import ModelConfig
 from models.train import train_model
-from rankflow.canary.warm_measure import (
+from rankflow.errors import RankflowError
+from rankflow.features.training_set import TrainingSet
+from rankflow.sim.warm_measure import (
     MIN_EVALS_PER_EPOCH,
     WarmMeasureError,
     WarmStartComparison,
@@ -24,8 +26,6 @@ from rankflow.canary.warm_measure import (
     measurement_key,
     measuring_overrides,
 )
-from rankflow.errors import RankflowError
-from rankflow.features.training_set import TrainingSet
 from tests.fixtures.synthetic import as_training_set, drift_windows, small_model_config
 
 KIND = "wide_deep"

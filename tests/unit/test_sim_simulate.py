@@ -14,10 +14,10 @@ import pytest
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
-import rankflow.data.simulate as simulate_module
+import rankflow.sim.simulate as simulate_module
 from models.metrics import EPS, auc, logloss
 from rankflow.data.contract import CONTRACT, arrow_schema
-from rankflow.data.simulate import (
+from rankflow.sim.simulate import (
     MARKER_FILE,
     SimulationConfig,
     SimulationSummary,

@@ -1,6 +1,6 @@
 """The simulator's settings (``simulation:`` in configs/rankflow.yaml) and its fixed vocabularies.
 
-Kept apart from the generator (rankflow/data/population.py, rankflow/data/simulate.py) so the
+Kept apart from the generator (rankflow/sim/population.py, rankflow/sim/simulate.py) so the
 pipeline config can validate a simulation block without importing numpy-heavy code paths, and
 so each module stays small. Every field is documented in docs/data-contract.md ("Simulator").
 """

@@ -109,7 +109,7 @@ class ScenarioReport:
 
 def closed_loop_ctr(settings: Settings, config: RankflowConfig, impressions: int) -> dict:
     """The champion alone on a day of closed-loop traffic: online and expected CTR."""
-    from rankflow.serving.replay import run_replay
+    from rankflow.sim.replay import run_replay
 
     served = config.model_copy(
         update={"serving": config.serving.model_copy(update={"canary_share": 0.0})}
@@ -143,8 +143,8 @@ def _ctr_line(ctr: dict) -> str:
 
 def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) -> RankflowConfig:
     """Re-simulate with drift over the last ``drift_days`` days, then rebuild (incremental)."""
-    from rankflow.data.simulate import simulate
     from rankflow.features.store import refresh_online_store
+    from rankflow.sim.simulate import simulate
     from rankflow.warehouse.build import build_warehouse
 
     sim = config.simulation
@@ -306,6 +306,7 @@ def run_scenario(
     import tempfile
 
     from rankflow.canary.run import run_canary
+    from rankflow.sim.canary import canary_simulation
 
     _require_champion(settings, config)
     report = ScenarioReport()
@@ -326,7 +327,11 @@ def run_scenario(
     )
     gap_impressions = traffic_impressions or min(cc.traffic_impressions, GAP_IMPRESSIONS)
     report.add(_gap_stage(settings, drifted, gap_impressions))
-    retrain = report.add(_canary_stage("canary retrain", run_canary(settings, drifted)))
+    retrain = report.add(
+        _canary_stage(
+            "canary retrain", run_canary(settings, drifted, simulation=canary_simulation())
+        )
+    )
     if retrain.decision == "promoted":
         recovered = closed_loop_ctr(settings, drifted, impressions)
         gain = recovered["expected_ctr"] - after["expected_ctr"]
@@ -343,7 +348,12 @@ def run_scenario(
         _failure_cases(settings, drifted, report, folder)
         report.add(_rollback_stage(settings, drifted))
         # The next canary on the same data retrains the model just rolled back: it is refused.
-        report.add(_canary_stage("canary after rollback", run_canary(settings, drifted)))
+        report.add(
+            _canary_stage(
+                "canary after rollback",
+                run_canary(settings, drifted, simulation=canary_simulation()),
+            )
+        )
         # The race re-proposes it on purpose (the rollback above was a drill, not a verdict on
         # the model): both canaries train the same challenger, at most one may promote it.
         race: dict[str, Any] = {"allow_rolled_back": True}
@@ -385,7 +395,7 @@ def _require_champion(settings: Settings, config: RankflowConfig) -> None:
 def _gap_stage(settings: Settings, config: RankflowConfig, impressions: int) -> Stage:
     """Log-replay a day (labels for the metric gap), then the gap check over it."""
     from rankflow.monitoring.report import run_gap_check
-    from rankflow.serving.replay import run_replay
+    from rankflow.sim.replay import run_replay
 
     run_replay(settings, config, mode="log", impressions=impressions, progress=False)
     outcome = run_gap_check(settings, config, log_to_mlflow=True)
@@ -401,11 +411,14 @@ def _failure_cases(
 ) -> None:
     from rankflow.canary.run import run_canary
     from rankflow.features.training_set import build_training_set
+    from rankflow.sim.canary import canary_simulation
 
     window = build_training_set(
         settings.paths, config.training_set, last_days=config.canary.window_days
     )
-    broken = run_canary(settings, config, training_set=shuffled_labels(window))
+    broken = run_canary(
+        settings, config, training_set=shuffled_labels(window), simulation=canary_simulation()
+    )
     report.add(_canary_stage("shuffled labels", broken))
     permissive = config.model_copy(
         update={
@@ -429,7 +442,11 @@ def _failure_cases(
             ),
         }
     )
-    report.add(_canary_stage("worse online", run_canary(settings, permissive)))
+    report.add(
+        _canary_stage(
+            "worse online", run_canary(settings, permissive, simulation=canary_simulation())
+        )
+    )
 
 
 def _concurrency_stage(results: list[dict[str, Any]]) -> Stage:

@@ -2,12 +2,12 @@
 
 Every impression gets a true click probability from a logistic model whose parts are the
 kinds of signal a ranking model is expected to find (docs/data-contract.md, "Simulator"; the
-formula is in rankflow/data/clicks.py). ``base`` is solved so the overall CTR hits
+formula is in rankflow/sim/clicks.py). ``base`` is solved so the overall CTR hits
 ``target_ctr``. The click label is a Bernoulli draw from ``p_click``; the oracle AUC / log loss
 (true probabilities vs drawn labels) is the ceiling every model metric is compared with.
 
 The window appends: a day's impressions come from a random stream keyed by its calendar date,
-and users and items from cohorts keyed by their arrival day (rankflow/data/population.py), so
+and users and items from cohorts keyed by their arrival day (rankflow/sim/population.py), so
 a later ``end_date`` writes byte-identical files for every day the two windows share, adds
 the new days and drops the oldest ones (``days`` is fixed): a daily run on ``end_date: null``
 adds one day. Users and items arrive and leave during the window (cold start and growth);
@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 
 from models.atomic import replace_dir
 from models.metrics import auc, logloss
-from rankflow.data.clicks import (
+from rankflow.data.contract import DEVICES, arrow_schema, partition_dir
+from rankflow.sim.clicks import (
     _logit,
     _Requests,
     draw_requests,
@@ -47,9 +48,7 @@ from rankflow.data.clicks import (
     traffic_by_hour,
     true_logit,
 )
-from rankflow.data.contract import DEVICES, arrow_schema, partition_dir
-from rankflow.data.population import STREAM_DAY, Truth, day_pool, epoch_us
-from rankflow.data.sim_config import (
+from rankflow.sim.config import (
     AGE_BUCKETS,
     ANCHOR_DATE,
     REGIONS,
@@ -57,6 +56,7 @@ from rankflow.data.sim_config import (
     SimulationConfig,
     category_names,
 )
+from rankflow.sim.population import STREAM_DAY, Truth, day_pool, epoch_us
 
 __all__ = [
     "MARKER_FILE",

@@ -8,32 +8,32 @@ need a private state dir still set RANKFLOW_HOME themselves with monkeypatch.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rankflow.paths import StatePaths
+from tests.fixtures.prefect_server import shared_api_url, stop_shared_server
+from tests.fixtures.session import (
+    SESSION_DIR_ENV,
+    create_session_folder,
+    remove_session_folder,
+)
 
 # `make test` runs the suite on two pytest-xdist workers. A work unit is a test module, so a
-# module-scoped state (the canary scenario, the main job's run) is built once; modules that share
-# a session-scoped state form one unit, so that state is built once too. (xdist's own
-# `--dist loadgroup` does not work with pytest 9: it renames node ids through an attribute
-# pytest 9 no longer reads, so every test became its own unit.)
+# module-scoped state (the canary scenario, the flows' tiny build) is built once; modules that
+# share a worker-local session state form one unit, so that state is built once too. (xdist's
+# own `--dist loadgroup` does not work with pytest 9: it renames node ids through an attribute
+# pytest 9 no longer reads, so every test became its own unit.) The built state with a champion
+# (``online_state``) is shared across the workers instead (tests/fixtures/session.py), so the
+# modules that read it stay units of their own and both workers can run them.
 SHARED_STATE_UNITS = {  # module (or folder) -> work unit
-    # online_state (below): a built state with a champion
-    "tests/e2e/test_online.py": "online-state",
-    "tests/integration/test_canary_flow.py": "online-state",
-    "tests/integration/test_canary_live.py": "online-state",
-    "tests/integration/test_gap_checks.py": "online-state",
-    "tests/integration/test_serving.py": "online-state",
     # tests/server/conftest.py: PostgreSQL, Redis, mlflow server, Prefect server
     "tests/server/": "servers",
 }
 SHARED_STATE_FIXTURES = {
-    "online_state": "online-state",
     "postgres": "servers",
     "redis_server": "servers",
     "mlflow_server": "servers",
@@ -64,22 +64,16 @@ def pytest_configure(config: pytest.Config) -> None:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(name, "1")
         return
-    from tests.fixtures.prefect_server import SESSION_DIR_ENV, owner_record
-
-    folder = Path(tempfile.mkdtemp(prefix="rankflow-tests-"))
-    owner_record(folder)
-    os.environ[SESSION_DIR_ENV] = str(folder)  # before xdist starts the workers: they inherit it
+    create_session_folder()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """The process that made the session's folder stops what the workers started in it."""
-    from tests.fixtures.prefect_server import SESSION_DIR_ENV, stop_shared_server
-
     if hasattr(config, "workerinput") or SESSION_DIR_ENV not in os.environ:
         return
     folder = Path(os.environ.pop(SESSION_DIR_ENV))
     stop_shared_server(folder)
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_session_folder(folder)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -141,9 +135,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home (results) for this worker."""
     from prefect.settings import temporary_settings
 
-    from tests.fixtures.prefect_server import SESSION_DIR_ENV, shared_api_url
-
-    api_url = shared_api_url(Path(os.environ[SESSION_DIR_ENV]))
+    api_url = shared_api_url()
     home = tmp_path_factory.mktemp("prefect-home")
     settings = {
         "home": home,
@@ -156,90 +148,25 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield api_url
 
 
-# A small built state with a champion (and a second registered version of the serving model),
-# shared by the online tests (tests/integration/test_serving.py, test_gap_checks.py,
-# tests/e2e/test_online.py). Built once per session and only when asked for; tests that change
-# it work on a copy (``copy_online_state``).
-ONLINE_SIMULATION = {
-    "n_users": 400,
-    "n_items": 150,
-    "n_impressions": 30000,
-    "days": 10,
-    "end_date": "2026-03-11",
-}
-ONLINE_GATES = {
-    "min_auc": 0.55,
-    "max_ne": 1.0,
-    "max_ece": 0.1,
-    "calibration_ratio": [0.5, 2.0],
-    "min_auc_lift_over_baseline": None,
-}
-
-
 @pytest.fixture(scope="session")
-def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from mlflow import MlflowClient
+def online_state(prefect_api: str) -> dict[str, Any]:
+    """The session's built state with a champion (tests/fixtures/online_state.py), built once
+    for all workers; read it, never change it (``online_copy`` is a private copy)."""
+    from tests.fixtures import online_state as online
+    from tests.fixtures.session import build_once
 
-    from rankflow.config import parse_config
-    from rankflow.features.store import refresh_online_store
-    from rankflow.paths import StatePaths
-    from rankflow.sim.simulate import simulate
-    from rankflow.tracking.setup import default_tracking_uri
-    from rankflow.training.step import train_and_register
-    from rankflow.warehouse.build import build_warehouse
-
-    home = tmp_path_factory.mktemp("online-state")
-    paths = StatePaths(home)
-    config = parse_config(
-        {
-            "simulation": ONLINE_SIMULATION,
-            "training_set": {"valid_days": 2, "test_days": 2},
-            "registry": {"gates": ONLINE_GATES},
-        }
-    )
-    # mlflow.set_tracking_uri (any earlier in-process training) exports MLFLOW_TRACKING_URI,
-    # which would win over this state's own store: pin it for the build.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RANKFLOW_HOME", str(home))
-        mp.setenv("MLFLOW_TRACKING_URI", default_tracking_uri(paths))
-        simulate(config.simulation, paths.raw, paths.truth)
-        build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
-        refresh_online_store(paths)
-        outcome = train_and_register(config, paths, model_overrides={"training.max_epochs": 2})
-    champion = outcome.champion_version
-    assert champion is not None, outcome.decision
-    client = MlflowClient(tracking_uri=outcome.tracking_uri, registry_uri=outcome.tracking_uri)
-    champion_kind = client.get_model_version(outcome.serving_model, champion).tags[
-        "rankflow.model_kind"
-    ]
-    other = next(c for k, c in outcome.candidates.items() if k != champion_kind)
-    family = client.get_model_version(other.registered_model, other.version)
-    second = client.create_model_version(
-        outcome.serving_model,
-        family.source,
-        run_id=family.run_id,
-        model_id=getattr(family, "model_id", None),
-        tags={"rankflow.model_kind": other.kind},
-    )
-    return {
-        "home": home,
-        "simulation": ONLINE_SIMULATION,
-        "gates": ONLINE_GATES,
-        "champion": str(champion),
-        "other": str(second.version),
-        "tracking_uri": outcome.tracking_uri,
-        "model": outcome.serving_model,
-    }
+    record = build_once("online-state", online.build)
+    return {**record, "home": Path(record["home"])}
 
 
 @pytest.fixture
-def online_copy(online_state: dict, tmp_path) -> dict:
+def online_copy(online_state: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """A private copy of the online state (its MLflow store and Feast online store with it)."""
     import shutil
 
     from tests.fixtures.state_copy import copy_state
 
-    state = online_state
     home = tmp_path / "home"
-    copy_state(state["home"], home, ignore=shutil.ignore_patterns("logs", "reports"))
-    return {**state, "home": home, "tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"}
+    copy_state(online_state["home"], home, ignore=shutil.ignore_patterns("logs", "reports"))
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    return {**online_state, "home": home, "tracking_uri": uri}

@@ -98,9 +98,9 @@ def train_and_register(
     ``model_overrides`` applied). ``on_train_step(kind, step, loss)`` runs after every
     training step (progress reporting; tests use it to kill the process mid-training).
     ``settings``: where MLflow is (default: resolved for ``paths``' home).
-    ``families`` / ``promote=False``: train and register only these families and move no alias
-    (the Dask option trains each family in its own process this way; then one call with every
-    family reuses the registered versions and decides).
+    ``families``: train and register only these families (and decide among them);
+    ``promote=False``: move no alias (the Dask option trains each family in its own process
+    this way; then one call with every family reuses the registered versions and decides).
     ``warm_start``: start each family from this production model (the canary; its
     fingerprint enters the candidates'). Pass ``promote=False`` with it: the canary decides.
     """
@@ -210,7 +210,7 @@ def _promote(
     client, serving = ctx.tracking.client, ctx.config.registry.serving_model
     promoted: str | None = None
     if promote:
-        candidates = [outcomes[k].candidate(*sources[k]) for k in MODEL_KINDS]
+        candidates = [outcomes[k].candidate(*sources[k]) for k in outcomes]
         with promotion_lock(settings, serving):
             state = read_serving_state(client, serving)
             plan = decide_promotion(candidates, state, ctx.config.registry)

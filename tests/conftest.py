@@ -41,6 +41,18 @@ SHARED_STATE_FIXTURES = {
 }
 
 
+# The units that take longest, longest first (`--durations` of `make test`): starting them
+# first lets the short ones fill the other worker's time instead of trailing at the end.
+LONGEST_UNITS = [
+    "tests/e2e/test_canary.py",
+    # builds the session's shared state (online_state) early, while the other worker is busy
+    "tests/e2e/test_main_job.py",
+    "servers",
+    "tests/integration/test_warehouse_invariant.py",
+    "tests/integration/test_warehouse_property.py",
+]
+
+
 def work_unit(nodeid: str) -> str:
     module = nodeid.split("::", 1)[0]
     for prefix, unit in SHARED_STATE_UNITS.items():
@@ -77,7 +89,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A module that starts using a shared session state must join that state's unit."""
+    """A module that starts using a shared session state must join that state's unit; the
+    longest units go first (``LONGEST_UNITS``), every unit's tests staying together."""
     for item in items:
         for fixture in item.fixturenames:
             unit = SHARED_STATE_FIXTURES.get(fixture)
@@ -86,16 +99,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     f"{item.nodeid} uses the session state {fixture!r}: add its module to "
                     f"SHARED_STATE_UNITS as {unit!r} in tests/conftest.py"
                 )
+    rank = {unit: k for k, unit in enumerate(LONGEST_UNITS)}
+    order = {item.nodeid: k for k, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(work_unit(item.nodeid), len(rank)), order[item.nodeid]))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Whole units to the workers in the order collected (longest first, so the last unit to
+    finish is a short one), each worker asking for the next when its own runs out."""
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedStateScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
 
+    config.option.loadscopereorder = False  # xdist would put the units with most tests first
     return SharedStateScheduling(config, log)
 
 

@@ -110,6 +110,7 @@ def artifacts(flow_run_id: UUID) -> dict[str, str]:
 # build-features
 
 
+@pytest.mark.slow  # the module's built state
 def test_build_features_completes_and_writes_exports(built: Built) -> None:
     assert built.state.is_completed(), built.state.message
     summary = built.state.result()
@@ -136,6 +137,7 @@ def test_build_features_completes_and_writes_exports(built: Built) -> None:
     assert "build-features-summary" in recorded
 
 
+@pytest.mark.slow  # the module's built state
 def test_rerun_is_served_from_cache_and_retries_a_transient_failure(
     built: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -298,7 +300,7 @@ def test_transient_cause_counts_unless_the_library_reported_it() -> None:
 # pipeline = build-features + train
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the module's built state, then training
 def test_pipeline_runs_build_features_then_train(
     built: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -338,6 +340,7 @@ def _raw_fingerprints(raw: Path) -> dict[str, str]:
     return {listing.label(p): fingerprint(p) for files in listing.files.values() for p in files}
 
 
+@pytest.mark.slow  # the module's built state
 def test_a_daily_run_decodes_only_new_or_changed_raw_files(
     built: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -422,6 +425,7 @@ class _Output:
         return self.text()
 
 
+@pytest.mark.slow  # the module's built state
 def test_two_train_runs_started_together_never_race(
     built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,7 +31,7 @@ from rankflow.features.exports import export_files
 from rankflow.features.store import EXPORT_SCHEMAS
 from rankflow.paths import REPO_ROOT, StatePaths
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 SPEC = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())

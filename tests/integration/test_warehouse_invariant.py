@@ -31,7 +31,7 @@ from rankflow.sim.simulate import SimulationConfig, simulate
 from rankflow.warehouse import changes
 from rankflow.warehouse.build import WarehouseResult, build_warehouse
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 START = date(2024, 3, 1)
 USERS = pd.DataFrame(

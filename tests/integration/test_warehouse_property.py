@@ -27,7 +27,7 @@ from tests.integration.test_warehouse_invariant import (
     tables_of,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 OPS = st.sampled_from(

@@ -18,7 +18,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help install run test test-unit test-integration lint format lock bench bench-models bench-warm-start canary demo docs clean clean-state \
+.PHONY: help install run test test-fast test-unit test-integration lint format lock bench bench-models bench-warm-start canary demo docs clean clean-state \
 	browser-deps redis-deps mlflow-ui serve bench-serving
 
 help: ## Show this help
@@ -38,6 +38,13 @@ run: $(INSTALLED) ## Set up if needed, then run the main job on the embedded def
 
 test: $(INSTALLED) browser-deps redis-deps ## Run every test (unit, integration, e2e, server)
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# The inner loop: every test not marked slow, e2e or server (pyproject.toml lists the markers);
+# `make test` still runs them all.
+FAST_TESTS := not slow and not e2e and not server
+
+test-fast: $(INSTALLED) ## Run the unit tests and the fast integration tests (the inner loop, < 2 min)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "$(FAST_TESTS)" $(PYTEST_ARGS)
 
 test-unit: $(INSTALLED) ## Run the unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -43,7 +43,8 @@ def train_family(
         config.train_step(),
         settings,
         training_set=training,
-        candidates_only=CandidatesOnly((kind,)),
+        families=(kind,),
+        candidates_only=CandidatesOnly(),
     )
     candidate = outcome.candidates[kind]
     get_run_logger().info("%s: %s v%s", kind, candidate.registered_model, candidate.version)

@@ -10,33 +10,47 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rankflow.paths import StatePaths
+from tests.fixtures.prefect_server import shared_api_url, stop_shared_server
+from tests.fixtures.session import (
+    SESSION_DIR_ENV,
+    create_session_folder,
+    remove_session_folder,
+)
 
 # `make test` runs the suite on two pytest-xdist workers. A work unit is a test module, so a
-# module-scoped state (the canary scenario, the main job's run) is built once; modules that share
-# a session-scoped state form one unit, so that state is built once too. (xdist's own
-# `--dist loadgroup` does not work with pytest 9: it renames node ids through an attribute
-# pytest 9 no longer reads, so every test became its own unit.)
+# module-scoped state (the canary scenario, the flows' tiny build) is built once; modules that
+# share a worker-local session state form one unit, so that state is built once too. (xdist's
+# own `--dist loadgroup` does not work with pytest 9: it renames node ids through an attribute
+# pytest 9 no longer reads, so every test became its own unit.) The built state with a champion
+# (``online_state``) is shared across the workers instead (tests/fixtures/session.py), so the
+# modules that read it stay units of their own and both workers can run them.
 SHARED_STATE_UNITS = {  # module (or folder) -> work unit
-    # online_state (below): a built state with a champion
-    "tests/e2e/test_online.py": "online-state",
-    "tests/integration/test_canary_flow.py": "online-state",
-    "tests/integration/test_canary_live.py": "online-state",
-    "tests/integration/test_gap_checks.py": "online-state",
-    "tests/integration/test_serving.py": "online-state",
     # tests/server/conftest.py: PostgreSQL, Redis, mlflow server, Prefect server
     "tests/server/": "servers",
 }
 SHARED_STATE_FIXTURES = {
-    "online_state": "online-state",
     "postgres": "servers",
     "redis_server": "servers",
     "mlflow_server": "servers",
     "prefect_server": "servers",
 }
+
+
+# The units that take longest, longest first (`--durations` of `make test`): starting them
+# first lets the short ones fill the other worker's time instead of trailing at the end.
+LONGEST_UNITS = [
+    "tests/e2e/test_canary.py",
+    # builds the session's shared state (online_state) early, while the other worker is busy
+    "tests/e2e/test_main_job.py",
+    "servers",
+    "tests/integration/test_warehouse_invariant.py",
+    "tests/integration/test_warehouse_property.py",
+]
 
 
 def work_unit(nodeid: str) -> str:
@@ -48,21 +62,35 @@ def work_unit(nodeid: str) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """On an xdist worker, torch (OpenMP) gets one thread unless the caller chose a number.
+    """The session's folder for what its workers share (the Prefect server's record), made by
+    the process that runs the session; and, on an xdist worker, one torch (OpenMP) thread
+    unless the caller chose a number.
 
     Two workers on two cores each training with two OpenMP threads oversubscribe the CPU, and
     OpenMP's spinning threads pay for it: two training-heavy test modules run side by side took
-    52 s with the default threads and 42 s with one (measured 2026-12-02). Set before torch is
-    imported, so the workers' torch and every subprocess they start (the CLI, the flows) read
-    it. A run without xdist (TEST_WORKERS=0) keeps torch's default.
+    52 s with the default threads and 42 s with one. Set before torch is imported, so the
+    workers' torch and every subprocess they start (the CLI, the flows) read it. A run without
+    xdist (TEST_WORKERS=0) keeps torch's default.
     """
     if hasattr(config, "workerinput"):
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(name, "1")
+        return
+    create_session_folder()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The process that made the session's folder stops what the workers started in it."""
+    if hasattr(config, "workerinput") or SESSION_DIR_ENV not in os.environ:
+        return
+    folder = Path(os.environ.pop(SESSION_DIR_ENV))
+    stop_shared_server(folder)
+    remove_session_folder(folder)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A module that starts using a shared session state must join that state's unit."""
+    """A module that starts using a shared session state must join that state's unit; the
+    longest units go first (``LONGEST_UNITS``), every unit's tests staying together."""
     for item in items:
         for fixture in item.fixturenames:
             unit = SHARED_STATE_FIXTURES.get(fixture)
@@ -71,16 +99,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     f"{item.nodeid} uses the session state {fixture!r}: add its module to "
                     f"SHARED_STATE_UNITS as {unit!r} in tests/conftest.py"
                 )
+    rank = {unit: k for k, unit in enumerate(LONGEST_UNITS)}
+    order = {item.nodeid: k for k, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(work_unit(item.nodeid), len(rank)), order[item.nodeid]))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Whole units to the workers in the order collected (longest first, so the last unit to
+    finish is a short one), each worker asking for the next when its own runs out."""
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedStateScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
 
+    config.option.loadscopereorder = False  # xdist would put the units with most tests first
     return SharedStateScheduling(config, log)
 
 
@@ -113,109 +147,45 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StatePaths:
 
 
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Prefect's temporary server and a temporary home (results, database) for the session,
-    shared by every test that runs a real flow."""
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's one Prefect API server (``tests/fixtures/prefect_server.py``) for every
+    test that runs a real flow, in process or in a ``rankflow`` subprocess (``PREFECT_API_URL``
+    is exported, so they start no temporary server of their own), with a temporary Prefect
+    home (results) for this worker."""
     from prefect.settings import temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
 
+    api_url = shared_api_url()
     home = tmp_path_factory.mktemp("prefect-home")
     settings = {
         "home": home,
+        "api.url": api_url,
         "results.local_storage_path": home / "storage",
         "server.analytics_enabled": False,
     }
-    with temporary_settings(updates=settings), prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-# A small built state with a champion (and a second registered version of the serving model),
-# shared by the online tests (tests/integration/test_serving.py, test_gap_checks.py,
-# tests/e2e/test_online.py). Built once per session and only when asked for; tests that change
-# it work on a copy (``copy_online_state``).
-ONLINE_SIMULATION = {
-    "n_users": 400,
-    "n_items": 150,
-    "n_impressions": 30000,
-    "days": 10,
-    "end_date": "2026-03-11",
-}
-ONLINE_GATES = {
-    "min_auc": 0.55,
-    "max_ne": 1.0,
-    "max_ece": 0.1,
-    "calibration_ratio": [0.5, 2.0],
-    "min_auc_lift_over_baseline": None,
-}
+    with pytest.MonkeyPatch.context() as mp, temporary_settings(updates=settings):
+        mp.setenv("PREFECT_API_URL", api_url)
+        yield api_url
 
 
 @pytest.fixture(scope="session")
-def online_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from mlflow import MlflowClient
+def online_state(prefect_api: str) -> dict[str, Any]:
+    """The session's built state with a champion (tests/fixtures/online_state.py), built once
+    for all workers; read it, never change it (``online_copy`` is a private copy)."""
+    from tests.fixtures import online_state as online
+    from tests.fixtures.session import build_once
 
-    from rankflow.config import parse_config
-    from rankflow.features.store import refresh_online_store
-    from rankflow.settings import Settings
-    from rankflow.sim.simulate import simulate
-    from rankflow.training.step import train_and_register
-    from rankflow.warehouse.build import build_warehouse
-
-    home = tmp_path_factory.mktemp("online-state")
-    # The embedded profile as such, not resolved from this process's environment (an earlier
-    # in-process training's mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI).
-    settings = Settings(home=home)
-    paths = settings.paths
-    config = parse_config(
-        {
-            "simulation": ONLINE_SIMULATION,
-            "training_set": {"valid_days": 2, "test_days": 2},
-            "registry": {"gates": ONLINE_GATES},
-        }
-    )
-    # Training's mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI for the whole process: the
-    # context restores it afterwards, so this state's store does not leak into later tests.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        simulate(config.simulation, paths.raw, paths.truth)
-        build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
-        refresh_online_store(settings)
-        outcome = train_and_register(
-            config.train_step(), settings, model_overrides={"training.max_epochs": 2}
-        )
-    champion = outcome.champion_version
-    assert champion is not None, outcome.decision
-    client = MlflowClient(tracking_uri=outcome.tracking_uri, registry_uri=outcome.tracking_uri)
-    champion_kind = client.get_model_version(outcome.serving_model, champion).tags[
-        "rankflow.model_kind"
-    ]
-    other = next(c for k, c in outcome.candidates.items() if k != champion_kind)
-    family = client.get_model_version(other.registered_model, other.version)
-    second = client.create_model_version(
-        outcome.serving_model,
-        family.source,
-        run_id=family.run_id,
-        model_id=getattr(family, "model_id", None),
-        tags={"rankflow.model_kind": other.kind},
-    )
-    return {
-        "home": home,
-        "simulation": ONLINE_SIMULATION,
-        "gates": ONLINE_GATES,
-        "champion": str(champion),
-        "other": str(second.version),
-        "tracking_uri": outcome.tracking_uri,
-        "model": outcome.serving_model,
-    }
+    record = build_once("online-state", online.build)
+    return {**record, "home": Path(record["home"])}
 
 
 @pytest.fixture
-def online_copy(online_state: dict, tmp_path) -> dict:
+def online_copy(online_state: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """A private copy of the online state (its MLflow store and Feast online store with it)."""
     import shutil
 
     from tests.fixtures.state_copy import copy_state
 
-    state = online_state
     home = tmp_path / "home"
-    copy_state(state["home"], home, ignore=shutil.ignore_patterns("logs", "reports"))
-    return {**state, "home": home, "tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"}
+    copy_state(online_state["home"], home, ignore=shutil.ignore_patterns("logs", "reports"))
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    return {**online_state, "home": home, "tracking_uri": uri}

@@ -264,7 +264,8 @@ def _challenger(
         ctx.settings,
         training_set=training_set,
         model_overrides=overrides,
-        candidates_only=CandidatesOnly(families, warm_start=source),
+        families=families,
+        candidates_only=CandidatesOnly(warm_start=source),
     )
     candidates = {}
     for kind in families:

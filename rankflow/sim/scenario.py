@@ -295,14 +295,15 @@ def run_scenario(
     *,
     drift_days: int | None = None,
     traffic_impressions: int | None = None,
-    concurrent_phase_impressions: int | None = None,
+    concurrent: bool = True,
     scratch: Path | None = None,
 ) -> ScenarioReport:
     """The whole story (module docstring). ``drift_days``: days re-drawn with drift (default:
     the canary window); ``traffic_impressions``: per closed-loop measurement (default: the
     canary phase's traffic, at most ``MEASURE_IMPRESSIONS``; the gap check's replay at most
-    ``GAP_IMPRESSIONS``); ``concurrent_phase_impressions``: the canary phase of each of the two
-    concurrent canaries (default: the configured phase, which lets them decide and race)."""
+    ``GAP_IMPRESSIONS``); ``concurrent``: end with the two concurrent canaries, each with the
+    configured phase, which lets them decide and race (the tests race two canaries with a
+    given verdict instead: tests/integration/test_canary_flow.py)."""
     import tempfile
 
     from rankflow.canary.run import run_canary
@@ -355,13 +356,13 @@ def run_scenario(
                 run_canary(settings, drifted.canary_run(), simulation=canary_simulation()),
             )
         )
-        # The race re-proposes it on purpose (the rollback above was a drill, not a verdict on
-        # the model): both canaries train the same challenger, at most one may promote it.
-        race: dict[str, Any] = {"allow_rolled_back": True}
-        if concurrent_phase_impressions is not None:
-            race["traffic_impressions"] = concurrent_phase_impressions
-        racing = drifted.model_copy(update={"canary": drifted.canary.model_copy(update=race)})
-        report.add(_concurrency_stage(concurrent_canaries(settings, racing, folder)))
+        if concurrent:
+            # The race re-proposes it on purpose (the rollback above was a drill, not a verdict
+            # on the model): both canaries train the same challenger, at most one may promote it.
+            race = {"allow_rolled_back": True}
+            update = {"canary": drifted.canary.model_copy(update=race)}
+            racing = drifted.model_copy(update=update)
+            report.add(_concurrency_stage(concurrent_canaries(settings, racing, folder)))
     from rankflow.registry.aliases import aliases_of
     from rankflow.tracking.setup import setup_tracking
 

@@ -85,14 +85,13 @@ HEADLINE_METRICS = ("auc", "logloss", "ne", "ece", "calibration_ratio", "oracle_
 
 @dataclass(frozen=True)
 class CandidatesOnly:
-    """Train and register ``families`` only and move no alias: the caller decides.
+    """Train and register the candidates and move no alias: the caller decides.
 
     The canary trains its challengers warm-started from ``warm_start`` (the production model;
     its fingerprint enters the candidates'); the Dask option trains each family in its own
     process, then one call with every family reuses the registered versions and decides.
     """
 
-    families: tuple[str, ...] = MODEL_KINDS
     warm_start: WarmSource | None = None
 
 
@@ -104,6 +103,7 @@ def train_and_register(
     model_config: ModelConfig | None = None,
     model_overrides: Mapping[str, Any] | None = None,
     on_train_step: StepHook | None = None,
+    families: tuple[str, ...] = MODEL_KINDS,
     candidates_only: CandidatesOnly | None = None,
 ) -> TrainOutcome:
     """Train, evaluate, log and register Wide & Deep and DCN; name a first champion.
@@ -112,7 +112,8 @@ def train_and_register(
     ``model_config``: the model config (default: ``train.model_config_path`` with
     ``model_overrides`` applied). ``on_train_step(kind, step, loss)`` runs after every
     training step (progress reporting; tests use it to kill the process mid-training).
-    ``candidates_only``: train and register some families, move no alias (:class:`CandidatesOnly`).
+    ``families``: the model families to train, register and decide among (default: all).
+    ``candidates_only``: register the candidates and move no alias (:class:`CandidatesOnly`).
     """
     started = time.perf_counter()
     scope = candidates_only or CandidatesOnly()
@@ -124,7 +125,7 @@ def train_and_register(
         ctx = _step_context(
             train, settings.paths, tracking, model_config, training_set, Path(tmp), scope.warm_start
         )
-        outcomes, sources = _train_families(ctx, scope.families, on_train_step)
+        outcomes, sources = _train_families(ctx, families, on_train_step)
     return _promote(ctx, outcomes, sources, started, settings, candidates_only is None)
 
 
@@ -271,7 +272,7 @@ def _promote(
     client, serving = ctx.tracking.client, ctx.train.registry.serving_model
     promoted: str | None = None
     if promote:
-        candidates = [outcomes[k].candidate(*sources[k]) for k in MODEL_KINDS]
+        candidates = [outcomes[k].candidate(*sources[k]) for k in outcomes]
         with promotion_lock(settings, serving):
             state = read_serving_state(client, serving)
             plan = decide_promotion(candidates, state, ctx.train.registry)

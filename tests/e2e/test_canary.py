@@ -1,14 +1,17 @@
-"""The canary end to end on small simulated data: the drift scenario, the three failure cases,
-concurrent canaries and rollback, with real dbt, Feast, MLflow, training and scoring service.
+"""The canary end to end on small simulated data: the drift scenario, its failure cases and
+rollback, with real dbt, Feast, MLflow, training and the simulated canary phase.
 
 One state per module: a (deliberately under-trained) champion on 14 days without drift, then
 :func:`rankflow.sim.scenario.run_scenario` (what ``make demo`` runs) re-draws the last 8 days
 with strong concept drift and plays every stage once; the tests read its report and the registry.
+What only this module tests is what the simulated phase decides on clicks: the retrain wins and
+CTR recovers, a candidate-blind model loses, and the truth agrees both times. The decisions
+around a phase (aliases, records, rollback, refusing a rolled-back model, two canaries racing)
+are tested with a given verdict in tests/integration/test_canary_flow.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,33 +68,24 @@ class Scenario:
     model: str
 
 
-# The champion's budget (before the drift) and the canary's (warm-started, on the 4 training
-# days of the drifted window). Measured on this data: a warm start given 2 epochs relearns too
-# little of the drifted segment x category crosses to rank better than the champion (its share
-# of the truth's best order 66.3% against 65.6%); given 8 (early stopping on) it reaches
-# 70.6% against 65.6% (7.7% more expected CTR on the same requests). Those figures were measured
-# with early stopping one epoch after the best point; the shipped default waits two (a quality
-# setting measured on the 1M-row benchmark), which here would only add training time to a
-# scenario whose decisions, not its AUCs, are under test.
-CHAMPION_EPOCHS, CANARY_EPOCHS = 2, 8
+# The champion's budget (before the drift; one family, Wide & Deep, which the canary then
+# retrains) and the canary's (warm-started, on the 4 training days of the drifted window, with
+# early stopping one epoch after the best point: the shipped default waits two, a quality
+# setting that would only add training time to a scenario whose decisions, not its AUCs, are
+# under test). The champion is under-trained on purpose, so the drift hurts it and the retrain
+# clearly beats it.
+CHAMPION_EPOCHS, CANARY_EPOCHS = 2, 5
 CANARY_PATIENCE_EPOCHS = 1.0
-# Each closed-loop measurement (before / after the drift and the promotion, the gap check's
-# replay). Their expected CTRs come from the truth, not from clicks: the drift's fall (-0.053
-# expected CTR at 15k impressions) and the recovery (+0.030) are 20-40 standard errors (about
-# 0.0013 at 8k) above their noise. 15k cost 28 s per measurement, 8k about half.
-MEASURE_IMPRESSIONS = 8_000
-# The two concurrent canaries' phases: that stage checks that two processes on one embedded
-# state (SQLite registry, file locks) share the training lock, end with at most one promotion
-# and exit cleanly, not the decision, which the retrain's full phase tests. With the full phase
-# (about 60k impressions each before it decides) both find the re-proposed v2 better and
-# exactly one promotes (measured 2026-12-01), but the stage cost 230 s and took `make test` to
-# 21:23 in CI; at 20k it stayed undecided too (p = 0.56) for 54 s. The race with a decided
-# phase is tested deterministically in tests/integration/test_canary_flow.py and on real
-# servers in tests/server/test_server_profile.py; `make demo` shows it at the default size.
-RACE_IMPRESSIONS = 6_000
+# Each closed-loop measurement (before / after the drift and the promotion) and the gap
+# check's replay. The expected CTRs come from the truth, not from clicks, over the same
+# requests: the drift's fall (about -0.067 expected CTR) and the recovery (about +0.031) are
+# 15-35 standard errors (about 0.002 at 4k impressions) above their noise; the gap check's
+# assertions (drift or metric gap fails, no skew) do not depend on the size.
+MEASURE_IMPRESSIONS = 4_000
 
 
 def _model_config(folder: Path) -> Path:
+    """The canary's model config: the shipped one with the canary's budget."""
     data = yaml.safe_load((REPO_ROOT / "configs" / "model.yaml").read_text())
     data["training"].update(
         {"max_epochs": CANARY_EPOCHS, "patience_epochs": CANARY_PATIENCE_EPOCHS, "progress": False}
@@ -101,8 +95,11 @@ def _model_config(folder: Path) -> Path:
     return target
 
 
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+def build_scenario(home: Path, seed: int | None = None) -> Scenario:
+    """Simulate, build and train the champion in ``home``, then play the scenario (all but
+    the race of two concurrent canaries: tests/integration/test_canary_flow.py races two with a
+    given verdict). ``seed``: another simulation and canary seed (to check the decisions'
+    margins on other draws)."""
     from rankflow.config import parse_config
     from rankflow.features.store import refresh_online_store
     from rankflow.paths import StatePaths
@@ -114,14 +111,14 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     from rankflow.training.step import train_and_register
     from rankflow.warehouse.build import build_warehouse
 
-    home = tmp_path_factory.mktemp("canary-home")
     paths = StatePaths(home)
+    seeds = {} if seed is None else {"seed": seed}
     config = parse_config(
         {
-            "simulation": SIMULATION,
+            "simulation": {**SIMULATION, **seeds},
             "training_set": {"valid_days": 2, "test_days": 2},
             "registry": {"gates": GATES},
-            "canary": CANARY,
+            "canary": {**CANARY, **seeds},
             "model_config_path": str(_model_config(home)),
         }
     )
@@ -133,21 +130,28 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         build_warehouse(paths, vars=config.warehouse.model_dump(), raw_dir=paths.raw)
         refresh_online_store(settings)
         budget = {"training.max_epochs": CHAMPION_EPOCHS}
-        first = train_and_register(config.train_step(), settings, model_overrides=budget)
+        first = train_and_register(
+            config.train_step(), settings, model_overrides=budget, families=("wide_deep",)
+        )
         assert first.champion_version is not None, first.decision
         report = run_scenario(
             settings,
             config,
             drift_days=8,
             traffic_impressions=MEASURE_IMPRESSIONS,
-            concurrent_phase_impressions=RACE_IMPRESSIONS,
+            concurrent=False,
             scratch=home / "scenario",
         )
         print(report.summary())  # with each stage's time (-s shows it)
         client = setup_tracking(config.tracking, settings).client
         model = config.registry.serving_model
         report.aliases = aliases_of(client, model)
-        yield Scenario(home, config, settings, str(first.champion_version), report, client, model)
+    return Scenario(home, config, settings, str(first.champion_version), report, client, model)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    return build_scenario(tmp_path_factory.mktemp("canary-home"))
 
 
 def _numbers(scenario: Scenario, stage: str) -> dict:
@@ -162,11 +166,11 @@ def test_the_champion_degrades_after_the_drift(scenario: Scenario) -> None:
 
 def test_the_gap_check_runs_over_the_drifted_traffic(scenario: Scenario) -> None:
     gap = scenario.report.stage("gap check")
-    assert gap.decision in ("pass", "warn", "fail")
     checks = gap.numbers["checks"]
     assert set(checks) >= {"feature_skew", "score_skew", "drift", "metric_gap", "freshness"}
     # The drifted world shows in what the stale champion predicts against what was clicked...
     assert "fail" in {checks["drift"]["verdict"], checks["metric_gap"]["verdict"]}, gap.line
+    assert gap.decision == "fail", gap.line  # the verdict is its worst check's
     # ...while the data path is consistent: the rebuild rewrote 8 past days and the online
     # store was reloaded from the first of them (rankflow.warehouse.rebuilt), so what was
     # served equals the offline store (no feature or score skew).
@@ -244,20 +248,6 @@ def test_the_next_canary_does_not_re_propose_the_rolled_back_model(scenario: Sce
     assert outcome["offline"] is None and outcome["online"] is None
     assert outcome["warm_start"] is None
     assert outcome["aliases"] == {"champion": scenario.champion_before}
-
-
-def test_concurrent_canaries_promote_at_most_once_and_both_exit_cleanly(
-    scenario: Scenario,
-) -> None:
-    """Two processes started together against the restored v1 both re-propose the rolled-back
-    v2 (allowed for the race): at most one promotes, and then the other aborts."""
-    stage = scenario.report.stage("concurrent canaries")
-    assert stage.numbers["promotions"] <= 1, stage.line
-    assert stage.numbers["codes"] == [0, 0], stage.line
-    assert all(o != "error" for o in stage.numbers["outcomes"]), stage.line
-    assert "rejected_rolled_back" not in stage.numbers["outcomes"], stage.line  # allowed
-    if stage.numbers["promotions"] == 1:
-        assert "aborted" in stage.numbers["outcomes"], stage.line
 
 
 def test_the_mlflow_ui_shows_why_a_challenger_was_rejected(scenario: Scenario) -> None:

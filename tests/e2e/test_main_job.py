@@ -1,7 +1,8 @@
 """The main job as a user runs it: ``python -m rankflow run`` in a fresh process.
 
-Real simulator, contract check, dbt build, feast apply / materialize and point-in-time
-retrieval on a small dataset; then the failure paths a user meets with their own data.
+Real simulator, contract check, dbt build, feast apply / materialize, point-in-time retrieval
+and training on a small dataset (the session's built state is that run:
+tests/fixtures/online_state.py); then the failure paths a user meets with their own data.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,29 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from rankflow.paths import REPO_ROOT
+from tests.fixtures.online_state import config_args
 
 pytestmark = pytest.mark.e2e
-
-SMALL = [
-    "--set",
-    "simulation.n_users=400",
-    "--set",
-    "simulation.n_items=150",
-    "--set",
-    "simulation.n_impressions=30000",
-    "--set",
-    "simulation.days=10",
-    "--set",
-    "simulation.end_date=2026-03-11",
-    "--set",
-    "training_set.valid_days=2",
-    "--set",
-    "training_set.test_days=2",
-]
 
 
 def _rankflow(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RANKFLOW_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
         [sys.executable, "-m", "rankflow", *args],
         cwd=REPO_ROOT,
@@ -54,17 +41,9 @@ def _digest(paths: list[Path]) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(paths)}
 
 
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    home = tmp_path_factory.mktemp("main-job")
-    result = _rankflow(home, *SMALL, "run")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return home, result
-
-
-def test_main_job_prints_training_set_shape_and_positive_rate(first_run) -> None:
-    home, result = first_run
-    out = result.stdout
+def test_main_job_prints_training_set_shape_and_positive_rate(online_state: dict) -> None:
+    """The session's built state is this run: ``rankflow run`` in a fresh process."""
+    home, out = online_state["home"], online_state["stdout"]
     for split in ("train", "valid", "test"):
         assert f"training set {split}" in out
     assert "positive rate" in out
@@ -97,8 +76,11 @@ def test_config_typo_is_an_error_naming_the_key(tmp_path: Path) -> None:
     assert not (tmp_path / "warehouse").exists()
 
 
-def test_bad_raw_file_fails_clearly_and_keeps_the_good_warehouse(first_run, tmp_path) -> None:
-    home, _ = first_run
+def test_bad_raw_file_fails_clearly_and_keeps_the_good_warehouse(
+    online_state: dict, tmp_path: Path
+) -> None:
+    # A copy: the run stops at the contract check, before Feast reads the (copied) registry.
+    home = Path(shutil.copytree(online_state["home"], tmp_path / "home"))
     live = [home / "warehouse" / "rankflow.duckdb", *sorted((home / "exports").glob("*.parquet"))]
     before = _digest(live)
 
@@ -110,7 +92,7 @@ def test_bad_raw_file_fails_clearly_and_keeps_the_good_warehouse(first_run, tmp_
     bad_file = bad_day / "part-0.parquet"
     pq.write_table(table.drop(["device"]).slice(0, 20), bad_file)
     try:
-        result = _rankflow(home, *SMALL, "--set", "source=raw", "run")
+        result = _rankflow(home, *config_args(), "--set", "source=raw", "run")
     finally:
         bad_file.unlink()
         bad_day.rmdir()

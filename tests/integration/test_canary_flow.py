@@ -3,16 +3,19 @@ Feast stores) on the shared online state, and ``rankflow rollback`` from the com
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import os
+import sys
 
 import pytest
 
 from flows.canary import canary
 from flows.params import ConfigParams
-from rankflow.canary.simulation import CanarySimulation, PhaseRequest
 from rankflow.cli import main
+from rankflow.paths import REPO_ROOT
+from tests.fixtures.given_canary import given_verdict
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _overrides(state: dict) -> dict:
@@ -22,6 +25,8 @@ def _overrides(state: dict) -> dict:
         {
             "training_set.valid_days": 2,
             "training_set.test_days": 2,
+            # The state's own model config (two epochs): these tests are about decisions.
+            "model_config_path": state["model_config"],
             "canary.window_days": 6,
             "canary.traffic_impressions": 3000,
             "canary.looks": 2,
@@ -33,7 +38,7 @@ def _overrides(state: dict) -> dict:
 
 
 def test_the_canary_flow_decides_and_records_the_decision(
-    prefect_api: None, online_copy: dict, monkeypatch: pytest.MonkeyPatch
+    prefect_api: str, online_copy: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow import MlflowClient
 
@@ -84,30 +89,8 @@ def test_rollback_without_a_previous_champion_is_a_one_line_error(
 
 
 # The decision step for real: what follows a phase that says "promote". The phase itself is
-# played for real by tests/e2e/test_canary.py (on that data it stays inconclusive); here its
-# verdict is given, and training, the offline gate, the promotion lock, the alias moves, the
-# records and rollback are all real.
-
-
-def _given_verdict(
-    verdict: str, before_return: Callable[[str], None] | None = None
-) -> CanarySimulation:
-    """A canary simulation whose phase returns ``verdict`` (after ``before_return(challenger
-    version)``, if given) and that measures nothing else."""
-    from datetime import date
-
-    from rankflow.canary.stats import OnlineDecision
-    from rankflow.sim.canary_phase import PhaseResult
-
-    def phase(request: PhaseRequest) -> PhaseResult:
-        if before_return is not None:
-            before_return(request.challenger)
-        decision = OnlineDecision(
-            verdict, "verdict given by the test", 0.001, 0.100, 0.112, 6000, 6000, 3
-        )  # type: ignore[arg-type]
-        return PhaseResult(decision, [], {}, date(2026, 3, 11), 0, {})
-
-    return CanarySimulation(phase=phase)
+# played for real by tests/e2e/test_canary.py; here its verdict is given, and training, the
+# offline gate, the promotion lock, the alias moves, the records and rollback are all real.
 
 
 def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollback_restores(
@@ -136,7 +119,7 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
     client = MlflowClient(online_copy["tracking_uri"], online_copy["tracking_uri"])
     model, before = online_copy["model"], online_copy["champion"]
 
-    promoted = run_canary(settings, config.canary_run(), simulation=_given_verdict("promote"))
+    promoted = run_canary(settings, config.canary_run(), simulation=given_verdict("promote"))
     assert promoted.decision == "promoted", promoted.summary()
     new = promoted.challenger["serving_version"]
     aliases = aliases_of(client, model)
@@ -152,7 +135,7 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
 
     # The next canary on the same inputs trains the same model again (its training cache):
     # the rollback is not undone by it.
-    refused = run_canary(settings, config.canary_run(), simulation=_given_verdict("promote"))
+    refused = run_canary(settings, config.canary_run(), simulation=given_verdict("promote"))
     assert refused.decision == "rejected_rolled_back", refused.summary()
     assert f"{model} v{new}" in refused.reason and "test: CTR fell" in refused.reason
     assert "canary.allow_rolled_back" in refused.reason
@@ -174,7 +157,7 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
         client.set_registered_model_alias(model, "champion", new)
         client.delete_registered_model_alias(model, "challenger")
 
-    racing = _given_verdict("promote", another_canary_promotes)
+    racing = given_verdict("promote", another_canary_promotes)
     aborted = run_canary(settings, config.canary_run(), simulation=racing)
     assert aborted.decision == "aborted", aborted.summary()
     assert f"@champion is v{new}, the plan expected v{before}" in aborted.reason, aborted.reason
@@ -182,3 +165,50 @@ def test_a_promoting_phase_moves_the_aliases_a_moved_champion_aborts_and_rollbac
     tags = client.get_model_version(model, aborted.challenger["serving_version"]).tags
     assert tags["rankflow.canary.decision"] == "aborted"
     assert any("canaried again because canary.allow_rolled_back" in s for s in aborted.stages)
+
+
+def test_two_canary_processes_with_a_promoting_phase_promote_exactly_once(
+    online_copy: dict,
+) -> None:
+    """Two canaries started together, each in its own process on one embedded state (SQLite
+    registry, file locks), both told by their phase to promote the same challenger (identical
+    inputs: the second reuses the first's training): one promotes, the other finds @champion
+    moved under the promotion lock and aborts; both exit cleanly."""
+    from mlflow import MlflowClient
+
+    from rankflow.registry.aliases import aliases_of
+    from rankflow.sim.scenario import start_together
+
+    overrides = {
+        **_overrides(online_copy),
+        "canary.offline.auc_margin": 0.2,
+        "canary.offline.logloss_margin": 0.2,
+        "canary.offline.max_ece_increase": 0.2,
+    }
+    env = {
+        **os.environ,
+        "RANKFLOW_HOME": str(online_copy["home"]),
+        "MLFLOW_TRACKING_URI": online_copy["tracking_uri"],
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        *(sys.executable, "-m", "tests.fixtures.given_canary"),
+        *(str(online_copy["home"]), json.dumps(overrides), "promote"),
+    ]
+    results = start_together(command, env, n=2)
+
+    assert [r["code"] for r in results] == [0, 0], results
+    assert sorted(r["decision"] for r in results) == ["aborted", "promoted"], results
+    (aborted,) = [r["line"] for r in results if r["decision"] == "aborted"]
+    client = MlflowClient(online_copy["tracking_uri"], online_copy["tracking_uri"])
+    aliases = aliases_of(client, online_copy["model"])
+    assert aliases["previous"] == online_copy["champion"], aliases
+    assert aliases["champion"] != online_copy["champion"], aliases
+    assert "challenger" not in aliases
+    # It read @champion when it started; under the promotion lock it found the other's
+    # promotion, before setting @challenger or before promoting, whichever it reached first.
+    before, after = online_copy["champion"], aliases["champion"]
+    assert (
+        f"@champion moved from v{before} to v{after}" in aborted
+        or f"@champion is v{after}, the plan expected v{before}" in aborted
+    ), aborted

@@ -456,6 +456,7 @@ def test_redis_profile_shares_registry_and_offline_store(paths: StatePaths) -> N
         repo_config(at(paths), profile="mysql")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # the feast CLI in two subprocesses
 def test_feast_cli_applies_and_materializes_the_same_repo(paths: StatePaths) -> None:
     """`feast -c feature_repo apply` / `materialize-incremental` with RANKFLOW_HOME set work
     on the repo as-is, and interoperate with the Python path."""

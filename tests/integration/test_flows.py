@@ -11,6 +11,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,7 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Built:
+def built(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Built:
     """One build-features run on tiny data; tests may run more flows in the same state dir."""
     home = tmp_path_factory.mktemp("flows-home")
     with pytest.MonkeyPatch.context() as mp:
@@ -108,6 +110,7 @@ def artifacts(flow_run_id: UUID) -> dict[str, str]:
 # build-features
 
 
+@pytest.mark.slow  # the module's built state
 def test_build_features_completes_and_writes_exports(built: Built) -> None:
     assert built.state.is_completed(), built.state.message
     summary = built.state.result()
@@ -134,6 +137,7 @@ def test_build_features_completes_and_writes_exports(built: Built) -> None:
     assert "build-features-summary" in recorded
 
 
+@pytest.mark.slow  # the module's built state
 def test_rerun_is_served_from_cache_and_retries_a_transient_failure(
     built: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,7 +215,7 @@ def test_simulation_cache_is_refreshed_when_its_files_change(tmp_path: Path) -> 
     ],
 )
 def test_a_bad_parameter_fails_before_any_work(
-    prefect_api: None,
+    prefect_api: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     flow: Any,
@@ -232,7 +236,7 @@ def test_a_bad_parameter_fails_before_any_work(
 
 
 def test_a_contract_error_is_not_retried(
-    prefect_api: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raw, truth = tmp_path / "raw", tmp_path / "truth"
     simulate(SimulationConfig(n_users=50, n_items=20, n_impressions=300, days=2), raw, truth)
@@ -296,7 +300,7 @@ def test_transient_cause_counts_unless_the_library_reported_it() -> None:
 # pipeline = build-features + train
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the module's built state, then training
 def test_pipeline_runs_build_features_then_train(
     built: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -336,6 +340,7 @@ def _raw_fingerprints(raw: Path) -> dict[str, str]:
     return {listing.label(p): fingerprint(p) for files in listing.files.values() for p in files}
 
 
+@pytest.mark.slow  # the module's built state
 def test_a_daily_run_decodes_only_new_or_changed_raw_files(
     built: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -394,15 +399,44 @@ def test_a_daily_run_decodes_only_new_or_changed_raw_files(
 # Two training runs at once (issue #9): the training lock
 
 
+class _Output:
+    """A child process's stdout and stderr, read as they come (one thread each)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process, self.lines = process, []
+        self.readers = [
+            threading.Thread(target=self._read, args=(stream,), daemon=True)
+            for stream in (process.stdout, process.stderr)
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def finish(self, timeout: float) -> str:
+        self.process.wait(timeout=timeout)
+        for reader in self.readers:
+            reader.join(timeout=60)
+        return self.text()
+
+
+@pytest.mark.slow  # the module's built state
 def test_two_train_runs_started_together_never_race(
     built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two real ``rankflow train`` processes on one state dir and one MLflow store: the second
-    queues behind the first's training lock (and says so), then reuses what the first
-    registered; both exit 0 without a traceback, and no fingerprint is logged or registered
-    twice (before the lock, one died on a CheckpointError and the baseline was logged twice)."""
+    """Two real ``rankflow train`` processes on one state dir and one MLflow store, both
+    queued on the training lock (this test holds it until both say so, naming the holder):
+    released, one trains and the other then reuses what it registered; both exit 0 without a
+    traceback, and no fingerprint is logged or registered twice (before the lock, one died on a
+    CheckpointError and the baseline was logged twice)."""
     from mlflow import MlflowClient
 
+    from rankflow.locks import training_lock
     from rankflow.registry.versions import TAG_FINGERPRINT
     from rankflow.tracking.setup import default_tracking_uri
 
@@ -421,29 +455,33 @@ def test_two_train_runs_started_together_never_race(
         "MLFLOW_TRACKING_URI": uri,
     }
     command = [sys.executable, "-m", "rankflow", *sets, "train"]
-    runs = [
-        subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [run.communicate(timeout=900) for run in runs]
+    with training_lock(StatePaths(built.home)):
+        runs = [
+            subprocess.Popen(
+                command,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outputs = [_Output(run) for run in runs]
+        deadline = time.monotonic() + 600  # a bound for a hung run, not a timing
+        while not all("waiting up to" in output.text() for output in outputs):
+            exited = [o.text()[-3000:] for o in outputs if o.process.poll() is not None]
+            assert not exited, exited
+            assert time.monotonic() < deadline, [output.text()[-3000:] for output in outputs]
+            time.sleep(0.5)
+    texts = [output.finish(timeout=900) for output in outputs]
 
-    codes = [run.returncode for run in runs]
-    assert codes == [0, 0], [err[-3000:] for _, err in outputs]
-    for out, err in outputs:
-        assert "Traceback" not in out + err, err[-3000:]
-        assert "CheckpointError" not in out + err
-    # Whether the second reached the lock while the first held it depends on timing; when it
-    # did, it said whom it waited for (the note itself: tests/unit/test_locks.py).
-    waited = [out + err for out, err in outputs if "waiting up to" in out + err]
-    assert len(waited) <= 1
-    assert all("training: pid " in text for text in waited)
+    assert [run.returncode for run in runs] == [0, 0], [text[-3000:] for text in texts]
+    for text in texts:
+        assert "Traceback" not in text, text[-3000:]
+        assert "CheckpointError" not in text
+        # the note says whom it waited for (the note itself: tests/unit/test_locks.py)
+        assert f"training: pid {os.getpid()} holds" in text, text[-3000:]
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiments = [e.experiment_id for e in client.search_experiments()]

@@ -27,7 +27,7 @@ from rankflow.serving.service import ScoringService
 from rankflow.settings import Settings
 from rankflow.sim.oracle import Oracle
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SERVICE = "ctr_ranker_v1"
 

@@ -1,11 +1,11 @@
 """prefect.yaml against a real Prefect server: deploy, trigger a run, let a worker run it.
 
-One ``prefect server start`` on a free loopback port for the module, with its home and SQLite
-database in a temporary folder and its services off (no scheduler: the cron schedules are
-checked as data, and no scheduled run can reach the worker). The deployments are created from
-``prefect.yaml`` with Prefect's own ``prefect --no-prompt deploy --all``, the ``features-daily`` deployment is run on tiny data through its parameters,
-and a process worker started with ``--run-once`` from outside the checkout executes it.
-Server and worker are stopped in teardown, also when a test fails.
+The session's Prefect server (tests/fixtures/prefect_server.py), which runs no scheduler: the
+cron schedules are checked as data, and no scheduled run can reach the worker. The deployments
+are created from ``prefect.yaml`` with Prefect's own ``prefect --no-prompt deploy --all``, the
+``features-daily`` deployment is run on tiny data through its parameters, and a process worker
+started with ``--run-once`` from outside the checkout executes it. The worker is stopped in
+teardown, also when a test fails.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from rankflow.features.exports import export_files
 from rankflow.features.store import EXPORT_SCHEMAS
 from rankflow.paths import REPO_ROOT, StatePaths
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 SPEC = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
@@ -46,7 +44,6 @@ TINY = {
     "simulation.days": 6,
     "simulation.end_date": "2026-03-07",
 }
-SERVER_START_LIMIT = 180  # seconds: a deadline for a hung start, not a performance check
 
 
 @dataclass
@@ -68,12 +65,6 @@ class Server:
         response = httpx.post(f"{self.api_url}{path}", json=body, timeout=30)
         response.raise_for_status()
         return response.json()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -115,16 +106,15 @@ def _run(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
+def server(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    """The session's Prefect server (tests/fixtures/prefect_server.py: no scheduler runs in
+    it), and the environment of the ``prefect`` commands and the worker."""
+    root = tmp_path_factory.mktemp("prefect-deployment")
     env = {
         **os.environ,
         "PREFECT_HOME": str(root / "prefect-home"),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": api_url,
+        "PREFECT_API_URL": prefect_api,
         "DO_NOT_TRACK": "1",
         "RANKFLOW_HOME": str(root / "rankflow-home"),
         # The worker imports the flows from the checkout (an installed rankflow would do too).
@@ -132,36 +122,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
         ),
     }
-    log = root / "server.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [
-                *(PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)),
-                *("--no-services", "--no-ui"),
-            ],
-            env=env,
-            cwd=root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_LIMIT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"prefect server exited ({process.returncode}):\n{log.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"prefect server not healthy after {SERVER_START_LIMIT} s:\n"
-                    f"{log.read_text()[-4000:]}"
-                )
-            time.sleep(0.5)
-        yield Server(api_url, env, root)
-    finally:
-        _stop(process)
+    return Server(prefect_api, env, root)
 
 
 @pytest.fixture(scope="module")

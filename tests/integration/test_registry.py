@@ -37,7 +37,7 @@ from rankflow.training.outcome import TrainOutcome
 from rankflow.training.step import train_and_register
 from tests.fixtures.synthetic import make_splits, small_model_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL_OVERRIDES = {"training.max_epochs": 2, "training.checkpoint_every_steps": 2}
 FAMILIES = ("rankflow-wide-deep", "rankflow-dcn")

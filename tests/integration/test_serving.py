@@ -26,7 +26,7 @@ from rankflow.settings import Settings
 from rankflow.tracking.server import free_port
 from tests.fixtures.service import scoring_service
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WHEN = "2026-03-11T18:30:00Z"  # the day the online store's features are for
 

@@ -16,7 +16,7 @@ import pytest
 
 from rankflow.temp_server import RECORD_NAME, SERVER_MARKER, _alive, reap_orphans
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def wait_until_gone(pid: int, limit_seconds: float = 120) -> bool:

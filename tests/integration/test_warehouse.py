@@ -32,7 +32,7 @@ from rankflow.warehouse.build import (
 )
 from rankflow.warehouse.docs import generate_docs
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 AS_OF_A = datetime(2024, 3, 2, 18, 0)
 AS_OF_B = datetime(2024, 3, 3, 20, 0)

@@ -77,6 +77,7 @@ def test_a_clear_lift_promotes_a_clear_loss_rejects_and_no_effect_reaches_the_ho
     assert decision.verdict == "reject" and "horizon" in decision.reason
 
 
+@pytest.mark.slow
 def test_no_effect_is_promoted_at_most_at_the_declared_rate_over_many_looks() -> None:
     """Always valid: looking after every day of an A/A phase promotes (or rejects) in at most
     alpha of the phases, however many looks are taken."""

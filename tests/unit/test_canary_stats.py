@@ -61,6 +61,7 @@ def test_a_worse_challenger_fails_non_inferiority() -> None:
     assert not non_inferior(result["logloss"], margin=0.001)
 
 
+@pytest.mark.slow
 def test_interval_covers_zero_at_the_declared_rate_when_models_are_equally_good() -> None:
     """Two models with the same noise level: the 90% interval of the AUC difference contains
     0 in about 90% of holdouts (checked over 120 seeds, binomial slack of 3 sd)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -36,10 +37,23 @@ def test_a_config_error_is_a_short_message_with_exit_code_2(
     assert "n_impresions" in err and str(bad) in err
 
 
-def test_every_command_has_help() -> None:
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """``rankflow --help`` lists every command with a line saying what it does, and
+    ``rankflow COMMAND --help`` prints the command's usage and exits 0."""
     parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert {"run", "train", "build-features", "build", "validate", "settings"} <= set(commands)
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    helps = {action.dest: action.help for action in commands._choices_actions}
+    assert {"run", "train", "build-features", "build", "validate", "settings"} <= set(helps)
+    assert set(helps) == set(commands.choices)  # none without a help line
+    listing = " ".join(parser.format_help().split())
+    for name, text in helps.items():
+        assert text and len(text.split()) >= 3, name
+        assert f"{name} {' '.join(text.split())}" in listing, name
+    for name in commands.choices:
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args([name, "--help"])
+        assert exited.value.code == 0, name
+        assert capsys.readouterr().out.startswith(f"usage: rankflow {name} "), name
 
 
 def test_a_live_canary_without_a_canary_share_is_one_line_before_any_stage(

@@ -201,6 +201,7 @@ def _split(command: list[str]) -> tuple[list[str], list[str], list[str]]:
     return path, before, after
 
 
+@pytest.mark.slow
 def test_every_server_command_and_option_exists() -> None:
     """mlflow / prefect commands: the subcommand exists and knows every option given to it."""
     checked = 0

@@ -220,6 +220,7 @@ def _wait_for_line(proc: subprocess.Popen, timeout: float) -> str:
     return lines[0] if lines else ""
 
 
+@pytest.mark.slow
 def test_kill_9_mid_training_then_resume_gives_identical_metrics(splits, tmp_path: Path) -> None:
     import yaml
 

@@ -68,6 +68,7 @@ def _frame(rng: np.random.Generator, n: int, shift: float) -> pd.DataFrame:
     )
 
 
+@pytest.mark.slow
 def test_adversarial_validation_names_what_moved() -> None:
     rng = np.random.default_rng(2)
     old = _frame(rng, 1500, 0.0)

@@ -424,6 +424,7 @@ def _unseen_test_share(raw: Path, valid_days: int = 3, test_days: int = 3) -> fl
     return float((~test.user_id.isin(train.user_id)).mean())
 
 
+@pytest.mark.slow
 def test_default_config_sends_a_realistic_share_of_test_traffic_from_unseen_users(
     tmp_path: Path,
 ) -> None:

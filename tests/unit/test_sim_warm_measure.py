@@ -28,6 +28,9 @@ from rankflow.sim.warm_measure import (
 )
 from tests.fixtures.synthetic import as_training_set, drift_windows, small_model_config
 
+# Every test trains (a warm and a cold arm, several runs): left out of make test-fast.
+pytestmark = pytest.mark.slow
+
 KIND = "wide_deep"
 
 

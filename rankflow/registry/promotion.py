@@ -252,19 +252,26 @@ def reject_challenger(
 
 
 class NothingToRollBack(ValueError):
-    """No ``previous`` alias (or it names a deleted version)."""
+    """No ``previous`` alias, it names a deleted version, or it names the champion itself."""
 
 
 def rollback_plan(state: ServingState, reason: str) -> PromotionPlan:
     """``previous`` becomes champion again and ``previous`` is removed (so a second rollback
     cannot bring the demoted model back); the demoted version keeps its history.
 
-    Raises :class:`NothingToRollBack` when there is no live ``previous``.
+    Raises :class:`NothingToRollBack` when there is no live ``previous``, or when it is the
+    champion: a promotion killed between its alias writes leaves that, and "rolling back" to
+    it would demote nothing while marking the serving model rolled back.
     """
     previous = state.live(PREVIOUS)
     if previous is None:
         raise NothingToRollBack(f"{state.name}: no @{PREVIOUS} to roll back to")
     current = state.aliases.get(CHAMPION)
+    if current is not None and str(current.version) == str(previous.version):
+        raise NothingToRollBack(
+            f"{state.name}: @{PREVIOUS} is v{previous.version}, the same version as "
+            f"@{CHAMPION}: nothing to roll back to"
+        )
     expected = current.version if current is not None else None
     demoted = f"v{current.version}" if current is not None else "no champion"
     moves = (

@@ -21,6 +21,10 @@
    ``@previous`` and ``@champion`` and removes ``@challenger``; a rejection removes
    ``@challenger``. Every decision is written on the versions involved and on a canary run.
 
+Before it reads the aliases (and again before each alias move) a canary settles, under the
+promotion lock, a plan of alias moves a killed run left pending
+(:func:`rankflow.registry.aliases.recover_interrupted`).
+
 With no champion yet the canary cold-starts: the train step's first-champion rule applies.
 :func:`rankflow.canary.rollback.rollback` restores ``@previous``.
 """

@@ -7,7 +7,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rankflow.errors import RankflowError
-from rankflow.registry.aliases import AppliedPlan, apply_plan, read_serving_state
+from rankflow.registry.aliases import (
+    AppliedPlan,
+    actor,
+    aliases_of,
+    apply_plan,
+    read_serving_state,
+    recover_interrupted,
+)
 from rankflow.registry.lock import promotion_lock
 from rankflow.registry.promotion import NothingToRollBack, rollback_plan
 from rankflow.registry.versions import TAG_ROLLED_BACK, find_version, record_note
@@ -27,24 +34,42 @@ def rollback(
     settings: Settings, tracking: TrackingConfig, serving: str, reason: str
 ) -> AppliedPlan:
     """``@previous`` of the registered model ``serving`` becomes ``@champion`` again (under the
-    promotion lock), with ``reason`` recorded on both versions; ``@previous`` is removed."""
+    promotion lock), with ``reason`` recorded on both versions; ``@previous`` is removed and
+    the demoted version tagged rolled back (part of the plan, so a killed rollback leaves the
+    tag to whoever finishes it).
+
+    Refused (:class:`RollbackError`, nothing written) with no ``@previous``, when it is the
+    champion itself, and when a plan a killed process left pending was found and settled
+    first: the aliases the caller meant to roll back from are then not the ones they saw."""
     from rankflow.tracking.setup import setup_tracking
 
     if not reason.strip():
         raise RollbackError("rollback needs a reason (--reason '...'): it is recorded")
     client = setup_tracking(tracking, settings).client
     with promotion_lock(settings, serving):
+        _settle_first(client, serving)
         state = read_serving_state(client, serving)
         try:
             plan = rollback_plan(state, reason)
         except NothingToRollBack as error:
             raise RollbackError(str(error)) from None
-        applied = apply_plan(client, serving, plan)
+        applied = apply_plan(client, serving, plan, by=actor("rankflow rollback"))
     demoted = plan.expected_champion
-    if demoted is not None:
-        client.set_model_version_tag(serving, demoted, TAG_ROLLED_BACK, reason[:5000])
+    if plan.tags and demoted is not None:
         record_note(client, serving, demoted, f"rolled back (no longer champion): {reason}")
     return applied
+
+
+def _settle_first(client: MlflowClient, serving: str) -> None:
+    """Finish (or set aside) a plan a killed process left pending; if there was one, stop."""
+    recovered = recover_interrupted(client, serving, by=actor("rankflow rollback"))
+    if recovered is None:
+        return
+    now = ", ".join(f"@{a} v{v}" for a, v in sorted(aliases_of(client, serving).items()))
+    raise RollbackError(
+        f"{recovered.describe()}; nothing rolled back: the aliases now read {now or 'nothing'}"
+        "; run the rollback again to roll back from them"
+    )
 
 
 def rolled_back_refusal(

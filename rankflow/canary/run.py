@@ -21,6 +21,10 @@
    ``@previous`` and ``@champion`` and removes ``@challenger``; a rejection removes
    ``@challenger``. Every decision is written on the versions involved and on a canary run.
 
+Before it reads the aliases (and again before each alias move) a canary settles, under the
+promotion lock, a plan of alias moves a killed run left pending
+(:func:`rankflow.registry.aliases.recover_interrupted`).
+
 With no champion yet the canary cold-starts: the train step's first-champion rule applies.
 :func:`rankflow.canary.rollback.rollback` restores ``@previous``.
 """
@@ -34,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rankflow.canary.context import CanaryContext
-from rankflow.canary.decide import decide, set_challenger
+from rankflow.canary.decide import decide, set_challenger, settle_interrupted
 from rankflow.canary.outcome import CanaryOutcome
 from rankflow.canary.records import finish_canary_run, start_canary_run
 from rankflow.canary.rollback import rolled_back_refusal
@@ -89,17 +93,24 @@ def run_canary(
     check_simulation(config.canary, phase_kind, simulation)
     tracking = setup_tracking(config.train.tracking, settings)
     client, serving = tracking.client, config.train.registry.serving_model
+    # Before anything reads the aliases (the live phase's check, the champion to train
+    # against), so that even a look-only run with nothing to look at repairs them.
+    settled = settle_interrupted(settings, client, serving)
     live = open_phase(settings.paths, client, serving) if phase_kind == "live" else None
     if look_only and live is None:
-        return idle_outcome(client, serving, time.perf_counter() - started)
+        idle = idle_outcome(client, serving, time.perf_counter() - started)
+        idle.stages[:0] = settled
+        return idle
     state = read_serving_state(client, serving)
     champion = state.live(CHAMPION)
     if champion is None:
-        return _cold_start(settings, config.train, training_set, model_overrides, started)
+        cold = _cold_start(settings, config.train, training_set, model_overrides, started)
+        cold.stages[:0] = settled
+        return cold
     run_id = start_canary_run(tracking, serving, champion.version)
     with tempfile.TemporaryDirectory(prefix="rankflow-canary-") as tmp:
         ctx = CanaryContext(
-            settings, config, client, serving, champion.version, run_id, Path(tmp), []
+            settings, config, client, serving, champion.version, run_id, Path(tmp), settled
         )
         try:
             if live is not None:

@@ -9,22 +9,37 @@ MLflow has no compare-and-set on aliases (``set_registered_model_alias`` is an u
 :func:`apply_plan` checks that ``champion`` is still where the decision saw it and re-reads
 every alias it wrote; a lock around decide-and-apply (``lock=``) is the caller's to give.
 ``ModelVersion.version`` may come back as an int: versions are compared as strings.
+
+A plan is several alias writes, so :func:`apply_plan` records it first
+(:mod:`rankflow.registry.journal`) and marks it done after the last write; whoever takes the
+promotion lock next calls :func:`recover_interrupted` before reading the aliases, which
+finishes a plan a killed process left half-written, or sets it aside when the aliases are no
+step of it. The record is a tag of the serving model (:data:`TAG_PLAN`), not a file of the
+state dir: it lives in the store the aliases live in, so every process that can move them sees
+it, on any machine in the server profile (whose promotion lock is a Postgres lock, not a file),
+and the MLflow UI shows the last plan and how it ended on the model's page.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from rankflow.errors import RankflowError
 from rankflow.registry.gates import Candidate
+from rankflow.registry.journal import AliasWrite, PlanRecord, new_record, resume_point
 from rankflow.registry.promotion import (
     CHAMPION,
     AliasMove,
     AliasTarget,
     PromotionPlan,
     ServingState,
+    VersionTag,
 )
 from rankflow.registry.versions import (
     TAG_FAMILY_VERSION,
@@ -41,6 +56,11 @@ if TYPE_CHECKING:
 
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+
+log = logging.getLogger(__name__)
+
+TAG_PLAN = "rankflow.promotion"  # the serving model's last plan, as JSON (journal.PlanRecord)
 
 
 class PromotionConflict(RankflowError):
@@ -153,6 +173,7 @@ def apply_plan(
     *,
     expected_champion: str | _FromPlan | None = FROM_PLAN,
     lock: AbstractContextManager[Any] | None = None,
+    by: str = "",
 ) -> AppliedPlan:
     """Write ``plan``'s moves in order on registered model ``name``; re-read to confirm.
 
@@ -161,7 +182,7 @@ def apply_plan(
     raised. Default (:data:`FROM_PLAN`): the plan's own ``expected_champion``. A plan
     without moves writes nothing and checks nothing.
     ``lock``: held around check-and-write (compare-and-set across processes is the caller's
-    lock; MLflow has none).
+    lock; MLflow has none). ``by``: who applies it (:func:`actor`), kept in the plan's record.
     """
     expected = (
         plan.expected_champion if isinstance(expected_champion, _FromPlan) else expected_champion
@@ -174,14 +195,8 @@ def apply_plan(
                 f"{name}: @champion is {_shown(before.get(CHAMPION))}, the plan expected "
                 f"{_shown(expected)}; nothing moved (decide again)"
             )
-        old = alias_version(client, name, CHAMPION) if plan.moves else None
-        for move in plan.moves:
-            written[move.alias] = _write(client, name, move)
-            if move.alias == CHAMPION and old is not None:
-                new = written[move.alias]
-                if new is not None and str(old.version) != new:
-                    note = f"left @champion for v{new}: {move.reason}"
-                    record_note(client, name, str(old.version), note)
+        if plan.moves:
+            written = _apply_recorded(client, name, plan, before, by or actor("a promotion"))
         after = aliases_of(client, name)
     for alias, version in written.items():
         if after.get(alias) != version:
@@ -192,23 +207,173 @@ def apply_plan(
     return AppliedPlan(plan, written, after)
 
 
-def _write(client: MlflowClient, name: str, move: AliasMove) -> str | None:
-    """One move; the version the alias now names (None: deleted)."""
+def actor(what: str) -> str:
+    """Who moves the aliases, for the plan's record: ``what`` (a command, a run), pid, host."""
+    return f"{what} (pid {os.getpid()} on {socket.gethostname()})"
+
+
+def _apply_recorded(
+    client: MlflowClient, name: str, plan: PromotionPlan, before: dict[str, str], by: str
+) -> dict[str, str | None]:
+    """Record the plan, write its moves in order, then its version tags, then mark it done.
+
+    Candidates are registered in the serving model before the record, so that it names
+    versions (registering moves no alias; a version a kill leaves unaliased is found again by
+    its fingerprint)."""
+    old = alias_version(client, name, CHAMPION)
+    writes = tuple(AliasWrite(move.alias, _target(client, name, move)) for move in plan.moves)
+    versions = {write.alias: write.version for write in writes}
+    record = new_record(
+        plan_id=uuid.uuid4().hex,
+        model=name,
+        decision=plan.decision,
+        by=by,
+        why=plan.describe(name, versions),
+        started_at=now_utc(),
+        aliases=before,
+        writes=writes,
+        tags=plan.tags,
+    )
+    _put_record(client, name, record)  # durable before the first alias write
+    for move, write in zip(plan.moves, writes, strict=True):
+        _write_alias(client, name, write.alias, write.version, move.reason)
+        if move.alias == CHAMPION:
+            _note_left_champion(client, name, old, write.version, move.reason)
+    _set_tags(client, name, plan.tags)
+    _put_record(client, name, record.settled("done", ""))
+    return versions
+
+
+def _note_left_champion(
+    client: MlflowClient, name: str, old: ModelVersion | None, new: str | None, reason: str
+) -> None:
+    """The old champion's page says which version replaced it, and why."""
+    if old is not None and new is not None and str(old.version) != new:
+        record_note(client, name, str(old.version), f"left @champion for v{new}: {reason}")
+
+
+def _target(client: MlflowClient, name: str, move: AliasMove) -> str | None:
+    """The serving-model version a move points its alias at (None: it deletes the alias)."""
+    if move.candidate is not None:
+        return serving_version(client, name, move.candidate, move.reason)
+    return None if move.version is None else str(move.version)
+
+
+def _write_alias(
+    client: MlflowClient, name: str, alias: str, version: str | None, reason: str
+) -> None:
+    """One alias write of a plan (None: delete the alias; already gone is fine)."""
     from mlflow.exceptions import MlflowException
 
-    if move.deletes:
+    if version is not None:
+        set_alias(client, name, alias, version, reason)
+        return
+    try:
+        client.delete_registered_model_alias(name, alias)
+    except MlflowException as error:
+        if not _missing(error):
+            raise
+
+
+def _set_tags(client: MlflowClient, name: str, tags: tuple[VersionTag, ...]) -> None:
+    """A plan's version tags (idempotent, so a recovery writes them all again); a version
+    deleted meanwhile cannot carry one and is skipped."""
+    from mlflow.exceptions import MlflowException
+
+    for tag in tags:
         try:
-            client.delete_registered_model_alias(name, move.alias)
+            client.set_model_version_tag(name, tag.version, tag.key, tag.value)
         except MlflowException as error:
             if not _missing(error):
                 raise
+
+
+def _put_record(client: MlflowClient, name: str, record: PlanRecord) -> None:
+    client.set_registered_model_tag(name, TAG_PLAN, record.to_json())
+
+
+def _record_text(client: MlflowClient, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as error:
+        if _missing(error):
+            return None
+        raise
+    return (model.tags or {}).get(TAG_PLAN)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What the next holder of the promotion lock found of a plan left pending, and did."""
+
+    model: str
+    found: str  # the plan (or what the tag held instead)
+    outcome: str
+    moved: bool  # it wrote aliases
+
+    def describe(self) -> str:
+        return f"{self.model}: an interrupted {self.found}: {self.outcome}"
+
+
+def recover_interrupted(client: MlflowClient, name: str, *, by: str) -> Recovery | None:
+    """Settle the plan a killed process left pending on ``name``; None if there is none.
+
+    Call it holding the promotion lock, before reading the aliases to decide on: the lock's
+    holder is the only writer, so a pending record under it belongs to a process that died.
+    If the aliases show the plan's first ``k`` writes, the rest are written (with its version
+    tags) and it is marked done: the plan was decided under the lock and only its writing was
+    cut short. If they are no step of it (someone moved an alias since) or a version it names
+    was deleted, nothing is written and the record is set aside, saying what was found."""
+    text = _record_text(client, name)
+    if text is None:
         return None
-    if move.candidate is not None:
-        version = serving_version(client, name, move.candidate, move.reason)
-    else:
-        version = str(move.version)
-    set_alias(client, name, move.alias, version, move.reason)
-    return version
+    try:
+        record = PlanRecord.from_json(text)
+    except ValueError as error:
+        client.delete_registered_model_tag(name, TAG_PLAN)
+        return Recovery(name, f"tag {TAG_PLAN}", f"{error}; tag removed, nothing written", False)
+    if record.state != "pending":
+        return None
+    resume = resume_point(record, aliases_of(client, name))
+    gone = [str(w.version) for w in resume.remaining if not _exists(client, name, w)]
+    if resume.diverged or gone:
+        outcome = resume.describe()
+        if gone:
+            shown = ", ".join(f"v{v}" for v in gone)
+            outcome = f"the registry no longer has {shown}: nothing written, the record set aside"
+        _put_record(client, name, record.settled("abandoned", f"{outcome} ({by})"))
+        return _logged(Recovery(name, record.describe(), outcome, False))
+    reason = f"finishing an interrupted {record.decision} by {record.by}: {record.why}"
+    for write in resume.remaining:
+        _write_alias(client, name, write.alias, write.version, reason)
+    _set_tags(client, name, record.tags)
+    outcome = resume.describe()
+    _put_record(client, name, record.settled("done", f"{outcome} ({by})"))
+    return _logged(Recovery(name, record.describe(), outcome, bool(resume.remaining)))
+
+
+def _exists(client: MlflowClient, name: str, write: AliasWrite) -> bool:
+    """Whether the version a write points at is still registered (a delete: always)."""
+    from mlflow.exceptions import MlflowException
+
+    if write.version is None:
+        return True
+    try:
+        client.get_model_version(name, str(write.version))
+    except MlflowException as error:
+        if _missing(error):
+            return False
+        raise
+    return True
+
+
+def _logged(recovery: Recovery) -> Recovery:
+    # info, not warning: each caller reports it (a stage line, the train decision, the
+    # rollback's one-line refusal); a warning would print it twice on the command line
+    log.info("%s", recovery.describe())
+    return recovery
 
 
 def _shown(version: object) -> str:

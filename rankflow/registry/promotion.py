@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from rankflow.registry.gates import KIND_TITLES, Candidate, comparison, pick_best
+from rankflow.registry.versions import TAG_ROLLED_BACK
 
 if TYPE_CHECKING:
     from rankflow.config import RegistryConfig
@@ -89,6 +90,15 @@ class AliasMove:
 
 
 @dataclass(frozen=True)
+class VersionTag:
+    """A tag a plan sets on a serving-model version once its aliases have moved."""
+
+    version: str
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
 class PromotionPlan:
     """The alias moves a decision asks for, in the order they must be written."""
 
@@ -97,6 +107,10 @@ class PromotionPlan:
     moves: tuple[AliasMove, ...] = ()
     promoted: str | None = None  # the alias this plan gives a new model, if any
     expected_champion: str | None = None  # @champion's version the decision was taken against
+    # Part of the plan, not written after it, so that a killed apply leaves them to whoever
+    # finishes its alias moves (a rolled-back mark that went missing would let the next canary
+    # re-propose the model).
+    tags: tuple[VersionTag, ...] = ()
 
     def describe(self, name: str, versions: Mapping[str, str | None] | None = None) -> str:
         """One line: the reason, then each move with the version it resolved to (the model's
@@ -252,23 +266,36 @@ def reject_challenger(
 
 
 class NothingToRollBack(ValueError):
-    """No ``previous`` alias (or it names a deleted version)."""
+    """No ``previous`` alias, it names a deleted version, or it names the champion itself."""
 
 
 def rollback_plan(state: ServingState, reason: str) -> PromotionPlan:
     """``previous`` becomes champion again and ``previous`` is removed (so a second rollback
-    cannot bring the demoted model back); the demoted version keeps its history.
+    cannot bring the demoted model back); the demoted version keeps its history and is tagged
+    rolled back.
 
-    Raises :class:`NothingToRollBack` when there is no live ``previous``.
+    Raises :class:`NothingToRollBack` when there is no live ``previous``, or when it is the
+    champion: a promotion killed between its alias writes leaves that, and "rolling back" to
+    it would demote nothing while marking the serving model rolled back.
     """
     previous = state.live(PREVIOUS)
     if previous is None:
         raise NothingToRollBack(f"{state.name}: no @{PREVIOUS} to roll back to")
     current = state.aliases.get(CHAMPION)
+    if current is not None and str(current.version) == str(previous.version):
+        raise NothingToRollBack(
+            f"{state.name}: @{PREVIOUS} is v{previous.version}, the same version as "
+            f"@{CHAMPION}: nothing to roll back to"
+        )
     expected = current.version if current is not None else None
     demoted = f"v{current.version}" if current is not None else "no champion"
     moves = (
         AliasMove(CHAMPION, f"rolled back from {demoted}: {reason}", version=previous.version),
         AliasMove(PREVIOUS, f"v{previous.version} restored as champion by a rollback"),
     )
-    return PromotionPlan("rollback", f"rollback: {reason}", moves, CHAMPION, expected)
+    # The demoted version is marked so that a canary does not re-propose it (a deleted one
+    # cannot carry a tag).
+    marks: tuple[VersionTag, ...] = ()
+    if current is not None and current.exists:
+        marks = (VersionTag(current.version, TAG_ROLLED_BACK, reason[:5000]),)
+    return PromotionPlan("rollback", f"rollback: {reason}", moves, CHAMPION, expected, marks)

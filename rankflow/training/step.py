@@ -43,10 +43,12 @@ from typing import TYPE_CHECKING, Any
 from rankflow.errors import ConfigError
 from rankflow.locks import TRAINING_WAIT_SECONDS, training_lock
 from rankflow.registry.aliases import (
+    actor,
     alias_version,
     aliases_of,
     apply_plan,
     read_serving_state,
+    recover_interrupted,
 )
 from rankflow.registry.gates import KIND_TITLES
 from rankflow.registry.lock import promotion_lock
@@ -273,11 +275,16 @@ def _promote(
     promoted: str | None = None
     if promote:
         candidates = [outcomes[k].candidate(*sources[k]) for k in outcomes]
+        by = actor("train step")
         with promotion_lock(settings, serving):
+            # A plan a killed process left half-written is settled before deciding on it.
+            recovered = recover_interrupted(client, serving, by=by)
             state = read_serving_state(client, serving)
             plan = decide_promotion(candidates, state, ctx.train.registry)
-            applied = apply_plan(client, serving, plan)
+            applied = apply_plan(client, serving, plan, by=by)
         aliases, promoted, decision = applied.aliases, plan.promoted, applied.describe(serving)
+        if recovered is not None:
+            decision = f"{recovered.describe()}; then {decision}"
     else:
         aliases = aliases_of(client, serving)
         decision = f"no alias moved: trained {sorted(outcomes)} only; the caller decides"

@@ -258,3 +258,25 @@ def test_rollback_without_a_live_previous_is_refused(aliases: dict) -> None:
 
     with pytest.raises(NothingToRollBack, match="no @previous"):
         rollback_plan(state(**aliases), "why")
+
+
+@pytest.mark.parametrize(
+    "aliases",
+    [
+        {"champion": AliasTarget("3"), "previous": AliasTarget("3")},
+        {"champion": AliasTarget(3), "previous": AliasTarget("3")},  # versions compare as strings
+    ],
+    ids=["same", "int-and-str"],
+)
+def test_rollback_when_previous_is_the_champion_is_refused_naming_the_version(
+    aliases: dict,
+) -> None:
+    """A promotion killed between its alias writes leaves @previous on the champion; rolling
+    back "to" it would demote nothing and mark the live champion rolled back."""
+    from rankflow.registry.promotion import NothingToRollBack, rollback_plan
+
+    with pytest.raises(NothingToRollBack) as refused:
+        rollback_plan(state(**aliases), "why")
+    assert str(refused.value) == (
+        f"{SERVING}: @previous is v3, the same version as @champion: nothing to roll back to"
+    )

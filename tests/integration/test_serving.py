@@ -130,6 +130,8 @@ GOOD = {"user_id": 7, "item_ids": [1, 2], "device": "mobile", "time": WHEN}
         ({"device": ""}, "device"),
         ({"device": "x" * 40}, "device"),
         ({"time": "yesterday"}, "time"),
+        ({"time": "0001-01-01T00:00:00+05:00"}, "time"),  # overflowed converting to UTC
+        ({"time": "9999-12-31T23:59:59-05:00"}, "time"),
         ({"positions": [1]}, "positions"),
         ({"positions": [1, 101]}, "positions.1"),
         ({"colour": "red"}, "colour"),

@@ -3,8 +3,9 @@
 ``create_app(settings, scoring)`` builds a FastAPI app around one
 :class:`~rankflow.serving.service.ScoringService` (opened in the app's lifespan, closed with a
 last log flush on shutdown). Bad input is always a 4xx whose ``detail`` names the field
-(``item_ids: List should have at most 200 items``), never a 5xx; a request before any champion
-exists is a 503. ``rankflow serve`` runs it with uvicorn on loopback by default.
+(``item_ids: List should have at most 200 items``), never a 5xx; a body over
+``serving.max_body_bytes`` is a 413 before it is parsed (rankflow/serving/body_limit.py); a
+request before any champion exists is a 503. ``rankflow serve`` runs it with uvicorn on loopback by default.
 """
 
 # Metrics before anything that imports Feast (rankflow/serving/metrics.py says why).
@@ -25,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 
 from rankflow.config import ScoringConfig
 from rankflow.errors import RankflowError
+from rankflow.serving.body_limit import BodyLimit
 from rankflow.serving.schemas import ScoreResponse, score_request_model
 from rankflow.serving.service import NoModelError, ScoringService
 from rankflow.settings import Settings
@@ -86,6 +88,12 @@ def create_app(
                 app.state.service.close()
 
     app = FastAPI(title="rankflow scoring service", lifespan=lifespan)
+
+    def _too_large(path: str) -> None:
+        metrics.errors.labels("too_large").inc()
+        metrics.requests.labels(path, "413").inc()
+
+    app.add_middleware(BodyLimit, max_bytes=scoring.serving.max_body_bytes, on_refused=_too_large)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -64,4 +64,11 @@ class ServingConfig(BaseModel):
         "request is CPU under the GIL, so more threads only interleave them and stretch the "
         "tail (bench_serving, 8 clients)",
     )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="Largest request body accepted; a larger one is a 413 before it is parsed "
+        "(a /score body with max_candidates items is a few KB)",
+    )
     log: LogConfig = Field(default_factory=LogConfig)

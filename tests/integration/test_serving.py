@@ -156,6 +156,22 @@ def test_missing_field_and_non_json_body_are_4xx(served: dict) -> None:
     assert 'status="500"' not in metrics
 
 
+def test_a_20_mb_body_is_413_declared_or_streamed_and_the_service_keeps_serving(
+    served: dict,
+) -> None:
+    big = b'{"user_id": 7, "item_ids": [' + b"1," * (10 * 1024 * 1024) + b'1], "device": "m"}'
+    chunks = [big[i : i + 65536] for i in range(0, len(big), 65536)]
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=served["url"], timeout=60) as client:
+        declared = client.post("/score", content=big, headers=headers)
+        streamed = client.post("/score", content=iter(chunks), headers=headers)
+        after = client.post("/score", json=GOOD)
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert "serving.max_body_bytes" in response.json()["detail"]
+    assert after.status_code == 200, after.text
+
+
 def test_metrics_are_prometheus_text(served: dict) -> None:
     _score(served["url"], GOOD)
     response = httpx.get(f"{served['url']}/metrics")

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from rankflow.config import ScoringConfig
 from rankflow.errors import RankflowError
 from rankflow.serving.body_limit import BodyLimit
+from rankflow.serving.lookup import PointInTimeError
 from rankflow.serving.schemas import ScoreResponse, score_request_model
 from rankflow.serving.service import NoModelError, ScoringService
 from rankflow.settings import Settings
@@ -130,6 +131,10 @@ def _score_route(app: FastAPI, metrics: ServiceMetrics, request_model: type, thr
             metrics.errors.labels("no_model").inc()
             metrics.requests.labels("/score", "503").inc()
             return JSONResponse(status_code=503, content={"detail": str(error)})
+        except PointInTimeError as error:  # counted apart: a client clock or a replay to fix
+            metrics.errors.labels("point_in_time").inc()
+            metrics.requests.labels("/score", "422").inc()
+            return JSONResponse(status_code=422, content={"detail": str(error)})
         except RankflowError as error:  # a value the spec refuses: the caller's to fix
             metrics.errors.labels("validation").inc()
             metrics.requests.labels("/score", "422").inc()

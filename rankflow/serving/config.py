@@ -50,6 +50,14 @@ class ServingConfig(BaseModel):
         description="Serve a stored value older than its view's TTL at request time as missing, "
         "as the point-in-time join of training does",
     )
+    point_in_time_tolerance_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=86_400,
+        description="A request's explicit time may be this much earlier than the online values "
+        "it is served (a client's clock skew) before it is refused as a time the online store "
+        "cannot answer; those requests are served values training would not have seen then",
+    )
     on_demand_in_process: bool = Field(
         True,
         description="Run the on-demand view's registered UDF in the service on the stored "

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -96,6 +96,7 @@ class ScoringService:
             self.store,
             scoring.feature_service,
             enforce_ttl=self.serving.enforce_ttl,
+            point_in_time_tolerance=timedelta(seconds=self.serving.point_in_time_tolerance_seconds),
             category_cache_seconds=self.serving.category_cache_seconds,
             serialize_reads=self.store.config.online_store.type == "sqlite",
             on_demand_in_process=self.serving.on_demand_in_process,
@@ -184,7 +185,9 @@ class ScoringService:
         arm, model = chosen
         when = request.request_time()
         rows = self._rows(request, when)
-        served = self.lookup.fetch(rows.columns, when, len(request.item_ids))
+        served = self.lookup.fetch(
+            rows.columns, when, len(request.item_ids), point_in_time=request.time is not None
+        )
         columns = {**rows.columns, **served.values}
         columns["category"] = [c or None for c in rows.columns["category"]]
         columns["day_of_week"] = [when.isoweekday()] * len(request.item_ids)

@@ -113,6 +113,25 @@ def test_unknown_user_and_item_are_scored_and_counted(served: dict, known: dict)
     assert 'rankflow_unknown_entities_total{entity="item"}' in metrics
 
 
+def test_a_time_before_the_online_rows_is_422_not_a_value_from_its_future(
+    served: dict, known: dict
+) -> None:
+    """The online store holds each entity's latest row, stamped at the served day's midnight:
+    the evening before, the valid values are older rows the store no longer has."""
+    body = {"user_id": known["user"], "item_ids": known["items"][:3], "device": "mobile"}
+    before = _score(served["url"], {**body, "time": "2026-03-10T18:30:00Z"})
+    assert before.status_code == 422, before.text
+    detail = before.json()["detail"]
+    assert detail.startswith("time: 2026-03-10T18:30:00Z is before"), detail
+    assert "'user_daily_stats' (stamped 2026-03-11T00:00:00Z)" in detail
+    assert "cannot answer that time" in detail
+    for at in ("2026-03-11T00:00:00Z", None):  # the rows' own time; none (now)
+        response = _score(served["url"], {**body, "time": at} if at else body)
+        assert response.status_code == 200, response.text
+    metrics = httpx.get(f"{served['url']}/metrics").text
+    assert 'rankflow_errors_total{kind="point_in_time"} 1.0' in metrics
+
+
 GOOD = {"user_id": 7, "item_ids": [1, 2], "device": "mobile", "time": WHEN}
 
 

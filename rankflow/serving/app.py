@@ -13,6 +13,7 @@ from rankflow.serving.metrics import CONTENT_TYPE, ServiceMetrics  # isort: skip
 
 import gc
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from rankflow.config import ScoringConfig
 from rankflow.errors import RankflowError
 from rankflow.serving.body_limit import BodyLimit
-from rankflow.serving.lookup import PointInTimeError
+from rankflow.serving.lookup import OnlineStoreUnavailable, PointInTimeError
 from rankflow.serving.schemas import ScoreResponse, score_request_model
 from rankflow.serving.service import NoModelError, ScoringService
 from rankflow.settings import Settings
@@ -112,12 +113,15 @@ def create_app(
         metrics,
         score_request_model(scoring.serving.max_candidates),
         scoring.serving.scoring_threads,
+        retry_after=max(1, math.ceil(scoring.serving.online_timeout_seconds)),
     )
     _probe_routes(app, metrics, scoring)
     return app
 
 
-def _score_route(app: FastAPI, metrics: ServiceMetrics, request_model: type, threads: int) -> None:
+def _score_route(
+    app: FastAPI, metrics: ServiceMetrics, request_model: type, threads: int, *, retry_after: int
+) -> None:
     # Scoring is CPU-bound Python: run in FastAPI's default pool (40 threads), 8 concurrent
     # requests interleave under the GIL and each takes ~8x as long, with a long tail. A small
     # FIFO limiter lets them wait their turn instead (serving.scoring_threads).
@@ -131,6 +135,14 @@ def _score_route(app: FastAPI, metrics: ServiceMetrics, request_model: type, thr
             metrics.errors.labels("no_model").inc()
             metrics.requests.labels("/score", "503").inc()
             return JSONResponse(status_code=503, content={"detail": str(error)})
+        except OnlineStoreUnavailable as error:  # a writer's lock, a missing file: passes
+            metrics.errors.labels("unavailable").inc()
+            metrics.requests.labels("/score", "503").inc()
+            return JSONResponse(
+                status_code=503,
+                content={"detail": f"{error} (Retry-After: {retry_after} s)"},
+                headers={"Retry-After": str(retry_after)},
+            )
         except PointInTimeError as error:  # counted apart: a client clock or a replay to fix
             metrics.errors.labels("point_in_time").inc()
             metrics.requests.labels("/score", "422").inc()

@@ -42,6 +42,13 @@ class ServingConfig(BaseModel):
     alias_poll_seconds: float = Field(
         10.0, gt=0, description="How often the service re-reads @champion / @challenger"
     )
+    online_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description="How long a read waits for a locked SQLite online store before /score "
+        "answers 503 with Retry-After (sqlite3's own wait is 5 s)",
+    )
     category_cache_seconds: float = Field(
         300.0, ge=0, description="How long an item's category is cached (0 = read every time)"
     )

@@ -21,6 +21,7 @@ a value from the request's future.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,11 @@ JOIN_KEYS = ("user_id", "item_id", "category")
 
 class ServingError(RankflowError):
     """The service cannot serve: feature service not applied, no champion, bad state."""
+
+
+class OnlineStoreUnavailable(ServingError):
+    """The online store cannot be read now (locked by a writer, missing, unreachable): not the
+    caller's error, and likely gone on a retry."""
 
 
 class PointInTimeError(ServingError):
@@ -119,6 +125,17 @@ def _timestamp(proto: Timestamp) -> datetime | None:
     return datetime.fromtimestamp(proto.seconds + proto.nanos / 1e9, tz=UTC)
 
 
+def _unavailable_errors(store_type: str) -> tuple[type[Exception], ...]:
+    """What a read raises when the store, not the request, is at fault: SQLite's locked, busy,
+    missing-table or unopenable database; Redis' refused or timed-out connection."""
+    if store_type == "redis":
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        return (RedisConnectionError, RedisTimeoutError)
+    return (sqlite3.DatabaseError,)
+
+
 class OnlineLookup:
     """Feature service lookups against one ``FeatureStore`` (thread-safe)."""
 
@@ -151,6 +168,8 @@ class OnlineLookup:
         self._categories: dict[int, tuple[float, str | None]] = {}
         # SQLite: one shared connection; Feast does not lock it. Redis clients are thread-safe.
         self._lock = threading.Lock() if serialize_reads else None
+        self._store_type = str(store.config.online_store.type)
+        self._unavailable = _unavailable_errors(self._store_type)
         self.on_demand_in_process = on_demand_in_process
         self._odfv_inputs: dict[str, list[str]] = {}
         # Stored features by reference: Feast reads only these when the on-demand views run here.
@@ -179,10 +198,20 @@ class OnlineLookup:
     def _read(
         self, features: list[str] | FeatureService, rows: Mapping[str, Sequence[Any]]
     ) -> GetOnlineFeaturesResponse:
-        if self._lock is None:
-            return self.store.get_online_features(features=features, entity_rows=dict(rows)).proto
-        with self._lock:
-            return self.store.get_online_features(features=features, entity_rows=dict(rows)).proto
+        try:
+            if self._lock is None:
+                return self._read_unlocked(features, rows)
+            with self._lock:
+                return self._read_unlocked(features, rows)
+        except self._unavailable as error:
+            raise OnlineStoreUnavailable(
+                f"the online store ({self._store_type}) cannot be read now: {error}; retry shortly"
+            ) from error
+
+    def _read_unlocked(
+        self, features: list[str] | FeatureService, rows: Mapping[str, Sequence[Any]]
+    ) -> GetOnlineFeaturesResponse:
+        return self.store.get_online_features(features=features, entity_rows=dict(rows)).proto
 
     def categories(self, item_ids: Sequence[int]) -> list[str | None]:
         """Each item's stored category (None: unknown item), from a short-lived cache."""

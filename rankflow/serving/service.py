@@ -83,7 +83,7 @@ class ScoringService:
         canary phase splits its in-process traffic by ``canary.share``)."""
         from mlflow import MlflowClient
 
-        from rankflow.features.store import get_store
+        from rankflow.features.store import bound_online_waits, get_store
         from rankflow.tracking.setup import resolve_tracking_uri
 
         self.settings = settings
@@ -92,6 +92,8 @@ class ScoringService:
         self.metrics = metrics or ServiceMetrics()
         paths = settings.paths
         self.store = store or get_store(settings)
+        if store is None:  # a caller's own store keeps the waits its caller chose
+            bound_online_waits(self.store, self.serving.online_timeout_seconds)
         self.lookup = OnlineLookup(
             self.store,
             scoring.feature_service,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -434,3 +435,72 @@ def test_a_model_trained_on_another_feature_service_is_refused_keeping_the_last_
         assert upgraded.score(request).model.version == str(legacy)
     finally:
         upgraded.close()
+
+
+def _ids_of(home: Path) -> dict[str, Any]:
+    """A user with a row for the served day and a few items of a state dir's exports."""
+    exports = StatePaths(home).exports
+    users = pq.read_table(exports / "user_daily_features").to_pandas()
+    day = pd.Timestamp(WHEN).normalize()
+    user = int(sorted(users.loc[users["feature_ts"] == day, "user_id"].unique())[0])
+    items = sorted(pq.read_table(exports / "item_attributes.parquet").to_pandas()["item_id"])
+    return {"user": user, "items": [int(i) for i in items[:5]]}
+
+
+@dataclass
+class InProcess:
+    """The real app over a private state copy, with what a test needs to talk to it."""
+
+    client: Any  # fastapi.testclient.TestClient
+    settings: Settings
+    ids: dict[str, Any]
+
+
+@pytest.fixture
+def in_process(online_copy: dict) -> Iterator[InProcess]:
+    """The app over a private copy of the state, in process (FastAPI's TestClient: its lifespan
+    opens the service as ``rankflow serve`` does), without the alias poller."""
+    import warnings
+
+    from rankflow.config import parse_config
+    from rankflow.serving.app import create_app
+
+    with warnings.catch_warnings():  # the lock's httpx is what TestClient runs on
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    settings = Settings(home=online_copy["home"], mlflow_tracking_uri=online_copy["tracking_uri"])
+    scoring = parse_config({"serving": {"log": {"flush_seconds": 0.2}}}).scoring()
+    with TestClient(create_app(settings, scoring, poll=False)) as client:
+        yield InProcess(client, settings, _ids_of(online_copy["home"]))
+
+
+def test_a_locked_online_store_is_a_prompt_503_with_retry_after(in_process: InProcess) -> None:
+    """A writer's exclusive lock on the SQLite online store (a materialization committing):
+    each request gives up after serving.online_timeout_seconds (1 s), not sqlite3's 5 s, and
+    says when to retry; once the lock is gone the service answers again."""
+    import sqlite3
+
+    app, ids = in_process.client, in_process.ids
+    body = {"user_id": ids["user"], "item_ids": ids["items"][:3], "device": "m", "time": WHEN}
+    assert app.post("/score", json=body).status_code == 200  # first-use costs out of the timing
+    writer = sqlite3.connect(in_process.settings.paths.feast / "online_store.db")
+    writer.isolation_level = None
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        locked = app.post("/score", json=body)
+        seconds = time.monotonic() - started
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert locked.status_code == 503, locked.text
+    assert locked.headers["retry-after"] == "1"
+    detail = locked.json()["detail"]
+    assert "online store (sqlite) cannot be read now: database is locked" in detail, detail
+    assert "Retry-After: 1 s" in detail
+    assert seconds < 3, seconds  # sqlite3's own wait alone is 5 s
+    assert app.post("/score", json=body).status_code == 200
+    metrics = app.get("/metrics").text
+    assert 'rankflow_requests_total{endpoint="/score",status="503"} 1.0' in metrics
+    assert 'rankflow_errors_total{kind="unavailable"} 1.0' in metrics

@@ -504,3 +504,30 @@ def test_a_locked_online_store_is_a_prompt_503_with_retry_after(in_process: InPr
     metrics = app.get("/metrics").text
     assert 'rankflow_requests_total{endpoint="/score",status="503"} 1.0' in metrics
     assert 'rankflow_errors_total{kind="unavailable"} 1.0' in metrics
+
+
+def _log_counts(app: Any, written: int, seconds: float = 60) -> dict[str, int]:
+    """The served log's counts from /readyz once ``written`` rows are written (or time is up)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        counts = app.get("/readyz").json()["log"]
+        if counts["written"] >= written or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.1)
+
+
+def test_log_folders_removed_while_serving_are_recreated(in_process: InProcess) -> None:
+    """A clean-up that removes the log folders under a running service: the next flush makes
+    them again and writes its rows; nothing is dropped."""
+    import shutil
+
+    app, ids, paths = in_process.client, in_process.ids, in_process.settings.paths
+    body = {"user_id": ids["user"], "item_ids": ids["items"][:2], "device": "m", "time": WHEN}
+    assert app.post("/score", json=body).status_code == 200
+    assert _log_counts(app, 2) == {"written": 2, "dropped": 0}
+    shutil.rmtree(paths.logs)
+    assert app.post("/score", json=body).status_code == 200
+    assert _log_counts(app, 4) == {"written": 4, "dropped": 0}
+    for folder in ("features", "scores"):
+        assert list((paths.logs / "ctr_ranker_v1" / folder).glob("*.parquet")), folder
+    assert 'rankflow_log_rows_total{outcome="dropped"} 0.0' in app.get("/metrics").text

@@ -173,6 +173,7 @@ def _probe_routes(app: FastAPI, metrics: ServiceMetrics, scoring: ScoringConfig)
             "arms": {arm: m.version for arm, m in svc.holder.arms.items()},
             "canary_share": svc.holder.canary_share,
             "registry_error": svc.holder.last_error,
+            "serving_last_good": svc.holder.kept,
             "gc_frozen_objects": gc.get_freeze_count(),
             "log": None
             if svc.writer is None

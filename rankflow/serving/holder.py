@@ -12,7 +12,12 @@ always gets the same arm while the share is unchanged, in every process.
 
 A version trained on another feature service than the one the service serves is refused
 (:class:`ModelRefused`): its inputs would be other features under the same names, or missing.
-The holder keeps serving what it had for that arm and reports the refusal as its last error.
+So is a version that cannot be loaded (missing or corrupt artifacts). The holder keeps serving
+what it had for that arm and reports the refusal as its last error. A ``@champion`` that names
+no version any more (the alias removed, or the version it named deleted, which removes the
+alias with it) does not unload the champion either: a working model beats none. Each arm kept
+this way is listed in :attr:`ModelHolder.kept` with the reason (``/readyz`` shows it).
+A ``@challenger`` that goes away is dropped: that is how a canary ends.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ UNRECORDED_FEATURE_SERVICE = "ctr_ranker_v1"
 
 
 class ModelRefused(RankflowError):
-    """A registered version this service must not serve (trained on another feature service)."""
+    """A registered version this service cannot or must not serve (it cannot be loaded, or was
+    trained on another feature service)."""
 
 
 def canary_bucket(user_id: int) -> float:
@@ -124,6 +130,12 @@ def load_version(
     )
 
 
+def _failure(name: str, version: str, alias: str, error: Exception) -> str:
+    if isinstance(error, ModelRefused):
+        return str(error)
+    return f"{name} v{version} (@{alias}) could not be loaded: {type(error).__name__}: {error}"
+
+
 def _cached_checkpoint(target: Path) -> Path | None:
     from models.checkpoint import MANIFEST
 
@@ -160,6 +172,8 @@ class ModelHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        # arm -> why it serves its last good model instead of what the registry names
+        self.kept: dict[str, str] = {}
 
     @property
     def arms(self) -> Mapping[str, LoadedModel]:
@@ -168,52 +182,76 @@ class ModelHolder:
     def refresh(self) -> list[str]:
         """Re-read the aliases; load what moved; swap atomically. Returns the arms that changed.
 
-        A version :func:`load_version` refuses leaves its arm as it was (the last good model,
-        or none); the others are swapped in, then :class:`ModelRefused` names the refusals."""
+        A version :func:`load_version` refuses or cannot load leaves its arm as it was (the last
+        good model, or none), as does a ``@champion`` that names no version any more; the
+        others are swapped in, then :class:`ModelRefused` names the failures."""
         client = self._client_factory()
         current = self._arms
-        wanted: dict[str, str | None] = {}
-        for alias in ARMS:
-            if self.pinned is not None:
-                wanted[alias] = self.pinned.get(alias)
-                continue
-            mv = alias_version(client, self.model_name, alias)
-            wanted[alias] = None if mv is None else str(mv.version)
         new: dict[str, LoadedModel] = {}
-        changed, refused = [], []
-        for alias, version in wanted.items():
+        changed: list[str] = []
+        failures: list[str] = []
+        kept: dict[str, str] = {}  # arm -> why it keeps its last good model
+        for alias, version in self._wanted(client).items():
             old = current.get(alias)
             if version is None:
-                if old is not None:
+                if old is not None and alias == CHAMPION:
+                    new[alias] = old
+                    kept[alias] = (
+                        f"@{alias} of {self.model_name} names no version (alias removed or "
+                        f"its version deleted): serving the last good v{old.version}"
+                    )
+                elif old is not None:
                     changed.append(alias)
                 continue
             if old is not None and old.version == version:
                 new[alias] = old
                 continue
             try:
-                new[alias] = load_version(
-                    client,
-                    self.model_name,
-                    version,
-                    alias,
-                    self.cache_dir,
-                    feature_service=self.feature_service,
-                )
-            except ModelRefused as refusal:
-                refused.append(str(refusal))
+                new[alias] = self._load(client, version, alias)
+            except Exception as error:  # refused, or broken: never worse than the last good
+                failures.append(_failure(self.model_name, version, alias, error))
                 if old is not None:
                     new[alias] = old
+                    kept[alias] = f"{failures[-1]}: serving the last good v{old.version}"
                 continue
             changed.append(alias)
+        self._note_kept(kept)
         if changed:
             self._arms = new  # the atomic swap: one reference assignment
             for alias in changed:
                 log.info("serving %s: %s", alias, new[alias].version if alias in new else "none")
                 if self._on_swap is not None:
                     self._on_swap(alias, current.get(alias), new.get(alias))
-        if refused:
-            raise ModelRefused("; ".join(refused))
+        if failures:
+            raise ModelRefused("; ".join(failures))
         return changed
+
+    def _wanted(self, client: MlflowClient) -> dict[str, str | None]:
+        """Arm -> the version it should serve (None: no such alias, or not pinned)."""
+        if self.pinned is not None:
+            return {alias: self.pinned.get(alias) for alias in ARMS}
+        wanted: dict[str, str | None] = {}
+        for alias in ARMS:
+            mv = alias_version(client, self.model_name, alias)
+            wanted[alias] = None if mv is None else str(mv.version)
+        return wanted
+
+    def _load(self, client: MlflowClient, version: str, alias: str) -> LoadedModel:
+        return load_version(
+            client,
+            self.model_name,
+            version,
+            alias,
+            self.cache_dir,
+            feature_service=self.feature_service,
+        )
+
+    def _note_kept(self, kept: dict[str, str]) -> None:
+        # Logged when it changes, not at every poll: /readyz shows it for as long as it lasts.
+        for alias, reason in kept.items():
+            if self.kept.get(alias) != reason:
+                log.warning("keeping the last good model for %s: %s", alias, reason)
+        self.kept = kept
 
     def choose(self, user_id: int) -> tuple[str, LoadedModel] | None:
         """The arm and model for ``user_id``: challenger for the canary share, else champion."""

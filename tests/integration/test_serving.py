@@ -531,3 +531,45 @@ def test_log_folders_removed_while_serving_are_recreated(in_process: InProcess) 
     for folder in ("features", "scores"):
         assert list((paths.logs / "ctr_ranker_v1" / folder).glob("*.parquet")), folder
     assert 'rankflow_log_rows_total{outcome="dropped"} 0.0' in app.get("/metrics").text
+
+
+def _version_from_files(uri: str, model: str, of: str, folder: Path) -> tuple[str, Path]:
+    """A new version of ``model`` from a local copy of version ``of``'s files, and the copy (the
+    copied state's versions point at the shared state's artifacts, which must stay as they are)."""
+    from mlflow.artifacts import download_artifacts
+
+    client = MlflowClient(uri, uri)
+    local = download_artifacts(
+        artifact_uri=client.get_model_version_download_uri(model, of),
+        dst_path=str(folder),
+        tracking_uri=uri,
+    )
+    run_id = client.get_model_version(model, of).run_id
+    version = client.create_model_version(model, source=local, run_id=run_id).version
+    return str(version), Path(local)
+
+
+def test_deleting_the_champions_version_keeps_the_last_good_model_serving(
+    in_process: InProcess, online_copy: dict, tmp_path: Path
+) -> None:
+    """Deleting a version removes the aliases on it: the service keeps scoring with the model
+    it has, and /readyz says why, instead of answering 503 to every request."""
+    app, ids, model = in_process.client, in_process.ids, online_copy["model"]
+    uri = online_copy["tracking_uri"]
+    client = MlflowClient(uri, uri)
+    version, _ = _version_from_files(uri, model, online_copy["champion"], tmp_path / "copy")
+    client.set_registered_model_alias(model, "champion", version)
+    holder = app.app.state.service.holder
+    holder.refresh()
+    body = {"user_id": ids["user"], "item_ids": ids["items"][:2], "device": "m", "time": WHEN}
+    assert app.post("/score", json=body).json()["model"]["version"] == version
+
+    client.delete_model_version(model, version)
+    holder.refresh()
+    response = app.post("/score", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"]["version"] == version
+    ready = app.get("/readyz")
+    assert ready.status_code == 200
+    kept = ready.json()["serving_last_good"]["champion"]
+    assert "names no version" in kept and f"the last good v{version}" in kept, kept

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from models.checkpoint import MANIFEST, CheckpointError
 from models.spec import RequestTransform
 from rankflow.errors import RankflowError
 from rankflow.registry.aliases import alias_version
@@ -93,32 +96,24 @@ def load_version(
     *,
     feature_service: str,
 ) -> LoadedModel:
-    """Download (once) and load ``models:/<name>/<version>``; :class:`ModelRefused` if it was
-    trained on another feature service than ``feature_service``."""
-    from models.scoring import Scorer
-    from rankflow.tracking.pyfunc import checkpoint_of, recorded_feature_service
+    """Load ``models:/<name>/<version>`` through the local cache; :class:`ModelRefused` if it
+    was trained on another feature service than ``feature_service``.
+
+    The cache is keyed by the artifact's content (:func:`artifact_digest`), so an artifact
+    repaired or replaced under the same version is fetched again; a cached copy that fails its
+    checkpoint manifest is dropped rather than reused."""
+    from rankflow.tracking.pyfunc import artifact_digest
 
     mv = client.get_model_version(name, version)
-    target = cache_dir / f"{name}-v{version}"
-    checkpoint = _cached_checkpoint(target)
-    if checkpoint is None:
-        target.mkdir(parents=True, exist_ok=True)
-        # The version's own artifact location, not ``models:/...``: MLflow resolves that form
-        # through the process-global registry URI, which is not this service's.
-        checkpoint = checkpoint_of(client.get_model_version_download_uri(name, version), target)
-    # A version logged before models recorded their feature service was trained through
-    # ctr_ranker_v1: the training set could be built through no other. Read it as such, so an
-    # upgrade does not refuse a working champion.
-    trained_on = recorded_feature_service(target) or UNRECORDED_FEATURE_SERVICE
-    if trained_on != feature_service:
-        raise ModelRefused(
-            f"{name} v{version} (@{alias}) was trained on feature service {trained_on!r}; "
-            "this service serves "
-            f"{feature_service!r} (feature_service): not loaded. Train a model on "
-            f"{feature_service!r}, or serve with the feature service the model was trained on"
-        )
-    scorer = Scorer.from_checkpoint(checkpoint)
-    scorer.model.eval()
+    # The version's own artifact location, not ``models:/...``: MLflow resolves that form
+    # through the process-global registry URI, which is not this service's.
+    uri = client.get_model_version_download_uri(name, version)
+    target = cache_dir / f"{name}-v{version}-{artifact_digest(uri)}"
+    fresh = _cached_checkpoint(target) is None
+    if fresh:
+        _download(uri, target)
+    _check_feature_service(target, name, version, alias, feature_service)
+    scorer = _load_scorer(uri, target, fresh=fresh)
     return LoadedModel(
         name=name,
         version=str(version),
@@ -130,6 +125,71 @@ def load_version(
     )
 
 
+def _check_feature_service(
+    downloaded: Path, name: str, version: str, alias: str, feature_service: str
+) -> None:
+    from rankflow.tracking.pyfunc import recorded_feature_service
+
+    # A version logged before models recorded their feature service was trained through
+    # ctr_ranker_v1: the training set could be built through no other. Read it as such, so an
+    # upgrade does not refuse a working champion.
+    trained_on = recorded_feature_service(downloaded) or UNRECORDED_FEATURE_SERVICE
+    if trained_on != feature_service:
+        raise ModelRefused(
+            f"{name} v{version} (@{alias}) was trained on feature service {trained_on!r}; "
+            "this service serves "
+            f"{feature_service!r} (feature_service): not loaded. Train a model on "
+            f"{feature_service!r}, or serve with the feature service the model was trained on"
+        )
+
+
+def _load_scorer(uri: str, target: Path, *, fresh: bool) -> Scorer:
+    """The checkpoint in ``target``, verified against its manifest as it loads. A cached copy
+    that fails is fetched again once (damaged on disk); a fresh one that fails is dropped, so
+    the next attempt fetches the artifact again (repaired by then, perhaps)."""
+    if not fresh:
+        try:
+            return _scorer(target)
+        except CheckpointError as error:
+            log.warning("cached model %s fails its manifest (%s): fetching it again", target, error)
+            shutil.rmtree(target, ignore_errors=True)
+            _download(uri, target)
+    try:
+        return _scorer(target)
+    except CheckpointError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+def _scorer(target: Path) -> Scorer:
+    from models.scoring import Scorer
+
+    checkpoint = _cached_checkpoint(target)
+    if checkpoint is None:
+        raise CheckpointError(f"{target}: no checkpoint in the cached model")
+    scorer = Scorer.from_checkpoint(checkpoint)
+    scorer.model.eval()
+    return scorer
+
+
+def _download(uri: str, target: Path) -> None:
+    """Fetch the model into ``target`` whole or not at all: a download cut short (a killed
+    process, a full disk) must never pass for a cached model."""
+    from rankflow.tracking.pyfunc import checkpoint_of
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.parent / f".{target.name}.{uuid.uuid4().hex}.partial"
+    try:
+        checkpoint_of(uri, partial)
+        try:
+            partial.rename(target)
+        except OSError:  # another process cached the same content first: theirs will do
+            if _cached_checkpoint(target) is None:
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def _failure(name: str, version: str, alias: str, error: Exception) -> str:
     if isinstance(error, ModelRefused):
         return str(error)
@@ -137,8 +197,6 @@ def _failure(name: str, version: str, alias: str, error: Exception) -> str:
 
 
 def _cached_checkpoint(target: Path) -> Path | None:
-    from models.checkpoint import MANIFEST
-
     found = sorted(target.rglob(MANIFEST)) if target.is_dir() else []
     return found[0].parent if found else None
 

@@ -533,20 +533,23 @@ def test_log_folders_removed_while_serving_are_recreated(in_process: InProcess) 
     assert 'rankflow_log_rows_total{outcome="dropped"} 0.0' in app.get("/metrics").text
 
 
-def _version_from_files(uri: str, model: str, of: str, folder: Path) -> tuple[str, Path]:
-    """A new version of ``model`` from a local copy of version ``of``'s files, and the copy (the
-    copied state's versions point at the shared state's artifacts, which must stay as they are)."""
+def _files_of(uri: str, model: str, version: str, folder: Path) -> Path:
+    """A local copy of a version's files (the copied state's versions point at the shared
+    state's artifacts, which must stay as they are)."""
     from mlflow.artifacts import download_artifacts
 
     client = MlflowClient(uri, uri)
-    local = download_artifacts(
-        artifact_uri=client.get_model_version_download_uri(model, of),
-        dst_path=str(folder),
-        tracking_uri=uri,
-    )
+    source = client.get_model_version_download_uri(model, version)
+    return Path(download_artifacts(artifact_uri=source, dst_path=str(folder), tracking_uri=uri))
+
+
+def _version_from_files(uri: str, model: str, of: str, folder: Path) -> tuple[str, Path]:
+    """A new version of ``model`` from a local copy of version ``of``'s files, and the copy."""
+    client = MlflowClient(uri, uri)
+    local = _files_of(uri, model, of, folder)
     run_id = client.get_model_version(model, of).run_id
-    version = client.create_model_version(model, source=local, run_id=run_id).version
-    return str(version), Path(local)
+    version = client.create_model_version(model, source=str(local), run_id=run_id).version
+    return str(version), local
 
 
 def test_deleting_the_champions_version_keeps_the_last_good_model_serving(
@@ -573,3 +576,58 @@ def test_deleting_the_champions_version_keeps_the_last_good_model_serving(
     assert ready.status_code == 200
     kept = ready.json()["serving_last_good"]["champion"]
     assert "names no version" in kept and f"the last good v{version}" in kept, kept
+
+
+def _loader(online_copy: dict, version: str) -> Any:
+    """``load_version`` of ``version`` through the state's model cache, as the service (and the
+    gap check) load a version."""
+    from functools import partial
+
+    from rankflow.serving.holder import load_version
+
+    uri = online_copy["tracking_uri"]
+    cache = StatePaths(online_copy["home"]).serving_models
+    return partial(
+        load_version,
+        MlflowClient(uri, uri),
+        online_copy["model"],
+        version,
+        "champion",
+        cache,
+        feature_service="ctr_ranker_v1",
+    )
+
+
+def test_a_model_cached_from_a_corrupt_artifact_is_fetched_again_once_it_is_repaired(
+    online_copy: dict, tmp_path: Path
+) -> None:
+    from models.checkpoint import CheckpointError
+
+    uri, model = online_copy["tracking_uri"], online_copy["model"]
+    version, local = _version_from_files(uri, model, online_copy["champion"], tmp_path / "copy")
+    (manifest,) = local.rglob("manifest.json")
+    weights = manifest.parent / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-8] + bytes(b ^ 0xFF for b in good[-8:]))  # same size, bad bytes
+    load = _loader(online_copy, version)
+    with pytest.raises(CheckpointError, match="sha256 differs"):
+        load()
+    weights.write_bytes(good)  # the registry's artifact repaired
+    assert load().version == version
+
+
+def test_the_model_cache_is_keyed_by_the_artifacts_content(
+    online_copy: dict, tmp_path: Path
+) -> None:
+    """A version's artifact replaced under the same location (here by the other family's
+    model) is what the next load serves, not the copy cached before."""
+    import shutil
+
+    uri, model = online_copy["tracking_uri"], online_copy["model"]
+    version, local = _version_from_files(uri, model, online_copy["champion"], tmp_path / "copy")
+    load = _loader(online_copy, version)
+    assert load().kind == online_copy["champion_kind"]
+    other = _files_of(uri, model, online_copy["other"], tmp_path / "other")
+    shutil.rmtree(local)
+    shutil.copytree(other, local)
+    assert load().kind != online_copy["champion_kind"]

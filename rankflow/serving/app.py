@@ -3,9 +3,11 @@
 ``create_app(settings, scoring)`` builds a FastAPI app around one
 :class:`~rankflow.serving.service.ScoringService` (opened in the app's lifespan, closed with a
 last log flush on shutdown). Bad input is always a 4xx whose ``detail`` names the field
-(``item_ids: List should have at most 200 items``), never a 5xx; a body over
-``serving.max_body_bytes`` is a 413 before it is parsed (rankflow/serving/body_limit.py); a
-request before any champion exists is a 503. ``rankflow serve`` runs it with uvicorn on loopback by default.
+(``item_ids: List should have at most 200 items``), never a 5xx; a ``time`` the online store
+cannot answer is a 422 too; a body over ``serving.max_body_bytes`` is a 413 before it is parsed
+(rankflow/serving/body_limit.py). A request before any champion exists is a 503, and so is one
+that meets an unreadable online store (with ``Retry-After``). ``rankflow serve`` runs it with
+uvicorn on loopback by default.
 """
 
 # Metrics before anything that imports Feast (rankflow/serving/metrics.py says why).
@@ -135,7 +137,7 @@ def _score_route(
             metrics.errors.labels("no_model").inc()
             metrics.requests.labels("/score", "503").inc()
             return JSONResponse(status_code=503, content={"detail": str(error)})
-        except OnlineStoreUnavailable as error:  # a writer's lock, a missing file: passes
+        except OnlineStoreUnavailable as error:  # not the caller's fault, and it passes
             metrics.errors.labels("unavailable").inc()
             metrics.requests.labels("/score", "503").inc()
             return JSONResponse(

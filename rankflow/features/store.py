@@ -58,6 +58,7 @@ __all__ = [
     "FeatureStoreError",
     "MaterializeSummary",
     "apply_feature_repo",
+    "bound_online_waits",
     "check_export",
     "check_exports",
     "coerce_features",
@@ -156,6 +157,22 @@ def release(store: FeatureStore) -> None:
             with contextlib.suppress(Exception):
                 handle.close()
             setattr(online_store, attribute, None)
+
+
+def bound_online_waits(store: FeatureStore, seconds: float) -> None:
+    """Make a read of a locked SQLite online store give up after ``seconds``.
+
+    Feast opens its SQLite connection with sqlite3's default 5 s wait for a lock, so a reader
+    that meets a writer's exclusive lock (a materialization committing, another tool) stalls
+    that long before failing. The connection is opened here, once, with the shorter wait; Feast
+    keeps it until :func:`release`. Redis bounds its reads through its connection string
+    (``host:port,socket_timeout=1``), not here.
+    """
+    if store.config.online_store.type != "sqlite":
+        return
+    # Feast's own (private) connection: it offers no setting for the wait.
+    connection = store.provider.online_store._get_conn(store.config)
+    connection.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
 
 
 def _release_offline_engine() -> None:

@@ -3,8 +3,11 @@
 ``create_app(settings, scoring)`` builds a FastAPI app around one
 :class:`~rankflow.serving.service.ScoringService` (opened in the app's lifespan, closed with a
 last log flush on shutdown). Bad input is always a 4xx whose ``detail`` names the field
-(``item_ids: List should have at most 200 items``), never a 5xx; a request before any champion
-exists is a 503. ``rankflow serve`` runs it with uvicorn on loopback by default.
+(``item_ids: List should have at most 200 items``), never a 5xx; a ``time`` the online store
+cannot answer is a 422 too; a body over ``serving.max_body_bytes`` is a 413 before it is parsed
+(rankflow/serving/body_limit.py). A request before any champion exists is a 503, and so is one
+that meets an unreadable online store (with ``Retry-After``). ``rankflow serve`` runs it with
+uvicorn on loopback by default.
 """
 
 # Metrics before anything that imports Feast (rankflow/serving/metrics.py says why).
@@ -12,6 +15,7 @@ from rankflow.serving.metrics import CONTENT_TYPE, ServiceMetrics  # isort: skip
 
 import gc
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +29,8 @@ from fastapi.responses import JSONResponse, Response
 
 from rankflow.config import ScoringConfig
 from rankflow.errors import RankflowError
+from rankflow.serving.body_limit import BodyLimit
+from rankflow.serving.lookup import OnlineStoreUnavailable, PointInTimeError
 from rankflow.serving.schemas import ScoreResponse, score_request_model
 from rankflow.serving.service import NoModelError, ScoringService
 from rankflow.settings import Settings
@@ -87,6 +93,12 @@ def create_app(
 
     app = FastAPI(title="rankflow scoring service", lifespan=lifespan)
 
+    def _too_large(path: str) -> None:
+        metrics.errors.labels("too_large").inc()
+        metrics.requests.labels(path, "413").inc()
+
+    app.add_middleware(BodyLimit, max_bytes=scoring.serving.max_body_bytes, on_refused=_too_large)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         metrics.errors.labels("validation").inc()
@@ -103,12 +115,15 @@ def create_app(
         metrics,
         score_request_model(scoring.serving.max_candidates),
         scoring.serving.scoring_threads,
+        retry_after=max(1, math.ceil(scoring.serving.online_timeout_seconds)),
     )
     _probe_routes(app, metrics, scoring)
     return app
 
 
-def _score_route(app: FastAPI, metrics: ServiceMetrics, request_model: type, threads: int) -> None:
+def _score_route(
+    app: FastAPI, metrics: ServiceMetrics, request_model: type, threads: int, *, retry_after: int
+) -> None:
     # Scoring is CPU-bound Python: run in FastAPI's default pool (40 threads), 8 concurrent
     # requests interleave under the GIL and each takes ~8x as long, with a long tail. A small
     # FIFO limiter lets them wait their turn instead (serving.scoring_threads).
@@ -122,6 +137,18 @@ def _score_route(app: FastAPI, metrics: ServiceMetrics, request_model: type, thr
             metrics.errors.labels("no_model").inc()
             metrics.requests.labels("/score", "503").inc()
             return JSONResponse(status_code=503, content={"detail": str(error)})
+        except OnlineStoreUnavailable as error:  # not the caller's fault, and it passes
+            metrics.errors.labels("unavailable").inc()
+            metrics.requests.labels("/score", "503").inc()
+            return JSONResponse(
+                status_code=503,
+                content={"detail": f"{error} (Retry-After: {retry_after} s)"},
+                headers={"Retry-After": str(retry_after)},
+            )
+        except PointInTimeError as error:  # counted apart: a client clock or a replay to fix
+            metrics.errors.labels("point_in_time").inc()
+            metrics.requests.labels("/score", "422").inc()
+            return JSONResponse(status_code=422, content={"detail": str(error)})
         except RankflowError as error:  # a value the spec refuses: the caller's to fix
             metrics.errors.labels("validation").inc()
             metrics.requests.labels("/score", "422").inc()
@@ -148,6 +175,7 @@ def _probe_routes(app: FastAPI, metrics: ServiceMetrics, scoring: ScoringConfig)
             "arms": {arm: m.version for arm, m in svc.holder.arms.items()},
             "canary_share": svc.holder.canary_share,
             "registry_error": svc.holder.last_error,
+            "serving_last_good": svc.holder.kept,
             "gc_frozen_objects": gc.get_freeze_count(),
             "log": None
             if svc.writer is None

@@ -42,6 +42,13 @@ class ServingConfig(BaseModel):
     alias_poll_seconds: float = Field(
         10.0, gt=0, description="How often the service re-reads @champion / @challenger"
     )
+    online_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description="How long a read waits for a locked SQLite online store before /score "
+        "answers 503 with Retry-After (sqlite3's own wait is 5 s)",
+    )
     category_cache_seconds: float = Field(
         300.0, ge=0, description="How long an item's category is cached (0 = read every time)"
     )
@@ -49,6 +56,14 @@ class ServingConfig(BaseModel):
         True,
         description="Serve a stored value older than its view's TTL at request time as missing, "
         "as the point-in-time join of training does",
+    )
+    point_in_time_tolerance_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=86_400,
+        description="A request's explicit time may be this much earlier than the online values "
+        "it is served (a client's clock skew) before it is refused as a time the online store "
+        "cannot answer; those requests are served values training would not have seen then",
     )
     on_demand_in_process: bool = Field(
         True,
@@ -63,5 +78,12 @@ class ServingConfig(BaseModel):
         description="Requests scored at once; the rest wait their turn in arrival order. A "
         "request is CPU under the GIL, so more threads only interleave them and stretch the "
         "tail (bench_serving, 8 clients)",
+    )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="Largest request body accepted; a larger one is a 413 before it is parsed "
+        "(a /score body with max_candidates items is a few KB)",
     )
     log: LogConfig = Field(default_factory=LogConfig)

@@ -12,14 +12,21 @@ always gets the same arm while the share is unchanged, in every process.
 
 A version trained on another feature service than the one the service serves is refused
 (:class:`ModelRefused`): its inputs would be other features under the same names, or missing.
-The holder keeps serving what it had for that arm and reports the refusal as its last error.
+So is a version that cannot be loaded (missing or corrupt artifacts). The holder keeps serving
+what it had for that arm and reports the refusal as its last error. A ``@champion`` that names
+no version any more (the alias removed, or the version it named deleted, which removes the
+alias with it) does not unload the champion either: a working model beats none. Each arm kept
+this way is listed in :attr:`ModelHolder.kept` with the reason (``/readyz`` shows it).
+A ``@challenger`` that goes away is dropped: that is how a canary ends.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from models.checkpoint import MANIFEST, CheckpointError
 from models.spec import RequestTransform
 from rankflow.errors import RankflowError
 from rankflow.registry.aliases import alias_version
@@ -49,7 +57,8 @@ UNRECORDED_FEATURE_SERVICE = "ctr_ranker_v1"
 
 
 class ModelRefused(RankflowError):
-    """A registered version this service must not serve (trained on another feature service)."""
+    """A registered version this service cannot or must not serve (it cannot be loaded, or was
+    trained on another feature service)."""
 
 
 def canary_bucket(user_id: int) -> float:
@@ -87,32 +96,24 @@ def load_version(
     *,
     feature_service: str,
 ) -> LoadedModel:
-    """Download (once) and load ``models:/<name>/<version>``; :class:`ModelRefused` if it was
-    trained on another feature service than ``feature_service``."""
-    from models.scoring import Scorer
-    from rankflow.tracking.pyfunc import checkpoint_of, recorded_feature_service
+    """Load ``models:/<name>/<version>`` through the local cache; :class:`ModelRefused` if it
+    was trained on another feature service than ``feature_service``.
+
+    The cache is keyed by the artifact's content (:func:`artifact_digest`), so an artifact
+    repaired or replaced under the same version is fetched again; a cached copy that fails its
+    checkpoint manifest is dropped rather than reused."""
+    from rankflow.tracking.pyfunc import artifact_digest
 
     mv = client.get_model_version(name, version)
-    target = cache_dir / f"{name}-v{version}"
-    checkpoint = _cached_checkpoint(target)
-    if checkpoint is None:
-        target.mkdir(parents=True, exist_ok=True)
-        # The version's own artifact location, not ``models:/...``: MLflow resolves that form
-        # through the process-global registry URI, which is not this service's.
-        checkpoint = checkpoint_of(client.get_model_version_download_uri(name, version), target)
-    # A version logged before models recorded their feature service was trained through
-    # ctr_ranker_v1: the training set could be built through no other. Read it as such, so an
-    # upgrade does not refuse a working champion.
-    trained_on = recorded_feature_service(target) or UNRECORDED_FEATURE_SERVICE
-    if trained_on != feature_service:
-        raise ModelRefused(
-            f"{name} v{version} (@{alias}) was trained on feature service {trained_on!r}; "
-            "this service serves "
-            f"{feature_service!r} (feature_service): not loaded. Train a model on "
-            f"{feature_service!r}, or serve with the feature service the model was trained on"
-        )
-    scorer = Scorer.from_checkpoint(checkpoint)
-    scorer.model.eval()
+    # The version's own artifact location, not ``models:/...``: MLflow resolves that form
+    # through the process-global registry URI, which is not this service's.
+    uri = client.get_model_version_download_uri(name, version)
+    target = cache_dir / f"{name}-v{version}-{artifact_digest(uri)}"
+    fresh = _cached_checkpoint(target) is None
+    if fresh:
+        _download(uri, target)
+    _check_feature_service(target, name, version, alias, feature_service)
+    scorer = _load_scorer(uri, target, fresh=fresh)
     return LoadedModel(
         name=name,
         version=str(version),
@@ -124,9 +125,78 @@ def load_version(
     )
 
 
-def _cached_checkpoint(target: Path) -> Path | None:
-    from models.checkpoint import MANIFEST
+def _check_feature_service(
+    downloaded: Path, name: str, version: str, alias: str, feature_service: str
+) -> None:
+    from rankflow.tracking.pyfunc import recorded_feature_service
 
+    # A version logged before models recorded their feature service was trained through
+    # ctr_ranker_v1: the training set could be built through no other. Read it as such, so an
+    # upgrade does not refuse a working champion.
+    trained_on = recorded_feature_service(downloaded) or UNRECORDED_FEATURE_SERVICE
+    if trained_on != feature_service:
+        raise ModelRefused(
+            f"{name} v{version} (@{alias}) was trained on feature service {trained_on!r}; "
+            "this service serves "
+            f"{feature_service!r} (feature_service): not loaded. Train a model on "
+            f"{feature_service!r}, or serve with the feature service the model was trained on"
+        )
+
+
+def _load_scorer(uri: str, target: Path, *, fresh: bool) -> Scorer:
+    """The checkpoint in ``target``, verified against its manifest as it loads. A cached copy
+    that fails is fetched again once (damaged on disk); a fresh one that fails is dropped, so
+    the next attempt fetches the artifact again (repaired by then, perhaps)."""
+    if not fresh:
+        try:
+            return _scorer(target)
+        except CheckpointError as error:
+            log.warning("cached model %s fails its manifest (%s): fetching it again", target, error)
+            shutil.rmtree(target, ignore_errors=True)
+            _download(uri, target)
+    try:
+        return _scorer(target)
+    except CheckpointError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+def _scorer(target: Path) -> Scorer:
+    from models.scoring import Scorer
+
+    checkpoint = _cached_checkpoint(target)
+    if checkpoint is None:
+        raise CheckpointError(f"{target}: no checkpoint in the cached model")
+    scorer = Scorer.from_checkpoint(checkpoint)
+    scorer.model.eval()
+    return scorer
+
+
+def _download(uri: str, target: Path) -> None:
+    """Fetch the model into ``target`` whole or not at all: a download cut short (a killed
+    process, a full disk) must never pass for a cached model."""
+    from rankflow.tracking.pyfunc import checkpoint_of
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.parent / f".{target.name}.{uuid.uuid4().hex}.partial"
+    try:
+        checkpoint_of(uri, partial)
+        try:
+            partial.rename(target)
+        except OSError:  # another process cached the same content first: theirs will do
+            if _cached_checkpoint(target) is None:
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _failure(name: str, version: str, alias: str, error: Exception) -> str:
+    if isinstance(error, ModelRefused):
+        return str(error)
+    return f"{name} v{version} (@{alias}) could not be loaded: {type(error).__name__}: {error}"
+
+
+def _cached_checkpoint(target: Path) -> Path | None:
     found = sorted(target.rglob(MANIFEST)) if target.is_dir() else []
     return found[0].parent if found else None
 
@@ -160,6 +230,8 @@ class ModelHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        # arm -> why it serves its last good model instead of what the registry names
+        self.kept: dict[str, str] = {}
 
     @property
     def arms(self) -> Mapping[str, LoadedModel]:
@@ -168,52 +240,76 @@ class ModelHolder:
     def refresh(self) -> list[str]:
         """Re-read the aliases; load what moved; swap atomically. Returns the arms that changed.
 
-        A version :func:`load_version` refuses leaves its arm as it was (the last good model,
-        or none); the others are swapped in, then :class:`ModelRefused` names the refusals."""
+        A version :func:`load_version` refuses or cannot load leaves its arm as it was (the last
+        good model, or none), as does a ``@champion`` that names no version any more; the
+        others are swapped in, then :class:`ModelRefused` names the failures."""
         client = self._client_factory()
         current = self._arms
-        wanted: dict[str, str | None] = {}
-        for alias in ARMS:
-            if self.pinned is not None:
-                wanted[alias] = self.pinned.get(alias)
-                continue
-            mv = alias_version(client, self.model_name, alias)
-            wanted[alias] = None if mv is None else str(mv.version)
         new: dict[str, LoadedModel] = {}
-        changed, refused = [], []
-        for alias, version in wanted.items():
+        changed: list[str] = []
+        failures: list[str] = []
+        kept: dict[str, str] = {}  # arm -> why it keeps its last good model
+        for alias, version in self._wanted(client).items():
             old = current.get(alias)
             if version is None:
-                if old is not None:
+                if old is not None and alias == CHAMPION:
+                    new[alias] = old
+                    kept[alias] = (
+                        f"@{alias} of {self.model_name} names no version (alias removed or "
+                        f"its version deleted): serving the last good v{old.version}"
+                    )
+                elif old is not None:
                     changed.append(alias)
                 continue
             if old is not None and old.version == version:
                 new[alias] = old
                 continue
             try:
-                new[alias] = load_version(
-                    client,
-                    self.model_name,
-                    version,
-                    alias,
-                    self.cache_dir,
-                    feature_service=self.feature_service,
-                )
-            except ModelRefused as refusal:
-                refused.append(str(refusal))
+                new[alias] = self._load(client, version, alias)
+            except Exception as error:  # refused, or broken: never worse than the last good
+                failures.append(_failure(self.model_name, version, alias, error))
                 if old is not None:
                     new[alias] = old
+                    kept[alias] = f"{failures[-1]}: serving the last good v{old.version}"
                 continue
             changed.append(alias)
+        self._note_kept(kept)
         if changed:
             self._arms = new  # the atomic swap: one reference assignment
             for alias in changed:
                 log.info("serving %s: %s", alias, new[alias].version if alias in new else "none")
                 if self._on_swap is not None:
                     self._on_swap(alias, current.get(alias), new.get(alias))
-        if refused:
-            raise ModelRefused("; ".join(refused))
+        if failures:
+            raise ModelRefused("; ".join(failures))
         return changed
+
+    def _wanted(self, client: MlflowClient) -> dict[str, str | None]:
+        """Arm -> the version it should serve (None: no such alias, or not pinned)."""
+        if self.pinned is not None:
+            return {alias: self.pinned.get(alias) for alias in ARMS}
+        wanted: dict[str, str | None] = {}
+        for alias in ARMS:
+            mv = alias_version(client, self.model_name, alias)
+            wanted[alias] = None if mv is None else str(mv.version)
+        return wanted
+
+    def _load(self, client: MlflowClient, version: str, alias: str) -> LoadedModel:
+        return load_version(
+            client,
+            self.model_name,
+            version,
+            alias,
+            self.cache_dir,
+            feature_service=self.feature_service,
+        )
+
+    def _note_kept(self, kept: dict[str, str]) -> None:
+        # Logged when it changes, not at every poll: /readyz shows it for as long as it lasts.
+        for alias, reason in kept.items():
+            if self.kept.get(alias) != reason:
+                log.warning("keeping the last good model for %s: %s", alias, reason)
+        self.kept = kept
 
     def choose(self, user_id: int) -> tuple[str, LoadedModel] | None:
         """The arm and model for ``user_id``: challenger for the canary share, else champion."""

@@ -11,10 +11,17 @@ returns null for a row older than the view's TTL at the impression's time. With
 ``serving.enforce_ttl`` (the default) the service treats such a value as missing (status
 ``OUTSIDE_MAX_AGE``) and recomputes the on-demand features of the affected rows, so it serves
 what training saw; with it off, the gap check's feature-skew check reports the difference.
+
+**Point in time.** The online store holds only each entity's latest row. A request that names
+its ``time`` is answered with those rows only when none is stamped after that time (give or take
+``serving.point_in_time_tolerance_seconds``); otherwise the value valid then is an older row the
+online store no longer has, and :class:`PointInTimeError` says so (a 422), instead of serving
+a value from the request's future.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +48,16 @@ class ServingError(RankflowError):
     """The service cannot serve: feature service not applied, no champion, bad state."""
 
 
+class OnlineStoreUnavailable(ServingError):
+    """The online store cannot be read now (locked by a writer, missing, unreachable): not the
+    caller's error, and likely gone on a retry."""
+
+
+class PointInTimeError(ServingError):
+    """The request's time is before the online rows it would be served: the online store only
+    holds the latest values, so it cannot answer that time."""
+
+
 @dataclass(frozen=True)
 class FeatureSlot:
     """Where a bare feature name comes from."""
@@ -63,6 +80,38 @@ class Served:
     missing: dict[tuple[str, str], int] = field(default_factory=dict)  # (view, reason) -> count
 
 
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def stamped_after(
+    timestamps: Mapping[str, Sequence[datetime | None]],
+    views: Mapping[str, str],
+    limit: datetime,
+) -> dict[str, datetime]:
+    """Feature view -> its newest served timestamp, for the views with a value stamped after
+    ``limit``. ``timestamps``: feature -> one timestamp per row (None: no value or on-demand);
+    ``views``: feature -> its feature view."""
+    late: dict[str, datetime] = {}
+    for name, stamps in timestamps.items():
+        newest = max((t for t in stamps if t is not None), default=None)
+        if newest is not None and newest > limit:
+            view = views[name]
+            late[view] = max(newest, late.get(view, newest))
+    return late
+
+
+def point_in_time_error(request_time: datetime, late: Mapping[str, datetime]) -> PointInTimeError:
+    """The 422 for :func:`stamped_after`'s views: names each view and its newest timestamp."""
+    views = ", ".join(f"{view!r} (stamped {_iso(stamp)})" for view, stamp in sorted(late.items()))
+    noun = "feature view" if len(late) == 1 else "feature views"
+    return PointInTimeError(
+        f"time: {_iso(request_time)} is before the online store's values of {noun} "
+        f"{views}; the online store holds only the latest values, so it cannot answer that "
+        f"time. Send a time at or after {_iso(max(late.values()))}, or none (now)"
+    )
+
+
 def _value(proto: ValueProto) -> Any:
     kind = proto.WhichOneof("val")
     if kind is None or kind == "null_val":
@@ -76,6 +125,17 @@ def _timestamp(proto: Timestamp) -> datetime | None:
     return datetime.fromtimestamp(proto.seconds + proto.nanos / 1e9, tz=UTC)
 
 
+def _unavailable_errors(store_type: str) -> tuple[type[Exception], ...]:
+    """What a read raises when the store, not the request, is at fault: SQLite's locked, busy,
+    missing-table or unopenable database; Redis' refused or timed-out connection."""
+    if store_type == "redis":
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        return (RedisConnectionError, RedisTimeoutError)
+    return (sqlite3.DatabaseError,)
+
+
 class OnlineLookup:
     """Feature service lookups against one ``FeatureStore`` (thread-safe)."""
 
@@ -85,6 +145,7 @@ class OnlineLookup:
         service_name: str,
         *,
         enforce_ttl: bool = True,
+        point_in_time_tolerance: timedelta = timedelta(0),
         category_cache_seconds: float = 300.0,
         serialize_reads: bool = True,
         on_demand_in_process: bool = True,
@@ -102,10 +163,13 @@ class OnlineLookup:
         self.schema = feature_service_schema(store, service_name)
         self.slots = self._slots()
         self.enforce_ttl = enforce_ttl
+        self.point_in_time_tolerance = point_in_time_tolerance
         self.category_cache_seconds = category_cache_seconds
         self._categories: dict[int, tuple[float, str | None]] = {}
         # SQLite: one shared connection; Feast does not lock it. Redis clients are thread-safe.
         self._lock = threading.Lock() if serialize_reads else None
+        self._store_type = str(store.config.online_store.type)
+        self._unavailable = _unavailable_errors(self._store_type)
         self.on_demand_in_process = on_demand_in_process
         self._odfv_inputs: dict[str, list[str]] = {}
         # Stored features by reference: Feast reads only these when the on-demand views run here.
@@ -134,10 +198,20 @@ class OnlineLookup:
     def _read(
         self, features: list[str] | FeatureService, rows: Mapping[str, Sequence[Any]]
     ) -> GetOnlineFeaturesResponse:
-        if self._lock is None:
-            return self.store.get_online_features(features=features, entity_rows=dict(rows)).proto
-        with self._lock:
-            return self.store.get_online_features(features=features, entity_rows=dict(rows)).proto
+        try:
+            if self._lock is None:
+                return self._read_unlocked(features, rows)
+            with self._lock:
+                return self._read_unlocked(features, rows)
+        except self._unavailable as error:
+            raise OnlineStoreUnavailable(
+                f"the online store ({self._store_type}) cannot be read now: {error}; retry shortly"
+            ) from error
+
+    def _read_unlocked(
+        self, features: list[str] | FeatureService, rows: Mapping[str, Sequence[Any]]
+    ) -> GetOnlineFeaturesResponse:
+        return self.store.get_online_features(features=features, entity_rows=dict(rows)).proto
 
     def categories(self, item_ids: Sequence[int]) -> list[str | None]:
         """Each item's stored category (None: unknown item), from a short-lived cache."""
@@ -159,9 +233,19 @@ class OnlineLookup:
         return out
 
     def fetch(
-        self, rows: Mapping[str, Sequence[Any]], request_time: datetime, n_items: int
+        self,
+        rows: Mapping[str, Sequence[Any]],
+        request_time: datetime,
+        n_items: int,
+        *,
+        point_in_time: bool = True,
     ) -> Served:
         """The service's features for ``rows`` (join keys + request fields, one row per item).
+
+        ``point_in_time``: refuse (:class:`PointInTimeError`) when a stored value is stamped
+        after ``request_time`` (see the module docstring). Off for a request without a time:
+        "now" is answered with the latest values even when a clock or a simulation put them
+        ahead of the service's clock.
 
         With ``on_demand_in_process`` (the default) Feast reads the stored views and the
         on-demand view's own UDF (from the registry) runs here on values already converted
@@ -189,6 +273,8 @@ class OnlineLookup:
                     stamps[key] = _timestamp(t)
                 row_stamps.append(stamps[key])
             served.timestamps[name] = row_stamps
+        if point_in_time:
+            self._check_point_in_time(served, request_time)
         if self.on_demand_in_process:
             self._recompute_on_demand(served, rows, list(range(n_items)), fill=True)
         self._count_missing(served)
@@ -198,6 +284,13 @@ class OnlineLookup:
         if user_status and user_status[0] == NOT_FOUND:
             served.unknown_users = 1
         return served
+
+    def _check_point_in_time(self, served: Served, request_time: datetime) -> None:
+        views = {name: self.slots[name].view for name in served.timestamps}
+        limit = request_time + self.point_in_time_tolerance
+        late = stamped_after(served.timestamps, views, limit)
+        if late:
+            raise point_in_time_error(request_time, late)
 
     def _count_missing(self, served: Served) -> None:
         for name, statuses in served.statuses.items():

@@ -59,7 +59,8 @@ class ServiceMetrics:
         )
         self.errors = Counter(
             "rankflow_errors",
-            "Failed requests by kind (validation, internal, no_model)",
+            "Failed requests by kind "
+            "(validation, too_large, point_in_time, unavailable, internal, no_model)",
             ["kind"],
             registry=r,
         )

@@ -16,7 +16,8 @@ half is there: a ``LoggingConfig(FileLoggingDestination(path))`` on the feature 
   table (``__request_id``, ``item_id``, ``p_click``, ``rank``, model name / version, arm) as
   parquet in its own folder, joined to the features by (``__request_id``, ``item_id``).
 
-Feast writes into the destination folder without creating it, so the writer creates it first.
+Feast writes into the destination folder without creating it, so the sink creates both folders
+before every write (they may have been removed while the service runs).
 Read back with :func:`read_served_log` (``__log_date`` is dropped on read, as Feast's own
 ``retrieve_feature_service_logs`` does).
 """
@@ -111,10 +112,16 @@ def bind_logging_destination(service: FeatureService, folder: Path) -> FeatureSe
 
 
 def feast_sink(store: FeatureStore, service: FeatureService, score_dir: Path) -> Sink:
-    """Write features through Feast's logging path and scores as parquet beside them."""
-    score_dir.mkdir(parents=True, exist_ok=True)
+    """Write features through Feast's logging path (``service``'s bound destination) and
+    scores as parquet beside them."""
+    feature_dir = Path(service.logging_config.destination.path)
 
     def write(features: pa.Table, scores: pa.Table) -> None:
+        # Made on every write, not once: a clean-up job or an operator may remove the folders
+        # while the service runs, and Feast does not create its destination, so every flush
+        # until a restart would fail and drop its rows.
+        for folder in (feature_dir, score_dir):
+            folder.mkdir(parents=True, exist_ok=True)
         store.write_logged_features(logs=features, source=service)
         name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex}.parquet"
         pq.write_table(scores, score_dir / f".{name}.tmp")

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -83,7 +83,7 @@ class ScoringService:
         canary phase splits its in-process traffic by ``canary.share``)."""
         from mlflow import MlflowClient
 
-        from rankflow.features.store import get_store
+        from rankflow.features.store import bound_online_waits, get_store
         from rankflow.tracking.setup import resolve_tracking_uri
 
         self.settings = settings
@@ -92,10 +92,13 @@ class ScoringService:
         self.metrics = metrics or ServiceMetrics()
         paths = settings.paths
         self.store = store or get_store(settings)
+        if store is None:  # a caller's own store keeps the waits its caller chose
+            bound_online_waits(self.store, self.serving.online_timeout_seconds)
         self.lookup = OnlineLookup(
             self.store,
             scoring.feature_service,
             enforce_ttl=self.serving.enforce_ttl,
+            point_in_time_tolerance=timedelta(seconds=self.serving.point_in_time_tolerance_seconds),
             category_cache_seconds=self.serving.category_cache_seconds,
             serialize_reads=self.store.config.online_store.type == "sqlite",
             on_demand_in_process=self.serving.on_demand_in_process,
@@ -184,7 +187,9 @@ class ScoringService:
         arm, model = chosen
         when = request.request_time()
         rows = self._rows(request, when)
-        served = self.lookup.fetch(rows.columns, when, len(request.item_ids))
+        served = self.lookup.fetch(
+            rows.columns, when, len(request.item_ids), point_in_time=request.time is not None
+        )
         columns = {**rows.columns, **served.values}
         columns["category"] = [c or None for c in rows.columns["category"]]
         columns["day_of_week"] = [when.isoweekday()] * len(request.item_ids)

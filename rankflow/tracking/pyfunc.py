@@ -20,6 +20,7 @@ downloaded model, for warm-starting the next model from a registered one.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import shutil
 import tempfile
@@ -72,6 +73,7 @@ __all__ = [
     "CHECKPOINT_ARTIFACT",
     "FEATURE_SERVICE_KEY",
     "RankflowCTRModel",
+    "artifact_digest",
     "checkpoint_of",
     "log_pyfunc_model",
     "recorded_feature_service",
@@ -253,6 +255,35 @@ def checkpoint_of(model_uri: str, dst: Path | None = None) -> Path:
             f"{model_uri}: no {CHECKPOINT_ARTIFACT!r} artifact in {local}: not a rankflow model"
         )
     return path
+
+
+def artifact_digest(model_uri: str) -> str:
+    """A short digest of a logged rankflow model's content, read without its weights: its
+    MLmodel file and its checkpoint's manifest, which holds the sha256 of every checkpoint file.
+    An artifact repaired or replaced under the same location gets another digest.
+
+    ``model_uri``: the model's artifact location (not ``models:/...``, see ``checkpoint_of``).
+    """
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
+
+    from models.checkpoint import MANIFEST
+
+    apply_process_defaults()
+    base = model_uri.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="rankflow-digest-") as tmp:
+        mlmodel = Path(download_artifacts(artifact_uri=f"{base}/MLmodel", dst_path=tmp))
+        flavor = Model.load(str(mlmodel)).flavors.get("python_function", {})
+        entry = (flavor.get("artifacts") or {}).get(CHECKPOINT_ARTIFACT) or {}
+        if "path" not in entry:
+            raise TrackingError(
+                f"{model_uri}: no {CHECKPOINT_ARTIFACT!r} artifact: not a rankflow model"
+            )
+        manifest = Path(
+            download_artifacts(artifact_uri=f"{base}/{entry['path']}/{MANIFEST}", dst_path=tmp)
+        )
+        digest = hashlib.sha256(mlmodel.read_bytes() + b"\0" + manifest.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def recorded_feature_service(downloaded: Path) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,25 @@ def test_unknown_user_and_item_are_scored_and_counted(served: dict, known: dict)
     assert 'rankflow_unknown_entities_total{entity="item"}' in metrics
 
 
+def test_a_time_before_the_online_rows_is_422_not_a_value_from_its_future(
+    served: dict, known: dict
+) -> None:
+    """The online store holds each entity's latest row, stamped at the served day's midnight:
+    the evening before, the valid values are older rows the store no longer has."""
+    body = {"user_id": known["user"], "item_ids": known["items"][:3], "device": "mobile"}
+    before = _score(served["url"], {**body, "time": "2026-03-10T18:30:00Z"})
+    assert before.status_code == 422, before.text
+    detail = before.json()["detail"]
+    assert detail.startswith("time: 2026-03-10T18:30:00Z is before"), detail
+    assert "'user_daily_stats' (stamped 2026-03-11T00:00:00Z)" in detail
+    assert "cannot answer that time" in detail
+    for at in ("2026-03-11T00:00:00Z", None):  # the rows' own time; none (now)
+        response = _score(served["url"], {**body, "time": at} if at else body)
+        assert response.status_code == 200, response.text
+    metrics = httpx.get(f"{served['url']}/metrics").text
+    assert 'rankflow_errors_total{kind="point_in_time"} 1.0' in metrics
+
+
 GOOD = {"user_id": 7, "item_ids": [1, 2], "device": "mobile", "time": WHEN}
 
 
@@ -130,6 +150,8 @@ GOOD = {"user_id": 7, "item_ids": [1, 2], "device": "mobile", "time": WHEN}
         ({"device": ""}, "device"),
         ({"device": "x" * 40}, "device"),
         ({"time": "yesterday"}, "time"),
+        ({"time": "0001-01-01T00:00:00+05:00"}, "time"),  # overflowed converting to UTC
+        ({"time": "9999-12-31T23:59:59-05:00"}, "time"),
         ({"positions": [1]}, "positions"),
         ({"positions": [1, 101]}, "positions.1"),
         ({"colour": "red"}, "colour"),
@@ -152,6 +174,22 @@ def test_missing_field_and_non_json_body_are_4xx(served: dict) -> None:
     metrics = httpx.get(f"{served['url']}/metrics").text
     assert 'rankflow_errors_total{kind="validation"}' in metrics
     assert 'status="500"' not in metrics
+
+
+def test_a_20_mb_body_is_413_declared_or_streamed_and_the_service_keeps_serving(
+    served: dict,
+) -> None:
+    big = b'{"user_id": 7, "item_ids": [' + b"1," * (10 * 1024 * 1024) + b'1], "device": "m"}'
+    chunks = [big[i : i + 65536] for i in range(0, len(big), 65536)]
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=served["url"], timeout=60) as client:
+        declared = client.post("/score", content=big, headers=headers)
+        streamed = client.post("/score", content=iter(chunks), headers=headers)
+        after = client.post("/score", json=GOOD)
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert "serving.max_body_bytes" in response.json()["detail"]
+    assert after.status_code == 200, after.text
 
 
 def test_metrics_are_prometheus_text(served: dict) -> None:
@@ -397,3 +435,199 @@ def test_a_model_trained_on_another_feature_service_is_refused_keeping_the_last_
         assert upgraded.score(request).model.version == str(legacy)
     finally:
         upgraded.close()
+
+
+def _ids_of(home: Path) -> dict[str, Any]:
+    """A user with a row for the served day and a few items of a state dir's exports."""
+    exports = StatePaths(home).exports
+    users = pq.read_table(exports / "user_daily_features").to_pandas()
+    day = pd.Timestamp(WHEN).normalize()
+    user = int(sorted(users.loc[users["feature_ts"] == day, "user_id"].unique())[0])
+    items = sorted(pq.read_table(exports / "item_attributes.parquet").to_pandas()["item_id"])
+    return {"user": user, "items": [int(i) for i in items[:5]]}
+
+
+@dataclass
+class InProcess:
+    """The real app over a private state copy, with what a test needs to talk to it."""
+
+    client: Any  # fastapi.testclient.TestClient
+    settings: Settings
+    ids: dict[str, Any]
+
+
+@pytest.fixture
+def in_process(online_copy: dict) -> Iterator[InProcess]:
+    """The app over a private copy of the state, in process (FastAPI's TestClient: its lifespan
+    opens the service as ``rankflow serve`` does), without the alias poller."""
+    import warnings
+
+    from rankflow.config import parse_config
+    from rankflow.serving.app import create_app
+
+    with warnings.catch_warnings():  # the lock's httpx is what TestClient runs on
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    settings = Settings(home=online_copy["home"], mlflow_tracking_uri=online_copy["tracking_uri"])
+    scoring = parse_config({"serving": {"log": {"flush_seconds": 0.2}}}).scoring()
+    with TestClient(create_app(settings, scoring, poll=False)) as client:
+        yield InProcess(client, settings, _ids_of(online_copy["home"]))
+
+
+def test_a_locked_online_store_is_a_prompt_503_with_retry_after(in_process: InProcess) -> None:
+    """A writer's exclusive lock on the SQLite online store (a materialization committing):
+    each request gives up after serving.online_timeout_seconds (1 s), not sqlite3's 5 s, and
+    says when to retry; once the lock is gone the service answers again."""
+    import sqlite3
+
+    app, ids = in_process.client, in_process.ids
+    body = {"user_id": ids["user"], "item_ids": ids["items"][:3], "device": "m", "time": WHEN}
+    assert app.post("/score", json=body).status_code == 200  # first-use costs out of the timing
+    writer = sqlite3.connect(in_process.settings.paths.feast / "online_store.db")
+    writer.isolation_level = None
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        locked = app.post("/score", json=body)
+        seconds = time.monotonic() - started
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert locked.status_code == 503, locked.text
+    assert locked.headers["retry-after"] == "1"
+    detail = locked.json()["detail"]
+    assert "online store (sqlite) cannot be read now: database is locked" in detail, detail
+    assert "Retry-After: 1 s" in detail
+    assert seconds < 3, seconds  # sqlite3's own wait alone is 5 s
+    assert app.post("/score", json=body).status_code == 200
+    metrics = app.get("/metrics").text
+    assert 'rankflow_requests_total{endpoint="/score",status="503"} 1.0' in metrics
+    assert 'rankflow_errors_total{kind="unavailable"} 1.0' in metrics
+
+
+def _log_counts(app: Any, written: int, seconds: float = 60) -> dict[str, int]:
+    """The served log's counts from /readyz once ``written`` rows are written (or time is up)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        counts = app.get("/readyz").json()["log"]
+        if counts["written"] >= written or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.1)
+
+
+def test_log_folders_removed_while_serving_are_recreated(in_process: InProcess) -> None:
+    """A clean-up that removes the log folders under a running service: the next flush makes
+    them again and writes its rows; nothing is dropped."""
+    import shutil
+
+    app, ids, paths = in_process.client, in_process.ids, in_process.settings.paths
+    body = {"user_id": ids["user"], "item_ids": ids["items"][:2], "device": "m", "time": WHEN}
+    assert app.post("/score", json=body).status_code == 200
+    assert _log_counts(app, 2) == {"written": 2, "dropped": 0}
+    shutil.rmtree(paths.logs)
+    assert app.post("/score", json=body).status_code == 200
+    assert _log_counts(app, 4) == {"written": 4, "dropped": 0}
+    for folder in ("features", "scores"):
+        assert list((paths.logs / "ctr_ranker_v1" / folder).glob("*.parquet")), folder
+    assert 'rankflow_log_rows_total{outcome="dropped"} 0.0' in app.get("/metrics").text
+
+
+def _files_of(uri: str, model: str, version: str, folder: Path) -> Path:
+    """A local copy of a version's files (the copied state's versions point at the shared
+    state's artifacts, which must stay as they are)."""
+    from mlflow.artifacts import download_artifacts
+
+    client = MlflowClient(uri, uri)
+    source = client.get_model_version_download_uri(model, version)
+    return Path(download_artifacts(artifact_uri=source, dst_path=str(folder), tracking_uri=uri))
+
+
+def _version_from_files(uri: str, model: str, of: str, folder: Path) -> tuple[str, Path]:
+    """A new version of ``model`` from a local copy of version ``of``'s files, and the copy."""
+    client = MlflowClient(uri, uri)
+    local = _files_of(uri, model, of, folder)
+    run_id = client.get_model_version(model, of).run_id
+    version = client.create_model_version(model, source=str(local), run_id=run_id).version
+    return str(version), local
+
+
+def test_deleting_the_champions_version_keeps_the_last_good_model_serving(
+    in_process: InProcess, online_copy: dict, tmp_path: Path
+) -> None:
+    """Deleting a version removes the aliases on it: the service keeps scoring with the model
+    it has, and /readyz says why, instead of answering 503 to every request."""
+    app, ids, model = in_process.client, in_process.ids, online_copy["model"]
+    uri = online_copy["tracking_uri"]
+    client = MlflowClient(uri, uri)
+    version, _ = _version_from_files(uri, model, online_copy["champion"], tmp_path / "copy")
+    client.set_registered_model_alias(model, "champion", version)
+    holder = app.app.state.service.holder
+    holder.refresh()
+    body = {"user_id": ids["user"], "item_ids": ids["items"][:2], "device": "m", "time": WHEN}
+    assert app.post("/score", json=body).json()["model"]["version"] == version
+
+    client.delete_model_version(model, version)
+    holder.refresh()
+    response = app.post("/score", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"]["version"] == version
+    ready = app.get("/readyz")
+    assert ready.status_code == 200
+    kept = ready.json()["serving_last_good"]["champion"]
+    assert "names no version" in kept and f"the last good v{version}" in kept, kept
+
+
+def _loader(online_copy: dict, version: str) -> Any:
+    """``load_version`` of ``version`` through the state's model cache, as the service (and the
+    gap check) load a version."""
+    from functools import partial
+
+    from rankflow.serving.holder import load_version
+
+    uri = online_copy["tracking_uri"]
+    cache = StatePaths(online_copy["home"]).serving_models
+    return partial(
+        load_version,
+        MlflowClient(uri, uri),
+        online_copy["model"],
+        version,
+        "champion",
+        cache,
+        feature_service="ctr_ranker_v1",
+    )
+
+
+def test_a_model_cached_from_a_corrupt_artifact_is_fetched_again_once_it_is_repaired(
+    online_copy: dict, tmp_path: Path
+) -> None:
+    from models.checkpoint import CheckpointError
+
+    uri, model = online_copy["tracking_uri"], online_copy["model"]
+    version, local = _version_from_files(uri, model, online_copy["champion"], tmp_path / "copy")
+    (manifest,) = local.rglob("manifest.json")
+    weights = manifest.parent / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-8] + bytes(b ^ 0xFF for b in good[-8:]))  # same size, bad bytes
+    load = _loader(online_copy, version)
+    with pytest.raises(CheckpointError, match="sha256 differs"):
+        load()
+    weights.write_bytes(good)  # the registry's artifact repaired
+    assert load().version == version
+
+
+def test_the_model_cache_is_keyed_by_the_artifacts_content(
+    online_copy: dict, tmp_path: Path
+) -> None:
+    """A version's artifact replaced under the same location (here by the other family's
+    model) is what the next load serves, not the copy cached before."""
+    import shutil
+
+    uri, model = online_copy["tracking_uri"], online_copy["model"]
+    version, local = _version_from_files(uri, model, online_copy["champion"], tmp_path / "copy")
+    load = _loader(online_copy, version)
+    assert load().kind == online_copy["champion_kind"]
+    other = _files_of(uri, model, online_copy["other"], tmp_path / "other")
+    shutil.rmtree(local)
+    shutil.copytree(other, local)
+    assert load().kind != online_copy["champion_kind"]

@@ -44,6 +44,37 @@ def test_bad_fields_are_named(body: dict, field: str) -> None:
     assert field in _errors(body)
 
 
+@pytest.mark.parametrize(
+    "time",
+    [
+        "0001-01-01T00:00:00+05:00",  # year 0 in UTC: converting it overflowed
+        "9999-12-31T23:59:59-05:00",  # year 10000 in UTC
+        "9999-12-31T23:59:59Z",  # past what pandas (the gap check) can read
+        "1969-12-31T23:59:59Z",
+        "2262-01-01T00:00:00Z",
+    ],
+)
+def test_a_time_outside_the_accepted_range_is_refused_naming_the_range(time: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Request.model_validate({"user_id": 3, "item_ids": [1], "device": "m", "time": time})
+    (error,) = info.value.errors()
+    assert error["loc"] == ("time",)
+    assert "1970-01-01T00:00:00Z .. 2261-12-31T23:59:59Z" in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("time", "utc"),
+    [
+        ("1970-01-01T05:00:00+05:00", datetime(1970, 1, 1, tzinfo=UTC)),
+        ("2261-12-31T18:59:59-05:00", datetime(2261, 12, 31, 23, 59, 59, tzinfo=UTC)),
+        ("2026-03-11T20:30:00+02:00", datetime(2026, 3, 11, 18, 30, tzinfo=UTC)),
+    ],
+)
+def test_the_bounds_are_inclusive_and_offsets_are_converted(time: str, utc: datetime) -> None:
+    body = {"user_id": 3, "item_ids": [1], "device": "m", "time": time}
+    assert Request.model_validate(body).request_time() == utc
+
+
 def test_the_limit_is_bounded_by_the_hard_ceiling() -> None:
     with pytest.raises(ValueError, match="max_candidates"):
         score_request_model(100_000)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from rankflow.config import ScoringConfig
     from rankflow.monitoring.config import MonitoringConfig
     from rankflow.paths import StatePaths
+    from rankflow.serving.served_log import ServedLog
     from rankflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,8 @@ def run_gap_check(
     from rankflow.tracking.setup import resolve_tracking_uri
 
     paths, service = settings.paths, scoring.feature_service
-    served_all, served = _served_rows(paths, service, monitoring)
+    served_log, served = served_rows(paths, service, monitoring)
+    served_all = served_log.frame
     versions = sorted(served_all["model_version"].astype(str).unique())
     uri = resolve_tracking_uri(scoring.tracking, settings)
     client, champion, scorers, offline_metrics = _registry(
@@ -192,13 +194,14 @@ def run_gap_check(
     return outcome
 
 
-def _served_rows(
+def served_rows(
     paths: StatePaths, service: str, monitoring: MonitoringConfig
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[ServedLog, pd.DataFrame]:
     """The whole served log and the seeded sample of it the checks compare, in log order."""
-    from rankflow.serving.served_log import read_served_log
+    from rankflow.serving.served_log import load_served_log
 
-    served_all = read_served_log(paths, service)
+    served_log = load_served_log(paths, service)
+    served_all = served_log.frame
     if served_all.empty:
         raise GapCheckError(
             f"no served-feature log under {paths.logs / service}: serve some traffic "
@@ -207,7 +210,7 @@ def _served_rows(
     served = served_all.sample(
         min(monitoring.max_rows, len(served_all)), random_state=monitoring.seed
     )
-    return served_all, served.sort_values(checks.LOG_TIMESTAMP)
+    return served_log, served.sort_values(checks.LOG_TIMESTAMP)
 
 
 def _context(

@@ -258,8 +258,20 @@ def _table(schema: pa.Schema, parts: list[dict[str, list[Any]]]) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
+@dataclass
+class ServedLog:
+    """The served rows (features joined with their scores, oldest first; empty if none)."""
+
+    frame: pd.DataFrame
+
+
 def read_served_log(paths: StatePaths, service: str) -> pd.DataFrame:
-    """The served rows (features joined with their scores), oldest first; empty if none.
+    """The served rows of :func:`load_served_log`, for callers that need only them."""
+    return load_served_log(paths, service).frame
+
+
+def load_served_log(paths: StatePaths, service: str) -> ServedLog:
+    """The served rows, features joined with their scores, oldest first.
 
     Reads the parquet files of the destination folder directly (what Feast's
     ``retrieve_feature_service_logs`` reads, without needing a time window); drops
@@ -271,7 +283,7 @@ def read_served_log(paths: StatePaths, service: str) -> pd.DataFrame:
     files = sorted(feature_dir.glob("*.parquet")) if feature_dir.is_dir() else []
     score_files = sorted(score_dir.glob("*.parquet")) if score_dir.is_dir() else []
     if not files or not score_files:
-        return pd.DataFrame()
+        return ServedLog(pd.DataFrame())
     features = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
     features = features.drop_columns([c for c in (LOG_DATE,) if c in features.column_names])
     # promote: score files written before __served_at existed lack that column
@@ -284,4 +296,4 @@ def read_served_log(paths: StatePaths, service: str) -> pd.DataFrame:
         how="inner",
         validate="one_to_one",
     )
-    return frame.sort_values([LOG_TIMESTAMP, REQUEST_ID, "rank"]).reset_index(drop=True)
+    return ServedLog(frame.sort_values([LOG_TIMESTAMP, REQUEST_ID, "rank"]).reset_index(drop=True))

@@ -27,13 +27,15 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from rankflow.serving.log_files import UnreadableFile, parquet_files, read_tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -250,19 +252,37 @@ class ServedLogWriter:
 
 def _table(schema: pa.Schema, parts: list[dict[str, list[Any]]]) -> pa.Table:
     columns = {}
-    for field in schema:
+    for column in schema:
         values: list[Any] = []
         for part in parts:
-            values.extend(part[field.name])
-        columns[field.name] = pa.array(values, type=field.type)
+            values.extend(part[column.name])
+        columns[column.name] = pa.array(values, type=column.type)
     return pa.table(columns, schema=schema)
 
 
 @dataclass
 class ServedLog:
-    """The served rows (features joined with their scores, oldest first; empty if none)."""
+    """The served rows (features joined with their scores, oldest first; empty if none) and
+    what reading them left out, for the gap check's output."""
 
     frame: pd.DataFrame
+    unreadable: list[UnreadableFile] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        """One line per kind of row or file left out; none for a clean log."""
+        notes = []
+        if self.unreadable:
+            notes.append(
+                f"{len(self.unreadable)} unreadable log file(s) skipped (half written while "
+                "read, or not parquet), the other files were read: "
+                + "; ".join(u.line() for u in self.unreadable)
+            )
+        return notes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unreadable_files": [{"path": str(u.path), "error": u.error} for u in self.unreadable]
+        }
 
 
 def read_served_log(paths: StatePaths, service: str) -> pd.DataFrame:
@@ -275,25 +295,25 @@ def load_served_log(paths: StatePaths, service: str) -> ServedLog:
 
     Reads the parquet files of the destination folder directly (what Feast's
     ``retrieve_feature_service_logs`` reads, without needing a time window); drops
-    ``__log_date`` as that does.
+    ``__log_date`` as that does. Files that do not read (Feast writes them in place) are
+    skipped and named.
     """
     import pandas as pd
 
-    feature_dir, score_dir = served_log_dir(paths, service), score_log_dir(paths, service)
-    files = sorted(feature_dir.glob("*.parquet")) if feature_dir.is_dir() else []
-    score_files = sorted(score_dir.glob("*.parquet")) if score_dir.is_dir() else []
-    if not files or not score_files:
-        return ServedLog(pd.DataFrame())
-    features = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    feature_tables, unreadable = read_tables(parquet_files(served_log_dir(paths, service)))
+    score_tables, unreadable_scores = read_tables(parquet_files(score_log_dir(paths, service)))
+    unreadable += unreadable_scores
+    if not feature_tables or not score_tables:
+        return ServedLog(pd.DataFrame(), unreadable)
+    features = pa.concat_tables(feature_tables, promote_options="default")
     features = features.drop_columns([c for c in (LOG_DATE,) if c in features.column_names])
     # promote: score files written before __served_at existed lack that column
-    scores = pa.concat_tables(
-        [pq.read_table(f) for f in score_files], promote_options="default"
-    ).to_pandas()
+    scores = pa.concat_tables(score_tables, promote_options="default").to_pandas()
     frame = features.to_pandas().merge(
         scores.drop(columns=[LOG_TIMESTAMP, "user_id", "position", SERVED_AT], errors="ignore"),
         on=[REQUEST_ID, "item_id"],
         how="inner",
         validate="one_to_one",
     )
-    return ServedLog(frame.sort_values([LOG_TIMESTAMP, REQUEST_ID, "rank"]).reset_index(drop=True))
+    frame = frame.sort_values([LOG_TIMESTAMP, REQUEST_ID, "rank"]).reset_index(drop=True)
+    return ServedLog(frame, unreadable)

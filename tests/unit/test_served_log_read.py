@@ -1,0 +1,71 @@
+"""The served log read as production writes it: client retries that reuse a request id, far
+dates the service accepted, and half-written files are kept once, skipped or named, never a
+traceback. Files are written here in the layout the service writes (Feast's logging schema in
+``features/`` under random names, the score table in ``scores/`` under time-prefixed names)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rankflow.paths import StatePaths
+from rankflow.serving.labels import LABEL_COLUMNS, labels_dir, load_labels, write_labels
+from rankflow.serving.served_log import REQUEST_ID, load_served_log, score_log_dir
+from tests.fixtures.served_log_files import DAY, SERVICE, log, request, truncate
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> StatePaths:
+    return StatePaths(tmp_path)
+
+
+# ------------------------------------------------------------------------ unreadable files
+@pytest.mark.parametrize("folder", ["features", "scores"])
+def test_a_half_written_file_is_skipped_and_named_the_others_are_read(
+    paths: StatePaths, folder: str
+) -> None:
+    """Feast writes feature files in place, so a reader can meet one half written (or empty,
+    just created); the file is named with the error and the other files are still read."""
+    log(paths, *request("r1", DAY, DAY, [1, 2]))
+    feature_file = log(paths, *request("r2", DAY, DAY + timedelta(seconds=1), [1, 2]))
+    score_file = sorted(score_log_dir(paths, SERVICE).glob("*.parquet"))[-1]
+    broken = feature_file if folder == "features" else score_file
+    truncate(broken)
+    empty = broken.parent / "00-just-created.parquet"
+    empty.write_bytes(b"")
+
+    served = load_served_log(paths, SERVICE)
+
+    assert served.frame[REQUEST_ID].tolist() == ["r1", "r1"]
+    assert sorted(u.path for u in served.unreadable) == sorted([broken, empty])
+    note = " ".join(served.notes())
+    assert str(broken) in note and str(empty) in note and "2 unreadable" in note
+
+
+def test_only_unreadable_files_read_as_an_empty_log_that_names_them(paths: StatePaths) -> None:
+    feature_file = log(paths, *request("r1", DAY, DAY, [1, 2]))
+    truncate(feature_file)
+    served = load_served_log(paths, SERVICE)
+    assert served.frame.empty
+    assert [u.path for u in served.unreadable] == [feature_file]
+
+
+def test_a_half_written_labels_file_is_named_and_the_others_are_read(paths: StatePaths) -> None:
+    labels = pd.DataFrame(
+        {"__request_id": ["r1"], "item_id": [1], "position": [1], "label": [1], "p_true": [0.2]}
+    )
+    write_labels(paths, SERVICE, labels.assign(mode="log"), "day-1")
+    broken = write_labels(paths, SERVICE, labels.assign(mode="log"), "day-2")
+    truncate(broken)
+
+    frame, unreadable = load_labels(paths, SERVICE)
+
+    assert frame["__request_id"].tolist() == ["r1"]
+    assert [u.path for u in unreadable] == [broken]
+    assert list(load_labels(StatePaths(paths.root / "none"), SERVICE)[0].columns) == list(
+        LABEL_COLUMNS
+    )
+    assert labels_dir(paths, SERVICE) == broken.parent

@@ -52,6 +52,10 @@ REQUEST_ID = "__request_id"
 # Wall-clock time the service scored the row (``__log_timestamp`` is the request's own time,
 # which a replay of a past day sets in the past): what a live canary phase counts from.
 SERVED_AT = "__served_at"
+# One served row, and one serving of it (a retry serves the same row again).
+ROW_KEY = [REQUEST_ID, "item_id"]
+SERVING_KEY = [*ROW_KEY, LOG_TIMESTAMP]
+EXAMPLES = 5  # request ids named in a note
 SCORE_SCHEMA = pa.schema(
     [
         (REQUEST_ID, pa.string()),
@@ -267,10 +271,20 @@ class ServedLog:
 
     frame: pd.DataFrame
     unreadable: list[UnreadableFile] = field(default_factory=list)
+    # rows that repeat a (request id, item) already logged: client retries, kept once
+    duplicate_rows: int = 0
+    duplicate_requests: int = 0
+    duplicate_examples: list[str] = field(default_factory=list)
 
     def notes(self) -> list[str]:
         """One line per kind of row or file left out; none for a clean log."""
         notes = []
+        if self.duplicate_rows:
+            notes.append(
+                f"{self.duplicate_rows} rows repeat a ({REQUEST_ID}, item_id) already logged, "
+                f"from {self.duplicate_requests} request id(s) reused by client retries (e.g. "
+                f"{', '.join(self.duplicate_examples)}): the first logged of each is kept"
+            )
         if self.unreadable:
             notes.append(
                 f"{len(self.unreadable)} unreadable log file(s) skipped (half written while "
@@ -281,7 +295,9 @@ class ServedLog:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "unreadable_files": [{"path": str(u.path), "error": u.error} for u in self.unreadable]
+            "duplicate_rows": self.duplicate_rows,
+            "duplicate_requests": self.duplicate_requests,
+            "unreadable_files": [{"path": str(u.path), "error": u.error} for u in self.unreadable],
         }
 
 
@@ -309,11 +325,43 @@ def load_served_log(paths: StatePaths, service: str) -> ServedLog:
     features = features.drop_columns([c for c in (LOG_DATE,) if c in features.column_names])
     # promote: score files written before __served_at existed lack that column
     scores = pa.concat_tables(score_tables, promote_options="default").to_pandas()
-    frame = features.to_pandas().merge(
-        scores.drop(columns=[LOG_TIMESTAMP, "user_id", "position", SERVED_AT], errors="ignore"),
-        on=[REQUEST_ID, "item_id"],
+    rows = features.to_pandas()
+    repeated = rows.duplicated(ROW_KEY)
+    requests = rows.loc[repeated, REQUEST_ID].drop_duplicates()
+    return ServedLog(
+        _first_logged(rows, scores),
+        unreadable,
+        duplicate_rows=int(repeated.sum()),
+        duplicate_requests=len(requests),
+        duplicate_examples=[str(r) for r in requests.head(EXAMPLES)],
+    )
+
+
+def _first_logged(features: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """Each (request id, item) once: of its servings, the one scored first.
+
+    A client retry that reuses a request id logs its items again, at the request's explicit
+    time (the same ``__log_timestamp``) or at a time of its own. The feature and score rows of
+    one serving pair up by (request id, item, log time); only the score log has the wall-clock
+    ``__served_at`` that orders the servings. Two servings at one explicit time cannot be told
+    apart in Feast's feature log (no wall-clock column): the first file's row is kept.
+    """
+    import pandas as pd
+
+    if SERVED_AT not in scores.columns:  # every score file predates __served_at
+        scores = scores.assign(**{SERVED_AT: pd.NaT})
+    scores = scores.drop(columns=["user_id", "position"], errors="ignore")
+    frame = features.drop_duplicates(SERVING_KEY).merge(
+        _scored_first(scores).drop_duplicates(SERVING_KEY),
+        on=SERVING_KEY,
         how="inner",
         validate="one_to_one",
     )
-    frame = frame.sort_values([LOG_TIMESTAMP, REQUEST_ID, "rank"]).reset_index(drop=True)
-    return ServedLog(frame, unreadable)
+    frame = _scored_first(frame).drop_duplicates(ROW_KEY).drop(columns=[SERVED_AT])
+    return frame.sort_values([LOG_TIMESTAMP, REQUEST_ID, "rank"]).reset_index(drop=True)
+
+
+def _scored_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the order they were scored. A row without ``__served_at`` comes from a score
+    file that predates the column, so it was logged before any row that has one."""
+    return frame.sort_values([SERVED_AT, LOG_TIMESTAMP], na_position="first", kind="stable")

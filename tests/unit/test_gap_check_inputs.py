@@ -3,6 +3,7 @@ traffic without labels is reported as not assessed, not a traceback."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -62,3 +63,10 @@ def test_labels_of_other_requests_leave_the_metric_gap_not_assessed(paths: State
 def test_a_frame_without_columns_is_not_assessed() -> None:
     result = checks.metric_gap(pd.DataFrame(), {}, MonitoringConfig())
     assert result.verdict == "warn" and "no labelled served traffic" in result.summary
+
+
+def test_labelled_retried_rows_are_judged_once(paths: StatePaths) -> None:
+    log(paths, *request("r1", DAY, DAY, [1, 2]))
+    log(paths, *request("r1", DAY, DAY + timedelta(seconds=3), [1, 2]))
+    write_labels(paths, SERVICE, _labels("r1", [1, 2]), "day")
+    assert len(labelled_served(paths, SERVICE)) == 2

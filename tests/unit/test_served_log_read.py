@@ -13,13 +13,47 @@ import pytest
 
 from rankflow.paths import StatePaths
 from rankflow.serving.labels import LABEL_COLUMNS, labels_dir, load_labels, write_labels
-from rankflow.serving.served_log import REQUEST_ID, load_served_log, score_log_dir
+from rankflow.serving.served_log import (
+    LOG_TIMESTAMP,
+    REQUEST_ID,
+    load_served_log,
+    read_served_log,
+    score_log_dir,
+)
 from tests.fixtures.served_log_files import DAY, SERVICE, log, request, truncate
 
 
 @pytest.fixture
 def paths(tmp_path: Path) -> StatePaths:
     return StatePaths(tmp_path)
+
+
+# ------------------------------------------------------------------------------ retries
+@pytest.mark.parametrize("explicit_time", [True, False], ids=["same-time", "own-time"])
+def test_a_retry_that_reuses_the_request_id_is_kept_once_and_counted(
+    paths: StatePaths, explicit_time: bool
+) -> None:
+    """A client retry logs the same (``__request_id``, item) again, with the request's
+    explicit time or with its own. The first one logged is kept, whatever order the random
+    feature-file names list in; the repeats are counted."""
+    first_at = DAY + timedelta(seconds=1)
+    retry_at = first_at + timedelta(seconds=2)
+    retry_when = DAY if explicit_time else retry_at
+    log(paths, *request("r1", DAY, first_at, [1, 2, 3], p_click=0.1), name="f")
+    log(paths, *request("r2", DAY, first_at, [1, 2], p_click=0.3), name="e")
+    log(paths, *request("r1", retry_when, retry_at, [1, 2, 3], p_click=0.2), name="0")
+
+    served = load_served_log(paths, SERVICE)
+
+    frame = served.frame
+    assert len(frame) == 5
+    assert not frame.duplicated([REQUEST_ID, "item_id"]).any()
+    first = frame[frame[REQUEST_ID] == "r1"]
+    assert first["p_click"].tolist() == [0.1, 0.1, 0.1]  # the first logged, not the retry
+    assert (first[LOG_TIMESTAMP] == pd.Timestamp(DAY)).all()
+    assert served.duplicate_rows == 3 and served.duplicate_requests == 1
+    assert any("3 rows" in n and "__request_id" in n and "r1" in n for n in served.notes())
+    assert read_served_log(paths, SERVICE).equals(frame)  # the plain reader agrees
 
 
 # ------------------------------------------------------------------------ unreadable files

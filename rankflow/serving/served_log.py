@@ -35,7 +35,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rankflow.serving.log_files import UnreadableFile, parquet_files, read_tables
+from rankflow.serving.log_files import (
+    EXAMPLES,
+    OutOfRange,
+    UnreadableFile,
+    drop_out_of_range,
+    parquet_files,
+    read_tables,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,7 +62,6 @@ SERVED_AT = "__served_at"
 # One served row, and one serving of it (a retry serves the same row again).
 ROW_KEY = [REQUEST_ID, "item_id"]
 SERVING_KEY = [*ROW_KEY, LOG_TIMESTAMP]
-EXAMPLES = 5  # request ids named in a note
 SCORE_SCHEMA = pa.schema(
     [
         (REQUEST_ID, pa.string()),
@@ -275,10 +281,16 @@ class ServedLog:
     duplicate_rows: int = 0
     duplicate_requests: int = 0
     duplicate_examples: list[str] = field(default_factory=list)
+    # rows skipped for a time pandas (and Feast's point-in-time join) cannot hold
+    out_of_range: list[OutOfRange] = field(default_factory=list)
+
+    @property
+    def skipped_rows(self) -> int:
+        return sum(skip.rows for skip in self.out_of_range)
 
     def notes(self) -> list[str]:
         """One line per kind of row or file left out; none for a clean log."""
-        notes = []
+        notes = [skip.line() for skip in self.out_of_range]
         if self.duplicate_rows:
             notes.append(
                 f"{self.duplicate_rows} rows repeat a ({REQUEST_ID}, item_id) already logged, "
@@ -297,6 +309,10 @@ class ServedLog:
         return {
             "duplicate_rows": self.duplicate_rows,
             "duplicate_requests": self.duplicate_requests,
+            "skipped_rows": [
+                {"column": o.column, "rows": o.rows, "request_ids": o.examples, "value": o.value}
+                for o in self.out_of_range
+            ],
             "unreadable_files": [{"path": str(u.path), "error": u.error} for u in self.unreadable],
         }
 
@@ -325,7 +341,7 @@ def load_served_log(paths: StatePaths, service: str) -> ServedLog:
     features = features.drop_columns([c for c in (LOG_DATE,) if c in features.column_names])
     # promote: score files written before __served_at existed lack that column
     scores = pa.concat_tables(score_tables, promote_options="default").to_pandas()
-    rows = features.to_pandas()
+    rows, out_of_range = drop_out_of_range(features.to_pandas(), REQUEST_ID)
     repeated = rows.duplicated(ROW_KEY)
     requests = rows.loc[repeated, REQUEST_ID].drop_duplicates()
     return ServedLog(
@@ -334,6 +350,7 @@ def load_served_log(paths: StatePaths, service: str) -> ServedLog:
         duplicate_rows=int(repeated.sum()),
         duplicate_requests=len(requests),
         duplicate_examples=[str(r) for r in requests.head(EXAMPLES)],
+        out_of_range=out_of_range,
     )
 
 

@@ -5,7 +5,7 @@ traceback. Files are written here in the layout the service writes (Feast's logg
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -54,6 +54,48 @@ def test_a_retry_that_reuses_the_request_id_is_kept_once_and_counted(
     assert served.duplicate_rows == 3 and served.duplicate_requests == 1
     assert any("3 rows" in n and "__request_id" in n and "r1" in n for n in served.notes())
     assert read_served_log(paths, SERVICE).equals(frame)  # the plain reader agrees
+
+
+def test_a_log_without_retries_has_no_notes(paths: StatePaths) -> None:
+    log(paths, *request("r1", DAY, DAY, [1, 2]))
+    served = load_served_log(paths, SERVICE)
+    assert len(served.frame) == 2 and served.notes() == [] and served.skipped_rows == 0
+
+
+# ---------------------------------------------------------------------------- far dates
+@pytest.mark.parametrize(
+    "far",
+    [datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC)],
+    ids=["9999-12-31", "0001-01-01"],
+)
+def test_rows_with_a_far_date_are_skipped_counted_and_named(
+    paths: StatePaths, far: datetime
+) -> None:
+    """The service accepted a request ``time`` that Parquet and Arrow hold (microseconds) but
+    pandas' nanosecond timestamps, which Feast's point-in-time join converts the entity rows'
+    times to, do not: those rows are skipped and named, the rest still reach the join."""
+    log(paths, *request("ok", DAY, DAY, [1, 2]))
+    log(paths, *request("far", far, DAY, [1, 2, 3]))
+
+    served = load_served_log(paths, SERVICE)
+
+    # What Feast's point-in-time join does to the entity rows' times, which the gap check
+    # hands it as objects (rankflow.monitoring.report._offline).
+    entity_times = pd.Series(served.frame[LOG_TIMESTAMP].to_numpy(dtype=object))
+    pd.to_datetime(entity_times.infer_objects(), utc=True)
+    assert served.frame[REQUEST_ID].tolist() == ["ok", "ok"]
+    assert served.skipped_rows == 3
+    [skip] = served.out_of_range
+    assert (skip.column, skip.rows, skip.key, skip.examples) == (
+        LOG_TIMESTAMP,
+        3,
+        REQUEST_ID,
+        ["far"],
+    )
+    note = " ".join(served.notes())
+    assert LOG_TIMESTAMP in note and "far" in note
+    assert f"{far.year:04d}-{far.month:02d}-{far.day:02d}" in note  # the value found
+    assert "1677-09-21" in note and "2262-04-11" in note  # what was expected
 
 
 # ------------------------------------------------------------------------ unreadable files

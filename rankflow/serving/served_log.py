@@ -17,8 +17,11 @@ half is there: a ``LoggingConfig(FileLoggingDestination(path))`` on the feature 
   parquet in its own folder, joined to the features by (``__request_id``, ``item_id``).
 
 Feast writes into the destination folder without creating it, so the writer creates it first.
-Read back with :func:`read_served_log` (``__log_date`` is dropped on read, as Feast's own
-``retrieve_feature_service_logs`` does).
+Read back with :func:`load_served_log` (``__log_date`` is dropped on read, as Feast's own
+``retrieve_feature_service_logs`` does). It takes the log as production writes it, where a
+request id can repeat (client retries), a time can lie beyond what pandas holds, and a file can
+be half written. It keeps each row once, skips the rest and says what it left out
+(:class:`ServedLog`).
 """
 
 from __future__ import annotations
@@ -309,7 +312,7 @@ class ServedLog:
         return {
             "duplicate_rows": self.duplicate_rows,
             "duplicate_requests": self.duplicate_requests,
-            "skipped_rows": [
+            "out_of_range": [
                 {"column": o.column, "rows": o.rows, "request_ids": o.examples, "value": o.value}
                 for o in self.out_of_range
             ],

@@ -1,5 +1,5 @@
 """What the gap check makes of the served log as production writes it: plain ``/score``
-traffic without labels is reported as not assessed, not a traceback."""
+traffic without labels, and a log whose rows were skipped, are reported, not a traceback."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import pytest
 
 from rankflow.monitoring import checks
 from rankflow.monitoring.config import MonitoringConfig
-from rankflow.monitoring.report import labelled_served
+from rankflow.monitoring.outcome import GapCheckOutcome
+from rankflow.monitoring.report import GapCheckError, labelled_served, served_rows
 from rankflow.paths import StatePaths
 from rankflow.serving.labels import write_labels
-from tests.fixtures.served_log_files import DAY, SERVICE, log, request
+from tests.fixtures.served_log_files import DAY, SERVICE, log, request, truncate
 
 
 @pytest.fixture
@@ -70,3 +71,30 @@ def test_labelled_retried_rows_are_judged_once(paths: StatePaths) -> None:
     log(paths, *request("r1", DAY, DAY + timedelta(seconds=3), [1, 2]))
     write_labels(paths, SERVICE, _labels("r1", [1, 2]), "day")
     assert len(labelled_served(paths, SERVICE)) == 2
+
+
+def test_the_checked_rows_come_with_what_was_skipped(paths: StatePaths) -> None:
+    """The gap check's own loading: duplicates and unreadable files reach its output."""
+    log(paths, *request("r1", DAY, DAY, [1, 2]))
+    log(paths, *request("r1", DAY, DAY + timedelta(seconds=3), [1, 2]))
+    broken = log(paths, *request("r2", DAY, DAY + timedelta(seconds=5), [1, 2]))
+    truncate(broken)
+
+    served, sample = served_rows(paths, SERVICE, MonitoringConfig())
+
+    assert len(served.frame) == len(sample) == 2
+    assert served.duplicate_rows == 2
+    outcome = GapCheckOutcome("pass", [], paths.reports / "x", notes=served.notes())
+    text = outcome.summary()
+    assert "served log" in text and str(broken) in text and "__request_id" in text
+    assert outcome.to_dict()["notes"] == served.notes()
+
+
+def test_a_log_with_nothing_readable_is_an_error_that_names_the_files(
+    paths: StatePaths,
+) -> None:
+    broken = log(paths, *request("r1", DAY, DAY, [1, 2]))
+    truncate(broken)
+    with pytest.raises(GapCheckError, match="no served rows") as error:
+        served_rows(paths, SERVICE, MonitoringConfig())
+    assert str(broken) in str(error.value)

@@ -56,6 +56,7 @@ def gap_check(
         "verdict": outcome.verdict,
         "model_version": outcome.model_version,
         "checks": {c.name: c.verdict for c in outcome.checks},
+        "notes": outcome.notes,  # rows and files of the served log the checks left out
         "report": str(outcome.report_dir / "report.md"),
         "mlflow_run_id": outcome.run_id,
         "summary_path": str(summary.summary_path),

@@ -227,6 +227,8 @@ def cmd_gap_check(args: argparse.Namespace) -> int:
         }
         result = flow(config=config, log_to_mlflow=not args.no_mlflow)
         print(result["verdict"].upper(), json.dumps(result["checks"]))
+        for note in result.get("notes", []):
+            print(f"  served log  {note}")
         verdict = result["verdict"]
     else:
         from rankflow.monitoring.report import run_gap_check

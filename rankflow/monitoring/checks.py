@@ -199,11 +199,24 @@ def drift(
 
 
 # ---------------------------------------------------------------------------- metric gap
+def _not_assessed() -> CheckResult:
+    """Served traffic that nothing labelled (plain ``/score`` traffic has no labels): a
+    warning, as for too few labelled rows, since there is nothing to judge."""
+    return CheckResult(
+        "metric_gap",
+        "warn",
+        "no labelled served traffic: no labels join the served log by (__request_id, item_id) "
+        "(`rankflow replay --mode log` writes them)",
+    )
+
+
 def metric_gap(
     labelled: pd.DataFrame, offline: Mapping[str, Mapping[str, float]], cfg: MonitoringConfig
 ) -> CheckResult:
     """Offline test AUC / logloss / calibration of each serving version against the same on
     its labelled served traffic, per arm."""
+    if labelled.empty:  # without labels the join has no rows, and maybe not even columns
+        return _not_assessed()
     per_arm: dict[str, dict[str, Any]] = {}
     verdicts: list[Verdict] = []
     flagged = []
@@ -246,10 +259,8 @@ def metric_gap(
             f"calibration error {_fmt(online['calibration_error'])}"
         )
         flagged.append(text if v == "pass" else f"{text} [{v}]")
-    if not per_arm:
-        return CheckResult(
-            "metric_gap", "warn", "no labelled served traffic (run `rankflow replay`)"
-        )
+    if not per_arm:  # groupby leaves out rows whose arm or version is null
+        return _not_assessed()
     return CheckResult("metric_gap", worst(verdicts), "; ".join(flagged), {"arms": per_arm})
 
 

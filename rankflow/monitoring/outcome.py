@@ -19,10 +19,13 @@ class GapCheckOutcome:
     run_id: str | None = None
     model_version: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    # what reading the served log and its labels left out (rows, files), one line each
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"gap check: {self.verdict.upper()} (model version {self.model_version})"]
         lines += [f"  {c.line()}" for c in self.checks]
+        lines += [f"  served log  {note}" for note in self.notes]
         lines.append(f"  report      {self.report_dir / 'report.md'}")
         if self.run_id:
             lines.append(f"  MLflow run  {self.run_id}")
@@ -33,6 +36,7 @@ class GapCheckOutcome:
             "verdict": self.verdict,
             "model_version": self.model_version,
             "context": self.context,
+            "notes": self.notes,
             "checks": {
                 c.name: {"verdict": c.verdict, "summary": c.summary, "details": c.details}
                 for c in self.checks

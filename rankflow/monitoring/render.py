@@ -86,6 +86,9 @@ def write_report(
         "|---|---|---|",
     ]
     lines += [f"| {c.name} | {c.verdict} | {c.summary} |" for c in outcome.checks]
+    if outcome.notes:
+        lines += ["", "## Served log: left out of the checks", ""]
+        lines += [f"- {note}" for note in outcome.notes]
     features = next(c for c in outcome.checks if c.name == "feature_skew").details.get(
         "features", {}
     )

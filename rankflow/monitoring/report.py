@@ -6,7 +6,9 @@ served_log.py), recomputes the same rows offline with ``get_historical_features`
 replayed labels, and runs rankflow/monitoring/checks.py. The report (markdown with PNG plots)
 and a JSON summary go to ``<state>/reports/gap-check-<time>/`` and to an MLflow run in the
 champion's experiment tagged with the model version (``rankflow.model_version``); the verdict
-is printed and returned, so a flow can act on it.
+is printed and returned, so a flow can act on it. Rows and files of the log that the reader
+left out (repeated request ids, times pandas cannot hold, unreadable files) are counted and
+named in the outcome's notes, beside the verdict.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from rankflow.config import ScoringConfig
     from rankflow.monitoring.config import MonitoringConfig
     from rankflow.paths import StatePaths
+    from rankflow.serving.log_files import UnreadableFile
+    from rankflow.serving.served_log import ServedLog
     from rankflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -146,11 +150,14 @@ def run_gap_check(
     """The whole check (see the module docstring) of what a service with ``scoring`` served,
     against the thresholds of ``monitoring``."""
     from rankflow.features.store import open_store
+    from rankflow.serving.labels import load_labels
     from rankflow.serving.lookup import OnlineLookup
     from rankflow.tracking.setup import resolve_tracking_uri
 
     paths, service = settings.paths, scoring.feature_service
-    served_all, served = _served_rows(paths, service, monitoring)
+    served_log, served = served_rows(paths, service, monitoring)
+    served_all = served_log.frame
+    labels, unreadable_labels = load_labels(paths, service)
     versions = sorted(served_all["model_version"].astype(str).unique())
     uri = resolve_tracking_uri(scoring.tracking, settings)
     client, champion, scorers, offline_metrics = _registry(
@@ -170,7 +177,7 @@ def run_gap_check(
         served, {f: served[f"{v}__{f}"] for f, v in views.items()}, lookup.schema
     )
     offline_inputs = _model_inputs(served, {f: offline[f] for f in views}, lookup.schema)
-    labelled = labelled_served(paths, service, served=served_all)
+    labelled = join_labels(served_all, labels)
     drift_features = [f for f in views if f not in monitoring.drift_exclude]
     results = [
         checks.feature_skew(served, offline, views, monitoring),
@@ -184,7 +191,11 @@ def run_gap_check(
         checks=results,
         report_dir=paths.reports / f"gap-check-{datetime.now(UTC):%Y%m%dT%H%M%S%f}",
         model_version=str(champion.version) if champion is not None else None,
-        context=_context(served_all, served, labelled, versions, window, scoring.model_name),
+        context={
+            **_context(served_all, served, labelled, versions, window, scoring.model_name),
+            "served_log": served_log.to_dict(),
+        },
+        notes=served_log.notes() + _label_notes(unreadable_labels),
     )
     write_report(outcome, served, offline_inputs, scorers)
     if log_to_mlflow:
@@ -192,22 +203,25 @@ def run_gap_check(
     return outcome
 
 
-def _served_rows(
+def served_rows(
     paths: StatePaths, service: str, monitoring: MonitoringConfig
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[ServedLog, pd.DataFrame]:
     """The whole served log and the seeded sample of it the checks compare, in log order."""
-    from rankflow.serving.served_log import read_served_log
+    from rankflow.serving.served_log import load_served_log
 
-    served_all = read_served_log(paths, service)
+    served_log = load_served_log(paths, service)
+    served_all = served_log.frame
     if served_all.empty:
-        raise GapCheckError(
-            f"no served-feature log under {paths.logs / service}: serve some traffic "
-            "first (`rankflow replay`)"
-        )
+        why = [
+            f"no served rows to check under {paths.logs / service}: serve some traffic first "
+            "(`rankflow replay`)",
+            *served_log.notes(),  # rows or files the reader had to leave out, if any
+        ]
+        raise GapCheckError("; ".join(why))
     served = served_all.sample(
         min(monitoring.max_rows, len(served_all)), random_state=monitoring.seed
     )
-    return served_all, served.sort_values(checks.LOG_TIMESTAMP)
+    return served_log, served.sort_values(checks.LOG_TIMESTAMP)
 
 
 def _context(
@@ -240,21 +254,38 @@ def labelled_served(
     modes: tuple[str, ...] = ("log",),
     served: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Served rows (features, score, arm, version) joined with their replay labels.
-
-    ``modes``: which labels; log replay by default, because its rows were scored at the
-    position they were shown at (closed-loop rows are scored at ``serving.score_position``
-    and shown at their rank). The metric gap judges these rows.
-    """
+    """Served rows (features, score, arm, version) joined with their replay labels
+    (:func:`join_labels`), read from the state's log when ``served`` is not given."""
     from rankflow.serving.labels import read_labels
     from rankflow.serving.served_log import read_served_log
 
     served = read_served_log(paths, service) if served is None else served
-    labels = read_labels(paths, service)
+    return join_labels(served, read_labels(paths, service), modes)
+
+
+def join_labels(
+    served: pd.DataFrame, labels: pd.DataFrame, modes: tuple[str, ...] = ("log",)
+) -> pd.DataFrame:
+    """The served rows that have a label, by (``__request_id``, ``item_id``); empty when
+    nothing is labelled (plain ``/score`` traffic). The metric gap judges these rows.
+
+    ``modes``: which labels; log replay by default, because its rows were scored at the
+    position they were shown at (closed-loop rows are scored at ``serving.score_position``
+    and shown at their rank).
+    """
     labels = labels[labels["mode"].isin(modes)].drop(columns=["position"])
     if served.empty or labels.empty:
         return pd.DataFrame()
     return served.merge(labels, on=["__request_id", "item_id"], how="inner")
+
+
+def _label_notes(unreadable: list[UnreadableFile]) -> list[str]:
+    if not unreadable:
+        return []
+    return [
+        f"{len(unreadable)} unreadable labels file(s) skipped, the other files were read: "
+        + "; ".join(u.line() for u in unreadable)
+    ]
 
 
 def _log_run(
@@ -301,6 +332,11 @@ def _numbers(outcome: GapCheckOutcome) -> dict[str, float]:
         out["gap_feature_mismatch_rate_max"] = max(f["mismatch_rate"] for f in features.values())
     for version, v in d["score_skew"].get("versions", {}).items():
         out[f"gap_score_abs_diff_max_v{version}"] = v["max_abs_diff_offline_features"]
+    served_log = outcome.context.get("served_log", {})
+    if served_log:
+        out["gap_served_log_duplicate_rows"] = served_log["duplicate_rows"]
+        out["gap_served_log_skipped_rows"] = sum(o["rows"] for o in served_log["out_of_range"])
+        out["gap_served_log_unreadable_files"] = len(served_log["unreadable_files"])
     adv = d["drift"].get("adversarial", {})
     if adv:
         out["gap_adversarial_auc"] = adv["auc"]

@@ -12,6 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rankflow.serving.log_files import UnreadableFile, parquet_files, read_tables
+
 if TYPE_CHECKING:
     from rankflow.paths import StatePaths
 
@@ -32,8 +34,12 @@ def write_labels(paths: StatePaths, service: str, labels: pd.DataFrame, name: st
 
 
 def read_labels(paths: StatePaths, service: str) -> pd.DataFrame:
-    folder = labels_dir(paths, service)
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        return pd.DataFrame(columns=list(LABEL_COLUMNS))
-    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    return load_labels(paths, service)[0]
+
+
+def load_labels(paths: StatePaths, service: str) -> tuple[pd.DataFrame, list[UnreadableFile]]:
+    """The labels, and the files that did not read (skipped, the others still read)."""
+    tables, unreadable = read_tables(parquet_files(labels_dir(paths, service)))
+    if not tables:
+        return pd.DataFrame(columns=list(LABEL_COLUMNS)), unreadable
+    return pd.concat([t.to_pandas() for t in tables], ignore_index=True), unreadable

@@ -18,8 +18,11 @@ half is there: a ``LoggingConfig(FileLoggingDestination(path))`` on the feature 
 
 Feast writes into the destination folder without creating it, so the sink creates both folders
 before every write (they may have been removed while the service runs).
-Read back with :func:`read_served_log` (``__log_date`` is dropped on read, as Feast's own
-``retrieve_feature_service_logs`` does).
+Read back with :func:`load_served_log` (``__log_date`` is dropped on read, as Feast's own
+``retrieve_feature_service_logs`` does). It takes the log as production writes it, where a
+request id can repeat (client retries), a time can lie beyond what pandas holds, and a file can
+be half written. It keeps each row once, skips the rest and says what it left out
+(:class:`ServedLog`).
 """
 
 from __future__ import annotations
@@ -28,13 +31,22 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from rankflow.serving.log_files import (
+    EXAMPLES,
+    OutOfRange,
+    UnreadableFile,
+    drop_out_of_range,
+    parquet_files,
+    read_tables,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,6 +63,9 @@ REQUEST_ID = "__request_id"
 # Wall-clock time the service scored the row (``__log_timestamp`` is the request's own time,
 # which a replay of a past day sets in the past): what a live canary phase counts from.
 SERVED_AT = "__served_at"
+# One served row, and one serving of it (a retry serves the same row again).
+ROW_KEY = [REQUEST_ID, "item_id"]
+SERVING_KEY = [*ROW_KEY, LOG_TIMESTAMP]
 SCORE_SCHEMA = pa.schema(
     [
         (REQUEST_ID, pa.string()),
@@ -257,38 +272,123 @@ class ServedLogWriter:
 
 def _table(schema: pa.Schema, parts: list[dict[str, list[Any]]]) -> pa.Table:
     columns = {}
-    for field in schema:
+    for column in schema:
         values: list[Any] = []
         for part in parts:
-            values.extend(part[field.name])
-        columns[field.name] = pa.array(values, type=field.type)
+            values.extend(part[column.name])
+        columns[column.name] = pa.array(values, type=column.type)
     return pa.table(columns, schema=schema)
 
 
+@dataclass
+class ServedLog:
+    """The served rows (features joined with their scores, oldest first; empty if none) and
+    what reading them left out, for the gap check's output."""
+
+    frame: pd.DataFrame
+    unreadable: list[UnreadableFile] = field(default_factory=list)
+    # rows that repeat a (request id, item) already logged: client retries, kept once
+    duplicate_rows: int = 0
+    duplicate_requests: int = 0
+    duplicate_examples: list[str] = field(default_factory=list)
+    # rows skipped for a time pandas (and Feast's point-in-time join) cannot hold
+    out_of_range: list[OutOfRange] = field(default_factory=list)
+
+    @property
+    def skipped_rows(self) -> int:
+        return sum(skip.rows for skip in self.out_of_range)
+
+    def notes(self) -> list[str]:
+        """One line per kind of row or file left out; none for a clean log."""
+        notes = [skip.line() for skip in self.out_of_range]
+        if self.duplicate_rows:
+            notes.append(
+                f"{self.duplicate_rows} rows repeat a ({REQUEST_ID}, item_id) already logged, "
+                f"from {self.duplicate_requests} request id(s) reused by client retries (e.g. "
+                f"{', '.join(self.duplicate_examples)}): the first logged of each is kept"
+            )
+        if self.unreadable:
+            notes.append(
+                f"{len(self.unreadable)} unreadable log file(s) skipped (half written while "
+                "read, or not parquet), the other files were read: "
+                + "; ".join(u.line() for u in self.unreadable)
+            )
+        return notes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "duplicate_rows": self.duplicate_rows,
+            "duplicate_requests": self.duplicate_requests,
+            "out_of_range": [
+                {"column": o.column, "rows": o.rows, "request_ids": o.examples, "value": o.value}
+                for o in self.out_of_range
+            ],
+            "unreadable_files": [{"path": str(u.path), "error": u.error} for u in self.unreadable],
+        }
+
+
 def read_served_log(paths: StatePaths, service: str) -> pd.DataFrame:
-    """The served rows (features joined with their scores), oldest first; empty if none.
+    """The served rows of :func:`load_served_log`, for callers that need only them."""
+    return load_served_log(paths, service).frame
+
+
+def load_served_log(paths: StatePaths, service: str) -> ServedLog:
+    """The served rows, features joined with their scores, oldest first.
 
     Reads the parquet files of the destination folder directly (what Feast's
     ``retrieve_feature_service_logs`` reads, without needing a time window); drops
-    ``__log_date`` as that does.
+    ``__log_date`` as that does. Files that do not read (Feast writes them in place) are
+    skipped and named.
     """
     import pandas as pd
 
-    feature_dir, score_dir = served_log_dir(paths, service), score_log_dir(paths, service)
-    files = sorted(feature_dir.glob("*.parquet")) if feature_dir.is_dir() else []
-    score_files = sorted(score_dir.glob("*.parquet")) if score_dir.is_dir() else []
-    if not files or not score_files:
-        return pd.DataFrame()
-    features = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    feature_tables, unreadable = read_tables(parquet_files(served_log_dir(paths, service)))
+    score_tables, unreadable_scores = read_tables(parquet_files(score_log_dir(paths, service)))
+    unreadable += unreadable_scores
+    if not feature_tables or not score_tables:
+        return ServedLog(pd.DataFrame(), unreadable)
+    features = pa.concat_tables(feature_tables, promote_options="default")
     features = features.drop_columns([c for c in (LOG_DATE,) if c in features.column_names])
     # promote: score files written before __served_at existed lack that column
-    scores = pa.concat_tables(
-        [pq.read_table(f) for f in score_files], promote_options="default"
-    ).to_pandas()
-    frame = features.to_pandas().merge(
-        scores.drop(columns=[LOG_TIMESTAMP, "user_id", "position", SERVED_AT], errors="ignore"),
-        on=[REQUEST_ID, "item_id"],
+    scores = pa.concat_tables(score_tables, promote_options="default").to_pandas()
+    rows, out_of_range = drop_out_of_range(features.to_pandas(), REQUEST_ID)
+    repeated = rows.duplicated(ROW_KEY)
+    requests = rows.loc[repeated, REQUEST_ID].drop_duplicates()
+    return ServedLog(
+        _first_logged(rows, scores),
+        unreadable,
+        duplicate_rows=int(repeated.sum()),
+        duplicate_requests=len(requests),
+        duplicate_examples=[str(r) for r in requests.head(EXAMPLES)],
+        out_of_range=out_of_range,
+    )
+
+
+def _first_logged(features: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """Each (request id, item) once: of its servings, the one scored first.
+
+    A client retry that reuses a request id logs its items again, at the request's explicit
+    time (the same ``__log_timestamp``) or at a time of its own. The feature and score rows of
+    one serving pair up by (request id, item, log time); only the score log has the wall-clock
+    ``__served_at`` that orders the servings. Two servings at one explicit time cannot be told
+    apart in Feast's feature log (no wall-clock column): the first file's row is kept.
+    """
+    import pandas as pd
+
+    if SERVED_AT not in scores.columns:  # every score file predates __served_at
+        scores = scores.assign(**{SERVED_AT: pd.NaT})
+    scores = scores.drop(columns=["user_id", "position"], errors="ignore")
+    frame = features.drop_duplicates(SERVING_KEY).merge(
+        _scored_first(scores).drop_duplicates(SERVING_KEY),
+        on=SERVING_KEY,
         how="inner",
         validate="one_to_one",
     )
+    frame = _scored_first(frame).drop_duplicates(ROW_KEY).drop(columns=[SERVED_AT])
     return frame.sort_values([LOG_TIMESTAMP, REQUEST_ID, "rank"]).reset_index(drop=True)
+
+
+def _scored_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the order they were scored. A row without ``__served_at`` comes from a score
+    file that predates the column, so it was logged before any row that has one."""
+    return frame.sort_values([SERVED_AT, LOG_TIMESTAMP], na_position="first", kind="stable")

@@ -321,7 +321,7 @@ def _measure_warm_start(
         ctx.settings.paths.training / "warm-vs-cold",
         ctx.scratch / "warm-vs-cold",
     )
-    with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
+    with training_lock(ctx.settings.paths, wait_seconds=TRAINING_WAIT_SECONDS, note=log.warning):
         report = measurer.measure(request)
     ctx.stage(
         ("(same inputs as a stored measurement) " if report.stored else "")

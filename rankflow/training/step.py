@@ -191,7 +191,9 @@ def _train_families(
         # A concurrent run training this family (a train flow, a canary) goes first; this
         # one waits, then reuses the version it registered if the inputs are the same.
         family = lock_family(kind, ctx.tracking.uri)
-        with training_lock(ctx.paths, family, wait_seconds=TRAINING_WAIT_SECONDS, note=log.info):
+        # A warning, so the operator sees why the run stands still: Prefect prints only its own
+        # loggers' INFO lines, and the library's loggers from WARNING up.
+        with training_lock(ctx.paths, family, wait_seconds=TRAINING_WAIT_SECONDS, note=log.warning):
             outcomes[kind], sources[kind] = _candidate(ctx, kind, on_train_step)
     return outcomes, sources
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from mlflow import MlflowClient
 from models.scoring import Scorer
 from rankflow.config import RankflowConfig, load_config
 from rankflow.features.training_set import TrainingSet, build_training_set
-from rankflow.paths import REPO_ROOT
 from rankflow.settings import Settings
 from rankflow.tracking.pyfunc import checkpoint_of, recorded_feature_service
 from rankflow.training.candidate import logged_model_id
@@ -43,6 +41,7 @@ class Trained:
     stdout: str
     client: MlflowClient
     training_set: TrainingSet
+    git_sha: str | None
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +56,8 @@ def trained(online_state: dict[str, Any]) -> Trained:
     )
     uri = train["tracking_uri"]
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    return Trained(home, config, train, online_state["stdout"], client, training_set)
+    stdout, git_sha = online_state["stdout"], online_state["git_sha"]
+    return Trained(home, config, train, stdout, client, training_set, git_sha)
 
 
 def _local(uri: str) -> Path:
@@ -82,12 +82,6 @@ def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Train
     train, client, simulation = trained.train, trained.client, trained.config.simulation
     window = trained.training_set.describe()["window"]
     manifest = trained.home / "dbt" / "target" / "manifest.json"
-    git = subprocess.run(
-        ["git", "--no-optional-locks", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
     for kind, candidate in train["candidates"].items():
         run = client.get_run(candidate["run_id"])
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
@@ -166,8 +160,8 @@ def test_each_model_run_logs_config_metrics_artifacts_and_lineage(trained: Train
             == hashlib.sha256(manifest.read_bytes()).hexdigest()
         )
         assert tags["rankflow.fingerprint"] == candidate["fingerprint"]
-        if git.returncode == 0:
-            assert tags["rankflow.git_sha"] == git.stdout.strip()
+        if trained.git_sha is not None:  # the commit the state was built at
+            assert tags["rankflow.git_sha"] == trained.git_sha
 
 
 def test_the_baseline_has_its_own_run(trained: Trained) -> None:
@@ -196,7 +190,9 @@ def test_the_champion_scores_raw_feature_rows(trained: Trained, tmp_path: Path) 
     frame.loc[1, "user_segment"] = None
     expected = Scorer.from_checkpoint(checkpoint).predict_proba(frame)
 
+    # Both: training in this process (another test's) sets the registry URI as well.
     mlflow.set_tracking_uri(train["tracking_uri"])
+    mlflow.set_registry_uri(train["tracking_uri"])
     uri = f"models:/{train['serving_model']}@champion"
     p = mlflow.pyfunc.load_model(uri).predict(frame)
     assert isinstance(p, np.ndarray)
@@ -264,5 +260,5 @@ def test_the_configured_feature_service_is_the_one_trained_on_and_recorded(
     logged = client.get_logged_model(logged_model_id(version.source) or "")
     assert logged.tags["rankflow.feature_service"] == "ctr_ranker_tracked"
     uri = f"models:/{candidate.registered_model}/{candidate.version}"
-    downloaded = checkpoint_of(uri, tmp_path / "download")
-    assert recorded_feature_service(downloaded) == "ctr_ranker_tracked"
+    checkpoint_of(uri, tmp_path / "download")
+    assert recorded_feature_service(tmp_path / "download") == "ctr_ranker_tracked"

@@ -406,7 +406,7 @@ def concurrent(server_run, mlflow_server) -> dict[str, Any]:
     overrides = {key: yaml.safe_load(value) for key, value in pairs} | CANARY_OVERRIDES
     command = [
         *(sys.executable, "-m", "tests.fixtures.given_canary"),
-        *(str(home), json.dumps(overrides), "promote"),
+        *(str(home), json.dumps(overrides, default=str), "promote"),  # dates as ISO text
     ]
     results = start_together(command, {**env, "PYTHONPATH": str(REPO_ROOT)}, n=2)
     return {

@@ -262,6 +262,7 @@ def _challenger(
 ) -> tuple[str, CandidateOutcome, Candidate, Path]:
     """Train the configured families warm-started from the champion; the best of them."""
     from rankflow.registry.gates import pick_best
+    from rankflow.training.candidate import logged_model_id
     from rankflow.training.runs import WarmSource
     from rankflow.training.step import CandidatesOnly, train_and_register
 
@@ -282,7 +283,10 @@ def _challenger(
     for kind in families:
         out = trained.candidates[kind]
         mv = ctx.client.get_model_version(out.registered_model, out.version)
-        candidates[kind] = out.candidate(mv.source, getattr(mv, "model_id", None))
+        # Over REST (an MLflow server) a version may come back without its model_id, and the
+        # server refuses to register its models:/m-... source elsewhere without it.
+        model_id = getattr(mv, "model_id", None) or logged_model_id(mv.source)
+        candidates[kind] = out.candidate(mv.source, model_id)
         ctx.stage(f"challenger {kind}: {out.registered_model} v{out.version}, {out.gate.summary()}")
     best = pick_best(list(candidates.values()), config.train.registry.select_by)
     kind = best.kind if best is not None else families[0]

@@ -16,6 +16,7 @@ Lineage tags are :mod:`rankflow.tracking.lineage`'s; the local UI server is
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from rankflow.config import TrackingConfig
 
 LOOPBACK = "127.0.0.1"
+# Creating and migrating a fresh SQLite store takes seconds; a busy machine, many more.
+MLFLOW_SETUP_WAIT_SECONDS = 300.0
 
 
 class TrackingError(RankflowError):
@@ -61,6 +64,18 @@ def resolve_tracking_uri(tracking: TrackingConfig, settings: Settings) -> str:
         if uri and uri.strip():
             return uri.strip()
     return default_tracking_uri(settings.paths)
+
+
+def _first_use_lock(uri: str, settings: Settings) -> AbstractContextManager[object]:
+    """For a SQLite store, the state's lock for its first use: MLflow creates and migrates the
+    database on first contact, and two processes doing it at once on a fresh state fail with
+    "expected to match one row when updating ... alembic_version". A server migrates its own."""
+    if not uri.startswith("sqlite:"):
+        return nullcontext()
+    from rankflow.locks import exclusive
+
+    lock = settings.paths.locks / "mlflow-store.lock"
+    return exclusive(lock, "MLflow store setup", wait_seconds=MLFLOW_SETUP_WAIT_SECONDS)
 
 
 def is_local_store(uri: str) -> bool:
@@ -109,7 +124,8 @@ def setup_tracking(tracking: TrackingConfig, settings: Settings) -> Tracking:
     mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
-        experiment = client.get_experiment_by_name(name)
+        with _first_use_lock(uri, settings):
+            experiment = client.get_experiment_by_name(name)
         if experiment is None:
             try:
                 client.create_experiment(name, artifact_location=location)

@@ -122,10 +122,11 @@ def setup_tracking(tracking: TrackingConfig, settings: Settings) -> Tracking:
         location = artifact_root(paths).as_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         with _first_use_lock(uri, settings):
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             experiment = client.get_experiment_by_name(name)
+            client.search_registered_models(max_results=1)  # the registry's store, too
         if experiment is None:
             try:
                 client.create_experiment(name, artifact_location=location)

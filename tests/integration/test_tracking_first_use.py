@@ -28,7 +28,7 @@ print("experiment", tracking.experiment_id)
 
 
 def test_two_processes_set_up_a_fresh_sqlite_store_at_once(tmp_path: Path) -> None:
-    """Before the lock this failed in 3 of 3 tries on an idle and on a busy machine."""
+    """Before the lock this failed in 3 of 3 tries on this 2-core machine."""
     home = tmp_path / "home"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)  # the fresh state's own store

@@ -198,7 +198,7 @@ def _quality_row(probs: np.ndarray, data: Any, truth: Any) -> dict[str, float]:
         "gap_closed_logloss",
     )
     row = {k: metrics[k] for k in keys if k in metrics}
-    # Cold start: test rows whose user has no training row (new users, issue #11).
+    # Cold start: test rows whose user has no training row (new users).
     cold = _cold_rows(data)
     if cold.any() and not cold.all():
         row["auc_cold_users"] = auc(data.test["label"].to_numpy()[cold], probs[cold])

@@ -1,4 +1,4 @@
-"""Warm start against cold start after a concept drift, repeated over seeds (issue #12 item 6).
+"""Warm start against cold start after a concept drift, repeated over seeds.
 
     make bench-warm-start
     .state/venv/bin/python bench/bench_warm_start.py --seeds 5 --rows 100000 --drift 0.5 \
@@ -13,7 +13,7 @@ measured in the same run. Printed per seed and as mean +- standard error over th
 AUC and logloss of both, and steps for the warm start to reach the cold start's best
 validation logloss as a ratio of the cold start's steps to its best.
 
-Goal (issue #12): ratio <= 1/3 with no loss in test AUC (warm - cold >= 0).
+Goal: ratio <= 1/3 with no loss in test AUC (warm - cold >= 0).
 
 Data: the synthetic generator, not the simulator -> dbt -> Feast pipeline: the pipeline needs a
 dbt build and a Feast materialisation per window and seed (minutes each), the generator a

@@ -332,7 +332,7 @@ def test_pipeline_runs_build_features_then_train(
 
 
 # --------------------------------------------------------------------------------------------
-# The contract check's deep read: only what is new or changed (issue #9)
+# The contract check's deep read: only what is new or changed
 
 
 def _raw_fingerprints(raw: Path) -> dict[str, str]:
@@ -396,7 +396,7 @@ def test_a_daily_run_decodes_only_new_or_changed_raw_files(
 
 
 # --------------------------------------------------------------------------------------------
-# Two training runs at once (issue #9): the training lock
+# Two training runs at once: the training lock
 
 
 class _Output:

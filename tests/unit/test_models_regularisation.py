@@ -1,4 +1,4 @@
-"""Regularisation and stopping rules of the trainer (issue #11 item 2)."""
+"""Regularisation and stopping rules of the trainer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unseen ids are unknown, not noise (issue #11 item 1): a never-seen user scores exactly like
+"""Unseen ids are unknown, not noise: a never-seen user scores exactly like
 the shared unseen row, which starts at zero and is trained by rare train users."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Warm start measured (issue #12 item 6): a champion trained on an earlier window of the same
+"""Warm start measured: a champion trained on an earlier window of the same
 world, warm and cold starts trained on the next window, real training runs on small data."""
 
 from __future__ import annotations

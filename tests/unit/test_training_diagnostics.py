@@ -1,4 +1,4 @@
-"""Warnings where data and config disagree (rankflow/training/diagnostics.py, issue #11)."""
+"""Warnings where data and config disagree (rankflow/training/diagnostics.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rankflow.training.diagnostics import (
 
 
 def test_a_positive_rate_far_from_the_ctr_prior_is_named_with_both_numbers() -> None:
-    labels = np.r_[np.ones(55), np.zeros(45)]  # the ratings log of issue #11: 55% positives
+    labels = np.r_[np.ones(55), np.zeros(45)]  # a ratings log: 55% positives
     (warning,) = positive_rate_vs_prior(labels, 0.045)
     assert warning.subject == "warehouse.ctr_prior"
     assert (

@@ -267,7 +267,8 @@ def concurrent_canaries(
 
 def start_together(command: list[str], env: dict[str, str], n: int = 2) -> list[dict[str, Any]]:
     """Run ``n`` copies of a ``rankflow canary`` command at the same moment and read each
-    one's decision: exit code, decision (``error`` for a refusal) and its line."""
+    one's decision: exit code, decision (``error`` for a refusal), its line and, for a refusal,
+    the end of its stderr (the traceback a failing test shows)."""
     import subprocess
 
     processes = [
@@ -285,7 +286,10 @@ def start_together(command: list[str], env: dict[str, str], n: int = 2) -> list[
             decision = "error"
         else:
             decision = line.split(":", 2)[1].strip().lower()
-        results.append({"code": process.returncode, "decision": decision, "line": line})
+        result = {"code": process.returncode, "decision": decision, "line": line}
+        if decision == "error":
+            result["stderr"] = "\n".join(err.strip().splitlines()[-40:])
+        results.append(result)
     return results
 
 

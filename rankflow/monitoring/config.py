@@ -35,7 +35,11 @@ class MonitoringConfig(BaseModel):
         1e-6, ge=0, description="Relative difference above which a served value is a mismatch"
     )
     feature_mismatch_rate: Threshold = _t(0.001, 0.01)
-    score_abs_diff: Threshold = _t(1e-4, 1e-3)  # largest |online - offline| P(click)
+    score_tolerance: float = Field(
+        1e-4, ge=0, description="|logged - offline| P(click) above which a row's score differs"
+    )
+    # Share of a version's rows whose score differs: one odd request must not fail the day.
+    score_mismatch_rate: Threshold = _t(0.001, 0.01)
     psi: Threshold = _t(0.1, 0.25)
     ks: Threshold = _t(0.1, 0.2)
     adversarial_auc_lift: Threshold = _t(0.05, 0.15)  # CV AUC minus the permutation baseline

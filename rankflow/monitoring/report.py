@@ -331,7 +331,8 @@ def _numbers(outcome: GapCheckOutcome) -> dict[str, float]:
     if features:
         out["gap_feature_mismatch_rate_max"] = max(f["mismatch_rate"] for f in features.values())
     for version, v in d["score_skew"].get("versions", {}).items():
-        out[f"gap_score_abs_diff_max_v{version}"] = v["max_abs_diff_offline_features"]
+        out[f"gap_score_mismatch_rate_v{version}"] = v["mismatch_rate"]
+        out[f"gap_score_abs_diff_max_v{version}"] = v["max_abs_diff"]
     served_log = outcome.context.get("served_log", {})
     if served_log:
         out["gap_served_log_duplicate_rows"] = served_log["duplicate_rows"]

@@ -1,7 +1,8 @@
 """The gap checks' statistics as pure functions over arrays (no I/O, no Feast, no MLflow).
 
 - :func:`compare_values`: served vs recomputed values of one feature (mismatch rate, largest
-  difference; a null on one side only is a mismatch);
+  difference; a null on one side only is a mismatch); :func:`compare_scores`: logged vs offline
+  scores (the rows beyond a tolerance, how many, which);
 - :func:`psi` and :func:`ks`: drift of one feature between two windows (PSI over quantile bins
   of the reference, nulls as their own bin; KS from scipy);
 - :func:`adversarial_validation`: can a classifier tell old rows from new ones? Cross-validated
@@ -16,7 +17,7 @@ resolve with the lock either lack PSI or a tabular domain classifier (docs in ST
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -51,6 +52,7 @@ class ValueComparison:
     mismatches: int
     max_abs_diff: float  # numeric features only; NaN for strings
     example: str | None  # one mismatching pair, for the report
+    examples: list[int] = field(default_factory=list)  # positions of the first mismatches
 
     @property
     def rate(self) -> float:
@@ -80,10 +82,39 @@ def compare_values(
     elif both.any():
         mismatch[both] = a[both].astype(str) != b[both].astype(str)
     example = None
-    if mismatch.any():
-        i = int(np.flatnonzero(mismatch)[0])
-        example = f"served {a[i]!r} vs offline {b[i]!r}"
-    return ValueComparison(len(a), int(mismatch.sum()), max_diff, example)
+    positions = [int(i) for i in np.flatnonzero(mismatch)[:3]]
+    if positions:
+        example = f"served {a[positions[0]]!r} vs offline {b[positions[0]]!r}"
+    return ValueComparison(len(a), int(mismatch.sum()), max_diff, example, positions)
+
+
+@dataclass(frozen=True)
+class ScoreComparison:
+    rows: int
+    beyond: int  # rows whose logged and offline scores differ by more than the tolerance
+    max_abs_diff: float
+    worst: list[int]  # positions of the largest differences beyond the tolerance, largest first
+
+    @property
+    def rate(self) -> float:
+        return self.beyond / self.rows if self.rows else 0.0
+
+
+def compare_scores(
+    logged: ArrayLike, offline: ArrayLike, tolerance: float, examples: int = 5
+) -> ScoreComparison:
+    """Which rows' scores differ by more than ``tolerance`` (absolute P(click)); a score that is
+    not a number on one side only differs. A rate, not the largest difference, is what a
+    verdict should read: one odd request must not condemn a day of traffic."""
+    a = np.asarray(logged, dtype=np.float64)
+    b = np.asarray(offline, dtype=np.float64)
+    diff = np.abs(a - b)
+    diff = np.where(np.isnan(a) & np.isnan(b), 0.0, np.where(np.isnan(diff), np.inf, diff))
+    beyond = diff > tolerance
+    order = np.argsort(-diff, kind="stable")
+    worst = [int(i) for i in order[: min(examples, int(beyond.sum()))]]
+    largest = float(diff.max()) if diff.size else float("nan")
+    return ScoreComparison(len(a), int(beyond.sum()), largest, worst)
 
 
 def psi(reference: ArrayLike, current: ArrayLike, bins: int = 10, eps: float = 1e-4) -> float:

@@ -1,11 +1,11 @@
-"""The five gap checks over the served log, each a pass / warn / fail with its numbers.
+"""The gap checks over the served log, each a pass / warn / fail with its numbers (drift has
+its own module, rankflow/monitoring/drift.py).
 
 Inputs are frames the report module loads (rankflow/monitoring/report.py): the served rows
 (Feast's log schema joined with the score log), the same rows' features recomputed offline by
-``get_historical_features`` at ``__log_timestamp``, a reference sample of the training window,
-the labels of replayed traffic, and the models of the versions that served. Each check returns
-a :class:`CheckResult` whose summary names the features, versions or rows that failed, how
-many, and what to do.
+``get_historical_features`` at ``__log_timestamp``, the labels of replayed traffic, and the
+models of the versions that served. Each check returns a :class:`CheckResult` whose summary
+names the features, versions or rows that failed, how many, and what to do.
 
 A request may carry its own ``time``. The online store holds only its newest values, so a past
 time is answered with values stamped after it (:func:`served_after_request`), while the offline
@@ -28,13 +28,10 @@ from rankflow.monitoring.config import MonitoringConfig, Threshold
 from rankflow.monitoring.stats import (
     ScoreComparison,
     Verdict,
-    adversarial_validation,
     calibration_error,
     compare_scores,
     compare_values,
     grade,
-    ks,
-    psi,
     worst,
 )
 
@@ -263,60 +260,6 @@ def _skew_line(cmp: ScoreComparison, rows: pd.DataFrame, on_served: bool, tolera
         f"by more than {tolerance:g} (largest {_fmt(cmp.max_abs_diff)}; request ids {ids}); "
         f"{where}"
     )
-
-
-# -------------------------------------------------------------------------------- drift
-def drift(
-    reference: pd.DataFrame, current: pd.DataFrame, features: list[str], cfg: MonitoringConfig
-) -> CheckResult:
-    """Training window vs serving window: PSI and KS per feature, and the adversarial
-    classifier whose top features say what moved."""
-    features = [f for f in features if f in reference.columns and f in current.columns]
-    per_feature: dict[str, dict[str, Any]] = {}
-    verdicts: list[Verdict] = []
-    for name in features:
-        value_psi = psi(reference[name], current[name])
-        stat, pvalue = (float("nan"), float("nan"))
-        if pd.api.types.is_numeric_dtype(reference[name]):
-            stat, pvalue = ks(reference[name], current[name])
-        v = worst(
-            [
-                _g(value_psi, cfg.psi),
-                grade(stat, cfg.ks.warn, cfg.ks.fail) if np.isfinite(stat) else "pass",
-            ]
-        )
-        verdicts.append(v)
-        per_feature[name] = {"psi": value_psi, "ks": stat, "ks_pvalue": pvalue, "verdict": v}
-    adv = adversarial_validation(reference[features], current[features], seed=cfg.seed)
-    adv_verdict = _g(adv.lift, cfg.adversarial_auc_lift)
-    verdicts.append(adv_verdict)
-    moved = sorted(per_feature, key=lambda n: -per_feature[n]["psi"])
-    flagged = [
-        f"{n} (PSI {_fmt(per_feature[n]['psi'])})"
-        for n in moved
-        if per_feature[n]["verdict"] != "pass"
-    ]
-    top = ", ".join(f"{n} {_fmt(v)}" for n, v in adv.top_features[:3])
-    summary = (
-        f"adversarial AUC {_fmt(adv.auc)} vs permutation {_fmt(adv.baseline_auc)} "
-        f"(lift {_fmt(adv.lift)}; top: {top})"
-    )
-    summary = (
-        "moved: " + ", ".join(flagged[:6]) + "; " if flagged else "no feature moved; "
-    ) + summary
-    details = {
-        "features": per_feature,
-        "adversarial": {
-            "auc": adv.auc,
-            "baseline_auc": adv.baseline_auc,
-            "lift": adv.lift,
-            "top_features": adv.top_features,
-            "verdict": adv_verdict,
-        },
-        "reference_rows": len(reference),
-        "current_rows": len(current),
-    }
-    return CheckResult("drift", worst(verdicts), summary, details)
 
 
 # ---------------------------------------------------------------------------- metric gap

@@ -77,7 +77,7 @@ def test_adversarial_validation_names_what_moved() -> None:
     assert abs(calm.lift) < 0.06
     moved = adversarial_validation(old, _frame(rng, 1500, 1.5), seed=0)
     assert moved.auc > 0.8 and moved.lift > 0.25
-    assert abs(moved.baseline_auc - 0.5) < 0.06
+    assert moved.held_out_rows == (1500, 1500)  # every row held out once (row folds)
     assert moved.top_features[0][0] == "moving"
 
 
@@ -103,4 +103,4 @@ def test_thresholds_must_be_ordered() -> None:
 
     with pytest.raises(ConfigError, match="psi"):
         parse_config({"monitoring": {"psi": {"warn": 0.5, "fail": 0.1}}})
-    assert MonitoringConfig().psi.fail == 0.25
+    assert MonitoringConfig().psi.fail == 0.3

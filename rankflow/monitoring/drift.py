@@ -177,12 +177,7 @@ def drift(
     features = [f for f in features if f in reference.columns and f in current.columns]
     sizes = f"{len(current):,} served rows against {len(reference):,} of {reference_label}"
     if min(len(reference), len(current)) < MIN_ROWS:
-        return CheckResult(
-            "drift",
-            "warn",
-            f"not judged: {sizes}, fewer than {MIN_ROWS} a side; serve more traffic",
-            {"reference_rows": len(reference), "current_rows": len(current)},
-        )
+        return _not_judged(len(reference), len(current), sizes)
     per_feature = features_drift(reference, current, features, cfg)
     alpha = cfg.drift_false_alarm_rate / count_tests(reference, current, features)
     keys = tuple(k for k in ENTITY_KEYS if k in reference.columns and k in current.columns)
@@ -210,6 +205,24 @@ def drift(
         "current_rows": len(current),
     }
     return CheckResult("drift", verdict, summary, details)
+
+
+def _not_judged(reference_rows: int, current_rows: int, sizes: str) -> CheckResult:
+    """Too few rows on a side for any threshold to hold: a warning that says which side."""
+    remedies = []
+    if current_rows < MIN_ROWS:
+        remedies.append("serve more traffic")
+    if reference_rows < MIN_ROWS:
+        remedies.append(
+            "the warehouse no longer holds the reference days' impressions (a champion older "
+            "than the data?): retrain it on the current window (`rankflow canary`)"
+        )
+    return CheckResult(
+        "drift",
+        "warn",
+        f"not judged: {sizes}, fewer than {MIN_ROWS} a side; {'; '.join(remedies)}",
+        {"reference_rows": reference_rows, "current_rows": current_rows},
+    )
 
 
 def _summary(

@@ -114,6 +114,10 @@ def test_too_few_rows_are_not_judged() -> None:
     result = drift(_frames(rng, 3000), _frames(rng, 50), ["normal"], MonitoringConfig())
     assert result.verdict == "warn"
     assert "not judged" in result.summary and "50 served rows" in result.summary
+    assert "serve more traffic" in result.summary
+    old = drift(_frames(rng, 20), _frames(rng, 3000), ["normal"], MonitoringConfig(), "the ref")
+    assert old.verdict == "warn" and "3,000 served rows against 20 of the ref" in old.summary
+    assert "no longer holds" in old.summary and "serve more traffic" not in old.summary
 
 
 def _day(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:

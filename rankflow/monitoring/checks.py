@@ -73,9 +73,10 @@ def served_after_request(served: pd.DataFrame) -> np.ndarray:
     return later.to_numpy()
 
 
-def _request_ids(served: pd.DataFrame, mask: np.ndarray | None = None) -> str:
-    ids = served[REQUEST_ID] if mask is None else served.loc[mask, REQUEST_ID]
-    return ", ".join(str(i) for i in ids.drop_duplicates().head(EXAMPLES))
+def _request_ids(rows: pd.DataFrame, positions: np.ndarray | list[int]) -> str:
+    """The distinct request ids of ``rows`` at ``positions``, the first few, in order."""
+    ids = rows[REQUEST_ID].iloc[list(positions)].drop_duplicates().head(EXAMPLES)
+    return ", ".join(str(i) for i in ids)
 
 
 def _past_time_note(served: pd.DataFrame, past: np.ndarray) -> str:
@@ -85,7 +86,8 @@ def _past_time_note(served: pd.DataFrame, past: np.ndarray) -> str:
     requests = served.loc[past, REQUEST_ID].nunique()
     return (
         f"{int(past.sum()):,} rows of {requests} request(s) with a past `time` (e.g. "
-        f"{_request_ids(served, past)}) were served values stamped after that time, which is "
+        f"{_request_ids(served, np.flatnonzero(past))}) were served values stamped after that "
+        "time, which is "
         "all the online store holds: left out of the point-in-time comparison (not skew; to "
         "score past times, replay them against a store materialized to that day)"
     )
@@ -129,7 +131,7 @@ def feature_skew(
             "verdict": verdict,
         }
         if verdict != "pass":
-            ids = ", ".join(str(compared[REQUEST_ID].iloc[i]) for i in cmp.examples)
+            ids = _request_ids(compared, cmp.examples)
             flagged.append(
                 f"{view}:{feature} {cmp.mismatches:,} of {cmp.rows:,} rows ({cmp.rate:.2%}; "
                 f"{cmp.example}; request ids {ids})"
@@ -244,7 +246,7 @@ def _version_skew(
 
 
 def _skew_line(cmp: ScoreComparison, rows: pd.DataFrame, on_served: bool, tolerance: float) -> str:
-    ids = ", ".join(str(rows[REQUEST_ID].iloc[i]) for i in cmp.worst[:EXAMPLES])
+    ids = _request_ids(rows, cmp.worst)
     where = (
         "cause model/transform: they differ on the very features served, so the model or "
         "transform differs online: check that the service loaded the version it logs "

@@ -30,6 +30,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 Verdict = Literal["pass", "warn", "fail"]
+# Rows a comparison names (its caller names their distinct requests: a request has many rows).
+EXAMPLE_ROWS = 50
 ORDER: dict[str, int] = {"pass": 0, "warn": 1, "fail": 2}
 
 
@@ -87,7 +89,7 @@ def compare_values(
     elif both.any():
         mismatch[both] = a[both].astype(str) != b[both].astype(str)
     example = None
-    positions = [int(i) for i in np.flatnonzero(mismatch)[:3]]
+    positions = [int(i) for i in np.flatnonzero(mismatch)[:EXAMPLE_ROWS]]
     if positions:
         example = f"served {a[positions[0]]!r} vs offline {b[positions[0]]!r}"
     return ValueComparison(len(a), int(mismatch.sum()), max_diff, example, positions)
@@ -106,7 +108,7 @@ class ScoreComparison:
 
 
 def compare_scores(
-    logged: ArrayLike, offline: ArrayLike, tolerance: float, examples: int = 5
+    logged: ArrayLike, offline: ArrayLike, tolerance: float, examples: int = EXAMPLE_ROWS
 ) -> ScoreComparison:
     """Which rows' scores differ by more than ``tolerance`` (absolute P(click)); a score that is
     not a number on one side only differs. A rate, not the largest difference, is what a

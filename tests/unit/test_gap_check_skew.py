@@ -93,7 +93,9 @@ def test_a_rate_of_differing_scores_fails_naming_rows_cause_and_remedy() -> None
     result = _score_skew(served, offline)
     assert result.verdict == "fail"
     assert "100 of 5,000 rows (2.00%)" in result.summary
-    assert "rq-00020" in result.summary  # the request ids of the rows
+    named = result.summary.split("request ids ", 1)[1].split(")", 1)[0].split(", ")
+    assert len(set(named)) == 3  # three distinct requests, not one request's rows
+    assert all("rq-00020" <= name <= "rq-00039" for name in named)  # the rows that differ
     assert "model or transform" in result.summary and "/readyz" in result.summary
 
 

@@ -32,9 +32,11 @@ from rankflow.monitoring.checks import CheckResult
 from rankflow.monitoring.config import MonitoringConfig, Threshold
 from rankflow.monitoring.stats import (
     Adversarial,
+    Binned,
     Verdict,
     adversarial_validation,
     binned,
+    chi2_psi,
     grade,
     ks,
     null_auc_lift,
@@ -52,6 +54,7 @@ MIN_ROWS = 200
 # Reference rows are looked up just after midnight: a daily view's row of the day (stamped
 # 00:00) is found, the day before's (one TTL back) is not, as the service's TTL rule serves it.
 AS_SERVED_OFFSET = pd.Timedelta(seconds=1)
+NULL_BOUND_FACTOR = 4.0  # see _psi_null
 
 
 # ------------------------------------------------------------------------- the reference
@@ -129,6 +132,16 @@ def count_tests(reference: pd.DataFrame, current: pd.DataFrame, features: list[s
     return len(features) + numeric + 1
 
 
+def _psi_null(shares: Binned, alpha: float, cfg: MonitoringConfig) -> float:
+    """:func:`null_psi`, or 0 where it cannot exceed the configured warn threshold: its
+    bootstrap costs ~0.5 s a feature at thousands of rows, where the null is a few hundredths
+    and the configured thresholds decide. The chi-square approximation times
+    ``NULL_BOUND_FACTOR`` bounds it there (its tail was at most ~2x too thin, on small bins)."""
+    if NULL_BOUND_FACTOR * chi2_psi(shares, alpha) < cfg.psi.warn:
+        return 0.0
+    return null_psi(shares, alpha, seed=cfg.seed)
+
+
 def feature_drift(
     reference: pd.Series, current: pd.Series, cfg: MonitoringConfig, alpha: float
 ) -> FeatureDrift:
@@ -136,7 +149,7 @@ def feature_drift(
     statistics' null quantiles at ``alpha``."""
     shares = binned(reference, current)
     value = shares.psi()
-    psi_warn, psi_fail = _guarded(cfg.psi, null_psi(shares, alpha, seed=cfg.seed))
+    psi_warn, psi_fail = _guarded(cfg.psi, _psi_null(shares, alpha, cfg))
     verdicts = [grade(value, psi_warn, psi_fail)]
     stat, pvalue, ks_warn, ks_fail = (float("nan"),) * 4
     if _numeric(reference, current):

@@ -109,6 +109,17 @@ def test_a_known_shift_fails_the_feature_it_moved() -> None:
     assert {r.verdict for r in calm.values()} == {"pass"}
 
 
+def test_the_sampling_guard_binds_on_small_samples_only() -> None:
+    """The null quantile is simulated only where it can exceed the configured threshold; at
+    thousands of rows the configured one decides."""
+    rng = np.random.default_rng(4)
+    cfg = MonitoringConfig()
+    large = features_drift(_frames(rng, 5000), _frames(rng, 20_000), ["counts", "segment"], cfg)
+    assert {(d.psi_warn, d.psi_fail) for d in large.values()} == {(cfg.psi.warn, cfg.psi.fail)}
+    small = features_drift(_frames(rng, 200), _frames(rng, 200), ["normal"], cfg)
+    assert small["normal"].psi_warn > cfg.psi.warn  # sampling noise alone reaches the floor
+
+
 def test_too_few_rows_are_not_judged() -> None:
     rng = np.random.default_rng(2)
     result = drift(_frames(rng, 3000), _frames(rng, 50), ["normal"], MonitoringConfig())

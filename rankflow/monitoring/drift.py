@@ -11,12 +11,17 @@ the service, reading the store materialized at midnight, cannot have.
 **The tests**: PSI per feature, KS per numeric feature, and an adversarial classifier whose AUC
 is measured on users and items it did not learn from (rows of one entity on one day share its
 daily snapshot, so a classifier that saw some of them recognises the rest). Each threshold is
-the larger of the configured one and the statistic's null quantile at ``alpha / tests``, with
-``alpha = monitoring.drift_false_alarm_rate``: sampling noise alone fails the check at most at
-that rate (Bonferroni over the tests), whatever the sample sizes. The configured thresholds are
-calibrated on simulated drift-free days (``bench/bench_drift_false_alarms.py``, figures and
-method in docs/benchmarks.md): day-to-day variation of real traffic is larger than sampling
-noise at thousands of rows, so they decide there.
+the largest of three:
+
+- the configured one, calibrated on simulated drift-free days (``bench/
+  bench_drift_false_alarms.py``; method in docs/operations.md, figures in docs/benchmarks.md):
+  at thousands of rows, day-to-day variation of the traffic decides, not sampling noise;
+- the statistic's null quantile at ``alpha / tests``, ``alpha`` being
+  ``monitoring.drift_false_alarm_rate``: sampling noise alone fails the check at most at that
+  rate (Bonferroni over the tests) from ``MIN_ROWS`` rows a side;
+- the reference days' own spread, by the configured thresholds' rule (warn from the most one
+  day differs from the others, fail from ``DAY_MARGIN`` times it; :func:`day_to_day`): where
+  a head entity's daily value moves PSI more than the simulated days showed.
 """
 
 from __future__ import annotations
@@ -55,6 +60,11 @@ MIN_ROWS = 200
 # 00:00) is found, the day before's (one TTL back) is not, as the service's TTL rule serves it.
 AS_SERVED_OFFSET = pd.Timedelta(seconds=1)
 NULL_BOUND_FACTOR = 4.0  # see _psi_null
+# The reference's own days are drift-free by assumption: a served day fails from this many
+# times the most one of them differs from the others (the rule the configured thresholds were
+# calibrated by), and warns from that much (see day_to_day).
+DAY_MARGIN = 1.5
+MIN_DAY_ROWS = 100  # fewer rows on a reference day: left out of its spread
 
 
 # ------------------------------------------------------------------------- the reference
@@ -105,11 +115,15 @@ class FeatureDrift:
     ks_warn: float
     ks_fail: float
     verdict: Verdict
+    # how far one reference day is from the others (day_to_day): PSI, KS
+    reference_spread: tuple[float, float] = (0.0, 0.0)
 
     def line(self, name: str) -> str:
         text = f"{name} PSI {_fmt(self.psi)} (fail from {_fmt(self.psi_fail)})"
         if np.isfinite(self.ks) and self.ks >= self.ks_warn:
             text += f", KS {_fmt(self.ks)} (fail from {_fmt(self.ks_fail)})"
+        if self.reference_spread[0] > 0:
+            text += f"; the reference's days differ by up to PSI {_fmt(self.reference_spread[0])}"
         return text
 
 
@@ -117,8 +131,33 @@ def _fmt(value: float) -> str:
     return "nan" if value is None or not np.isfinite(value) else f"{value:.3g}"
 
 
-def _guarded(threshold: Threshold, null: float) -> tuple[float, float]:
-    return max(threshold.warn, null), max(threshold.fail, null)
+def _guarded(threshold: Threshold, null: float, spread: float = 0.0) -> tuple[float, float]:
+    """(warn, fail): the configured ones, raised to the null quantile and to the reference's
+    own day-to-day spread (times ``DAY_MARGIN`` for fail)."""
+    return max(threshold.warn, null, spread), max(threshold.fail, null, DAY_MARGIN * spread)
+
+
+def day_to_day(reference: pd.Series, days: np.ndarray | None) -> tuple[float, float]:
+    """The largest PSI (and KS, for numbers) of one reference day against the other days.
+
+    Rows are not independent: an entity that carries much of the traffic (a head item with an
+    eighth of the impressions) brings one snapshot value a day, and that value falling on
+    either side of a quantile edge moves its whole share between bins, far past any threshold
+    for independent rows. The reference's days, drift-free by assumption, show how much days
+    differ for such reasons; a served day is judged against that too.
+    """
+    if days is None or len(pd.unique(days)) < 2:
+        return 0.0, 0.0
+    spread_psi, spread_ks = 0.0, 0.0
+    numeric = pd.api.types.is_numeric_dtype(reference)
+    for day in pd.unique(days):
+        one = days == day
+        if min(one.sum(), (~one).sum()) < MIN_DAY_ROWS:
+            continue
+        spread_psi = max(spread_psi, binned(reference[~one], reference[one]).psi())
+        if numeric:
+            spread_ks = max(spread_ks, np.nan_to_num(ks(reference[~one], reference[one])[0]))
+    return spread_psi, spread_ks
 
 
 def _numeric(reference: pd.Series, current: pd.Series) -> bool:
@@ -143,21 +182,36 @@ def _psi_null(shares: Binned, alpha: float, cfg: MonitoringConfig) -> float:
 
 
 def feature_drift(
-    reference: pd.Series, current: pd.Series, cfg: MonitoringConfig, alpha: float
+    reference: pd.Series,
+    current: pd.Series,
+    cfg: MonitoringConfig,
+    alpha: float,
+    days: np.ndarray | None = None,
 ) -> FeatureDrift:
     """PSI (and KS for numbers) of one feature, graded against thresholds no lower than the
-    statistics' null quantiles at ``alpha``."""
+    statistics' null quantiles at ``alpha`` nor than the reference days' own spread
+    (:func:`day_to_day`; ``days``: each reference row's day, None without)."""
     shares = binned(reference, current)
     value = shares.psi()
-    psi_warn, psi_fail = _guarded(cfg.psi, _psi_null(shares, alpha, cfg))
+    spread = day_to_day(reference, days)
+    psi_warn, psi_fail = _guarded(cfg.psi, _psi_null(shares, alpha, cfg), spread[0])
     verdicts = [grade(value, psi_warn, psi_fail)]
     stat, pvalue, ks_warn, ks_fail = (float("nan"),) * 4
     if _numeric(reference, current):
         stat, pvalue = ks(reference, current)
         sizes = int(reference.notna().sum()), int(current.notna().sum())
-        ks_warn, ks_fail = _guarded(cfg.ks, null_ks(*sizes, alpha))
+        ks_warn, ks_fail = _guarded(cfg.ks, null_ks(*sizes, alpha), spread[1])
         verdicts.append(grade(stat, ks_warn, ks_fail) if np.isfinite(stat) else "pass")
-    return FeatureDrift(value, psi_warn, psi_fail, stat, pvalue, ks_warn, ks_fail, worst(verdicts))
+    return FeatureDrift(
+        value, psi_warn, psi_fail, stat, pvalue, ks_warn, ks_fail, worst(verdicts), spread
+    )
+
+
+def reference_days(reference: pd.DataFrame) -> np.ndarray | None:
+    """Each reference row's UTC day, from the point-in-time join's ``event_timestamp``."""
+    if "event_timestamp" not in reference.columns:
+        return None
+    return pd.to_datetime(reference["event_timestamp"], utc=True).dt.date.to_numpy()
 
 
 def features_drift(
@@ -165,7 +219,8 @@ def features_drift(
 ) -> dict[str, FeatureDrift]:
     """:func:`feature_drift` of every feature, each at its share of the false-alarm rate."""
     alpha = cfg.drift_false_alarm_rate / count_tests(reference, current, features)
-    return {f: feature_drift(reference[f], current[f], cfg, alpha) for f in features}
+    days = reference_days(reference)
+    return {f: feature_drift(reference[f], current[f], cfg, alpha, days) for f in features}
 
 
 def adversarial_verdict(

@@ -120,6 +120,36 @@ def test_the_sampling_guard_binds_on_small_samples_only() -> None:
     assert small["normal"].psi_warn > cfg.psi.warn  # sampling noise alone reaches the floor
 
 
+def _head_item_days(rng: np.random.Generator, days: int, rows: int) -> pd.DataFrame:
+    """Days of rows whose item counter is mostly spread over many items, but an eighth of the
+    rows are one head item's, carrying its value of the day, which moves a little each day."""
+    frames = []
+    for day in range(days):
+        head = rng.random(rows) < 0.125
+        counter = np.where(head, 30_000 + rng.normal(0, 300), rng.gamma(2.0, 2_000, rows))
+        stamp = pd.Timestamp("2026-11-01", tz="UTC") + pd.Timedelta(days=day, seconds=1)
+        frames.append(pd.DataFrame({"item_counter": counter, "event_timestamp": stamp}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_head_items_daily_jitter_is_judged_against_the_reference_days_own_spread() -> None:
+    """Its one value a day falls on either side of a quantile edge of the reference, which
+    moves a tenth of the rows between bins and PSI far past any threshold of independent rows;
+    the reference's days show the same spread among themselves, so a served day is no drift."""
+    cfg = MonitoringConfig()
+    fails = 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        reference, served = _head_item_days(rng, 7, 700), _head_item_days(rng, 1, 5000)
+        result = drift(reference, served, ["item_counter"], cfg)
+        fails += result.verdict == "fail"
+    assert fails == 0
+    moved = _head_item_days(np.random.default_rng(0), 1, 5000)
+    moved["item_counter"] *= 1.5  # every item's counter half as high again: drift
+    result = drift(_head_item_days(np.random.default_rng(1), 7, 700), moved, ["item_counter"], cfg)
+    assert result.verdict == "fail" and "item_counter PSI" in result.summary
+
+
 def test_too_few_rows_are_not_judged() -> None:
     rng = np.random.default_rng(2)
     result = drift(_frames(rng, 3000), _frames(rng, 50), ["normal"], MonitoringConfig())

@@ -33,7 +33,7 @@ def _psi_plot(outcome: GapCheckOutcome, path: Path) -> bool:
     names = sorted(drift, key=lambda n: drift[n]["psi"])
     fig, ax = plt.subplots(figsize=(7, 0.25 * len(names) + 1.5))
     ax.barh(names, [drift[n]["psi"] for n in names], color="#4477aa")
-    ax.set_xlabel("PSI, training window -> serving window")
+    ax.set_xlabel("PSI, reference days -> served rows")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

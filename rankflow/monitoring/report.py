@@ -2,19 +2,20 @@
 
 :func:`run_gap_check` reads the served-feature log and its scores (rankflow/serving/
 served_log.py), recomputes the same rows offline with ``get_historical_features`` at each row's
-``__log_timestamp``, samples the champion's training window as the drift reference, joins the
-replayed labels, and runs rankflow/monitoring/checks.py. The report (markdown with PNG plots)
-and a JSON summary go to ``<state>/reports/gap-check-<time>/`` and to an MLflow run in the
-champion's experiment tagged with the model version (``rankflow.model_version``); the verdict
-is printed and returned, so a flow can act on it. Rows and files of the log that the reader
-left out (repeated request ids, times pandas cannot hold, unreadable files) are counted and
-named in the outcome's notes, beside the verdict.
+``__log_timestamp``, samples the last days of the champion's training window as the drift
+reference (rankflow/monitoring/drift.py), joins the replayed labels, and runs the checks
+(rankflow/monitoring/checks.py, drift.py). The report (markdown with PNG plots) and a JSON
+summary go to ``<state>/reports/gap-check-<time>/`` and to an MLflow run in the champion's
+experiment tagged with the model version (``rankflow.model_version``); the verdict is printed
+and returned, so a flow can act on it. Rows and files of the log that the reader left out
+(repeated request ids, times pandas cannot hold, unreadable files) are counted and named in the
+outcome's notes, beside the verdict.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ import pandas as pd
 
 from rankflow.errors import RankflowError
 from rankflow.monitoring import checks
+from rankflow.monitoring.drift import drift, reference_entities, reference_window
 from rankflow.monitoring.outcome import GapCheckOutcome
 from rankflow.monitoring.render import write_report
 from rankflow.monitoring.stats import worst
@@ -82,23 +84,25 @@ def _offline(store: FeatureStore, service: str, frame: pd.DataFrame) -> pd.DataF
 
 
 def _reference(
-    store: FeatureStore, paths: StatePaths, service: str, window: str | None, rows: int, seed: int
-) -> pd.DataFrame:
-    """A seeded sample of the champion's training window, features point-in-time."""
+    store: FeatureStore,
+    paths: StatePaths,
+    service: str,
+    window: str | None,
+    monitoring: MonitoringConfig,
+) -> tuple[pd.DataFrame, str]:
+    """The drift reference (rankflow/monitoring/drift.py): a seeded sample of the last
+    ``drift_reference_days`` days of the champion's training window, features as served; and
+    the line that names those days."""
     from rankflow.features.training_set import load_entity_df
 
     impressions = load_entity_df(paths)
-    day = pd.to_datetime(impressions["event_timestamp"], utc=True).dt.date
-    if window and ".." in window:
-        start, end = (date.fromisoformat(p) for p in window.split(".."))
-        impressions = impressions[(day >= start) & (day <= end)]
-    sample = impressions.sample(min(rows, len(impressions)), random_state=seed)
-    entity = sample.drop(columns=[c for c in ("label", "event_id", "event_date") if c in sample])
-    return store.get_historical_features(
-        entity_df=entity.reset_index(drop=True),
-        features=store.get_feature_service(service),
-        full_feature_names=False,
+    data_end = impressions["event_timestamp"].max().date()
+    days = reference_window(window, data_end, monitoring.drift_reference_days)
+    entity = reference_entities(impressions, days, monitoring.drift_rows, monitoring.seed)
+    frame = store.get_historical_features(
+        entity_df=entity, features=store.get_feature_service(service), full_feature_names=False
     ).to_df()
+    return frame, f"{days[0]}..{days[1]} (end of the training window, as served)"
 
 
 def _registry(uri: str, scoring: ScoringConfig, versions: list[str], cache_dir: Path):
@@ -149,7 +153,7 @@ def run_gap_check(
 ) -> GapCheckOutcome:
     """The whole check (see the module docstring) of what a service with ``scoring`` served,
     against the thresholds of ``monitoring``."""
-    from rankflow.features.store import open_store
+    from rankflow.features.store import coerce_features, open_store
     from rankflow.serving.labels import load_labels
     from rankflow.serving.lookup import OnlineLookup
     from rankflow.tracking.setup import resolve_tracking_uri
@@ -170,19 +174,18 @@ def run_gap_check(
         materialized = {v.name: v.most_recent_end_time for v in store.list_feature_views()}
         offline = _offline(store, service, served)
         window = champion.tags.get("rankflow.data_window") if champion is not None else None
-        reference = _reference(
-            store, paths, service, window, monitoring.drift_rows, monitoring.seed
-        )
+        reference, reference_days = _reference(store, paths, service, window, monitoring)
     served_inputs = _model_inputs(
         served, {f: served[f"{v}__{f}"] for f, v in views.items()}, lookup.schema
     )
     offline_inputs = _model_inputs(served, {f: offline[f] for f in views}, lookup.schema)
+    reference_inputs = coerce_features(reference, lookup.schema)
     labelled = join_labels(served_all, labels)
     drift_features = [f for f in views if f not in monitoring.drift_exclude]
     results = [
         checks.feature_skew(served, offline, views, monitoring),
         checks.score_skew(served, served_inputs, offline_inputs, scorers, monitoring),
-        checks.drift(reference, served_inputs, drift_features, monitoring),
+        drift(reference_inputs, served_inputs, drift_features, monitoring, reference_days),
         checks.metric_gap(labelled, offline_metrics, monitoring),
         checks.freshness(served, views, ttls, materialized, monitoring),
     ]
@@ -331,7 +334,8 @@ def _numbers(outcome: GapCheckOutcome) -> dict[str, float]:
     if features:
         out["gap_feature_mismatch_rate_max"] = max(f["mismatch_rate"] for f in features.values())
     for version, v in d["score_skew"].get("versions", {}).items():
-        out[f"gap_score_abs_diff_max_v{version}"] = v["max_abs_diff_offline_features"]
+        out[f"gap_score_mismatch_rate_v{version}"] = v["mismatch_rate"]
+        out[f"gap_score_abs_diff_max_v{version}"] = v["max_abs_diff"]
     served_log = outcome.context.get("served_log", {})
     if served_log:
         out["gap_served_log_duplicate_rows"] = served_log["duplicate_rows"]

@@ -10,6 +10,7 @@ from rankflow.monitoring.config import MonitoringConfig
 from rankflow.monitoring.stats import (
     adversarial_validation,
     calibration_error,
+    compare_scores,
     compare_values,
     grade,
     ks,
@@ -76,8 +77,19 @@ def test_adversarial_validation_names_what_moved() -> None:
     assert abs(calm.lift) < 0.06
     moved = adversarial_validation(old, _frame(rng, 1500, 1.5), seed=0)
     assert moved.auc > 0.8 and moved.lift > 0.25
-    assert abs(moved.baseline_auc - 0.5) < 0.06
+    assert moved.held_out_rows == (1500, 1500)  # every row held out once (row folds)
     assert moved.top_features[0][0] == "moving"
+
+
+def test_compare_scores_counts_rows_beyond_the_tolerance_and_names_the_worst() -> None:
+    logged = np.array([0.1, 0.2, 0.3, 0.4, np.nan, np.nan])
+    offline = np.array([0.1, 0.2003, 0.3 + 1e-6, 0.5, 0.1, np.nan])
+    cmp = compare_scores(logged, offline, tolerance=1e-4)
+    assert (cmp.rows, cmp.beyond) == (6, 3)  # 0.0003, 0.1 and a score missing on one side
+    assert cmp.rate == pytest.approx(0.5)
+    assert cmp.worst == [4, 3, 1]  # largest difference first
+    assert np.isinf(cmp.max_abs_diff)
+    assert compare_scores([0.5], [0.5], 1e-4).worst == []
 
 
 def test_calibration_error() -> None:
@@ -91,4 +103,4 @@ def test_thresholds_must_be_ordered() -> None:
 
     with pytest.raises(ConfigError, match="psi"):
         parse_config({"monitoring": {"psi": {"warn": 0.5, "fail": 0.1}}})
-    assert MonitoringConfig().psi.fail == 0.25
+    assert MonitoringConfig().psi.fail == 0.3

@@ -1,0 +1,189 @@
+"""The drift check compares served rows with a comparable reference (the last days of the
+training window, looked up as served), fails drift-free data at most at its declared rate, and
+says which features moved, by how much against which threshold, and what to do."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rankflow.monitoring.config import MonitoringConfig, Threshold
+from rankflow.monitoring.drift import (
+    as_served,
+    drift,
+    features_drift,
+    reference_entities,
+    reference_window,
+)
+from rankflow.monitoring.stats import psi
+
+ZERO = Threshold(warn=0.0, fail=0.0)
+
+
+def test_the_reference_is_the_last_days_of_the_training_window() -> None:
+    window = "2026-10-02..2026-10-31"
+    assert reference_window(window, date(2026, 11, 30), 7) == (
+        date(2026, 10, 25),
+        date(2026, 10, 31),
+    )
+    # A window shorter than the reference: all of it.
+    assert reference_window("2026-10-29..2026-10-31", date(2026, 11, 30), 7) == (
+        date(2026, 10, 29),
+        date(2026, 10, 31),
+    )
+    # No window recorded: the last days of the data.
+    assert reference_window(None, date(2026, 11, 30), 3) == (date(2026, 11, 28), date(2026, 11, 30))
+
+
+def test_28_day_counters_of_the_window_start_are_not_comparable_with_a_served_day() -> None:
+    """A counter over the last 28 days grows through the first 28 days of the data: the whole
+    window is a different population from a served day, its last week is not."""
+    rng = np.random.default_rng(0)
+    days = pd.date_range("2026-10-01", periods=35, freq="D", tz="UTC")
+    rate = rng.gamma(2.0, 5.0, (len(days), 400))  # impressions a day of 400 items
+    counts = np.array([rate[max(0, d - 28) : d].sum(axis=0) for d in range(1, len(days) + 1)])
+    frame = pd.DataFrame({"day": np.repeat(days.date, 400), "impressions_28d": counts.ravel()})
+    served = frame[frame["day"] == days[-1].date()]["impressions_28d"]
+    window = frame[frame["day"] < days[-1].date()]
+    start, end = reference_window(f"{days[0].date()}..{days[-2].date()}", days[-2].date(), 7)
+    last_week = window[(window["day"] >= start) & (window["day"] <= end)]["impressions_28d"]
+    assert psi(window["impressions_28d"], served) > 0.25
+    assert psi(last_week, served) < 0.1
+
+
+def test_reference_rows_are_looked_up_as_served_at_the_start_of_their_day() -> None:
+    impressions = pd.DataFrame(
+        {
+            "event_id": ["a", "b", "c"],
+            "event_timestamp": pd.to_datetime(
+                ["2026-10-24 15:30:00", "2026-10-30 23:59:59", "2026-10-31 00:10:00"], utc=True
+            ),
+            "user_id": [1, 2, 3],
+            "hour_of_day": [15, 23, 0],
+            "label": [0, 1, 0],
+        }
+    )
+    entity = reference_entities(impressions, (date(2026, 10, 24), date(2026, 10, 30)), 10, 0)
+    assert sorted(entity["user_id"]) == [1, 2]  # the window's days only
+    assert "label" not in entity and "event_id" not in entity
+    stamps = sorted(entity["event_timestamp"])
+    assert stamps == list(pd.to_datetime(["2026-10-24 00:00:01", "2026-10-30 00:00:01"], utc=True))
+    assert sorted(entity["hour_of_day"]) == [15, 23]  # the request's own hour is kept
+    assert as_served(impressions)["user_id"].tolist() == [1, 2, 3]
+
+
+def _frames(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "normal": rng.normal(shift, 1, n),
+            "counts": rng.poisson(4, n).astype(np.float64),
+            "sparse": np.where(rng.random(n) < 0.3, np.nan, rng.exponential(1, n)),
+            "segment": rng.choice(np.array(["a", "b", "c", None], dtype=object), n),
+        }
+    )
+
+
+@pytest.mark.slow
+def test_drift_free_windows_fail_the_feature_tests_at_most_at_the_declared_rate() -> None:
+    """With zero configured thresholds only the sampling guard decides; the declared rate is
+    shared by every test (Bonferroni), so the whole set fails at most at that rate."""
+    cfg = MonitoringConfig(psi=ZERO, ks=ZERO, drift_false_alarm_rate=0.05)
+    seeds, fails = 200, 0
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        results = features_drift(_frames(rng, 400), _frames(rng, 250), list(_frames(rng, 1)), cfg)
+        fails += any(r.verdict == "fail" for r in results.values())
+    assert fails / seeds <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / seeds), f"{fails} of {seeds}"
+
+
+def test_a_known_shift_fails_the_feature_it_moved() -> None:
+    rng = np.random.default_rng(1)
+    cfg = MonitoringConfig()
+    results = features_drift(_frames(rng, 3000), _frames(rng, 3000, shift=0.8), ["normal"], cfg)
+    assert results["normal"].verdict == "fail"
+    assert results["normal"].psi > cfg.psi.fail
+    calm = features_drift(_frames(rng, 3000), _frames(rng, 3000), ["normal", "segment"], cfg)
+    assert {r.verdict for r in calm.values()} == {"pass"}
+
+
+def test_the_sampling_guard_binds_on_small_samples_only() -> None:
+    """The null quantile is simulated only where it can exceed the configured threshold; at
+    thousands of rows the configured one decides."""
+    rng = np.random.default_rng(4)
+    cfg = MonitoringConfig()
+    large = features_drift(_frames(rng, 5000), _frames(rng, 20_000), ["counts", "segment"], cfg)
+    assert {(d.psi_warn, d.psi_fail) for d in large.values()} == {(cfg.psi.warn, cfg.psi.fail)}
+    small = features_drift(_frames(rng, 200), _frames(rng, 200), ["normal"], cfg)
+    assert small["normal"].psi_warn > cfg.psi.warn  # sampling noise alone reaches the floor
+
+
+def _head_item_days(rng: np.random.Generator, days: int, rows: int) -> pd.DataFrame:
+    """Days of rows whose item counter is mostly spread over many items, but an eighth of the
+    rows are one head item's, carrying its value of the day, which moves a little each day."""
+    frames = []
+    for day in range(days):
+        head = rng.random(rows) < 0.125
+        counter = np.where(head, 30_000 + rng.normal(0, 300), rng.gamma(2.0, 2_000, rows))
+        stamp = pd.Timestamp("2026-11-01", tz="UTC") + pd.Timedelta(days=day, seconds=1)
+        frames.append(pd.DataFrame({"item_counter": counter, "event_timestamp": stamp}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_head_items_daily_jitter_is_judged_against_the_reference_days_own_spread() -> None:
+    """Its one value a day falls on either side of a quantile edge of the reference, which
+    moves a tenth of the rows between bins and PSI far past any threshold of independent rows;
+    the reference's days show the same spread among themselves, so a served day is no drift."""
+    cfg = MonitoringConfig()
+    fails = 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        reference, served = _head_item_days(rng, 7, 700), _head_item_days(rng, 1, 5000)
+        result = drift(reference, served, ["item_counter"], cfg)
+        fails += result.verdict == "fail"
+    assert fails == 0
+    moved = _head_item_days(np.random.default_rng(0), 1, 5000)
+    moved["item_counter"] *= 1.5  # every item's counter half as high again: drift
+    result = drift(_head_item_days(np.random.default_rng(1), 7, 700), moved, ["item_counter"], cfg)
+    assert result.verdict == "fail" and "item_counter PSI" in result.summary
+
+
+def test_too_few_rows_are_not_judged() -> None:
+    rng = np.random.default_rng(2)
+    result = drift(_frames(rng, 3000), _frames(rng, 50), ["normal"], MonitoringConfig())
+    assert result.verdict == "warn"
+    assert "not judged" in result.summary and "50 served rows" in result.summary
+    assert "serve more traffic" in result.summary
+    old = drift(_frames(rng, 20), _frames(rng, 3000), ["normal"], MonitoringConfig(), "the ref")
+    assert old.verdict == "warn" and "3,000 served rows against 20 of the ref" in old.summary
+    assert "no longer holds" in old.summary and "serve more traffic" not in old.summary
+
+
+def _day(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
+    """Rows of one day; every row of an item carries the item's daily value (a snapshot)."""
+    items = rng.integers(0, 300, n)
+    frame = _frames(rng, n, shift)
+    frame["item_stat"] = rng.normal(0, 1, 300)[items]
+    return frame.assign(item_id=items, user_id=rng.integers(0, 20_000, n))
+
+
+@pytest.mark.slow
+def test_drift_free_days_pass_and_a_shift_fails_with_what_moved_and_what_to_do() -> None:
+    rng = np.random.default_rng(3)
+    reference = pd.concat([_day(rng, 600) for _ in range(5)], ignore_index=True)
+    features = ["normal", "counts", "sparse", "segment", "item_stat"]
+    calm = drift(reference, _day(rng, 3000), features, MonitoringConfig(), "the last 5 days")
+    assert calm.verdict == "pass", calm.line()
+    assert "none of 5 features moved" in calm.summary
+    assert "held-out users and items" in calm.summary
+    moved = drift(
+        reference, _day(rng, 3000, shift=0.8), features, MonitoringConfig(), "the last 5 days"
+    )
+    assert moved.verdict == "fail"
+    assert "1 of 5 features moved: normal PSI" in moved.summary
+    assert "3,000 served rows against 3,000 of the last 5 days" in moved.summary
+    assert "a canary retrains" in moved.summary and "fix the data first" in moved.summary
+    assert moved.details["features"]["normal"]["verdict"] == "fail"
+    assert moved.details["adversarial"]["held_out_by"] == ["user_id", "item_id"]

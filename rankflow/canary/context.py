@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from rankflow.canary.outcome import CanaryOutcome
 from rankflow.canary.records import record_on_versions
 from rankflow.registry.aliases import aliases_of
+from rankflow.registry.lock import promotion_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -58,6 +59,11 @@ class CanaryContext:
         involved = list(versions)
         if result.decision != "aborted":
             involved.append((self.serving, self.champion))
-        record_on_versions(self.client, result, involved)
+        # Under the promotion lock, as every other write to these versions: a description
+        # line is a read-modify-write and MLflow's SQL store upserts a tag by select-then-insert,
+        # so two canaries recording on one version (the champion, a family version both found
+        # by its fingerprint) at once would lose a line or fail on the tag's key.
+        with promotion_lock(self.settings, self.serving):
+            record_on_versions(self.client, result, involved)
         log.info("%s", result.summary())
         return result

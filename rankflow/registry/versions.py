@@ -9,6 +9,7 @@ headline metrics and the gate verdict are written onto each version as well.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -26,6 +27,13 @@ TAG_FAMILY_VERSION = "rankflow.family_version"
 # Set by `rankflow rollback` on the version it removed from @champion (the reason); a canary
 # does not re-propose that model unless canary.allow_rolled_back.
 TAG_ROLLED_BACK = "rankflow.rolled_back"
+
+
+# MLflow's SQL stores hold a version's description in VARCHAR(5000): Postgres and MySQL refuse a
+# longer one (SQLite does not check), so the history a version accumulates must stay within it.
+DESCRIPTION_LIMIT = 5000
+HISTORY = "### History"
+_DROPPED = re.compile(r"^_(\d+) earlier entr(?:y|ies) not shown", re.MULTILINE)
 
 
 def now_utc() -> str:
@@ -99,11 +107,40 @@ def register_version(
 def record_note(client: MlflowClient, name: str, version: str, note: str) -> None:
     """Append a dated line to the version's description (the UI shows it on the version page)."""
     mv = client.get_model_version(name, version)
-    text = (mv.description or "").rstrip()
-    if "### History" not in text:
-        text += "\n\n### History"
-    text += f"\n- {now_utc()}: {note}"
-    client.update_model_version(name, version, description=text.strip())
+    text = with_note(mv.description or "", f"{now_utc()}: {note}")
+    client.update_model_version(name, version, description=text)
+
+
+def with_note(description: str, note: str, limit: int = DESCRIPTION_LIMIT) -> str:
+    """``description`` with ``note`` appended to its history, in at most ``limit`` characters.
+
+    A champion gathers a line from every canary run against it, so the history outgrows the
+    store's column within months of weekly canaries. The oldest lines go first and a line says
+    how many are not shown (the version's tags and the canary runs keep every decision); the
+    text above the history (the model card) keeps at most half of ``limit``.
+    """
+    head, _, history = description.partition(HISTORY)
+    head = _cut(head.strip(), limit // 2)
+    found = _DROPPED.search(history)
+    dropped = int(found.group(1)) if found else 0
+    entries = [line for line in history.splitlines() if line.startswith("- ")]
+    # room for the heading and the "not shown" line beside the card
+    entries.append(_cut(f"- {note}", limit - len(head) - 100))
+
+    def render() -> str:
+        shown = [f"_{dropped} earlier entries not shown (MLflow keeps {limit} characters)_"]
+        return "\n".join([head, "", HISTORY, *(shown if dropped else []), *entries]).strip()
+
+    text = render()
+    while len(text) > limit and len(entries) > 1:
+        entries.pop(0)
+        dropped += 1
+        text = render()
+    return text
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --------------------------------------------------------------------------------------------

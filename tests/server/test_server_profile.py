@@ -444,3 +444,19 @@ def test_two_canaries_at_once_promote_exactly_once_on_the_servers(concurrent) ->
     }
     assert tagged and tagged <= {"promoted", "aborted"}, (tagged, results)
     assert not (concurrent["home"] / "mlflow" / "mlflow.db").exists()
+
+
+def test_a_champions_history_stays_within_what_postgres_holds(concurrent) -> None:
+    """Postgres holds a version's description in VARCHAR(5000) (SQLite does not check): the
+    champion, noted by every canary run against it, takes a year of weekly notes and keeps the
+    newest."""
+    from rankflow.registry.promotion import CHAMPION
+    from rankflow.registry.versions import DESCRIPTION_LIMIT, record_note
+
+    client, version = concurrent["client"], concurrent["after"][CHAMPION]
+    for week in range(60):  # 60 lines of about 160 characters: twice the column
+        record_note(client, "rankflow-ctr", version, f"canary week {week}: " + "r" * 120)
+    text = client.get_model_version("rankflow-ctr", version).description
+    assert len(text) <= DESCRIPTION_LIMIT
+    assert text.splitlines()[-1].endswith(f"canary week 59: {'r' * 120}")
+    assert "earlier entries not shown" in text

@@ -193,48 +193,6 @@ def idle_outcome(client: MlflowClient, serving: str, seconds: float) -> CanaryOu
 
 
 # --------------------------------------------------------------------------------- evidence
-def served_rows(paths: StatePaths, feature_service: str, phase: LivePhase) -> pd.DataFrame:
-    """The score log rows of this phase's two versions, each in its own arm, scored since the
-    start (wall clock, ``__served_at``): ``request_id, item_id, user_id, arm, p_click,
-    requested_at`` (the request's own time). Score files from before ``__served_at`` existed
-    count as before any phase."""
-    from rankflow.serving.served_log import LOG_TIMESTAMP, REQUEST_ID, SERVED_AT, score_log_dir
-
-    folder = score_log_dir(paths, feature_service)
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    columns = ["request_id", "item_id", "user_id", "arm", "p_click", "requested_at"]
-    if not files:
-        return pd.DataFrame(columns=columns)
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        frame = con.execute(
-            f"""
-            select "{REQUEST_ID}" as request_id, item_id, user_id, arm, p_click,
-                   "{LOG_TIMESTAMP}" as requested_at
-            from read_parquet(?, union_by_name = true)
-            where "{SERVED_AT}" >= ?
-              and ((arm = ? and model_version = ?) or (arm = ? and model_version = ?))
-            order by "{SERVED_AT}"
-            """,
-            [
-                [str(f) for f in files],
-                phase.start,
-                CHAMPION,
-                phase.champion,
-                CHALLENGER,
-                phase.challenger,
-            ],
-        ).df()
-    except duckdb.BinderError:  # only files older than __served_at: nothing of this phase
-        return pd.DataFrame(columns=columns)
-    finally:
-        con.close()
-    # A request id scored twice (a retry) counts once: its last scoring is what was shown.
-    return frame.drop_duplicates(["request_id", "item_id"], keep="last").reset_index(drop=True)
-
-
 def labelled_impressions(
     paths: StatePaths, since: datetime | None, until: datetime | None
 ) -> pd.DataFrame:
@@ -307,6 +265,8 @@ class LookResult:
     decision: OnlineDecision
     phase: LivePhase
     arms: dict[str, dict[str, Any]]
+    served_log: dict[str, Any] = field(default_factory=dict)  # PhaseRows.to_dict()
+    notes: list[str] = field(default_factory=list)  # what reading the log left out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -315,6 +275,8 @@ class LookResult:
             "looks": self.phase.looks,
             "arms": self.arms,
             "started_at": self.phase.started_at,
+            "served_log": self.served_log,
+            "notes": self.notes,
             "truth": {},
         }
 
@@ -332,6 +294,7 @@ class LookResult:
                     f"{a['clicks']:,} clicks, CTR {a['ctr']:.4f}, AUC {a['auc']:.4f}, "
                     f"calibration {a['calibration_ratio']:.3f}"
                 )
+        lines += [f"  log: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -423,7 +386,10 @@ def look_at_phase(
 ) -> LookResult:
     """Read the phase's served and labelled rows and take a look (the phase file is the
     caller's to write or remove, after the decision is applied)."""
-    served = served_rows(paths, feature_service, phase)
+    from rankflow.canary.served import served_rows
+
+    read = served_rows(paths, feature_service, phase.champion, phase.challenger, phase.start)
+    served = read.frame
     # The impressions of the phase are those of its requests: from the first request's own
     # time on (in production the start; in a replay of a past day, that day).
     first = pd.Timestamp(served["requested_at"].min()).to_pydatetime() if len(served) else None
@@ -434,4 +400,6 @@ def look_at_phase(
         days = phase.pre_period_days
         since = first - timedelta(days=days) if days is not None else None
         pre = pre_period(labelled_impressions(paths, since, first))
-    return take_look(phase, labelled, pre, rule, now=now)
+    look = take_look(phase, labelled, pre, rule, now=now)
+    look.served_log, look.notes = read.to_dict(), read.notes()
+    return look

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.params import DEFAULT_CONFIG, ConfigParams, resolve_settings
+from flows.params import DEFAULT_CONFIG, ConfigParams, load_on_state, resolve_settings
 from flows.records import RunRecord
 
 FLOW_NAME = "gap-check"
@@ -34,7 +34,8 @@ def gap_check(
     from rankflow.canary.triggers import retrain_on_gap_verdict
     from rankflow.monitoring.report import run_gap_check
 
-    resolved, settings = config.load(), resolve_settings()
+    settings = resolve_settings()
+    config, resolved = load_on_state(config, settings)  # a canary it starts refreshes on it
     record = RunRecord(FLOW_NAME, config, resolved, settings.paths)
     outcome = record.run(
         "gap_check",

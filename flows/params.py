@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rankflow.config import DEFAULT_CONFIG_PATH, RankflowConfig, load_config
-from rankflow.paths import REPO_ROOT
+from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.settings import Settings
 
 
@@ -68,6 +68,21 @@ class ConfigParams(BaseModel):
         check_model_config(config)
         return config
 
+    def settled(self, paths: StatePaths) -> ConfigParams:
+        """This config held to what the state in ``paths`` was built with
+        (rankflow/built_with.py): the state's simulation / warehouse values where these
+        overrides and the file ask for none; ``StateSettingsError`` (one line naming each key,
+        the state's value and the requested one) if they ask to change one, before any work."""
+        from rankflow.built_with import settled_overrides
+
+        path = self.resolved_path() if self.config_path else None
+        overrides = settled_overrides(paths, path, dict(self.overrides))
+        return (
+            self
+            if overrides == self.overrides
+            else self.model_copy(update={"overrides": overrides})
+        )
+
     def describe(self) -> dict[str, Any]:
         """What the run was asked for (recorded next to the resolved config)."""
         return {"config_path": str(self.resolved_path()), "overrides": dict(self.overrides)}
@@ -75,6 +90,30 @@ class ConfigParams(BaseModel):
 
 # The default of every flow's ``config`` parameter (configs/rankflow.yaml, no overrides).
 DEFAULT_CONFIG = ConfigParams.default()
+
+
+def load_on_state(
+    config: ConfigParams, settings: Settings, *, rebuild: bool = False
+) -> tuple[ConfigParams, RankflowConfig]:
+    """A flow's config on its state dir: settled against what the state was built with (a
+    rebuild takes it as asked), and loaded. Subflows get the settled one."""
+    settled = config if rebuild else config.settled(settings.paths)
+    return settled, settled.load()
+
+
+def record_build(
+    config: ConfigParams, resolved: RankflowConfig, paths: StatePaths, by: str
+) -> None:
+    """Remember what the state's data was just built with: the raw data (if simulated) and
+    the warehouse (rankflow/built_with.py); called when the build has completed."""
+    from rankflow.built_with import build_request
+    from rankflow.built_with import record_build as record
+    from rankflow.tracking.lineage import git_sha
+
+    path = config.resolved_path() if config.config_path else None
+    sections = ("simulation", "warehouse") if resolved.source == "simulate" else ("warehouse",)
+    request = build_request(path, dict(config.overrides))
+    record(paths, request, sections, by=by, git_sha=git_sha())
 
 
 def resolve_settings() -> Settings:

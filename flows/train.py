@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows import tasks
-from flows.params import DEFAULT_CONFIG, ConfigParams, resolve_settings
+from flows.params import DEFAULT_CONFIG, ConfigParams, load_on_state, resolve_settings
 from flows.records import RunRecord, RunSummary
 
 FLOW_NAME = "train"
@@ -24,7 +24,8 @@ def train(config: ConfigParams = DEFAULT_CONFIG) -> RunSummary:
     Args:
         config: the rankflow config (YAML path and dotted-key overrides), validated first.
     """
-    resolved, settings = config.load(), resolve_settings()
+    settings = resolve_settings()
+    config, resolved = load_on_state(config, settings)  # the values the data was built with
     if resolved.scale_out.task_runner == "dask":  # fail before any work if it cannot run
         from flows.scale_out import check_ready
 

@@ -19,7 +19,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rankflow.cli_inputs import REBUILD_HELP, parse_overrides
+from rankflow.cli_inputs import command_config as _config
+from rankflow.cli_inputs import command_overrides as _overrides
+from rankflow.cli_inputs import command_settings as _settings
+from rankflow.cli_inputs import flow_config as _flow_config
+from rankflow.cli_inputs import record_build as _record_build
 from rankflow.errors import RankflowError
+
+__all__ = ["FLOW_ENTRYPOINTS", "build_parser", "main", "parse_overrides"]
 
 # The flows' entrypoints: the same dotted paths as the deployments in prefect.yaml (a test
 # keeps the two in step).
@@ -32,35 +40,15 @@ FLOW_ENTRYPOINTS: dict[str, str] = {
 }
 
 
-def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
-    """``--set KEY=VALUE`` items as a dict of dotted keys to YAML-parsed values."""
-    from models.yaml_config import parse_overrides as parse
-    from rankflow.errors import ConfigError
-
-    return parse(list(items or ()), ConfigError)
-
-
-def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None):
-    from rankflow.config import load_config
-
-    overrides = {k: v for k, v in (extra or {}).items() if v is not None}
-    overrides.update(parse_overrides(args.set))
-    return load_config(args.config, overrides)
-
-
-def _settings(args: argparse.Namespace):
-    from rankflow.settings import Settings
-
-    return Settings.resolve(home=args.home)
-
-
 def _run_flow(args: argparse.Namespace, name: str, **parameters: Any) -> int:
     """Validate the config here (a one-line error before Prefect starts), then run the flow."""
+    from rankflow.config import load_config
     from rankflow.preflight import check_model_config
     from rankflow.settings import configure_process
     from rankflow.temp_server import guard_temporary_server
 
-    check_model_config(_config(args))  # both configs, before any stage runs
+    overrides = _overrides(args)  # the state's values, or one line before Prefect starts
+    check_model_config(load_config(args.config, overrides))  # both configs, before any stage
     settings = _settings(args)
     configure_process(settings)  # before Prefect is imported: it reads its settings at import
     for note in guard_temporary_server():  # no temporary server outlives a killed run
@@ -68,22 +56,17 @@ def _run_flow(args: argparse.Namespace, name: str, **parameters: Any) -> int:
     from prefect.utilities.importtools import import_object
 
     flow = import_object(FLOW_ENTRYPOINTS[name])
-    config = {
-        # on the command line a relative --config is relative to the current directory
-        "config_path": str(Path(args.config).resolve()) if args.config else None,
-        "overrides": parse_overrides(args.set),
-    }
-    summary = flow(config=config, **parameters)
+    summary = flow(config=_flow_config(args, overrides), **parameters)
     print(summary.render())
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_flow(args, "pipeline", full_refresh=args.full_refresh)
+    return _run_flow(args, "pipeline", full_refresh=args.full_refresh, rebuild=args.rebuild)
 
 
 def cmd_build_features(args: argparse.Namespace) -> int:
-    return _run_flow(args, "build-features", full_refresh=args.full_refresh)
+    return _run_flow(args, "build-features", full_refresh=args.full_refresh, rebuild=args.rebuild)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -91,6 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from rankflow.config import load_config
     from rankflow.sim.simulate import simulate
 
     flags = {
@@ -102,9 +86,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "simulation.end_date": args.end_date,
         "simulation.drift_day": args.drift_day,
     }
-    config = _config(args, flags)
+    overrides = _overrides(args, flags)
+    config = load_config(args.config, overrides)
     paths = _settings(args).paths
     print(simulate(config.simulation, config.resolved_raw_dir(paths), paths.truth))
+    _record_build(args, overrides, "simulation")
     return 0
 
 
@@ -117,9 +103,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from rankflow.config import load_config
     from rankflow.warehouse.build import build_warehouse
 
-    config = _config(args)
+    overrides = _overrides(args)
+    config = load_config(args.config, overrides)
     paths = _settings(args).paths
     raw_dir = config.resolved_raw_dir(paths)
     # build_warehouse checks the contract first, on the files it loads
@@ -130,6 +118,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raw_dir=raw_dir,
     )
     print(result)
+    _record_build(args, overrides, "warehouse")
     return 0
 
 
@@ -216,15 +205,11 @@ def cmd_gap_check(args: argparse.Namespace) -> int:
     if args.flow:
         from rankflow.settings import configure_process
 
-        _config(args)
+        config = _flow_config(args, _overrides(args))  # one line if it asks for another state
         configure_process(_settings(args))  # before Prefect is imported
         from prefect.utilities.importtools import import_object
 
         flow = import_object(FLOW_ENTRYPOINTS["gap-check"])
-        config = {
-            "config_path": str(Path(args.config).resolve()) if args.config else None,
-            "overrides": parse_overrides(args.set),
-        }
         result = flow(config=config, log_to_mlflow=not args.no_mlflow)
         print(result["verdict"].upper(), json.dumps(result["checks"]))
         for note in result.get("notes", []):
@@ -255,7 +240,11 @@ def cmd_canary(args: argparse.Namespace) -> int:
     check_phase_config(config.canary, config.source, config.serving.canary_share)
     if not args.no_flow:
         return _run_flow(
-            args, "canary", refresh_features=not args.no_refresh, look_only=args.look_only
+            args,
+            "canary",
+            refresh_features=not args.no_refresh,
+            look_only=args.look_only,
+            rebuild=args.rebuild,
         )
     from rankflow.canary.run import run_canary
     from rankflow.preflight import check_model_config
@@ -306,6 +295,7 @@ def _canary_commands(sub: argparse._SubParsersAction) -> None:
         cmd_canary,
         "the Prefect `canary` flow: warm-started challenger "
         "-> offline gate -> canary phase -> promote / reject",
+        rebuild=True,
     )
     canary.add_argument("--no-refresh", action="store_true", help="skip the build-features subflow")
     canary.add_argument(
@@ -380,12 +370,15 @@ def _add(
     help_text: str,
     *,
     full_refresh: bool = False,
+    rebuild: bool = False,
 ) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text)
     if full_refresh:
         parser.add_argument(
             "--full-refresh", action="store_true", help="rebuild incremental models from scratch"
         )
+    if rebuild:
+        parser.add_argument("--rebuild", action="store_true", help=REBUILD_HELP)
     parser.set_defaults(func=func)
     return parser
 
@@ -425,6 +418,7 @@ def _flow_commands(sub: argparse._SubParsersAction) -> None:
         "the main job, the Prefect `pipeline` flow: simulate -> dbt -> "
         "Feast -> training set -> Wide & Deep + DCN -> MLflow registry",
         full_refresh=True,
+        rebuild=True,
     )
     _add(
         sub,
@@ -432,6 +426,7 @@ def _flow_commands(sub: argparse._SubParsersAction) -> None:
         cmd_build_features,
         "the Prefect `build-features` flow: simulate -> contract -> dbt -> Feast",
         full_refresh=True,
+        rebuild=True,
     )
     _add(
         sub,
@@ -448,6 +443,7 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
         "simulate",
         cmd_simulate,
         "write simulated raw data and its ground truth (flags override simulation.*)",
+        rebuild=True,
     )
     sim.add_argument("--seed", type=int)
     sim.add_argument("--impressions", type=int, help="total impressions over all days")
@@ -463,6 +459,7 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
         cmd_build,
         "contract check, then dbt build of the warehouse and the Feast exports",
         full_refresh=True,
+        rebuild=True,
     )
     _add(sub, "dbt-docs", cmd_dbt_docs, "dbt docs generate")
     _add(sub, "features", cmd_features, "feast apply + materialize-incremental")

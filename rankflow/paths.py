@@ -31,6 +31,12 @@ class StatePaths:
         return self.root / "raw"
 
     @property
+    def built_with(self) -> Path:
+        """What the state's data was built with (rankflow/built_with.py): the simulation and
+        warehouse values, the commit, when; later commands are held to it."""
+        return self.root / "built-with.json"
+
+    @property
     def truth(self) -> Path:
         """The simulator's ground truth (true click probabilities)."""
         return self.root / "truth"

@@ -143,8 +143,10 @@ def _ctr_line(ctr: dict) -> str:
 
 def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) -> RankflowConfig:
     """Re-simulate with drift over the last ``drift_days`` days, then rebuild (incremental)."""
+    from rankflow.built_with import BuildRequest, build_settings, record_build
     from rankflow.features.store import refresh_online_store
     from rankflow.sim.simulate import simulate
+    from rankflow.tracking.lineage import git_sha
     from rankflow.warehouse.build import build_warehouse
 
     sim = config.simulation
@@ -158,6 +160,10 @@ def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) ->
     simulate(drifted.simulation, raw, paths.truth)
     build_warehouse(paths, vars=drifted.warehouse.model_dump(), raw_dir=raw)
     refresh_online_store(settings)
+    # The state is now the drifted one: later commands (a canary after the demo) keep it.
+    built = build_settings(drifted.source, drifted.simulation, drifted.warehouse)
+    request = BuildRequest(built, file_settings=None)
+    record_build(paths, request, ("simulation", "warehouse"), by="demo", git_sha=git_sha())
     _archive_served_log(paths, config.feature_service)
     return drifted
 

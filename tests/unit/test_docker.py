@@ -90,6 +90,57 @@ def test_compose_file_matches_the_compose_specification(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Published ports: loopback unless the user says otherwise
+# ---------------------------------------------------------------------------------------------
+
+LOOPBACK = {"127.0.0.1", "::1", "[::1]", "localhost"}
+DEFAULTED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?-([^}]*)\}")
+
+
+def _published_host_ips(compose: dict[str, Any]) -> dict[str, str]:
+    """``service port`` -> the host address it binds to when no variable is set (each
+    ``${VAR:-default}`` at its default); ``""`` for a port published on every interface."""
+    found: dict[str, str] = {}
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):  # the long syntax
+                found[f"{name} {port.get('published')}"] = str(port.get("host_ip", ""))
+                continue
+            text = str(port)
+            assert "${" not in DEFAULTED.sub("", text), (
+                f"{name}: {text} has a variable without default"
+            )
+            resolved = DEFAULTED.sub(lambda m: m.group(2), text)
+            host, _, _container = resolved.rpartition(":")
+            address, sep, published = host.rpartition(":")
+            found[f"{name} {published if sep else host}"] = address if sep else ""
+    return found
+
+
+def test_every_published_port_binds_to_loopback_by_default() -> None:
+    published = _published_host_ips(_compose())
+    assert {p.split()[0] for p in published} == {"mlflow", "prefect-server", "service"}
+    assert {p: ip for p, ip in published.items() if ip not in LOOPBACK} == {}
+    # the documented example keeps them there too
+    example = _env_example()
+    binds = {k: v for k, v in example.items() if k.endswith("_BIND")}
+    assert set(binds) == {"MLFLOW_BIND", "PREFECT_BIND", "SERVICE_BIND"}
+    assert set(binds.values()) <= LOOPBACK
+
+
+def test_the_loopback_check_does_catch_a_port_on_every_interface() -> None:
+    compose = _compose()
+    compose["services"]["service"]["ports"] = ["${SERVICE_PORT:-8080}:8080"]
+    compose["services"]["mlflow"]["ports"] = [{"target": 5000, "published": 5000}]
+    compose["services"]["prefect-server"]["ports"] = ["${PREFECT_BIND:-0.0.0.0}:4200:4200"]
+    assert _published_host_ips(compose) == {
+        "service 8080": "",
+        "mlflow 5000": "",
+        "prefect-server 4200": "0.0.0.0",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Cross-references the schema does not check
 # ---------------------------------------------------------------------------------------------
 

@@ -164,7 +164,7 @@ def test_state_folders_are_named_by_state_paths_not_joined_by_hand() -> None:
 LAYERS: tuple[frozenset[str], ...] = tuple(
     frozenset(names.split())
     for names in (
-        "errors settings paths config locks times jsonable preflight temp_server "
+        "errors settings paths config locks times jsonable preflight temp_server built_with "
         "serving.config monitoring.config sim.config",
         "data",
         "warehouse",
@@ -175,7 +175,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "monitoring",
         "canary",
         "sim",
-        "cli __main__",
+        "cli cli_inputs __main__",
     )
 )
 PRODUCTION = ("canary", "serving", "training", "monitoring", "registry", "tracking")

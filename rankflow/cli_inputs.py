@@ -1,0 +1,69 @@
+"""What a command of the CLI runs with: its config (the file, ``--set``, and the values the state
+was built with: rankflow/built_with.py) and its settings.
+
+Beside :mod:`rankflow.cli`, which holds the commands; imports are local, as there, so
+``rankflow --help`` loads nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# Commands that build the state's data take --rebuild (rankflow/built_with.py).
+REBUILD_HELP = (
+    "rebuild the state's data with this command's simulation / warehouse values even where they "
+    "differ from those it was built with (without it such a command refuses)"
+)
+
+
+def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as a dict of dotted keys to YAML-parsed values."""
+    from models.yaml_config import parse_overrides as parse
+    from rankflow.errors import ConfigError
+
+    return parse(list(items or ()), ConfigError)
+
+
+def command_overrides(
+    args: argparse.Namespace, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The command's overrides, held to what the state was built with (rankflow/built_with.py):
+    the state's values where the command asks for none; one line if it asks to change one
+    (unless ``--rebuild``)."""
+    from rankflow.built_with import settled_overrides
+
+    overrides = {k: v for k, v in (extra or {}).items() if v is not None}
+    overrides.update(parse_overrides(args.set))
+    if getattr(args, "rebuild", False):
+        return overrides
+    return settled_overrides(command_settings(args).paths, args.config, overrides)
+
+
+def command_config(args: argparse.Namespace, extra: dict[str, Any] | None = None):
+    from rankflow.config import load_config
+
+    return load_config(args.config, command_overrides(args, extra))
+
+
+def record_build(args: argparse.Namespace, overrides: dict[str, Any], *sections: str) -> None:
+    from rankflow.built_with import build_request
+    from rankflow.built_with import record_build as record
+    from rankflow.tracking.lineage import git_sha
+
+    request = build_request(args.config, overrides)
+    record(command_settings(args).paths, request, sections, by=args.command, git_sha=git_sha())
+
+
+def command_settings(args: argparse.Namespace):
+    from rankflow.settings import Settings
+
+    return Settings.resolve(home=args.home)
+
+
+def flow_config(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    # on the command line a relative --config is relative to the current directory
+    path = str(Path(args.config).resolve()) if args.config else None
+    return {"config_path": path, "overrides": overrides}

@@ -154,7 +154,7 @@ def run_gap_check(
     """The whole check (see the module docstring) of what a service with ``scoring`` served,
     against the thresholds of ``monitoring``."""
     from rankflow.features.store import coerce_features, open_store
-    from rankflow.serving.labels import load_labels
+    from rankflow.serving.labels import load_labels, match_labels
     from rankflow.serving.lookup import OnlineLookup
     from rankflow.tracking.setup import resolve_tracking_uri
 
@@ -180,7 +180,8 @@ def run_gap_check(
     )
     offline_inputs = _model_inputs(served, {f: offline[f] for f in views}, lookup.schema)
     reference_inputs = coerce_features(reference, lookup.schema)
-    labelled = join_labels(served_all, labels)
+    matched = match_labels(served_all, labels)
+    labelled = matched.frame
     drift_features = [f for f in views if f not in monitoring.drift_exclude]
     results = [
         checks.feature_skew(served, offline, views, monitoring),
@@ -197,8 +198,9 @@ def run_gap_check(
         context={
             **_context(served_all, served, labelled, versions, window, scoring.model_name),
             "served_log": served_log.to_dict(),
+            "labels": matched.to_dict(),
         },
-        notes=served_log.notes() + _label_notes(unreadable_labels),
+        notes=served_log.notes() + _label_notes(unreadable_labels) + matched.notes(),
     )
     write_report(outcome, served, offline_inputs, scorers)
     if log_to_mlflow:
@@ -276,10 +278,9 @@ def join_labels(
     position they were shown at (closed-loop rows are scored at ``serving.score_position``
     and shown at their rank).
     """
-    labels = labels[labels["mode"].isin(modes)].drop(columns=["position"])
-    if served.empty or labels.empty:
-        return pd.DataFrame()
-    return served.merge(labels, on=["__request_id", "item_id"], how="inner")
+    from rankflow.serving.labels import match_labels
+
+    return match_labels(served, labels, modes).frame
 
 
 def _label_notes(unreadable: list[UnreadableFile]) -> list[str]:

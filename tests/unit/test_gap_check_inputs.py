@@ -98,3 +98,42 @@ def test_a_log_with_nothing_readable_is_an_error_that_names_the_files(
     with pytest.raises(GapCheckError, match="no served rows") as error:
         served_rows(paths, SERVICE, MonitoringConfig())
     assert str(broken) in str(error.value)
+
+
+def test_labels_written_twice_count_once_and_unlogged_impressions_are_counted(
+    paths: StatePaths,
+) -> None:
+    """A replay written twice (one label disagreeing) and impressions the service never
+    logged (its log was off): each impression judged once, the rest counted and named."""
+    from rankflow.serving.labels import load_labels, match_labels
+
+    log(paths, *request("r1", DAY, DAY, [1, 2]))
+    write_labels(paths, SERVICE, _labels("r1", [1, 2]), "a-first")
+    again = _labels("r1", [1, 2])
+    again.loc[again["item_id"] == 2, "label"] = 1
+    write_labels(paths, SERVICE, again, "b-again")
+    write_labels(paths, SERVICE, _labels("unlogged", [5, 6, 7]), "c-unlogged")
+
+    matched = match_labels(pd.DataFrame(), load_labels(paths, SERVICE)[0]).frame
+    assert matched.empty  # nothing served: nothing judged
+    served_log, _ = served_rows(paths, SERVICE, MonitoringConfig())
+    match = match_labels(served_log.frame, load_labels(paths, SERVICE)[0])
+
+    assert len(match.frame) == 2  # r1's two items, once each
+    assert match.frame.set_index("item_id")["label"].to_dict() == {1: 0, 2: 1}  # last written
+    assert (match.repeated, match.disagreeing) == (2, 1)
+    assert (match.labels, match.unmatched, match.unmatched_examples) == (5, 3, ["unlogged"])
+    notes = " ".join(match.notes())
+    assert "3 of 5 labelled impressions have no served row" in notes and "unlogged" in notes
+    assert "2 label rows repeat" in notes and "1 of them with another click" in notes
+    assert len(labelled_served(paths, SERVICE)) == 2
+
+
+def test_labels_that_all_join_once_say_nothing(paths: StatePaths) -> None:
+    from rankflow.serving.labels import load_labels, match_labels
+
+    log(paths, *request("r1", DAY, DAY, [1, 2]))
+    write_labels(paths, SERVICE, _labels("r1", [1, 2]), "day")
+    served_log, _ = served_rows(paths, SERVICE, MonitoringConfig())
+    match = match_labels(served_log.frame, load_labels(paths, SERVICE)[0])
+    assert len(match.frame) == 2 and match.notes() == []

@@ -93,10 +93,11 @@ def version_tags(outcome: CanaryOutcome) -> dict[str, str]:
 
 
 def note_lines(outcome: CanaryOutcome) -> str:
-    """One description line: decision, reason, the stage lines, the run."""
-    stages = " | ".join(outcome.stages)
+    """One description line: decision, reason, the run. The stages are the run's
+    (``canary.json``): a version's description holds a bounded history
+    (:func:`rankflow.registry.versions.with_note`), one line per decision."""
     run = f" (canary run `{outcome.run_id}`)" if outcome.run_id else ""
-    return f"canary {outcome.decision}: {outcome.reason}. {stages}{run}"
+    return f"canary {outcome.decision}: {outcome.reason}.{run}"
 
 
 def record_on_versions(

@@ -32,6 +32,9 @@ TAG_ROLLED_BACK = "rankflow.rolled_back"
 # MLflow's SQL stores hold a version's description in VARCHAR(5000): Postgres and MySQL refuse a
 # longer one (SQLite does not check), so the history a version accumulates must stay within it.
 DESCRIPTION_LIMIT = 5000
+# A history line's share: several decisions fit beside the model card; a longer note keeps its
+# start (what happened) and its end (the run that has the rest).
+NOTE_LIMIT = 800
 HISTORY = "### History"
 _DROPPED = re.compile(r"^_(\d+) earlier entr(?:y|ies) not shown", re.MULTILINE)
 
@@ -125,7 +128,7 @@ def with_note(description: str, note: str, limit: int = DESCRIPTION_LIMIT) -> st
     dropped = int(found.group(1)) if found else 0
     entries = [line for line in history.splitlines() if line.startswith("- ")]
     # room for the heading and the "not shown" line beside the card
-    entries.append(_cut(f"- {note}", limit - len(head) - 100))
+    entries.append(_cut_middle(f"- {note}", min(NOTE_LIMIT, limit - len(head) - 100)))
 
     def render() -> str:
         shown = [f"_{dropped} earlier entries not shown (MLflow keeps {limit} characters)_"]
@@ -141,6 +144,13 @@ def with_note(description: str, note: str, limit: int = DESCRIPTION_LIMIT) -> st
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cut_middle(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    tail = min(100, limit // 4)
+    return text[: limit - tail - 1] + "…" + text[-tail:]
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,12 +12,14 @@ half is there: a ``LoggingConfig(FileLoggingDestination(path))`` on the feature 
 - a background thread flushes every ``flush_seconds`` or at ``flush_rows`` rows: one Arrow
   table in the schema Feast derives from the service (join keys, request fields,
   ``<view>__<feature>`` with ``__timestamp`` / ``__status``, ``__log_timestamp``,
-  ``__log_date``, ``__request_id``) through ``write_logged_features``, and beside it a score
-  table (``__request_id``, ``item_id``, ``p_click``, ``rank``, model name / version, arm) as
-  parquet in its own folder, joined to the features by (``__request_id``, ``item_id``).
+  ``__log_date``, ``__request_id``) as a parquet file in the service's Feast logging
+  destination (what ``write_logged_features`` writes there; :func:`log_sink` says why not
+  through it), and beside it a score table (``__request_id``, ``item_id``, ``p_click``,
+  ``rank``, model name / version, arm) in its own folder, joined to the features by
+  (``__request_id``, ``item_id``).
 
-Feast writes into the destination folder without creating it, so the sink creates both folders
-before every write (they may have been removed while the service runs).
+The sink creates both folders before every write (they may have been removed while the
+service runs).
 Read back with :func:`load_served_log` (``__log_date`` is dropped on read, as Feast's own
 ``retrieve_feature_service_logs`` does). It takes the log as production writes it, where a
 request id can repeat (client retries), a time can lie beyond what pandas holds, and a file can
@@ -126,30 +128,37 @@ def bind_logging_destination(service: FeatureService, folder: Path) -> FeatureSe
     return service
 
 
-def feast_sink(store: FeatureStore, service: FeatureService, score_dir: Path) -> Sink:
-    """Write features through Feast's logging path (``service``'s bound destination) and
-    scores as parquet beside them."""
-    feature_dir = Path(service.logging_config.destination.path)
+def log_sink(service: FeatureService, score_dir: Path) -> Sink:
+    """Write the features into ``service``'s bound Feast logging destination and the scores
+    beside them, each flush one parquet file per folder, written whole then renamed.
+
+    The files are what Feast's ``write_logged_features`` writes for a file destination (the
+    same table, in the schema Feast derives; its ``retrieve_feature_service_logs`` reads them
+    back), written here rather than through it: for the DuckDB offline store Feast writes via
+    ``ibis.memtable(table).to_parquet(...)``, and ibis registers each memtable as a view of
+    its default DuckDB connection that it drops only at exit, so a service's memory grew with
+    every row it logged (bench/bench_log_memory.py). Written whole then renamed, a reader never
+    meets a half-written file of ours.
+    """
+    destination = service.logging_config.destination
+    if getattr(destination, "partition_by", None):
+        raise ValueError(
+            f"feature service {service.name}: its logging destination is partitioned by "
+            f"{destination.partition_by}; the scoring service writes one unpartitioned file per "
+            "flush (FileLoggingDestination(path=...) without partition_by)"
+        )
+    feature_dir = Path(destination.path)
 
     def write(features: pa.Table, scores: pa.Table) -> None:
         # Made on every write, not once: a clean-up job or an operator may remove the folders
-        # while the service runs, and Feast does not create its destination, so every flush
-        # until a restart would fail and drop its rows.
-        for folder in (feature_dir, score_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        store.write_logged_features(logs=features, source=service)
+        # while the service runs; every flush until a restart would fail and drop its rows.
         name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex}.parquet"
-        pq.write_table(scores, score_dir / f".{name}.tmp")
-        (score_dir / f".{name}.tmp").rename(score_dir / name)
+        for folder, table in ((feature_dir, features), (score_dir, scores)):
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, folder / f".{name}.tmp")
+            (folder / f".{name}.tmp").rename(folder / name)
 
     return write
-
-
-def warm_writer() -> None:
-    """Start the in-memory DuckDB that Feast's ``write_logged_features`` uses (ibis)."""
-    import ibis
-
-    ibis.memtable(pa.table({"x": [1]})).execute()
 
 
 def log_schema(store: FeatureStore, service: FeatureService) -> pa.Schema:
@@ -171,10 +180,8 @@ class ServedLogWriter:
         flush_rows: int,
         flush_seconds: float,
         metrics: ServiceMetrics | None = None,
-        warm: Callable[[], None] | None = None,
     ) -> None:
         self.schema = schema
-        self.warm = warm
         self.sink = sink
         self.buffer_rows = buffer_rows
         self.flush_rows = flush_rows
@@ -225,11 +232,6 @@ class ServedLogWriter:
             self.flush()
 
     def _run(self) -> None:
-        if self.warm is not None:
-            try:
-                self.warm()  # first-use costs (the DuckDB engine Feast writes with) off the
-            except Exception as error:  # first flush, which would hold the GIL mid-traffic
-                log.warning("served-feature log warm-up failed: %s", error)
         while True:
             with self._cond:
                 if not self._stop and self._pending_rows < self.flush_rows:

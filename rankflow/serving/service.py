@@ -38,11 +38,10 @@ from rankflow.serving.served_log import (
     LogBatch,
     ServedLogWriter,
     bind_logging_destination,
-    feast_sink,
     log_schema,
+    log_sink,
     score_log_dir,
     served_log_dir,
-    warm_writer,
 )
 
 if TYPE_CHECKING:
@@ -121,12 +120,11 @@ class ScoringService:
             )
             self.writer = ServedLogWriter(
                 log_schema(self.store, service),
-                feast_sink(self.store, service, score_log_dir(paths, scoring.feature_service)),
+                log_sink(service, score_log_dir(paths, scoring.feature_service)),
                 buffer_rows=self.serving.log.buffer_rows,
                 flush_rows=self.serving.log.flush_rows,
                 flush_seconds=self.serving.log.flush_seconds,
                 metrics=self.metrics,
-                warm=warm_writer,
             )
         self._view_of = {name: slot.view for name, slot in self.lookup.slots.items()}
 

@@ -46,3 +46,11 @@ def test_an_oversized_card_or_note_is_cut_not_refused() -> None:
     assert len(text) <= DESCRIPTION_LIMIT
     assert text.startswith("ccc") and _notes(text)[0].startswith("nnn")
     assert with_note("", "first")  # no card: the history alone
+
+
+def test_a_long_note_keeps_its_start_and_the_run_it_names() -> None:
+    note = "canary promoted: " + "r" * 3000 + " (canary run `abc123`)"
+    text = with_note(CARD, note)
+    (kept,) = _notes(text)
+    assert kept.startswith("canary promoted: rrr") and kept.endswith("(canary run `abc123`)")
+    assert len(kept) < 1000

@@ -110,11 +110,15 @@ def main() -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, args.flushes, args.rows)))
         return 0
+    sys.path.insert(0, str(ROOT))
+    from rankflow.settings import Settings
+
+    child_env = Settings.resolve().child_env  # the one reader of the process environment
     results = {}
     for path in ("feast", "service"):
         command = [sys.executable, __file__, "--worker", path]
         command += ["--flushes", str(args.flushes), "--rows", str(args.rows)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        env = child_env({"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
         out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         # The inputs are real: one file per flush, every row.

@@ -103,12 +103,16 @@ def feature_skew(
     offline: pd.DataFrame,
     views: Mapping[str, str],
     cfg: MonitoringConfig,
+    *,
+    unpublished_rows: int = 0,
 ) -> CheckResult:
     """Served ``<view>__<feature>`` against the point-in-time value at ``__log_timestamp``.
 
     ``offline`` is aligned row by row with ``served``. Mismatch rate and largest difference per
     feature over the rows not :func:`served_after_request`; the verdict names every feature
-    over the warn threshold, with an example pair and request ids.
+    over the warn threshold, with an example pair and request ids. ``unpublished_rows``: rows
+    whose entity the online store did not hold yet, whose ``offline`` values are those
+    published at the start of their day (rankflow/monitoring/report.py says why).
     """
     past = served_after_request(served)
     compared, recomputed = served.loc[~past], offline.loc[~past]
@@ -148,9 +152,23 @@ def feature_skew(
             "on-demand transform"
         )
     )
-    details = {"features": per_feature, "past_time_rows": int(past.sum())}
+    details = {
+        "features": per_feature,
+        "past_time_rows": int(past.sum()),
+        "unpublished_rows": unpublished_rows,
+    }
+    unpublished = (
+        f"{unpublished_rows:,} rows had an entity the online store did not hold yet (created "
+        "after its last materialization, e.g. a same-day signup): compared with the values "
+        "published at the start of their day, as served"
+        if unpublished_rows
+        else ""
+    )
     return CheckResult(
-        "feature_skew", verdict, _joined(summary, _past_time_note(served, past)), details
+        "feature_skew",
+        verdict,
+        _joined(summary, _past_time_note(served, past), unpublished),
+        details,
     )
 
 

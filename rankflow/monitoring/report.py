@@ -83,6 +83,48 @@ def _offline(store: FeatureStore, service: str, frame: pd.DataFrame) -> pd.DataF
     return result
 
 
+def _offline_as_served(
+    store: FeatureStore, service: str, frame: pd.DataFrame, views: dict[str, str]
+) -> tuple[pd.DataFrame, int]:
+    """:func:`_offline`, except where the online store did not hold the row's entity at all
+    (every feature of a view ``NOT_FOUND``): those views' values are looked up as the service
+    could have had them, at the start of the row's day (:func:`as_served`), and the rows are
+    counted.
+
+    An entity created after the last materialization (a user who signed up that day) is unknown
+    to the service until the next one, while the offline join at the request's time already
+    knows it: that is the schedule's latency, not skew. Compared as served, it matches; an
+    entity the online store should have held and lost still differs.
+    """
+    from rankflow.monitoring.drift import as_served
+
+    offline = _offline(store, service, frame)
+    unknown = {
+        view: _not_found(frame, [f"{view}__{f}__status" for f, v in views.items() if v == view])
+        for view in sorted(set(views.values()))
+    }
+    rows = np.logical_or.reduce([mask for mask in unknown.values()] or [np.zeros(len(frame), bool)])
+    if not rows.any():
+        return offline, 0
+    subset = as_served(frame.loc[rows], checks.LOG_TIMESTAMP)
+    published = _offline(store, service, subset)
+    for view, mask in unknown.items():
+        features = [f for f, v in views.items() if v == view and f in published.columns]
+        index = frame.index[mask]
+        offline.loc[index, features] = published.loc[index, features].to_numpy()
+    return offline, int(rows.sum())
+
+
+def _not_found(frame: pd.DataFrame, status_columns: list[str]) -> np.ndarray:
+    """Rows whose every listed ``__status`` is Feast's ``NOT_FOUND``."""
+    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+    present = [c for c in status_columns if c in frame.columns]
+    if not present:
+        return np.zeros(len(frame), dtype=bool)
+    return (frame[present] == FieldStatus.NOT_FOUND).all(axis=1).to_numpy()
+
+
 def _reference(
     store: FeatureStore,
     paths: StatePaths,
@@ -172,7 +214,8 @@ def run_gap_check(
         views = {name: slot.view for name, slot in lookup.slots.items()}
         ttls = {slot.view: slot.ttl for slot in lookup.slots.values() if not slot.on_demand}
         materialized = {v.name: v.most_recent_end_time for v in store.list_feature_views()}
-        offline = _offline(store, service, served)
+        stored_views = {f: v for f, v in views.items() if v in ttls}  # not on-demand
+        offline, unpublished = _offline_as_served(store, service, served, stored_views)
         window = champion.tags.get("rankflow.data_window") if champion is not None else None
         reference, reference_days = _reference(store, paths, service, window, monitoring)
     served_inputs = _model_inputs(
@@ -184,7 +227,7 @@ def run_gap_check(
     labelled = matched.frame
     drift_features = [f for f in views if f not in monitoring.drift_exclude]
     results = [
-        checks.feature_skew(served, offline, views, monitoring),
+        checks.feature_skew(served, offline, views, monitoring, unpublished_rows=unpublished),
         checks.score_skew(served, served_inputs, offline_inputs, scorers, monitoring),
         drift(reference_inputs, served_inputs, drift_features, monitoring, reference_days),
         checks.metric_gap(labelled, offline_metrics, monitoring),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -239,3 +240,79 @@ def test_on_demand_in_process_equals_feasts_augmentation(online_state: dict) -> 
     assert here.timestamps == feast.timestamps
     assert here.missing == feast.missing
     assert any(v is None for v in here.values["uc_ctr_lift"])  # nulls took the same path
+
+
+def test_a_same_day_signup_is_compared_as_served_and_a_lost_user_still_fails(
+    online_copy: dict,
+) -> None:
+    """The online store does not hold two groups of users (their attributes served as
+    ``NOT_FOUND``). Those of the first signed up during the served day, which the next
+    morning's build loads offline: the service could not have had them, so compared as served
+    (the values published at the day's start) nothing differs. Those of the second signed up
+    long before: the online store lost them, and feature skew fails on exactly their rows."""
+    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+    from rankflow.paths import StatePaths
+    from rankflow.serving.served_log import load_served_log
+
+    attributes = ("user_segment", "user_age_bucket", "user_region")
+
+    def hidden(user: int) -> bool:
+        return user % 5 == 0
+
+    def signed_up_today(user: int) -> bool:
+        return user % 10 == 0
+
+    def unknown_online(service: ScoringService) -> None:
+        original = service.lookup.fetch
+
+        def fetch(rows: Any, *args: Any, **kwargs: Any) -> Any:
+            served = original(rows, *args, **kwargs)
+            for position, user in enumerate(rows["user_id"]):
+                if hidden(int(user)):
+                    for name in attributes:
+                        served.values[name][position] = None
+                        served.statuses[name][position] = FieldStatus.NOT_FOUND
+                        served.timestamps[name][position] = None
+            return served
+
+        service.lookup.fetch = fetch  # type: ignore[method-assign]
+
+    def load_todays_signups(root: Path) -> None:
+        """The next morning's build: the first group's signups are on the served day, a
+        minute before each one's first request."""
+        paths = StatePaths(root)
+        frame = load_served_log(paths, SERVICE).frame
+        first = frame.groupby("user_id")["__log_timestamp"].min()
+        today = [u for u in first.index if signed_up_today(int(u))]
+        assert today, "no served user of the first group"
+        file = paths.exports / "user_attributes.parquet"
+        table = pq.read_table(file)
+        users = table.to_pandas()
+        moved = users["user_id"].isin(today)
+        signup = pd.to_datetime(users.loc[moved, "user_id"].map(first), utc=True)
+        users.loc[moved, "feature_ts"] = signup - pd.Timedelta(minutes=1)
+        pq.write_table(pa.Table.from_pandas(users, schema=table.schema, preserve_index=False), file)
+
+    outcome = _serve_day(online_copy, fault=unknown_online, after=load_todays_signups)
+    skew = _check(outcome, "feature_skew")
+    served = load_served_log(StatePaths(online_copy["home"]), SERVICE).frame
+    users = served["user_id"].astype(int)
+    lost_rows = int((users.map(hidden) & ~users.map(signed_up_today)).sum())
+    segment = skew.details["features"]["user_segment"]
+    assert round(segment["mismatch_rate"] * segment["rows"]) == lost_rows > 0, skew.line()
+    assert skew.verdict == "fail" and "user_attributes:user_segment" in skew.summary
+    # Counted: rows with a view the online store held nothing of (the hidden users, and the
+    # served day's own new users and items, unknown to it too).
+    status = [c for c in served.columns if c.endswith("__status")]
+    views = {c.split("__", 1)[0] for c in status}
+    unknown = [
+        (served[[c for c in status if c.startswith(f"{view}__")]] == FieldStatus.NOT_FOUND).all(
+            axis=1
+        )
+        for view in views
+    ]
+    unpublished = int(pd.concat(unknown, axis=1).any(axis=1).sum())
+    assert skew.details["unpublished_rows"] == unpublished >= int(users.map(hidden).sum())
+    assert "did not hold yet" in skew.summary
+    assert skew.details["features"]["user_ctr_28d"]["verdict"] == "pass"

@@ -9,10 +9,11 @@ directly.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rankflow.config import RankflowConfig
+    from rankflow.paths import StatePaths
     from rankflow.settings import Settings
 
 
@@ -34,5 +35,18 @@ def build_simulated(settings: Settings, config: RankflowConfig, *, by: str) -> N
     build_warehouse(paths, vars=warehouse_vars, raw_dir=raw)
     refresh_online_store(settings)
     built = build_settings(config.source, config.simulation, config.warehouse)
-    request = BuildRequest(built, file_settings=None)
+    request = BuildRequest(built, file_settings=_file_settings(paths))
     record_build(paths, request, ("simulation", "warehouse"), by=by, git_sha=git_sha())
+
+
+def _file_settings(paths: StatePaths) -> dict[str, Any] | None:
+    """What the default config file says of the build keys, for a state built the first time
+    (as ``rankflow run`` without ``--config`` records it): later commands on the default file
+    then take the state's values. None on a state with a record: keep what it says."""
+    from rankflow.built_with import build_settings, read_record
+    from rankflow.config import load_config
+
+    if read_record(paths) is not None:
+        return None
+    alone = load_config(None, {})
+    return build_settings(alone.source, alone.simulation, alone.warehouse)

@@ -1,10 +1,11 @@
 """The soak's scheduled faults, applied halfway through a day's traffic, and the accounting of
 served-log rows around them.
 
-- ``kill``: SIGKILL of the scoring service, then a restart. What its in-memory log buffer held
-  is gone and its counters with it, so the counters are read just before the kill: rows
-  acknowledged but neither on disk nor counted as dropped are the kill's loss, never more than
-  the buffer ``/metrics`` showed.
+- ``kill``: SIGKILL of the scoring service, then a restart. What its in-memory log buffer held,
+  and a batch its writer was writing, is gone, and its counters with it, so the counters are
+  read just before the kill: rows acknowledged but neither on disk nor counted as dropped are
+  the kill's loss, never more than the rows acknowledged and not yet counted written or
+  dropped at that read.
 - ``remove_logs``: an operator removes the service's log folder while it serves. The rows on
   disk at that moment are counted (they were logged, then deleted); the service makes the
   folders again on its next write.
@@ -52,8 +53,9 @@ class LogAccount:
     dropped: int = 0
     removed_on_disk: int = 0  # rows on disk when the folder was removed (logged, then deleted)
     buffered_at_kill: int = 0  # the buffer /metrics showed just before the kill
-    acknowledged_at_kill: int = 0
-    written_at_kill: int = 0
+    # acknowledged and not yet counted written or dropped just before the kill: in the buffer
+    # or in the batch being written (the buffer gauge is 0 while a taken batch is written)
+    unflushed_at_kill: int = 0
     notes: list[str] = field(default_factory=list)
     _base: LogCounters | None = None
 
@@ -104,13 +106,14 @@ class DayFaults:
         counters = self.service.counters()
         self.account.close(counters)
         self.account.buffered_at_kill = counters.buffered
-        self.account.acknowledged_at_kill = tally.acknowledged_rows
-        self.account.written_at_kill = counters.written
+        counted = self.account.written + self.account.dropped
+        self.account.unflushed_at_kill = tally.acknowledged_rows - counted
         self.service.kill()
         self.service.start()
         self.account.open(self.service.counters())
         self.account.notes.append(
-            f"kill -9 with {counters.buffered} rows in the log buffer; restarted"
+            f"kill -9 with {self.account.unflushed_at_kill} acknowledged rows not yet counted "
+            f"written ({counters.buffered} in the buffer); restarted"
         )
 
     def _remove_logs(self) -> None:

@@ -1,10 +1,11 @@
 """``rankflow soak`` (``make soak``): the soak of the daily schedule (rankflow/sim/soak.py) on a
 state of its own.
 
-``--home`` is the soak's folder (``make soak``: ``.state/soak``). Its ``base/`` is built once
-with ``rankflow run`` on the soak's simulation (``SOAK_DEFAULTS``; ``--set`` wins) and kept;
-each soak runs on a fresh copy of it, ``soaks/<time>/``, because a soak moves the data's window,
-switches drift on and changes the registry. Exit code 1 if any invariant fails.
+``--home`` is the soak's folder (``make soak``: ``.state/soak``). Its ``base/`` is built once on
+the soak's simulation (``SOAK_DEFAULTS``; ``--set`` wins): the features, then a Wide & Deep
+champion, as the first ``rankflow run`` names one. It is kept, and each soak runs on a fresh
+copy of it, ``soaks/<time>/``, because a soak moves the data's window, switches drift on and
+changes the registry. Exit code 1 if any invariant fails.
 
 Imports are local: the CLI builds this command's parser for every ``rankflow --help``.
 """
@@ -12,12 +13,16 @@ Imports are local: the CLI builds this command's parser for every ``rankflow --h
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rankflow.errors import RankflowError
+
+if TYPE_CHECKING:
+    from rankflow.config import RankflowConfig
 
 # The soak's world: a month of data at a tenth of the default density, with a truth where
 # who-likes-which-category matters (as the canary's end-to-end test has it), so that the drift
@@ -40,6 +45,10 @@ SOAK_DEFAULTS: dict[str, Any] = {
     "canary.top_k": 2,
     "canary.measure_warm_start": False,
 }
+
+
+class SoakStateError(RankflowError):
+    """The soak's starting state could not be built."""
 
 
 def add_soak_command(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +88,7 @@ def _faults(items: list[str] | None) -> dict[int, str] | None:
 
 def cmd_soak(args: argparse.Namespace) -> int:
     from models.yaml_config import parse_overrides
+    from rankflow.built_with import settled_overrides
     from rankflow.config import load_config
     from rankflow.errors import ConfigError
     from rankflow.settings import Settings
@@ -86,11 +96,9 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
     home = Settings.resolve(home=args.home).home
     overrides = {**SOAK_DEFAULTS, **parse_overrides(list(args.set or ()), ConfigError)}
-    base = build_base(home / "base", args.config, overrides)
+    base = build_base(home / "base", load_config(args.config, overrides))
     run = copy_state(base, home / "soaks" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}")
     settings = Settings.resolve(home=run)
-    from rankflow.built_with import settled_overrides
-
     config = load_config(args.config, settled_overrides(settings.paths, args.config, overrides))
     faults = _faults(args.fault)
     plan = SoakPlan(
@@ -105,22 +113,24 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return 0 if run_soak(settings, config, plan).passed else 1
 
 
-def build_base(base: Path, config_path: Path | None, overrides: dict[str, Any]) -> Path:
-    """``rankflow run`` into ``base`` unless it already holds a ``@champion``."""
-    if (base / "soak-base.done").is_file():
-        return base
-    args = [sys.executable, "-m", "rankflow", "--home", str(base)]
-    if config_path is not None:
-        args += ["--config", str(config_path)]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={value}"]
-    print(f"building the soak's base state in {base} (rankflow run)", flush=True)
+def build_base(base: Path, config: RankflowConfig, families: tuple[str, ...] = ("wide_deep",)):
+    """The soak's starting state in ``base``, unless it is there: simulate, build the features
+    (rankflow/sim/daily.py), train ``families`` and name the first champion. Kept between
+    soaks, which run on copies."""
     from rankflow.settings import Settings
+    from rankflow.sim.daily import build_simulated
+    from rankflow.training.step import train_and_register
 
-    env = Settings.resolve(home=base).child_env()
-    env.pop("MLFLOW_TRACKING_URI", None)  # the base's own registry
-    subprocess.run([*args, "run"], check=True, env=env)
-    (base / "soak-base.done").write_text("built by rankflow soak\n")
+    done = base / "soak-base.json"
+    if done.is_file():
+        return base
+    print(f"building the soak's starting state in {base}", flush=True)
+    settings = Settings.resolve(home=base)
+    build_simulated(settings, config, by="soak")
+    outcome = train_and_register(config.train_step(), settings, families=families)
+    if outcome.champion_version is None:
+        raise SoakStateError(f"{base}: no first champion ({outcome.decision})")
+    done.write_text(json.dumps({"champion": str(outcome.champion_version)}))
     return base
 
 

@@ -8,8 +8,9 @@ Every invariant is computed from the rows and printed as a PASS / FAIL line with
 - **drift caught**: the gap check of the drift's first served day failed;
 - **every acknowledged row logged or counted**: each day, the rows of 200 answers equal the
   rows logged (on disk, plus those a removed folder held) plus those the service counted as
-  dropped plus those a kill -9 took, which are never more than the buffer ``/metrics``
-  showed just before it (the service cannot count those: its counters die with it);
+  dropped plus those a kill -9 took; those are never more than the rows acknowledged and not
+  yet counted written or dropped by ``/metrics`` just before it. The service cannot count them
+  (its counters die with it): the soak does, client side;
 - **RSS**: the service's resident memory after the last day's traffic within 10% of the
   first day's.
 """
@@ -165,7 +166,9 @@ class SoakReport:
             self._rows_accounted(),
             self._rss_steady(),
         ]
-        print("\n".join(i.line() for i in self.invariants), flush=True)
+        # The table again, together: the days' rows are interleaved with the stages' output.
+        table = [self.header(), *(self.line(r).splitlines()[0] for r in self.rows)]
+        print("\n".join(["", *table, *(i.line() for i in self.invariants)]), flush=True)
 
     def _no_traceback(self) -> Invariant:
         errors = sum(len(r.errors) for r in self.rows)
@@ -219,10 +222,13 @@ class SoakReport:
     def _rows_accounted(self) -> Invariant:
         bad, killed = [], []
         for row in self.rows:
-            buffered = row.log.buffered_at_kill if row.log and row.fault == "kill" else 0
+            unflushed = row.log.unflushed_at_kill if row.log and row.fault == "kill" else 0
             if row.fault == "kill":
-                killed.append(f"day {row.day}: {row.lost} lost to kill -9 (buffer {buffered})")
-            if row.lost < 0 or row.lost > buffered:
+                killed.append(
+                    f"day {row.day}: {row.lost} lost to kill -9 (of {unflushed} not yet "
+                    "counted written just before it)"
+                )
+            if row.lost < 0 or row.lost > unflushed:
                 bad.append(f"day {row.day}: {row.lost} of {row.acknowledged}")
         total = sum(r.acknowledged for r in self.rows)
         detail = f"{total} rows acknowledged; unaccounted: {', '.join(bad) or 'none'}"

@@ -24,7 +24,6 @@ record goes to ``<state>/soak/soak-<time>.json``.
 
 from __future__ import annotations
 
-import logging
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -41,8 +40,7 @@ if TYPE_CHECKING:
     from rankflow.settings import Settings
     from rankflow.sim.config import SimulationConfig
     from rankflow.sim.oracle import DayTraffic
-
-log = logging.getLogger(__name__)
+    from rankflow.sim.soak_service import LogCounters
 
 # Seconds to wait for the service's writer to flush what the day acknowledged.
 FLUSH_WAIT_SECONDS = 30.0
@@ -58,12 +56,15 @@ class SoakPlan:
     faults: dict[int, str] = field(
         default_factory=lambda: {3: "kill", 5: "remove_logs", 8: "registry"}
     )
-    impressions: int | None = None  # per day; None: the simulator's size of the day
+    # per day; None: the simulator's size of the day, which the next build then writes as served
+    impressions: int | None = None
     mix: TrafficMix = field(default_factory=TrafficMix)
     seed: int = 0
 
 
-def soak_config(config: RankflowConfig, first_served: date, plan: SoakPlan, day: int):
+def soak_config(
+    config: RankflowConfig, first_served: date, plan: SoakPlan, day: int
+) -> RankflowConfig:
     """The config whose simulation ends (exclusive) on soak day ``day``'s served day.
 
     The window grows by a day each day, from the same first day, with the same impressions a
@@ -159,9 +160,8 @@ class Soak:
                 work()
             except Exception as error:  # the soak goes on; the traceback is counted
                 row.errors.append(f"{stage}: {type(error).__name__}: {error}")
-                (self.folder / "errors.log").open("a").write(
-                    f"day {day} {stage}:\n{traceback.format_exc()}\n"
-                )
+                with (self.folder / "errors.log").open("a") as errors:
+                    errors.write(f"day {day} {stage}:\n{traceback.format_exc()}\n")
         self._archive_logs(served_day)
         return row
 
@@ -193,7 +193,7 @@ class Soak:
         row.log = account
         row.rss_mb = resident_mb(self.service.pid)
 
-    def _flushed(self):
+    def _flushed(self) -> LogCounters:
         """The counters once the writer has flushed the day: nothing buffered and two reads a
         flush interval apart equal (or whatever they are after ``FLUSH_WAIT_SECONDS``)."""
         import time

@@ -19,7 +19,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: help install run test test-fast test-unit test-integration lint format lock bench bench-models bench-warm-start bench-drift canary demo docs clean clean-state \
-	browser-deps redis-deps mlflow-ui serve bench-serving
+	browser-deps redis-deps mlflow-ui serve bench-serving soak
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -92,6 +92,11 @@ canary: $(INSTALLED) ## Run the canary flow once: challenger from @champion -> g
 
 demo: $(INSTALLED) ## The drift scenario after `make run`: drift, gap check, canary promotion, 3 failure cases, rollback
 	$(PY) -m rankflow demo
+
+# The soak (docs/benchmarks.md "Soak of the daily schedule"): its own state under .state/soak.
+SOAK_ARGS ?=
+soak: $(INSTALLED) ## Soak of the daily schedule: 14 simulated days through `rankflow serve`, faults, drift from day 10; invariants PASS/FAIL
+	$(PY) -m rankflow --home $(RANKFLOW_STATE)/soak soak $(SOAK_ARGS)
 
 bench-serving: $(INSTALLED) redis-deps ## /score latency and throughput vs the raw Feast + model path, SQLite and Redis
 	$(PY) bench/bench_serving.py

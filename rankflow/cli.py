@@ -406,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "settings", cmd_settings, "print the resolved settings (secrets masked)")
     _online_commands(sub)
     _canary_commands(sub)
+    from rankflow.sim.soak_main import add_soak_command
+
+    add_soak_command(sub)
     return parser
 
 

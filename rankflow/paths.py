@@ -112,6 +112,12 @@ class StatePaths:
         return self.root / "canary"
 
     @property
+    def soak(self) -> Path:
+        """What a soak of the daily schedule writes (rankflow/sim/soak.py): its record, the
+        service's output, the errors of its stages."""
+        return self.root / "soak"
+
+    @property
     def locks(self) -> Path:
         """Lock files of the resources one state dir shares (training, promotions)."""
         return self.root / "locks"

@@ -64,6 +64,8 @@ MEASURE_IMPRESSIONS = 30_000
 # compares 5k rows, skew at most 50k, whatever the replay's size); at 50k the AUC's standard
 # error (~0.006) leaves the drop ~5 SE above the threshold, and the stage takes half the time.
 GAP_IMPRESSIONS = 50_000
+# The demo's drift: every user, the drifted parts of the truth fully re-drawn.
+STRONG_DRIFT = {"drift_strength": 1.0, "drift_user_share": 1.0}
 
 
 class ScenarioError(RankflowError):
@@ -143,28 +145,17 @@ def _ctr_line(ctr: dict) -> str:
 
 def inject_drift(settings: Settings, config: RankflowConfig, drift_days: int) -> RankflowConfig:
     """Re-simulate with drift over the last ``drift_days`` days, then rebuild (incremental)."""
-    from rankflow.built_with import BuildRequest, build_settings, record_build
-    from rankflow.features.store import refresh_online_store
-    from rankflow.sim.simulate import simulate
-    from rankflow.tracking.lineage import git_sha
-    from rankflow.warehouse.build import build_warehouse
+    from rankflow.sim.daily import build_simulated
 
     sim = config.simulation
     drift_day = max(1, sim.days - drift_days)
     # A strong drift (every user, drifted parts fully re-drawn): the scenario is about what the
     # canary does with it, not about whether a mild one is noticed.
-    update = {"drift_day": drift_day, "drift_strength": 1.0, "drift_user_share": 1.0}
+    update = {"drift_day": drift_day, **STRONG_DRIFT}
     drifted = config.model_copy(update={"simulation": sim.model_copy(update=update)})
-    paths = settings.paths
-    raw = drifted.resolved_raw_dir(paths)
-    simulate(drifted.simulation, raw, paths.truth)
-    build_warehouse(paths, vars=drifted.warehouse.model_dump(), raw_dir=raw)
-    refresh_online_store(settings)
     # The state is now the drifted one: later commands (a canary after the demo) keep it.
-    built = build_settings(drifted.source, drifted.simulation, drifted.warehouse)
-    request = BuildRequest(built, file_settings=None)
-    record_build(paths, request, ("simulation", "warehouse"), by="demo", git_sha=git_sha())
-    _archive_served_log(paths, config.feature_service)
+    build_simulated(settings, drifted, by="demo")
+    _archive_served_log(settings.paths, config.feature_service)
     return drifted
 
 

@@ -17,10 +17,12 @@ served days. It is built once (simulate -> dbt -> ``feast apply``) in ``$RANKFLO
   The simulator's traffic of a day is what its log replay sends (``Oracle.day_traffic``
   reproduces it), and the values are the online store's (the feature-skew check holds the
   service to them), so the service itself is not run;
-- the reference: the last ``monitoring.drift_reference_days`` days of the champion's training
-  window, sampled and looked up as the gap check does (``reference_entities``). The champion is
-  retrained every ``--retrain-every`` days (the weekly canary: 7), so its window ends one to
-  seven days before the served day;
+- the reference: ``monitoring.drift_reference_days`` days, sampled and looked up as the gap
+  check does (``reference_entities``), ending one to ``--retrain-every`` days before the served
+  day. By default (``monitoring.drift_reference: days_before_served``) it ends the day before:
+  ``--retrain-every 1``. With ``--set monitoring.drift_reference=training_window`` it is the
+  end of a champion's window retrained every ``--retrain-every`` days (default 7, the weekly
+  canary), so it ends one to seven days before the served day;
 - ``rankflow.monitoring.drift.drift`` with the configured thresholds: the verdict.
 
 ``--first-served 30 --retrain-every 1`` (with ``--sim-days`` of a state already built, so it is
@@ -203,7 +205,12 @@ def upper_bound(failures: int, trials: int, level: float = 0.95) -> float:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=20, help="served days measured")
-    parser.add_argument("--retrain-every", type=int, default=7, help="champion refresh, days")
+    parser.add_argument(
+        "--retrain-every",
+        type=int,
+        help="champion refresh, days (default: 1 for the days-before-served reference, which "
+        "ends the day before whatever the champion; 7 for the training window's)",
+    )
     parser.add_argument("--served-rows", type=int, default=5000, help="served rows per day")
     parser.add_argument("--per-day", type=int, default=PER_DAY, help="simulated impressions/day")
     parser.add_argument("--seed", type=int, default=7, help="simulation seed")
@@ -235,9 +242,12 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, int]:
     from rankflow.config import load_config
     from rankflow.settings import Settings
 
-    reference_days = load_config().monitoring.drift_reference_days
-    total = args.sim_days or MATURITY_DAYS + reference_days + args.retrain_every - 1 + args.days
     overrides = dict(item.split("=", 1) for item in args.set)
+    monitoring = load_config(overrides=overrides).monitoring
+    if args.retrain_every is None:
+        args.retrain_every = 1 if monitoring.drift_reference == "days_before_served" else 7
+    reference_days = monitoring.drift_reference_days
+    total = args.sim_days or MATURITY_DAYS + reference_days + args.retrain_every - 1 + args.days
     overrides.update(
         {
             "simulation.days": total,

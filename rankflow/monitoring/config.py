@@ -7,7 +7,12 @@ the drift thresholds were calibrated: docs/operations.md ("Gap-check thresholds"
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# What the drift check compares the served rows with (rankflow/monitoring/drift.py).
+ReferenceMode = Literal["days_before_served", "training_window"]
 
 
 class Threshold(BaseModel):
@@ -61,11 +66,15 @@ class MonitoringConfig(BaseModel):
     drift_rows: int = Field(
         5_000, ge=100, description="Rows of each window the drift checks compare (seeded sample)"
     )
+    drift_reference: ReferenceMode = Field(
+        "days_before_served",
+        description="What drift compares the served rows with: the days just before the served "
+        "day, or the last days of the champion's training window",
+    )
     drift_reference_days: int = Field(
         7,
         ge=1,
-        description="Days at the end of the champion's training window that drift compares the "
-        "served rows with: features at maturity, as one served day has them",
+        description="Days of the drift reference: features at maturity, as one served day has them",
     )
     drift_false_alarm_rate: float = Field(
         0.01,

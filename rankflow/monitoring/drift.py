@@ -1,12 +1,19 @@
 """The drift check: the served rows against a comparable reference, at a declared false-alarm rate.
 
-**The reference** is the last ``monitoring.drift_reference_days`` days of the champion's training
-window (:func:`reference_window`), not the whole window: the window's first days have
-truncated 28-day counters (the data starts there), which a served day, whose counters are
-mature, never has. Its rows are looked up **as served** (:func:`as_served`): at the start of
-their day plus a second, which is what the daily materialization had published when the day was
-served; at their own time, users who signed up that day already have their attributes, which
-the service, reading the store materialized at midnight, cannot have.
+**The reference** (:func:`reference_window`) is, by default, the ``monitoring.
+drift_reference_days`` days just before the served day: features at maturity, a week of
+weekdays, and as far from the served day whatever the champion's age. A champion kept for weeks
+(canaries that stay inconclusive) would otherwise be judged against days ever further back, and
+windowed counters of head entities drift apart with the distance even when nothing changed.
+``monitoring.drift_reference: training_window`` compares with the last days of the champion's
+training window instead (the same days while champions are retrained weekly). Never the whole
+window: its first days have truncated 28-day counters (the data starts there), which a served
+day, whose counters are mature, never has. The reference's rows are looked up **as served**
+(:func:`as_served`): at the start of their day plus a second, which is what the daily
+materialization had published when the day was served; at their own time, users who signed up
+that day already have their attributes, which the service, reading the store materialized at
+midnight, cannot have. A served log that covers part of a day is compared with the same hours
+of the reference days (:func:`served_hours`).
 
 **The tests**: PSI per feature, KS per numeric feature, and an adversarial classifier whose AUC
 is measured on users and items it did not learn from (rows of one entity on one day share its
@@ -34,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from rankflow.monitoring.checks import CheckResult
-from rankflow.monitoring.config import MonitoringConfig, Threshold
+from rankflow.monitoring.config import MonitoringConfig, ReferenceMode, Threshold
 from rankflow.monitoring.stats import (
     Adversarial,
     Binned,
@@ -68,14 +75,44 @@ MIN_DAY_ROWS = 100  # fewer rows on a reference day: left out of its spread
 
 
 # ------------------------------------------------------------------------- the reference
-def reference_window(training_window: str | None, data_end: date, days: int) -> tuple[date, date]:
-    """The last ``days`` days of ``training_window`` (``start..end``, the champion's
-    ``rankflow.data_window`` tag); without one, the last ``days`` days up to ``data_end``."""
-    start, end = data_end - timedelta(days=days - 1), data_end
-    if training_window and ".." in training_window:
+def reference_window(
+    mode: ReferenceMode,
+    days: int,
+    data_end: date,
+    *,
+    served_from: date | None = None,
+    training_window: str | None = None,
+) -> tuple[date, date]:
+    """The reference's days (inclusive), ``days`` of them, by ``mode``:
+
+    - ``days_before_served``: the days just before ``served_from`` (the served log's first
+      day), or the last days up to ``data_end`` when the warehouse does not reach it yet;
+    - ``training_window``: the last days of ``training_window`` (``start..end``, the
+      champion's ``rankflow.data_window`` tag); without one, the last days up to ``data_end``.
+    """
+    end = data_end
+    if mode == "days_before_served" and served_from is not None:
+        end = min(data_end, served_from - timedelta(days=1))
+    start = end - timedelta(days=days - 1)
+    if mode == "training_window" and training_window and ".." in training_window:
         first, last = (date.fromisoformat(p.strip()) for p in training_window.split(".."))
         start, end = max(first, last - timedelta(days=days - 1)), last
     return start, end
+
+
+def served_hours(stamps: pd.Series) -> tuple[int, ...] | None:
+    """The UTC hours of the day that the time span of ``stamps`` covers, or None when it covers
+    a whole day. A log that holds part of a day (a service started at noon, a log folder
+    removed and recreated) is compared with the reference's same hours: its time-of-day
+    features would otherwise differ from a whole day's by construction. A whole day whose
+    traffic moved to other hours still covers every hour, so that change is still caught."""
+    stamps = pd.to_datetime(stamps, utc=True).dropna()
+    if stamps.empty:
+        return None
+    first, last = stamps.min().floor("h"), stamps.max().floor("h")
+    if last - first >= pd.Timedelta(hours=23):
+        return None
+    return tuple(t.hour for t in pd.date_range(first, last, freq="h"))
 
 
 def as_served(entity: pd.DataFrame, column: str = "event_timestamp") -> pd.DataFrame:
@@ -89,16 +126,39 @@ def as_served(entity: pd.DataFrame, column: str = "event_timestamp") -> pd.DataF
 
 
 def reference_entities(
-    impressions: pd.DataFrame, window: tuple[date, date], rows: int, seed: int
+    impressions: pd.DataFrame,
+    window: tuple[date, date],
+    rows: int,
+    seed: int,
+    hours: tuple[int, ...] | None = None,
 ) -> pd.DataFrame:
-    """A seeded sample of ``rows`` impressions of ``window`` (inclusive days) as an entity
-    frame for the point-in-time join, looked up :func:`as_served`. Labels and ids are dropped:
-    the join needs only the keys, the request columns and the time."""
-    day = pd.to_datetime(impressions["event_timestamp"], utc=True).dt.date
-    chosen = impressions[(day >= window[0]) & (day <= window[1])]
+    """A seeded sample of ``rows`` impressions of ``window`` (inclusive days; only ``hours`` of
+    the day when given, :func:`served_hours`) as an entity frame for the point-in-time join,
+    looked up :func:`as_served`. Labels and ids are dropped: the join needs only the keys, the
+    request columns and the time."""
+    stamps = pd.to_datetime(impressions["event_timestamp"], utc=True)
+    keep = (stamps.dt.date >= window[0]) & (stamps.dt.date <= window[1])
+    if hours is not None:
+        keep &= stamps.dt.hour.isin(hours)
+    chosen = impressions[keep]
     sample = chosen.sample(min(rows, len(chosen)), random_state=seed)
     entity = sample.drop(columns=[c for c in ("label", "event_id", "event_date") if c in sample])
     return as_served(entity).reset_index(drop=True)
+
+
+def describe_reference(
+    mode: ReferenceMode, window: tuple[date, date], hours: tuple[int, ...] | None
+) -> str:
+    """The line that names the reference's rows in the check's summary."""
+    which = (
+        "the days before the served day"
+        if mode == "days_before_served"
+        else "the end of the champion's training window"
+    )
+    text = f"{window[0]}..{window[1]} ({which}, as served)"
+    if hours is not None:
+        text += f", UTC hours {hours[0]:02d}-{hours[-1]:02d} only, as the served log covers"
+    return text
 
 
 # ------------------------------------------------------------------------- the statistics

@@ -2,8 +2,8 @@
 
 :func:`run_gap_check` reads the served-feature log and its scores (rankflow/serving/
 served_log.py), recomputes the same rows offline with ``get_historical_features`` at each row's
-``__log_timestamp``, samples the last days of the champion's training window as the drift
-reference (rankflow/monitoring/drift.py), joins the replayed labels, and runs the checks
+``__log_timestamp``, samples the days before the served day as the drift reference
+(rankflow/monitoring/drift.py), joins the replayed labels, and runs the checks
 (rankflow/monitoring/checks.py, drift.py). The report (markdown with PNG plots) and a JSON
 summary go to ``<state>/reports/gap-check-<time>/`` and to an MLflow run in the champion's
 experiment tagged with the model version (``rankflow.model_version``); the verdict is printed
@@ -15,7 +15,7 @@ outcome's notes, beside the verdict.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,13 @@ import pandas as pd
 
 from rankflow.errors import RankflowError
 from rankflow.monitoring import checks
-from rankflow.monitoring.drift import drift, reference_entities, reference_window
+from rankflow.monitoring.drift import (
+    describe_reference,
+    drift,
+    reference_entities,
+    reference_window,
+    served_hours,
+)
 from rankflow.monitoring.outcome import GapCheckOutcome
 from rankflow.monitoring.render import write_report
 from rankflow.monitoring.stats import worst
@@ -129,22 +135,41 @@ def _reference(
     store: FeatureStore,
     paths: StatePaths,
     service: str,
+    served_all: pd.DataFrame,
     window: str | None,
     monitoring: MonitoringConfig,
 ) -> tuple[pd.DataFrame, str]:
-    """The drift reference (rankflow/monitoring/drift.py): a seeded sample of the last
-    ``drift_reference_days`` days of the champion's training window, features as served; and
-    the line that names those days."""
+    """The drift reference (rankflow/monitoring/drift.py): a seeded sample of the
+    ``drift_reference_days`` days before the served day (or at the end of the champion's
+    training window ``window``), the hours of the day the served log covers, features as
+    served; and the line that names it."""
     from rankflow.features.training_set import load_entity_df
 
     impressions = load_entity_df(paths)
     data_end = impressions["event_timestamp"].max().date()
-    days = reference_window(window, data_end, monitoring.drift_reference_days)
-    entity = reference_entities(impressions, days, monitoring.drift_rows, monitoring.seed)
+    logged = pd.to_datetime(served_all[checks.LOG_TIMESTAMP], utc=True)
+    mode = monitoring.drift_reference
+    days = reference_window(
+        mode,
+        monitoring.drift_reference_days,
+        data_end,
+        served_from=_first_served_day(logged),
+        training_window=window,
+    )
+    hours = served_hours(logged)
+    entity = reference_entities(impressions, days, monitoring.drift_rows, monitoring.seed, hours)
     frame = store.get_historical_features(
         entity_df=entity, features=store.get_feature_service(service), full_feature_names=False
     ).to_df()
-    return frame, f"{days[0]}..{days[1]} (end of the training window, as served)"
+    return frame, describe_reference(mode, days, hours)
+
+
+def _first_served_day(logged: pd.Series) -> date | None:
+    """The served log's first day, by its 1st percentile: a handful of rows with an odd time
+    (a client's explicit time far back) do not move the reference."""
+    if logged.empty:
+        return None
+    return logged.quantile(0.01).date()
 
 
 def _registry(uri: str, scoring: ScoringConfig, versions: list[str], cache_dir: Path):
@@ -217,7 +242,9 @@ def run_gap_check(
         stored_views = {f: v for f, v in views.items() if v in ttls}  # not on-demand
         offline, unpublished = _offline_as_served(store, service, served, stored_views)
         window = champion.tags.get("rankflow.data_window") if champion is not None else None
-        reference, reference_days = _reference(store, paths, service, window, monitoring)
+        reference, reference_days = _reference(
+            store, paths, service, served_all, window, monitoring
+        )
     served_inputs = _model_inputs(
         served, {f: served[f"{v}__{f}"] for f, v in views.items()}, lookup.schema
     )

@@ -1,5 +1,5 @@
-"""The drift check compares served rows with a comparable reference (the last days of the
-training window, looked up as served), fails drift-free data at most at its declared rate, and
+"""The drift check compares served rows with a comparable reference (the days before the
+served day, the same hours, looked up as served), fails drift-free data at most at its declared rate, and
 says which features moved, by how much against which threshold, and what to do."""
 
 from __future__ import annotations
@@ -13,29 +13,61 @@ import pytest
 from rankflow.monitoring.config import MonitoringConfig, Threshold
 from rankflow.monitoring.drift import (
     as_served,
+    describe_reference,
     drift,
     features_drift,
     reference_entities,
     reference_window,
+    served_hours,
 )
 from rankflow.monitoring.stats import psi
 
 ZERO = Threshold(warn=0.0, fail=0.0)
 
 
-def test_the_reference_is_the_last_days_of_the_training_window() -> None:
-    window = "2026-10-02..2026-10-31"
-    assert reference_window(window, date(2026, 11, 30), 7) == (
-        date(2026, 10, 25),
-        date(2026, 10, 31),
+def test_the_reference_is_the_days_just_before_the_served_day_whatever_the_champion_age() -> None:
+    # A champion trained months ago: still the week before the served day.
+    assert reference_window(
+        "days_before_served",
+        7,
+        date(2026, 12, 6),
+        served_from=date(2026, 12, 6),
+        training_window="2026-08-01..2026-08-30",
+    ) == (date(2026, 11, 29), date(2026, 12, 5))
+    # The warehouse does not reach the served day's eve yet: its last days.
+    assert reference_window(
+        "days_before_served", 7, date(2026, 12, 2), served_from=date(2026, 12, 6)
+    ) == (date(2026, 11, 26), date(2026, 12, 2))
+    # Nothing served to date it by: the last days of the data.
+    assert reference_window("days_before_served", 3, date(2026, 11, 30)) == (
+        date(2026, 11, 28),
+        date(2026, 11, 30),
     )
+
+
+def test_the_training_window_reference_is_the_last_days_of_that_window() -> None:
+    mode = "training_window"
+    served = date(2026, 12, 1)
+    assert reference_window(
+        mode, 7, date(2026, 11, 30), served_from=served, training_window="2026-10-02..2026-10-31"
+    ) == (date(2026, 10, 25), date(2026, 10, 31))
     # A window shorter than the reference: all of it.
-    assert reference_window("2026-10-29..2026-10-31", date(2026, 11, 30), 7) == (
-        date(2026, 10, 29),
-        date(2026, 10, 31),
-    )
+    assert reference_window(
+        mode, 7, date(2026, 11, 30), training_window="2026-10-29..2026-10-31"
+    ) == (date(2026, 10, 29), date(2026, 10, 31))
     # No window recorded: the last days of the data.
-    assert reference_window(None, date(2026, 11, 30), 3) == (date(2026, 11, 28), date(2026, 11, 30))
+    assert reference_window(mode, 3, date(2026, 11, 30)) == (
+        date(2026, 11, 28),
+        date(2026, 11, 30),
+    )
+
+
+def test_the_served_day_is_not_moved_by_a_few_rows_with_an_old_explicit_time() -> None:
+    from rankflow.monitoring.report import _first_served_day
+
+    stamps = pd.Series(pd.to_datetime(["2026-09-01 10:00"] + ["2026-12-06 08:00"] * 200, utc=True))
+    assert _first_served_day(stamps) == date(2026, 12, 6)
+    assert _first_served_day(stamps.iloc[:0]) is None
 
 
 def test_28_day_counters_of_the_window_start_are_not_comparable_with_a_served_day() -> None:
@@ -48,7 +80,9 @@ def test_28_day_counters_of_the_window_start_are_not_comparable_with_a_served_da
     frame = pd.DataFrame({"day": np.repeat(days.date, 400), "impressions_28d": counts.ravel()})
     served = frame[frame["day"] == days[-1].date()]["impressions_28d"]
     window = frame[frame["day"] < days[-1].date()]
-    start, end = reference_window(f"{days[0].date()}..{days[-2].date()}", days[-2].date(), 7)
+    start, end = reference_window(
+        "days_before_served", 7, days[-2].date(), served_from=days[-1].date()
+    )
     last_week = window[(window["day"] >= start) & (window["day"] <= end)]["impressions_28d"]
     assert psi(window["impressions_28d"], served) > 0.25
     assert psi(last_week, served) < 0.1
@@ -73,6 +107,52 @@ def test_reference_rows_are_looked_up_as_served_at_the_start_of_their_day() -> N
     assert stamps == list(pd.to_datetime(["2026-10-24 00:00:01", "2026-10-30 00:00:01"], utc=True))
     assert sorted(entity["hour_of_day"]) == [15, 23]  # the request's own hour is kept
     assert as_served(impressions)["user_id"].tolist() == [1, 2, 3]
+
+
+def test_a_log_of_part_of_a_day_is_compared_with_the_same_hours() -> None:
+    def stamps(*times: str) -> pd.Series:
+        return pd.Series(pd.to_datetime(list(times), utc=True))
+
+    assert served_hours(stamps("2026-12-06 12:05", "2026-12-06 23:59")) == tuple(range(12, 24))
+    assert served_hours(stamps("2026-12-06 22:30", "2026-12-07 01:10")) == (22, 23, 0, 1)
+    # A whole day (or more), however its traffic is spread over the hours: every hour.
+    assert served_hours(stamps("2026-12-06 00:00", "2026-12-06 23:00")) is None
+    assert served_hours(stamps("2026-12-05 18:00", "2026-12-06 09:00", "2026-12-06 17:00")) is None
+    assert served_hours(stamps()) is None
+
+    day = pd.date_range("2026-10-30", periods=48, freq="30min", tz="UTC")
+    impressions = pd.DataFrame({"event_timestamp": day, "user_id": np.arange(48)})
+    window = (date(2026, 10, 30), date(2026, 10, 30))
+    entity = reference_entities(impressions, window, 100, 0, hours=(12, 13))
+    assert sorted(entity["user_id"]) == [24, 25, 26, 27]
+    assert describe_reference("days_before_served", window, (22, 23, 0)).endswith(
+        "UTC hours 22-00 only, as the served log covers"
+    )
+
+
+def test_time_of_day_features_of_half_a_day_drift_from_a_whole_day_but_not_from_its_hours() -> None:
+    """A log folder removed at noon leaves the afternoon: against whole days its hour features
+    fail, against the same hours of those days they pass."""
+    rng = np.random.default_rng(3)
+    cfg = MonitoringConfig()
+
+    def rows(hours: np.ndarray) -> pd.DataFrame:
+        angle = 2 * np.pi * hours / 24
+        return pd.DataFrame(
+            {
+                "hour_sin": np.sin(angle),
+                "hour_cos": np.cos(angle),
+                "x": rng.normal(0, 1, len(hours)),
+            }
+        )
+
+    reference_hours = rng.integers(0, 24, 6_000)
+    served = rows(rng.integers(12, 24, 3_000))
+    whole = drift(rows(reference_hours), served, ["hour_sin", "hour_cos", "x"], cfg)
+    afternoons = rows(reference_hours[reference_hours >= 12])
+    same_hours = drift(afternoons, served, ["hour_sin", "hour_cos", "x"], cfg)
+    assert whole.verdict == "fail"
+    assert same_hours.verdict == "pass"
 
 
 def _frames(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:

@@ -66,3 +66,14 @@ def test_a_live_canary_without_a_canary_share_is_one_line_before_any_stage(
     assert code != 0
     assert "Traceback" not in err and err.strip().count("\n") == 0
     assert "serving.canary_share" in err
+
+
+def test_a_bad_option_value_names_the_option_it_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--home", str(tmp_path), "simulate", "--impressions", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: invalid configuration from --impressions\n")
+    assert "simulation.n_impressions" in err
+    assert not (tmp_path / "raw").exists()

@@ -26,6 +26,7 @@ from rankflow.cli_inputs import command_settings as _settings
 from rankflow.cli_inputs import config_of as _config_of
 from rankflow.cli_inputs import flow_config as _flow_config
 from rankflow.cli_inputs import record_build as _record_build
+from rankflow.cli_inputs import what_commands_run_with as _what_commands_run_with
 from rankflow.errors import RankflowError
 
 __all__ = ["FLOW_ENTRYPOINTS", "build_parser", "main", "parse_overrides"]
@@ -165,7 +166,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    print(json.dumps(_settings(args).describe(), indent=2))
+    print(json.dumps(_what_commands_run_with(args), indent=2, default=str))
     return 0
 
 
@@ -403,7 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     ui = _add(sub, "mlflow-ui", cmd_mlflow_ui, "serve the MLflow UI over the state dir's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
-    _add(sub, "settings", cmd_settings, "print the resolved settings (secrets masked)")
+    _add(
+        sub,
+        "settings",
+        cmd_settings,
+        "print what commands run with: the environment (secrets masked) and the pipeline "
+        "config resolved from the file, --set and the state's build record",
+    )
     _online_commands(sub)
     _canary_commands(sub)
     from rankflow.sim.soak_main import add_soak_command

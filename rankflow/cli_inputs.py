@@ -8,6 +8,7 @@ Beside :mod:`rankflow.cli`, which holds the commands; imports are local, as ther
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,3 +113,26 @@ def config_of(
     from rankflow.config import load_config
 
     return load_config(args.config, overrides, command_origins(args, overrides, extra, flags))
+
+
+def what_commands_run_with(args: argparse.Namespace) -> dict[str, Any]:
+    """``rankflow settings``: the environment (where each value came from) and the pipeline
+    config (the file, ``--set`` and the state's build record; each override with its origin).
+    A bad environment value or an unknown key raises, as for any other command."""
+    from rankflow.config import DEFAULT_CONFIG_PATH
+    from rankflow.settings import setting_sources
+
+    settings = command_settings(args)
+    overrides = command_overrides(args)
+    config = config_of(args, overrides)
+    origins = command_origins(args, overrides)
+    sources = setting_sources({"home": args.home})
+    if sources["home"] == "argument":
+        sources["home"] = "--home"
+    return {
+        "environment": settings.describe(),
+        "environment_from": sources,
+        "config_file": str(Path(args.config).resolve() if args.config else DEFAULT_CONFIG_PATH),
+        "overrides": {k: {"value": v, "from": origins[k]} for k, v in overrides.items()},
+        "config": json.loads(config.model_dump_json()),
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,46 @@ def test_a_bad_option_value_names_the_option_it_came_from(
     assert err.startswith("error: invalid configuration from --impressions\n")
     assert "simulation.n_impressions" in err
     assert not (tmp_path / "raw").exists()
+
+
+def _settings_shown(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_settings_show_the_environment_and_the_resolved_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("simulation:\n  days: 9\n")
+    home = str(tmp_path / "home")
+    shown = _settings_shown(
+        capsys,
+        "--home",
+        home,
+        "--config",
+        str(mine),
+        "--set",
+        "warehouse.ctr_prior=0.05",
+        "settings",
+    )
+    assert shown["environment"]["home"] == home
+    assert shown["environment_from"]["home"] == "--home"
+    assert shown["config_file"] == str(mine)
+    assert shown["config"]["simulation"]["days"] == 9  # from the file
+    assert shown["config"]["warehouse"]["ctr_prior"] == 0.05  # from --set
+    assert shown["overrides"] == {
+        "warehouse.ctr_prior": {"value": 0.05, "from": "--set warehouse.ctr_prior"}
+    }
+
+
+def test_settings_refuse_an_unknown_key_with_a_suggestion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--home", str(tmp_path), "--set", "simulation.dayz=3", "settings"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err == (
+        "error: invalid configuration from --set simulation.dayz\n"
+        "  simulation.dayz: unknown key; did you mean simulation.days?\n"
+    )

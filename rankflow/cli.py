@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rankflow.cli_inputs import REBUILD_HELP, parse_overrides
+from rankflow.cli_inputs import REBUILD_HELP, SuggestingParser, parse_overrides
 from rankflow.cli_inputs import command_config as _config
 from rankflow.cli_inputs import command_overrides as _overrides
 from rankflow.cli_inputs import command_settings as _settings
@@ -385,7 +385,7 @@ def _add(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rankflow", description=__doc__.split("\n\n")[0])
+    parser = SuggestingParser(prog="rankflow", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--config", type=Path, default=None, help="YAML config (default configs/rankflow.yaml)"
     )

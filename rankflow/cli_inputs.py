@@ -1,5 +1,5 @@
 """What a command of the CLI runs with: its config (the file, ``--set``, and the values the state
-was built with: rankflow/built_with.py) and its settings.
+was built with: rankflow/built_with.py) and its settings; and the parser that reads its line.
 
 Beside :mod:`rankflow.cli`, which holds the commands; imports are local, as there, so
 ``rankflow --help`` loads nothing heavy.
@@ -21,6 +21,25 @@ REBUILD_HELP = (
     "rebuild the state's data with this command's simulation / warehouse values even where they "
     "differ from those it was built with (without it such a command refuses)"
 )
+
+
+class SuggestingParser(argparse.ArgumentParser):
+    """argparse's parser, with a did-you-mean for a mistyped command or choice (``rankflow
+    setings`` -> ``invalid choice: 'setings'; did you mean 'settings'?``), as Python 3.14's
+    ``suggest_on_error``. Sub-parsers are built by the parser's own class: every command's
+    choices suggest too."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        from models.yaml_config import did_you_mean
+
+        choices = action.choices
+        if choices is None or value in choices:
+            return
+        close = did_you_mean(str(value), [str(choice) for choice in choices])
+        hint = (
+            f"did you mean {close!r}?" if close else f"choose from {', '.join(map(str, choices))}"
+        )
+        raise argparse.ArgumentError(action, f"invalid choice: {value!r}; {hint}")
 
 
 def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:

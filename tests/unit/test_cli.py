@@ -121,3 +121,20 @@ def test_settings_refuse_an_unknown_key_with_a_suggestion(
         "error: invalid configuration from --set simulation.dayz\n"
         "  simulation.dayz: unknown key; did you mean simulation.days?\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["setings"], "invalid choice: 'setings'; did you mean 'settings'?"),
+        (["gapcheck"], "did you mean 'gap-check'?"),
+        (["replay", "--mode", "clsed"], "did you mean 'closed'?"),
+    ],
+)
+def test_a_mistyped_command_or_choice_gets_the_nearest_one(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert expected in capsys.readouterr().err.splitlines()[-1]

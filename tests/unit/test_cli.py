@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,24 @@ def test_a_mistyped_command_or_choice_gets_the_nearest_one(
         main(argv)
     assert exited.value.code == 2
     assert expected in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_serve_on_a_state_that_is_not_built_is_one_line_saying_to_build_it(
+    tmp_path: Path,
+) -> None:
+    """Not under uvicorn's traceback of a failed startup: the service opens before uvicorn."""
+    with socket.socket() as probe:  # a free port, in case it did start
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "rankflow", "--home", str(tmp_path), "serve", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: feature service 'ctr_ranker_v1' is not in the registry")
+    assert "`rankflow run`" in line

@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rankflow.cli_inputs import REBUILD_HELP, parse_overrides
+from rankflow.cli_inputs import REBUILD_HELP, SuggestingParser, parse_overrides
 from rankflow.cli_inputs import command_config as _config
 from rankflow.cli_inputs import command_overrides as _overrides
 from rankflow.cli_inputs import command_settings as _settings
+from rankflow.cli_inputs import config_of as _config_of
 from rankflow.cli_inputs import flow_config as _flow_config
 from rankflow.cli_inputs import record_build as _record_build
+from rankflow.cli_inputs import what_commands_run_with as _what_commands_run_with
 from rankflow.errors import RankflowError
 
 __all__ = ["FLOW_ENTRYPOINTS", "build_parser", "main", "parse_overrides"]
@@ -42,13 +44,12 @@ FLOW_ENTRYPOINTS: dict[str, str] = {
 
 def _run_flow(args: argparse.Namespace, name: str, **parameters: Any) -> int:
     """Validate the config here (a one-line error before Prefect starts), then run the flow."""
-    from rankflow.config import load_config
     from rankflow.preflight import check_model_config
     from rankflow.settings import configure_process
     from rankflow.temp_server import guard_temporary_server
 
     overrides = _overrides(args)  # the state's values, or one line before Prefect starts
-    check_model_config(load_config(args.config, overrides))  # both configs, before any stage
+    check_model_config(_config_of(args, overrides))  # both configs, before any stage
     settings = _settings(args)
     configure_process(settings)  # before Prefect is imported: it reads its settings at import
     for note in guard_temporary_server():  # no temporary server outlives a killed run
@@ -74,20 +75,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from rankflow.config import load_config
     from rankflow.sim.simulate import simulate
 
-    flags = {
-        "simulation.seed": args.seed,
-        "simulation.n_impressions": args.impressions,
-        "simulation.n_users": args.users,
-        "simulation.n_items": args.items,
-        "simulation.days": args.days,
-        "simulation.end_date": args.end_date,
-        "simulation.drift_day": args.drift_day,
+    options = {
+        "simulation.seed": "seed",
+        "simulation.n_impressions": "impressions",
+        "simulation.n_users": "users",
+        "simulation.n_items": "items",
+        "simulation.days": "days",
+        "simulation.end_date": "end_date",
+        "simulation.drift_day": "drift_day",
     }
-    overrides = _overrides(args, flags)
-    config = load_config(args.config, overrides)
+    flags = {key: f"--{dest.replace('_', '-')}" for key, dest in options.items()}
+    extra = {key: getattr(args, dest) for key, dest in options.items()}
+    overrides = _overrides(args, extra, flags)
+    config = _config_of(args, overrides, extra, flags)
     paths = _settings(args).paths
     print(simulate(config.simulation, config.resolved_raw_dir(paths), paths.truth))
     _record_build(args, overrides, "simulation")
@@ -103,11 +105,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from rankflow.config import load_config
     from rankflow.warehouse.build import build_warehouse
 
     overrides = _overrides(args)
-    config = load_config(args.config, overrides)
+    config = _config_of(args, overrides)
     paths = _settings(args).paths
     raw_dir = config.resolved_raw_dir(paths)
     # build_warehouse checks the contract first, on the files it loads
@@ -165,7 +166,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    print(json.dumps(_settings(args).describe(), indent=2))
+    print(json.dumps(_what_commands_run_with(args), indent=2, default=str))
     return 0
 
 
@@ -384,7 +385,7 @@ def _add(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rankflow", description=__doc__.split("\n\n")[0])
+    parser = SuggestingParser(prog="rankflow", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--config", type=Path, default=None, help="YAML config (default configs/rankflow.yaml)"
     )
@@ -403,7 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     ui = _add(sub, "mlflow-ui", cmd_mlflow_ui, "serve the MLflow UI over the state dir's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
-    _add(sub, "settings", cmd_settings, "print the resolved settings (secrets masked)")
+    _add(
+        sub,
+        "settings",
+        cmd_settings,
+        "print what commands run with: the environment (secrets masked) and the pipeline "
+        "config resolved from the file, --set and the state's build record",
+    )
     _online_commands(sub)
     _canary_commands(sub)
     from rankflow.sim.soak_main import add_soak_command

@@ -9,6 +9,7 @@ names the key and the file instead of a silently ignored setting.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -380,13 +381,23 @@ class CanaryRunConfig:
     scoring: ScoringConfig
 
 
-def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RankflowConfig:
-    return validate(RankflowConfig, data, source, ConfigError)
+def parse_config(
+    data: dict[str, Any] | None,
+    source: str = "<dict>",
+    origins: Mapping[str, str] | None = None,
+) -> RankflowConfig:
+    return validate(RankflowConfig, data, source, ConfigError, origins=origins)
 
 
 def load_config(
-    path: Path | str | None = None, overrides: dict[str, Any] | None = None
+    path: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    origins: Mapping[str, str] | None = None,
 ) -> RankflowConfig:
-    """Read and validate the YAML config; ``overrides`` are dotted keys (``simulation.days``)."""
+    """Read and validate the YAML config; ``overrides`` are dotted keys (``simulation.days``).
+
+    An error names the file, or for an overridden key where the value came from: ``origins``
+    (dotted key -> ``--impressions``, the state's record), else ``--set KEY``."""
     path = Path(path) if path else DEFAULT_CONFIG_PATH
-    return parse_config(read_yaml(path, ConfigError, "config", overrides), str(path))
+    labels = {key: f"--set {key}" for key in overrides or {}} | dict(origins or {})
+    return parse_config(read_yaml(path, ConfigError, "config", overrides), str(path), labels)

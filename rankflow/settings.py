@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from models.yaml_config import did_you_mean
 from rankflow.errors import ConfigError
 from rankflow.paths import REPO_ROOT, StatePaths
 
@@ -35,6 +36,7 @@ __all__ = [
     "Settings",
     "apply_process_defaults",
     "configure_process",
+    "setting_sources",
 ]
 
 Profile = Literal["local", "server"]
@@ -115,8 +117,10 @@ class Settings:
         for name, choices in _CHOICES.items():
             if name in values and values[name] not in choices:
                 source = "argument" if name in given else ENV_VARS[name]
+                close = did_you_mean(str(values[name]), choices)
                 raise ConfigError(
                     f"settings.{name}: {values[name]!r} (from {source}) is not one of {choices}"
+                    + (f"; did you mean {close!r}?" if close else "")
                 )
         if values.get("profile") == "server":
             values.setdefault("feast_online_store", "redis")
@@ -147,6 +151,19 @@ class Settings:
     def describe(self) -> dict[str, str | None]:
         """Printable, with any password in a URI masked."""
         return {f.name: _mask(getattr(self, f.name)) for f in fields(self)}
+
+
+def setting_sources(
+    explicit: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Where :meth:`Settings.resolve` takes each field from, by the same precedence (without a
+    file layer): ``"argument"``, the environment variable's name, or ``"default"``."""
+    environ = os.environ if environ is None else environ
+    given = {k for k, v in (explicit or {}).items() if v is not None}
+    return {
+        name: "argument" if name in given else var if environ.get(var, "").strip() else "default"
+        for name, var in ENV_VARS.items()
+    }
 
 
 def _check_server_profile(values: Mapping[str, Any], given: Mapping[str, Any]) -> None:

@@ -20,6 +20,38 @@ CanaryDecision = Literal[
 ]
 
 
+KEEPS = "the champion keeps serving"
+# What the operator does after each decision (the summary's last line). The inconclusive
+# simulated phase is the one case that differs by phase: see CanaryOutcome.next_step.
+NEXT_STEPS: dict[str, str] = {
+    "first_champion": "serve it (`rankflow serve`); later canaries (`rankflow canary`, the "
+    "canary-weekly deployment) retrain against it",
+    "no_champion": "nothing serves yet: fix what failed the quality gates above (the data, the "
+    "model config, or registry.gates if they are wrong for your data), then `rankflow run`",
+    "rejected_gates": f"{KEEPS}; if this repeats, check the data (`rankflow gap-check`) before "
+    "retraining or loosening registry.gates",
+    "rejected_offline": f"{KEEPS}; the next canary retrains on newer data; a failed blocking gap "
+    "check must be fixed in the data first (`rankflow gap-check`)",
+    "rejected_rolled_back": f"{KEEPS}; newer data or a changed model config makes a new model; to "
+    "canary this one anyway: `rankflow --set canary.allow_rolled_back=true canary`",
+    "rejected_online": f"{KEEPS}; the next scheduled canary retrains on newer data",
+    "inconclusive": f"{KEEPS}, the challenger stays @challenger; nothing to do: the next look "
+    "(the daily canary-look deployment, or `rankflow canary --look-only`) decides on more "
+    "traffic, by canary.online.max_views views per arm at the latest",
+    "promoted": "deployed services load it within serving.alias_poll_seconds; if it misbehaves, "
+    '`rankflow rollback --reason "..."` puts @previous back',
+    "aborted": "the registry moved under this canary (another promotion or a rollback): run "
+    "`rankflow canary` again against the current champion",
+    "phase_started": "keep `rankflow serve` running with serving.canary_share > 0; each later "
+    "`rankflow canary --look-only` (the daily canary-look deployment) looks and decides",
+    "idle": "nothing to do; `rankflow canary` (without --look-only) starts a canary",
+}
+INCONCLUSIVE_SIMULATED = (
+    f"{KEEPS}, the challenger stays @challenger; to decide, give the phase more traffic "
+    "(raise canary.traffic_impressions) and run `rankflow canary` again"
+)
+
+
 @dataclass
 class CanaryOutcome:
     """One canary run: the decision, why, and the evidence of each stage."""
@@ -41,8 +73,16 @@ class CanaryOutcome:
     def promoted(self) -> bool:
         return self.decision in ("promoted", "first_champion")
 
+    @property
+    def next_step(self) -> str:
+        """What to do now: every decision has one (the summary's last line)."""
+        live = (self.challenger or {}).get("kind") == "live"
+        if self.decision == "inconclusive" and not live:
+            return INCONCLUSIVE_SIMULATED
+        return NEXT_STEPS[self.decision]
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "next_step": self.next_step}
 
     def summary(self) -> str:
         lines = [f"canary: {self.decision.upper()}: {self.reason}"]
@@ -52,4 +92,5 @@ class CanaryOutcome:
         if self.run_id:
             lines.append(f"  MLflow run  {self.run_id}")
         lines.append(f"  took {self.seconds:.1f} s")
+        lines.append(f"  next: {self.next_step}")
         return "\n".join(lines)

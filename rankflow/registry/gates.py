@@ -63,50 +63,49 @@ def check_gates(metrics: Mapping[str, float], gates: QualityGates) -> GateResult
     """Check test-split ``metrics`` (``evaluate``'s keys) against the absolute gates.
 
     A gate whose metric is missing or not finite fails: an unmeasured model is not promoted.
+    Each verdict reads as what holds: ``AUC 0.7120 >= 0.6`` passing, ``AUC 0.5396 < 0.6``
+    failing, ``AUC n/a (not measured)``.
     """
     checks: dict[str, str] = {}
     failures: list[str] = []
 
-    def check(name: str, ok: bool | None, text: str) -> None:
-        verdict = "pass" if ok else "FAIL"
-        checks[name] = f"{verdict}: {text}"
+    def check(name: str, what: str, value: float | None, ok: bool, held: str, broken: str) -> None:
+        if value is None:
+            text, ok = f"{what} n/a (not measured)", False
+        else:
+            text = f"{what} {_fmt(value)} {held if ok else broken}"
+        checks[name] = f"{'pass' if ok else 'FAIL'}: {text}"
         if not ok:
             failures.append(f"{name}: {text}")
 
+    def at_least(name: str, what: str, value: float | None, bound: float) -> None:
+        ok = value is not None and value >= bound
+        check(name, what, value, ok, f">= {bound}", f"< {bound}")
+
+    def at_most(name: str, what: str, value: float | None, bound: float) -> None:
+        ok = value is not None and value <= bound
+        check(name, what, value, ok, f"<= {bound}", f"> {bound}")
+
     auc = finite(metrics.get("auc"))
     if gates.min_auc is not None:
-        check(
-            "min_auc",
-            auc is not None and auc >= gates.min_auc,
-            f"AUC {_fmt(auc)} >= {gates.min_auc}",
-        )
+        at_least("min_auc", "AUC", auc, gates.min_auc)
     if gates.max_ne is not None:
-        ne = finite(metrics.get("ne"))
-        check("max_ne", ne is not None and ne <= gates.max_ne, f"NE {_fmt(ne)} <= {gates.max_ne}")
+        at_most("max_ne", "NE", finite(metrics.get("ne")), gates.max_ne)
     if gates.max_ece is not None:
-        ece = finite(metrics.get("ece"))
-        check(
-            "max_ece",
-            ece is not None and ece <= gates.max_ece,
-            f"ECE {_fmt(ece)} <= {gates.max_ece}",
-        )
+        at_most("max_ece", "ECE", finite(metrics.get("ece")), gates.max_ece)
     if gates.calibration_ratio is not None:
         low, high = gates.calibration_ratio
         ratio = finite(metrics.get("calibration_ratio"))
+        ok = ratio is not None and low <= ratio <= high
+        bounds = f"[{low}, {high}]"
         check(
-            "calibration_ratio",
-            ratio is not None and low <= ratio <= high,
-            f"calibration ratio {_fmt(ratio)} in [{low}, {high}]",
+            "calibration_ratio", "calibration ratio", ratio, ok, f"in {bounds}", f"outside {bounds}"
         )
     if gates.min_auc_lift_over_baseline is not None:
         base = finite(metrics.get("baseline_auc"))
         lift = None if auc is None or base is None else auc - base
-        check(
-            "min_auc_lift_over_baseline",
-            lift is not None and lift >= gates.min_auc_lift_over_baseline,
-            f"AUC {_fmt(auc)} - baseline {_fmt(base)} = {_fmt(lift)} "
-            f">= {gates.min_auc_lift_over_baseline}",
-        )
+        what = f"AUC {_fmt(auc)} - baseline {_fmt(base)} ="
+        at_least("min_auc_lift_over_baseline", what, lift, gates.min_auc_lift_over_baseline)
     return GateResult(checks=checks, failures=tuple(failures))
 
 

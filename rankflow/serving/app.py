@@ -202,11 +202,19 @@ def serve(
 
     bind_host, bind_port = bind_address(settings, host, port)
     started = time.perf_counter()
-    app = create_app(settings, scoring, freeze_gc=True)
-    log.info(
-        "scoring service on http://%s:%d (%.1fs)",
-        bind_host,
-        bind_port,
-        time.perf_counter() - started,
-    )
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+    # Opened here, not in the app's lifespan: a state that is not built (no feature service,
+    # no online store) is then a RankflowError the CLI prints as one line, where uvicorn would
+    # print it under the traceback of a failed startup.
+    service = ScoringService(settings, scoring)
+    try:
+        service.start()
+        app = create_app(settings, scoring, service=service, freeze_gc=True)
+        log.info(
+            "scoring service on http://%s:%d (%.1fs)",
+            bind_host,
+            bind_port,
+            time.perf_counter() - started,
+        )
+        uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+    finally:
+        service.close()

@@ -158,7 +158,8 @@ class OnlineLookup:
         except Exception as error:  # Feast's FeatureServiceNotFoundException and registry errors
             raise ServingError(
                 f"feature service {service_name!r} is not in the registry "
-                f"({store.config.registry.path}): run `rankflow features` first ({error})"
+                f"({store.config.registry.path}): build the state first (`rankflow run`; "
+                f"`rankflow features` if its warehouse is built) ({error})"
             ) from error
         self.schema = feature_service_schema(store, service_name)
         self.slots = self._slots()

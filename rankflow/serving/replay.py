@@ -62,10 +62,27 @@ class HttpScorer:
         self.client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
 
     def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
-        response = self.client.post("/score", json=body)
+        import httpx
+
+        try:
+            response = self.client.post("/score", json=body)
+        except httpx.TransportError as error:  # an operator's to fix, not a bug: one line
+            raise ReplayError(self.unreachable(error)) from None
         if response.status_code != 200:
             raise ReplayError(f"/score answered {response.status_code}: {response.text[:300]}")
         return response.json()
+
+    def unreachable(self, error: Exception) -> str:
+        """One line for a request that got no answer: where, why, and what to do."""
+        import httpx
+
+        url = str(self.client.base_url)
+        if isinstance(error, httpx.ConnectError):
+            return (
+                f"no scoring service answers at {url} ({error}): start one with "
+                "`rankflow serve`, or set RANKFLOW_SERVICE_URL to where it runs"
+            )
+        return f"the scoring service at {url} gave no answer: {type(error).__name__}: {error}"
 
     def close(self) -> None:
         self.client.close()

@@ -97,7 +97,7 @@ def test_settings_resolve_to_the_server_profile(server_run) -> None:
         timeout=120,
         check=True,
     ).stdout
-    settings = json.loads(shown)
+    settings = json.loads(shown)["environment"]
     assert settings["profile"] == "server"
     assert settings["feast_online_store"] == "redis"
     assert settings["home"] == str(home)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,95 @@ def test_a_live_canary_without_a_canary_share_is_one_line_before_any_stage(
     assert code != 0
     assert "Traceback" not in err and err.strip().count("\n") == 0
     assert "serving.canary_share" in err
+
+
+def test_a_bad_option_value_names_the_option_it_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--home", str(tmp_path), "simulate", "--impressions", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: invalid configuration from --impressions\n")
+    assert "simulation.n_impressions" in err
+    assert not (tmp_path / "raw").exists()
+
+
+def _settings_shown(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_settings_show_the_environment_and_the_resolved_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("simulation:\n  days: 9\n")
+    home = str(tmp_path / "home")
+    shown = _settings_shown(
+        capsys,
+        "--home",
+        home,
+        "--config",
+        str(mine),
+        "--set",
+        "warehouse.ctr_prior=0.05",
+        "settings",
+    )
+    assert shown["environment"]["home"] == home
+    assert shown["environment_from"]["home"] == "--home"
+    assert shown["config_file"] == str(mine)
+    assert shown["config"]["simulation"]["days"] == 9  # from the file
+    assert shown["config"]["warehouse"]["ctr_prior"] == 0.05  # from --set
+    assert shown["overrides"] == {
+        "warehouse.ctr_prior": {"value": 0.05, "from": "--set warehouse.ctr_prior"}
+    }
+
+
+def test_settings_refuse_an_unknown_key_with_a_suggestion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--home", str(tmp_path), "--set", "simulation.dayz=3", "settings"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err == (
+        "error: invalid configuration from --set simulation.dayz\n"
+        "  simulation.dayz: unknown key; did you mean simulation.days?\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["setings"], "invalid choice: 'setings'; did you mean 'settings'?"),
+        (["gapcheck"], "did you mean 'gap-check'?"),
+        (["replay", "--mode", "clsed"], "did you mean 'closed'?"),
+    ],
+)
+def test_a_mistyped_command_or_choice_gets_the_nearest_one(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert expected in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_serve_on_a_state_that_is_not_built_is_one_line_saying_to_build_it(
+    tmp_path: Path,
+) -> None:
+    """Not under uvicorn's traceback of a failed startup: the service opens before uvicorn."""
+    with socket.socket() as probe:  # a free port, in case it did start
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "rankflow", "--home", str(tmp_path), "serve", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: feature service 'ctr_ranker_v1' is not in the registry")
+    assert "`rankflow run`" in line

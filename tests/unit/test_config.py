@@ -83,3 +83,51 @@ def test_each_stage_gets_the_sections_it_reads() -> None:
     # The pipeline config as plain data: what every training run logs.
     assert train.pipeline["tracking"]["experiment"] == "exp"
     assert train.pipeline["simulation"]["seed"] == config.simulation.seed
+
+
+def test_a_mistyped_key_gets_the_nearest_valid_one(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("sourc: raw\nsimulation:\n  n_userz: 10\ncanary:\n  online:\n    alfa: 0.1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: invalid configuration")
+    assert "sourc: unknown key; did you mean source?" in message
+    assert "simulation.n_userz: unknown key; did you mean simulation.n_users?" in message
+    assert "canary.online.alfa: unknown key; did you mean canary.online.alpha?" in message
+
+
+def test_an_unknown_key_with_no_near_match_lists_the_sections_keys() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides={"warehouse.zzz": 1})
+    assert "warehouse.zzz: unknown key (expected one of ctr_prior," in str(error.value)
+
+
+def test_an_override_error_names_the_override_not_the_file() -> None:
+    """The shipped file is valid: a bad --set is the override's fault, and said so."""
+    with pytest.raises(ConfigError) as error:
+        load_config(DEFAULT_CONFIG_PATH, {"simulation.dayz": 3})
+    message = str(error.value)
+    assert message.splitlines()[0] == "invalid configuration from --set simulation.dayz"
+    assert str(DEFAULT_CONFIG_PATH) not in message
+    assert "did you mean simulation.days?" in message
+
+
+def test_a_file_error_beside_an_override_error_says_which_is_which(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("sourc: raw\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, {"simulation.days": 0}, {"simulation.days": "--days"})
+    first, *lines = str(error.value).splitlines()
+    assert first == f"{path}: invalid configuration"
+    assert any(line.startswith("  simulation.days:") and "(from --days)" in line for line in lines)
+    assert any(line.startswith("  sourc:") and "(from" not in line for line in lines)
+
+
+def test_a_sections_own_check_prints_its_reason_not_the_whole_section() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides={"simulation.drift_day": 500})
+    message = str(error.value)
+    assert "drift_day (500) must be < days" in message
+    assert "n_users" not in message and "{" not in message  # the section's dict is not dumped
+    assert "from --set simulation.drift_day" in message  # the key inside it that was set

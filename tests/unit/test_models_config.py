@@ -41,6 +41,18 @@ def test_typo_names_file_and_dotted_key(tmp_path: Path) -> None:
     assert "training.lerning_rate: unknown key" in message
 
 
+def test_a_top_level_typo_names_it_without_dumping_the_config(tmp_path: Path) -> None:
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["featurs"] = data.pop("features")
+    path = _write(tmp_path, data)
+    with pytest.raises(ModelConfigError) as error:
+        load_model_config(path)
+    message = str(error.value)
+    assert "features: required, not given" in message
+    assert "featurs: unknown key; did you mean features?" in message
+    assert len(message) < 300 and "item_id" not in message
+
+
 @pytest.mark.parametrize(
     ("categorical", "expected"),
     [

@@ -37,7 +37,7 @@ def candidate(kind: str, gate: GateResult, **metrics: float) -> Candidate:
 
 
 PASSED = GateResult(checks={"min_auc": "pass"}, failures=())
-FAILED = GateResult(checks={"min_auc": "FAIL"}, failures=("min_auc: AUC 0.5 >= 0.6",))
+FAILED = GateResult(checks={"min_auc": "FAIL"}, failures=("min_auc: AUC 0.5 < 0.6",))
 
 
 def test_default_gates_pass_a_sound_model() -> None:
@@ -69,6 +69,26 @@ def test_each_gate_fails_on_its_own_metric(change: dict[str, float], gate: str) 
     assert not result.passed
     assert [failure.split(":")[0] for failure in result.failures] == [gate]
     assert result.checks[gate].startswith("FAIL")
+
+
+@pytest.mark.parametrize(
+    ("change", "gate", "text"),
+    [
+        ({"auc": 0.5396}, "min_auc", "AUC 0.5396 < 0.6"),
+        ({"ne": 1.01}, "max_ne", "NE 1.0100 > 0.99"),
+        ({"ece": 0.05}, "max_ece", "ECE 0.0500 > 0.02"),
+        ({"calibration_ratio": 1.4}, "calibration_ratio", "calibration ratio 1.4000 outside"),
+        ({"baseline_auc": 0.73}, "min_auc_lift_over_baseline", "= -0.0100 < 0.0"),
+        ({"auc": math.nan}, "min_auc", "AUC n/a (not measured)"),
+    ],
+)
+def test_a_failed_gate_reads_as_what_failed(change: dict[str, float], gate: str, text: str) -> None:
+    """``AUC 0.5396 < 0.6``, not the rule it broke (``AUC 0.5396 >= 0.6`` read as a claim)."""
+    result = check_gates({**GOOD, **change}, QualityGates())
+    assert result.checks[gate] == f"FAIL: {result.failures[0].split(': ', 1)[1]}"
+    assert text in result.checks[gate]
+    assert text in result.summary()
+    assert check_gates(GOOD, QualityGates()).checks["min_auc"].startswith("pass: AUC 0.7200 >= 0.6")
 
 
 def test_missing_or_nan_metric_fails_its_gate_and_null_gates_are_skipped() -> None:

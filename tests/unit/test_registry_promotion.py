@@ -19,7 +19,7 @@ from rankflow.registry.promotion import (
 )
 
 PASSED = GateResult(checks={"min_auc": "pass: AUC 0.7 >= 0.6"}, failures=())
-FAILED = GateResult(checks={"min_auc": "FAIL"}, failures=("min_auc: AUC 0.5 >= 0.6",))
+FAILED = GateResult(checks={"min_auc": "FAIL"}, failures=("min_auc: AUC 0.5 < 0.6",))
 SERVING = "rankflow-ctr"
 
 

@@ -3,10 +3,14 @@ first appear, each item once with its first row, and the labels gathered into on
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pandas as pd
+import pytest
 
-from rankflow.serving.replay import ReplayLabels, _requests, request_body
+from rankflow.errors import RankflowError
+from rankflow.serving.replay import HttpScorer, ReplayLabels, _requests, request_body
 
 
 def _frame() -> pd.DataFrame:
@@ -65,3 +69,19 @@ def test_labels_are_one_frame_keyed_by_request_and_item() -> None:
         "p_true": "float64",
         "mode": "object",
     }
+
+
+def test_no_service_at_the_url_is_one_line_saying_to_start_one() -> None:
+    """``replay --http`` with nothing listening: a RankflowError (the CLI prints one line, no
+    traceback) naming the URL and what to do, not httpx's ConnectError."""
+    with socket.socket() as probe:  # a port that was free a moment ago, closed again
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    scorer = HttpScorer(f"http://127.0.0.1:{port}", timeout=5)
+    with pytest.raises(RankflowError) as error:
+        scorer({"user_id": 1, "item_ids": [1]})
+    scorer.close()
+    message = str(error.value)
+    assert f"no scoring service answers at http://127.0.0.1:{port}" in message
+    assert "`rankflow serve`" in message and "RANKFLOW_SERVICE_URL" in message
+    assert "\n" not in message

@@ -8,7 +8,7 @@ import pytest
 
 from rankflow.errors import ConfigError, RankflowError
 from rankflow.paths import REPO_ROOT, StatePaths
-from rankflow.settings import ENV_VARS, SERVER_NEEDS, Settings
+from rankflow.settings import ENV_VARS, SERVER_NEEDS, Settings, setting_sources
 
 
 def test_defaults_are_the_embedded_profile() -> None:
@@ -134,6 +134,15 @@ def test_bad_values_name_the_setting_and_its_source() -> None:
     with pytest.raises(ConfigError, match="unknown key"):
         Settings.resolve(environ={}, file={"hme": "/x"})
     assert issubclass(ConfigError, RankflowError)
+
+
+def test_a_mistyped_choice_gets_the_nearest_one_and_sources_are_told() -> None:
+    with pytest.raises(ConfigError, match=r"\(from RANKFLOW_PROFILE\).*did you mean 'server'\?"):
+        Settings.resolve(environ={"RANKFLOW_PROFILE": "sever"})
+    sources = setting_sources({"home": "/x"}, environ={"RANKFLOW_REDIS": "r:6379"})
+    assert sources["home"] == "argument"
+    assert sources["redis_url"] == "RANKFLOW_REDIS"
+    assert sources["profile"] == "default"
 
 
 def test_child_env_carries_the_settings_and_describe_masks_passwords(tmp_path: Path) -> None:

@@ -72,6 +72,8 @@ NULL_BOUND_FACTOR = 4.0  # see _psi_null
 # calibrated by), and warns from that much (see day_to_day).
 DAY_MARGIN = 1.5
 MIN_DAY_ROWS = 100  # fewer rows on a reference day: left out of its spread
+# An entity whose share of the rows changes by this much is named in the drift summary.
+ENTITY_SHIFT = 0.02
 
 
 # ------------------------------------------------------------------------- the reference
@@ -315,6 +317,9 @@ def drift(
     )
     adv_verdict, adv_fail = adversarial_verdict(adversarial, cfg, alpha)
     verdict = worst([adv_verdict, *(d.verdict for d in per_feature.values())])
+    shifts = entity_shifts(reference, current, keys)
+    if shifts:
+        sizes += "; traffic that moved between entities: " + ", ".join(shifts)
     summary = _summary(per_feature, adversarial, adv_verdict, adv_fail, sizes, verdict)
     details: dict[str, Any] = {
         "features": {name: asdict(d) for name, d in per_feature.items()},
@@ -329,10 +334,31 @@ def drift(
         },
         "false_alarm_rate": cfg.drift_false_alarm_rate,
         "reference": reference_label,
+        "entity_shifts": shifts,
         "reference_rows": len(reference),
         "current_rows": len(current),
     }
     return CheckResult("drift", verdict, summary, details)
+
+
+def entity_shifts(
+    reference: pd.DataFrame, current: pd.DataFrame, keys: tuple[str, ...], top: int = 3
+) -> list[str]:
+    """The entities whose share of the rows changed most (at least ``ENTITY_SHIFT`` of all
+    rows), as ``item_id 73295 8.1% -> 0%``. One head item leaving the catalog (or coming
+    back) moves every feature of its view by its share at once; naming it says why."""
+    lines = []
+    for key in keys:
+        before = reference[key].value_counts(normalize=True)
+        after = current[key].value_counts(normalize=True)
+        change = after.sub(before, fill_value=0.0)
+        for entity in change.abs().sort_values(ascending=False).index[:top]:
+            if abs(change[entity]) < ENTITY_SHIFT:
+                break
+            lines.append(
+                f"{key} {entity} {before.get(entity, 0.0):.1%} -> {after.get(entity, 0.0):.1%}"
+            )
+    return lines
 
 
 def _not_judged(reference_rows: int, current_rows: int, sizes: str) -> CheckResult:

@@ -267,3 +267,20 @@ def test_drift_free_days_pass_and_a_shift_fails_with_what_moved_and_what_to_do()
     assert "a canary retrains" in moved.summary and "fix the data first" in moved.summary
     assert moved.details["features"]["normal"]["verdict"] == "fail"
     assert moved.details["adversarial"]["held_out_by"] == ["user_id", "item_id"]
+
+
+def test_a_head_item_that_left_the_traffic_is_named_in_the_summary() -> None:
+    rng = np.random.default_rng(5)
+    cfg = MonitoringConfig()
+
+    def rows(n: int, head_share: float) -> pd.DataFrame:
+        items = np.where(rng.random(n) < head_share, 7, rng.integers(100, 2_000, n))
+        return pd.DataFrame(
+            {"item_id": items, "user_id": rng.integers(0, 5_000, n), "x": rng.normal(0, 1, n)}
+        )
+
+    gone = drift(rows(4_000, 0.08), rows(4_000, 0.0), ["x"], cfg)
+    assert "item_id 7 8." in gone.summary and "-> 0.0%" in gone.summary, gone.summary
+    assert gone.details["entity_shifts"][0].startswith("item_id 7 ")
+    steady = drift(rows(4_000, 0.08), rows(4_000, 0.08), ["x"], cfg)
+    assert steady.details["entity_shifts"] == []

@@ -145,7 +145,7 @@ bench-warm-start: $(INSTALLED) ## Warm vs cold start after a concept drift, 5 se
 
 bench-drift: $(INSTALLED) ## The drift check's FAIL rate on 20 simulated drift-free served days (~8 min with the first build)
 	mkdir -p .state/bench
-	$(PY) bench/bench_drift_false_alarms.py --days 20 --out .state/bench/drift.json
+	$(PY) bench/bench_drift_false_alarms.py --days 20 --sim-days 61 --out .state/bench/drift.json
 
 docs: $(INSTALLED) ## Generate dbt docs (written to $$RANKFLOW_HOME/dbt/docs)
 	$(PY) -m rankflow dbt-docs

@@ -47,6 +47,7 @@ LONGEST_UNITS = [
     "tests/e2e/test_canary.py",
     # builds the session's shared state (online_state) early, while the other worker is busy
     "tests/e2e/test_main_job.py",
+    "tests/e2e/test_soak.py",
     "servers",
     "tests/integration/test_warehouse_invariant.py",
     "tests/integration/test_warehouse_property.py",

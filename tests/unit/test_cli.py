@@ -143,6 +143,8 @@ def test_a_mistyped_command_or_choice_gets_the_nearest_one(
     assert expected in capsys.readouterr().err.splitlines()[-1]
 
 
+# A `rankflow serve` process: imports Feast, torch and MLflow (~10 s of CPU).
+@pytest.mark.slow
 def test_serve_on_a_state_that_is_not_built_is_one_line_saying_to_build_it(
     tmp_path: Path,
 ) -> None:

@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rankflow.paths import REPO_ROOT
+
+# A fresh interpreter that imports Feast (~5 s of CPU).
+pytestmark = pytest.mark.slow
 
 PROBE = """
 import rankflow  # first, as every rankflow process imports it

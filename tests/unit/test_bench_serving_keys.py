@@ -121,3 +121,22 @@ def test_equal_scores_across_candidates_stop_the_bench() -> None:
         serving_keys.check_scores_differ([[0.1, 0.2], [0.3, 0.3]])
     with pytest.raises(serving_keys.BenchKeysError, match="every score"):
         serving_keys.check_scores_differ([[0.4], [0.4]])
+
+
+def test_keys_are_read_from_a_states_exports_and_a_missing_day_is_named(tmp_path: Path) -> None:
+    from rankflow.paths import StatePaths
+
+    paths = StatePaths(tmp_path)
+    for name, frame in _exports().items():
+        if "feature_ts" in frame.columns:
+            folder = paths.exports / name
+            folder.mkdir(parents=True)
+            for day, rows in frame.groupby(frame["feature_ts"].dt.date):
+                rows.to_parquet(folder / f"{day.isoformat()}.parquet")
+        else:
+            paths.exports.mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(paths.exports / f"{name}.parquet")
+    keys = serving_keys.read_stored_keys(paths, AS_OF)
+    assert keys.users.tolist() == [1_000_001, 1_000_002]
+    with pytest.raises(serving_keys.BenchKeysError, match=r"user_daily_features.*2026-12-02"):
+        serving_keys.read_stored_keys(paths, AS_OF + timedelta(days=1))

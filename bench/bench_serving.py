@@ -16,6 +16,13 @@ candidates) and concurrency (1 and 8 clients):
   (the pandas feature-spec transform + forward), the same concurrency in threads (one
   ``FeatureStore`` per thread).
 
+The requests read real keys (bench/serving_keys.py): users and items with a fresh row of every
+stored view in the state's exports, candidates among the items of the user's affinity
+categories, seeded. Before timing a store, every request of the run goes once through an
+in-process ``ScoringService`` (the service's own lookup): the found rate of every stored feature
+is printed per feature view, and the bench stops if one is under 95% or the scores do not vary
+across candidates.
+
 Prints p50 / p99 (ms) and throughput (requests/s) of both and the service / raw ratios, the
 service's dropped log rows, and where an in-process request spends its time (category lookup,
 Feast read, transform, forward, log). Absolute times drift on a shared 2-core machine; the
@@ -80,21 +87,6 @@ def run_clients(
         t.join()
     wall = time.perf_counter() - started
     return {**_percentiles(latencies), "rps": len(bodies) / wall}
-
-
-def bodies_for(rng: np.random.Generator, n_users: int, n_items: int, size: int, count: int):
-    out = []
-    for _ in range(count):
-        items = rng.choice(np.arange(1, n_items + 1), size=size, replace=False)
-        out.append(
-            {
-                "user_id": int(rng.integers(1, n_users + 1)),
-                "item_ids": [int(i) for i in items],
-                "device": str(rng.choice(["mobile", "desktop", "tablet"])),
-                "time": WHEN,
-            }
-        )
-    return out
 
 
 # ----------------------------------------------------------------------------- state
@@ -201,10 +193,11 @@ def start_service(settings: Any, port: int, overrides: Sequence[str] = ()):
 
 
 def raw_caller(
-    settings: Any, scoring: ScoringConfig, clients: int
+    settings: Any, scoring: ScoringConfig, clients: int, item_ids: Sequence[int]
 ) -> Callable[[int, dict[str, Any]], None]:
     """The naive raw path per client thread: Feast SDK read -> DataFrame -> Scorer, through the
-    feature service and of the ``@champion`` the service serves (``scoring``)."""
+    feature service and of the ``@champion`` the service serves (``scoring``). The categories
+    of ``item_ids`` (the candidates drawn) are read from the store once, before timing."""
     from mlflow import MlflowClient
 
     from models.scoring import Scorer
@@ -219,11 +212,10 @@ def raw_caller(
     stores = [get_store(settings) for _ in range(clients)]
     service = stores[0].get_feature_service(scoring.feature_service)
     schema = feature_service_schema(stores[0], scoring.feature_service)
-    categories = {}
     with_cat = (
         stores[0]
         .get_online_features(
-            ["item_attributes:item_category"], entity_rows=[{"item_id": i} for i in range(1, 5001)]
+            ["item_attributes:item_category"], entity_rows=[{"item_id": i} for i in item_ids]
         )
         .to_dict()
     )
@@ -251,6 +243,57 @@ def raw_caller(
         scorer.predict_proba(frame)
 
     return call
+
+
+def check_requests(
+    settings: Any, scoring: ScoringConfig, bodies: list[dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """Every request once through an in-process ``ScoringService`` (the service's lookup and
+    model): the found rate of each stored feature per view, printed; stop when one is under
+    95% for these known entities or the scores do not vary across candidates."""
+    from serving_keys import (
+        BenchKeysError,
+        check_found_rates,
+        check_scores_differ,
+        format_found_rates,
+        found_rates,
+    )
+
+    from rankflow.serving.schemas import score_request_model
+    from rankflow.serving.service import ScoringService
+
+    service = ScoringService(settings, scoring)
+    service.start(poll=False)
+    statuses: list[dict[str, list[int]]] = []
+    fetch = service.lookup.fetch
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        served = fetch(*args, **kwargs)
+        statuses.append({name: list(s) for name, s in served.statuses.items()})
+        return served
+
+    service.lookup.fetch = recorded  # type: ignore[method-assign]
+    request_model = score_request_model(service.serving.max_candidates)
+    try:
+        scores = [
+            [item.p_click for item in service.score(request_model.model_validate(b)).items]
+            for b in bodies
+        ]
+        slots = service.lookup.slots.items()
+        stored = {name: slot.view for name, slot in slots if not slot.on_demand}
+    finally:
+        service.close()
+    rates = found_rates(statuses, stored)
+    profile = settings.feast_online_store
+    print(f"  {profile}: found rate over {len(bodies)} requests (each feature of each view):")
+    for line in format_found_rates(rates):
+        print(f"    {line}")
+    try:
+        check_found_rates(rates)
+        check_scores_differ(scores)
+    except BenchKeysError as error:
+        raise SystemExit(f"{profile}: {error}") from error
+    return rates
 
 
 def breakdown(
@@ -299,13 +342,22 @@ def breakdown(
 
 def measure(settings: Any, scoring: ScoringConfig, args: argparse.Namespace) -> dict:
     import httpx
+    from serving_keys import draw_bodies
 
     from rankflow.tracking.server import free_port
 
-    profile = settings.feast_online_store
     rng = np.random.default_rng(0)
-    users, items = args.users, args.items
-    results: dict[str, Any] = {}
+    keys = args.keys
+    cells = {
+        size: (
+            draw_bodies(rng, keys, size, 20, WHEN),
+            {c: draw_bodies(rng, keys, size, args.requests, WHEN) for c in (1, 8)},
+        )
+        for size in (1, 100)
+    }
+    every = [b for warm, timed in cells.values() for b in [*warm, *timed[1], *timed[8]]]
+    results: dict[str, Any] = {"found_rates": check_requests(settings, scoring, every)}
+    profile = settings.feast_online_store
     process, url = start_service(settings, free_port(), args.service_set)
     try:
         clients = {k: httpx.Client(base_url=url, timeout=30) for k in range(8)}
@@ -315,13 +367,11 @@ def measure(settings: Any, scoring: ScoringConfig, args: argparse.Namespace) -> 
             if response.status_code != 200:
                 raise SystemExit(f"/score {response.status_code}: {response.text[:300]}")
 
-        raw = raw_caller(settings, scoring, 8)
-        for size in (1, 100):
-            warm = bodies_for(rng, users, items, size, 20)
+        raw = raw_caller(settings, scoring, 8, sorted(keys.item_category))
+        for size, (warm, timed) in cells.items():
             run_clients(http_call, warm, 1)
             run_clients(raw, warm, 1)
-            for concurrency in (1, 8):
-                bodies = bodies_for(rng, users, items, size, args.requests)
+            for concurrency, bodies in timed.items():
                 service = run_clients(http_call, bodies, concurrency)
                 naive = run_clients(raw, bodies, concurrency)
                 key = f"{size}x{concurrency}"
@@ -372,6 +422,8 @@ def main() -> None:
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(args.home or source, home, ignore=shutil.ignore_patterns("logs", "reports"))
 
+    from serving_keys import draw_bodies, read_stored_keys
+
     from rankflow.config import load_config
     from rankflow.features.store import apply_feature_repo, exports_as_of
     from rankflow.sim.oracle import Oracle
@@ -384,17 +436,24 @@ def main() -> None:
     paths = sqlite.paths
     apply_feature_repo(sqlite)  # the registry keeps the copied-from state's export paths
     config = Oracle.from_truth_dir(paths.truth).config
-    args.users, args.items = config.n_users, config.n_items
-    WHEN = (exports_as_of(paths) + timedelta(hours=18)).isoformat()
-    results: dict[str, Any] = {"when": WHEN, "users": args.users, "items": args.items}
-    print(f"state {home}: {args.users} users, {args.items} items, requests at {WHEN}")
+    as_of = exports_as_of(paths)
+    WHEN = (as_of + timedelta(hours=18)).isoformat()
+    args.keys = keys = read_stored_keys(paths, as_of)
+    results: dict[str, Any] = {
+        "when": WHEN,
+        "users": config.n_users,
+        "items": config.n_items,
+        "stored_users": len(keys.users),
+        "stored_items": len(keys.item_category),
+    }
+    print(
+        f"state {home}: {config.n_users} users, {config.n_items} items; drawing from the "
+        f"{len(keys.users)} users and {len(keys.item_category)} items with a row of every "
+        f"stored view at {as_of.isoformat()}; requests at {WHEN}"
+    )
     rng = np.random.default_rng(1)
-    results["breakdown_1"] = breakdown(
-        sqlite, scoring, bodies_for(rng, args.users, args.items, 1, 200)
-    )
-    results["breakdown_100"] = breakdown(
-        sqlite, scoring, bodies_for(rng, args.users, args.items, 100, 100)
-    )
+    results["breakdown_1"] = breakdown(sqlite, scoring, draw_bodies(rng, keys, 1, 200, WHEN))
+    results["breakdown_100"] = breakdown(sqlite, scoring, draw_bodies(rng, keys, 100, 100, WHEN))
     for size in (1, 100):
         b = results[f"breakdown_{size}"]
         print(f"  in process, {size} cand (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in b.items()))

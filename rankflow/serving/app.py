@@ -70,9 +70,9 @@ def create_app(
     ``freeze_gc`` (``rankflow serve``, a process that only serves): once the service is open,
     move every object alive then (Feast, torch, MLflow, the model: ~480k objects) out of the
     collector's reach with :func:`gc.freeze`. Otherwise each full collection walks them all,
-    ~300 ms with the GIL held, and every request in flight waits (bench_serving at 8 clients:
-    p99 310 ms with, 24 ms without the served log's allocations triggering them); frozen, a full
-    collection takes ~25 ms. Not for a shared process (tests, the benchmark's in-process
+    ~300 ms with the GIL held, and every request in flight waits (bench_serving at 8 clients,
+    on requests whose keys the store did not hold: p99 310 ms with, 24 ms without the served
+    log's allocations triggering them); frozen, a full collection takes ~25 ms. Not for a shared process (tests, the benchmark's in-process
     service): frozen objects are never freed."""
     metrics = service.metrics if service is not None else ServiceMetrics()
 

@@ -27,6 +27,7 @@ from rankflow.cli_inputs import config_of as _config_of
 from rankflow.cli_inputs import flow_config as _flow_config
 from rankflow.cli_inputs import record_build as _record_build
 from rankflow.cli_inputs import what_commands_run_with as _what_commands_run_with
+from rankflow.console import set_verbose
 from rankflow.errors import RankflowError
 
 __all__ = ["FLOW_ENTRYPOINTS", "build_parser", "main", "parse_overrides"]
@@ -131,11 +132,12 @@ def cmd_dbt_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    from rankflow.features.output import applied_line, materialized_line
     from rankflow.features.store import refresh_online_store
 
-    settings = _settings(args)
-    for summary in refresh_online_store(settings):
-        print(summary)
+    applied, materialized = refresh_online_store(_settings(args))
+    print(applied_line(applied))
+    print(materialized_line(materialized))
     return 0
 
 
@@ -398,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--home", type=Path, default=None, help="state directory (default $RANKFLOW_HOME or .state)"
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print dbt's and Feast's own output too (by default one summary line per stage; "
+        "their full logs are kept in the state directory: dbt/logs/dbt.log, feast/logs/feast.log)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _flow_commands(sub)
     _stage_commands(sub)
@@ -484,6 +492,7 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     try:
         return args.func(args)
     except RankflowError as error:

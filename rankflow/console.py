@@ -1,0 +1,59 @@
+"""What a command prints of the tools it drives: one summary line per stage, full logs on disk.
+
+dbt and Feast narrate every node, table and view they touch. A scheduled run's log keeps only
+rankflow's own summary line for each stage, which names the tool's full log under the state
+folder; ``rankflow --verbose`` (:func:`set_verbose`) prints the tools' own output as well, as
+they write it. Colour codes go only to a terminal: a log file or a pipe gets plain text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["colours_wanted", "is_verbose", "set_verbose", "tool_output"]
+
+# One switch per process, set by the CLI before any stage runs: the stages run in this process
+# (Prefect runs a flow's tasks in threads of it), and none of them takes the CLI's arguments.
+_verbose = False
+
+
+def set_verbose(on: bool) -> None:
+    """Print the tools' own output (dbt's node lines, Feast's apply and materialize) too."""
+    global _verbose
+    _verbose = on
+
+
+def is_verbose() -> bool:
+    return _verbose
+
+
+def colours_wanted(stream: TextIO | None = None) -> bool:
+    """Colour codes only for a terminal: in a file or a pipe they are noise."""
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+@contextlib.contextmanager
+def tool_output(log_file: Path, what: str) -> Iterator[Path | None]:
+    """Send what the calls inside print (stdout and stderr) to the end of ``log_file``.
+
+    For tools with no quiet switch of their own (Feast prints with ``print``, ``click.echo`` and
+    tqdm). Yields the log file, or None when verbose: then nothing is redirected and the output
+    reaches the console as it always did. Each capture starts with a header naming ``what`` ran and when, so the file reads as a
+    history of runs.
+    """
+    if _verbose:
+        yield None
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a", encoding="utf-8") as sink:
+        sink.write(f"--- {what} at {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
+        sink.flush()
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield log_file

@@ -114,7 +114,7 @@ def dbt_build(config: RankflowConfig, paths: StatePaths, full_refresh: bool) -> 
 def feast_apply(settings: Settings) -> ApplySummary:
     """``feast apply``: register the feature repo's definitions for this state dir."""
     from rankflow.features import store as feature_store
-    from rankflow.features.output import applied_line
+    from rankflow.features.summaries import applied_line
 
     applied = feature_store.apply_feature_repo(settings)
     get_run_logger().info("%s", applied_line(applied))
@@ -125,7 +125,7 @@ def feast_apply(settings: Settings) -> ApplySummary:
 def feast_materialize(settings: Settings) -> MaterializeSummary:
     """``materialize-incremental`` up to the exports' as-of time (not the wall clock)."""
     from rankflow.features import store as feature_store
-    from rankflow.features.output import materialized_line
+    from rankflow.features.summaries import materialized_line
 
     end = feature_store.exports_as_of(settings.paths)
     materialized = feature_store.materialize_incremental(settings, end)

@@ -27,7 +27,7 @@ from rankflow.cli_inputs import config_of as _config_of
 from rankflow.cli_inputs import flow_config as _flow_config
 from rankflow.cli_inputs import record_build as _record_build
 from rankflow.cli_inputs import what_commands_run_with as _what_commands_run_with
-from rankflow.console import set_verbose
+from rankflow.console import add_verbose_option, set_verbose
 from rankflow.errors import RankflowError
 
 __all__ = ["FLOW_ENTRYPOINTS", "build_parser", "main", "parse_overrides"]
@@ -132,8 +132,8 @@ def cmd_dbt_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from rankflow.features.output import applied_line, materialized_line
     from rankflow.features.store import refresh_online_store
+    from rankflow.features.summaries import applied_line, materialized_line
 
     applied, materialized = refresh_online_store(_settings(args))
     print(applied_line(applied))
@@ -400,12 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--home", type=Path, default=None, help="state directory (default $RANKFLOW_HOME or .state)"
     )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="print dbt's and Feast's own output too (by default one summary line per stage; "
-        "their full logs are kept in the state directory: dbt/logs/dbt.log, feast/logs/feast.log)",
-    )
+    add_verbose_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     _flow_commands(sub)
     _stage_commands(sub)

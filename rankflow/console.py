@@ -8,6 +8,7 @@ they write it. Colour codes go only to a terminal: a log file or a pipe gets pla
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
@@ -15,11 +16,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["colours_wanted", "is_verbose", "set_verbose", "tool_output"]
+__all__ = ["add_verbose_option", "colours_wanted", "is_verbose", "set_verbose", "tool_output"]
 
 # One switch per process, set by the CLI before any stage runs: the stages run in this process
 # (Prefect runs a flow's tasks in threads of it), and none of them takes the CLI's arguments.
 _verbose = False
+
+
+def add_verbose_option(parser: argparse.ArgumentParser) -> None:
+    """The command line's ``--verbose``: the CLI hands its value to :func:`set_verbose`."""
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print dbt's and Feast's own output too (by default one summary line per stage; "
+        "their full logs are kept in the state directory: dbt/logs/dbt.log, feast/logs/feast.log)",
+    )
 
 
 def set_verbose(on: bool) -> None:

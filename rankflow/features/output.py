@@ -2,7 +2,7 @@
 
 Feast has no quiet switch: ``apply`` prints a line per object and table it creates,
 ``materialize`` a coloured header and a progress bar per view. The stages report one line of
-their own (the summaries in :mod:`rankflow.features.store`), so Feast's output goes to
+their own (:mod:`rankflow.features.summaries`), so Feast's output goes to
 ``<state>/feast/logs/feast.log`` unless ``rankflow --verbose`` (:mod:`rankflow.console`).
 """
 
@@ -12,21 +12,11 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rankflow.console import tool_output
 from rankflow.paths import StatePaths
 
-if TYPE_CHECKING:
-    from rankflow.features.store import ApplySummary, MaterializeSummary
-
-__all__ = [
-    "applied_line",
-    "feast_log_file",
-    "feast_output",
-    "known_warnings_dropped",
-    "materialized_line",
-]
+__all__ = ["feast_log_file", "feast_output", "known_warnings_dropped"]
 
 
 def feast_log_file(paths: StatePaths) -> Path:
@@ -69,25 +59,3 @@ def feast_output(paths: StatePaths, what: str) -> Iterator[Path | None]:
     warnings dropped."""
     with known_warnings_dropped(), tool_output(feast_log_file(paths), what) as log_file:
         yield log_file
-
-
-def applied_line(applied: ApplySummary) -> str:
-    """``feast apply`` in one line: what it registered, and where Feast's own output went."""
-    return (
-        f"feast apply: project {applied.project}, {len(applied.feature_views)} feature views, "
-        f"services {', '.join(applied.feature_services)}{_where(applied.log_file)}"
-    )
-
-
-def materialized_line(materialized: MaterializeSummary) -> str:
-    """A materialization in one line: each view's load, and where Feast's own output went."""
-    views = ", ".join(f"{view} {m.mode}" for view, m in sorted(materialized.views.items()))
-    return (
-        f"feast materialize up to {materialized.end:%Y-%m-%d %H:%M} UTC into "
-        f"{materialized.online_store}: {views}{_where(materialized.log_file)}"
-    )
-
-
-def _where(log_file: Path | None) -> str:
-    # None: --verbose sent Feast's output to the console, where it was just read
-    return f"; full log {log_file}" if log_file else ""

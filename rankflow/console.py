@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["add_verbose_option", "colours_wanted", "is_verbose", "set_verbose", "tool_output"]
+__all__ = [
+    "PlainText",
+    "add_verbose_option",
+    "colours_wanted",
+    "is_verbose",
+    "set_verbose",
+    "tool_output",
+]
+
+# SGR colour / style sequences, which Feast writes whatever the stream (colorama constants)
+_ANSI_SEQUENCE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 # One switch per process, set by the CLI before any stage runs: the stages run in this process
 # (Prefect runs a flow's tasks in threads of it), and none of them takes the CLI's arguments.
@@ -55,16 +67,48 @@ def tool_output(log_file: Path, what: str) -> Iterator[Path | None]:
     """Send what the calls inside print (stdout and stderr) to the end of ``log_file``.
 
     For tools with no quiet switch of their own (Feast prints with ``print``, ``click.echo`` and
-    tqdm). Yields the log file, or None when verbose: then nothing is redirected and the output
-    reaches the console as it always did. Each capture starts with a header naming ``what`` ran and when, so the file reads as a
-    history of runs.
+    tqdm). Yields the log file, or None when verbose: then the output reaches the console as it
+    always did. Each capture starts with a header naming ``what`` ran and when, so the file
+    reads as a history of runs. Colour codes are dropped from the file, and from the console
+    unless it is a terminal.
     """
     if _verbose:
-        yield None
+        out = sys.stdout if colours_wanted(sys.stdout) else PlainText(sys.stdout)
+        err = sys.stderr if colours_wanted(sys.stderr) else PlainText(sys.stderr)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield None
         return
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("a", encoding="utf-8") as sink:
-        sink.write(f"--- {what} at {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
-        sink.flush()
+    with log_file.open("a", encoding="utf-8") as file:
+        file.write(f"--- {what} at {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
+        sink = PlainText(file)
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             yield log_file
+
+
+class PlainText(io.TextIOBase):
+    """A text stream that writes to ``target`` without colour codes."""
+
+    def __init__(self, target: TextIO) -> None:
+        super().__init__()
+        self._target = target
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._target.write(_ANSI_SEQUENCE.sub("", text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    # What code that writes to sys.stdout may ask of it (click reads the encoding; a library
+    # that writes below Python, to the descriptor, bypasses the stripping, as it would any
+    # redirection).
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._target, "encoding", None) or "utf-8"
+
+    def fileno(self) -> int:
+        return self._target.fileno()

@@ -43,6 +43,7 @@ def test_a_tools_output_goes_to_its_log_file_not_the_console(
     assert text.index("--- feast apply at ") < text.index("Created sqlite table")
     assert text.index("item_attributes") < text.index("--- feast materialize at ")
     assert text.rstrip().endswith("second run")
+    assert "\x1b" not in text  # Feast's colour codes are not kept in a file
 
 
 def test_verbose_prints_the_tools_output_and_writes_no_log(
@@ -55,6 +56,7 @@ def test_verbose_prints_the_tools_output_and_writes_no_log(
     assert written is None
     out, err = capsys.readouterr()
     assert "Created sqlite table" in out and "item_attributes" in err
+    assert "\x1b" not in err  # not a terminal: no colour codes
     assert not log_file.exists()
 
 

@@ -1,9 +1,9 @@
 """Running dbt in-process and describing what failed, for the warehouse build and docs.
 
-dbt runs through ``dbt.cli.main.dbtRunner``. Its console output is one line per node; it goes
-to its full log (``<state>/dbt/logs/dbt.log``) only, and the build reports
-:func:`summary_line` instead, unless ``rankflow --verbose`` asks for dbt's own (in colour
-only on a terminal). The paths it needs reach ``dbt_project/profiles.yml``
+dbt runs through ``dbt.cli.main.dbtRunner``. Its line per node goes only to its full log
+(``<state>/dbt/logs/dbt.log``) and the build reports :func:`summary_line` instead, unless
+``rankflow --verbose`` asks for dbt's own output (in colour only on a terminal); dbt's errors
+always print. The paths it needs reach ``dbt_project/profiles.yml``
 and the export models as dbt vars (``warehouse_path``, ``exports_dir``), never through the
 process environment; by hand, the dbt CLI can set the same through ``RANKFLOW_WAREHOUSE_PATH`` /
 ``RANKFLOW_EXPORTS_DIR``, which the project falls back to.
@@ -112,8 +112,8 @@ def summary_line(command: str, run: dbtRunnerResult, log_file: Path) -> str:
         (tests if kind in _TEST_TYPES else models)[outcome] += 1
     elapsed = getattr(getattr(run, "result", None), "elapsed_time", None)
     parts = [
-        f"{_counted(models, 'models', ('ok', 'error'))}",
-        f"{_counted(tests, 'tests', ('ok', 'warn', 'error'))}",
+        _counted(models, "models", ("ok", "error")),
+        _counted(tests, "tests", ("ok", "warn", "error")),
     ]
     if elapsed is not None:
         parts.append(f"{elapsed:.1f} s")

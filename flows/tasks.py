@@ -114,14 +114,10 @@ def dbt_build(config: RankflowConfig, paths: StatePaths, full_refresh: bool) -> 
 def feast_apply(settings: Settings) -> ApplySummary:
     """``feast apply``: register the feature repo's definitions for this state dir."""
     from rankflow.features import store as feature_store
+    from rankflow.features.summaries import applied_line
 
     applied = feature_store.apply_feature_repo(settings)
-    get_run_logger().info(
-        "applied project %s: %d feature views, services %s",
-        applied.project,
-        len(applied.feature_views),
-        ", ".join(applied.feature_services),
-    )
+    get_run_logger().info("%s", applied_line(applied))
     return applied
 
 
@@ -129,14 +125,11 @@ def feast_apply(settings: Settings) -> ApplySummary:
 def feast_materialize(settings: Settings) -> MaterializeSummary:
     """``materialize-incremental`` up to the exports' as-of time (not the wall clock)."""
     from rankflow.features import store as feature_store
+    from rankflow.features.summaries import materialized_line
 
     end = feature_store.exports_as_of(settings.paths)
     materialized = feature_store.materialize_incremental(settings, end)
-    get_run_logger().info(
-        "materialized up to %s: %s",
-        end,
-        ", ".join(f"{view} {m.mode}" for view, m in sorted(materialized.views.items())),
-    )
+    get_run_logger().info("%s", materialized_line(materialized))
     return materialized
 
 
@@ -167,7 +160,9 @@ def train_and_register(
     # A second run queues behind the first inside (the training lock of each family), never
     # racing it for the shared checkpoints and registry; then it reuses its registered models.
     outcome = train_and_register_models(config.train_step(), settings, training_set=training)
-    get_run_logger().info("%s", outcome.render())
+    # One line: the flow's run summary carries the full report (printed once, at the end).
+    shown = ", ".join(f"@{a} = v{v}" for a, v in sorted(outcome.aliases.items())) or "none"
+    get_run_logger().info("registered; aliases of %s: %s", outcome.serving_model, shown)
     return outcome
 
 
@@ -185,5 +180,6 @@ def canary(config: RankflowConfig, settings: Settings, look_only: bool = False) 
     outcome = run_canary(
         settings, config.canary_run(), look_only=look_only, simulation=canary_simulation()
     )
-    get_run_logger().info("%s", outcome.summary())
+    # One line: the flow's run summary carries the full report (printed once, at the end).
+    get_run_logger().info("canary: %s: %s", outcome.decision.upper(), outcome.reason)
     return outcome

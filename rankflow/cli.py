@@ -27,6 +27,7 @@ from rankflow.cli_inputs import config_of as _config_of
 from rankflow.cli_inputs import flow_config as _flow_config
 from rankflow.cli_inputs import record_build as _record_build
 from rankflow.cli_inputs import what_commands_run_with as _what_commands_run_with
+from rankflow.console import add_verbose_option, set_verbose
 from rankflow.errors import RankflowError
 
 __all__ = ["FLOW_ENTRYPOINTS", "build_parser", "main", "parse_overrides"]
@@ -132,10 +133,11 @@ def cmd_dbt_docs(args: argparse.Namespace) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     from rankflow.features.store import refresh_online_store
+    from rankflow.features.summaries import applied_line, materialized_line
 
-    settings = _settings(args)
-    for summary in refresh_online_store(settings):
-        print(summary)
+    applied, materialized = refresh_online_store(_settings(args))
+    print(applied_line(applied))
+    print(materialized_line(materialized))
     return 0
 
 
@@ -398,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--home", type=Path, default=None, help="state directory (default $RANKFLOW_HOME or .state)"
     )
+    add_verbose_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     _flow_commands(sub)
     _stage_commands(sub)
@@ -484,6 +487,7 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     try:
         return args.func(args)
     except RankflowError as error:

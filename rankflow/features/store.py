@@ -39,6 +39,7 @@ from rankflow.features.exports import (  # re-exported: the export checks were p
     export_path,
     exports_as_of,
 )
+from rankflow.features.output import feast_output, known_warnings_dropped
 from rankflow.paths import REPO_ROOT, StatePaths
 from rankflow.settings import Settings
 from rankflow.times import as_utc
@@ -209,7 +210,8 @@ def open_store(
     try:
         if offline:
             check_sources_in_state(store, settings.paths)
-        yield store
+        with known_warnings_dropped():
+            yield store
     finally:
         release(store)
 
@@ -254,6 +256,7 @@ class ApplySummary:
     on_demand_feature_views: list[str]
     feature_services: list[str]
     sources: dict[str, str]
+    log_file: Path | None = None  # what Feast printed (None: --verbose, it went to the console)
 
 
 def apply_feature_repo(
@@ -289,9 +292,10 @@ def apply_feature_repo(
         _forget_foreign_infra(store, project, paths)
         # Feast's own source check only stats the path, which fails (a logged warning) for the
         # per-day exports' glob; check_exports above checked every file's columns instead.
-        apply_total_with_repo_instance(
-            store, project, store.registry, repo, skip_source_validation=True
-        )
+        with feast_output(paths, "feast apply") as log_file:
+            apply_total_with_repo_instance(
+                store, project, store.registry, repo, skip_source_validation=True
+            )
         return ApplySummary(
             project=project,
             registry=str(store.config.registry.path),
@@ -305,6 +309,7 @@ def apply_feature_repo(
                 for v in sorted(repo.feature_views, key=lambda v: v.name)
                 if v.batch_source is not None
             },
+            log_file=log_file,
         )
     finally:
         release(store)
@@ -352,6 +357,7 @@ class MaterializeSummary:
     end: datetime
     online_store: str
     views: dict[str, MaterializedInterval] = field(default_factory=dict)
+    log_file: Path | None = None  # what Feast printed (None: --verbose, it went to the console)
 
 
 def materialize_incremental(
@@ -373,7 +379,10 @@ def materialize_incremental(
     end = as_utc(end)
     check_exports(paths)
     rebuilt = pending_rebuild(paths)
-    with open_store(settings, profile=profile, offline=True) as store:
+    with (
+        open_store(settings, profile=profile, offline=True) as store,
+        feast_output(paths, "feast materialize") as log_file,
+    ):
         views: dict[str, MaterializedInterval] = {}
         incremental: list[str] = []
         for view in sorted(store.list_feature_views(), key=lambda v: v.name):
@@ -394,7 +403,7 @@ def materialize_incremental(
         if incremental:
             store.materialize_incremental(end_date=end, feature_views=incremental)
         clear_rebuilt(paths)
-        return MaterializeSummary(end=end, online_store=store.config.online_store.type, views=views)
+        return MaterializeSummary(end, store.config.online_store.type, views, log_file)
 
 
 # --------------------------------------------------------------------------------------------

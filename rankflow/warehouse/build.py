@@ -41,10 +41,12 @@ from rankflow.warehouse.dbt_runner import (
     DBT_PROJECT_DIR,
     NodeFailure,
     dbt_common_args,
+    dbt_log_file,
     dbt_path_vars,
     failures,
     invocation_id,
     invoke_dbt,
+    summary_line,
 )
 from rankflow.warehouse.exports import ATTRIBUTE_EXPORTS as EXPORT_MODELS
 from rankflow.warehouse.exports import (
@@ -130,6 +132,7 @@ def build_warehouse(
         quarantine_counts=built.quarantine,
         exports=built.exports,
         run_summary={},
+        dbt_summary=summary_line("build", built.run, dbt_log_file(paths)),
         dbt_target_dir=paths.dbt / "target",
         plan=plan.describe(),
         skipped=list(plan.skipped),

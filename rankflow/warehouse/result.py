@@ -24,6 +24,7 @@ class WarehouseResult:
     quarantine_counts: dict[str, int]
     exports: dict[str, Path]
     run_summary: dict[str, int]
+    dbt_summary: str  # dbt's run in one line: models and tests by outcome, time, its full log
     dbt_target_dir: Path  # manifest.json and run_results.json of this build (lineage)
     warnings: list[str] = field(default_factory=list)
     elapsed_seconds: float = 0.0
@@ -36,7 +37,7 @@ class WarehouseResult:
         lines = [
             f"warehouse {self.warehouse_path} built in {self.elapsed_seconds:.1f} s "
             f"({'full refresh' if self.full_refresh else 'incremental'}, as_of {self.as_of:%Y-%m-%d %H:%M:%S} UTC)",
-            "dbt nodes: " + ", ".join(f"{s} {n}" for s, n in sorted(self.run_summary.items())),
+            self.dbt_summary,
             "rows:",
             *(f"  {name:<38} {count:>10}" for name, count in sorted(self.row_counts.items())),
         ]

@@ -68,6 +68,21 @@ def test_main_job_prints_training_set_shape_and_positive_rate(online_state: dict
         assert (home / sub).exists(), sub
 
 
+def test_main_job_prints_summaries_and_no_library_noise(online_state: dict) -> None:
+    """Its output went to pipes, as ``make run > log 2>&1`` sends it to a file: one line for
+    dbt, one per Feast stage, the training report once, no colour codes, no library
+    warnings, no exit noise."""
+    home, out = online_state["home"], online_state["stdout"] + online_state["stderr"]
+    for noise in ("\x1b", "Warning:", "nanobind", "leaked", "Created sqlite table"):
+        assert noise not in out, f"{noise!r} in:\n{out[-6000:]}"
+    dbt_lines = [line for line in out.splitlines() if line.startswith("dbt build: ")]
+    assert len(dbt_lines) == 1, out[-6000:]
+    assert str(home / "dbt" / "logs" / "dbt.log") in dbt_lines[0]
+    assert out.count("feast apply: project rankflow") == 1
+    assert out.count("feast materialize up to") == 1
+    assert out.count("LR baseline  test AUC") == 1  # the training report, printed once
+
+
 def test_config_typo_is_an_error_naming_the_key(tmp_path: Path) -> None:
     result = _rankflow(tmp_path, "--set", "simulation.n_userz=5", "run")
     assert result.returncode == 2

@@ -165,7 +165,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     frozenset(names.split())
     for names in (
         "errors settings paths config locks times jsonable preflight temp_server built_with "
-        "feast_typeguard "
+        "feast_typeguard console "
         "serving.config monitoring.config sim.config",
         "data",
         "warehouse",

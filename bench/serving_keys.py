@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+# Found in the store: with a value, or a stored null (feast.serving.FieldStatus).
+from rankflow.serving.lookup import NULL_VALUE, PRESENT
+
 if TYPE_CHECKING:
     from rankflow.paths import StatePaths
 
-# feast.serving.FieldStatus: a key found in the store, with a value or a stored null.
-PRESENT, NULL_VALUE = 1, 2
 FOUND_FLOOR = 0.95
 DEVICES = ("mobile", "desktop", "tablet")
 EXPORTS = (

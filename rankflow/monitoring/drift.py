@@ -74,6 +74,8 @@ DAY_MARGIN = 1.5
 MIN_DAY_ROWS = 100  # fewer rows on a reference day: left out of its spread
 # An entity whose share of the rows changes by this much is named in the drift summary.
 ENTITY_SHIFT = 0.02
+# Rows at either end of the served log's time span that do not count for it (served_span).
+SPAN_TAIL = 0.005
 
 
 # ------------------------------------------------------------------------- the reference
@@ -102,16 +104,27 @@ def reference_window(
     return start, end
 
 
-def served_hours(stamps: pd.Series) -> tuple[int, ...] | None:
-    """The UTC hours of the day that the time span of ``stamps`` covers, or None when it covers
-    a whole day. A log that holds part of a day (a service started at noon, a log folder
-    removed and recreated) is compared with the reference's same hours: its time-of-day
-    features would otherwise differ from a whole day's by construction. A whole day whose
-    traffic moved to other hours still covers every hour, so that change is still caught."""
+def served_span(stamps: pd.Series) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """When the served log begins and ends, leaving out ``SPAN_TAIL`` of its rows at either
+    end: a client's request with an explicit time days back moves neither the served day nor
+    the hours it covers. None for an empty log."""
     stamps = pd.to_datetime(stamps, utc=True).dropna()
     if stamps.empty:
         return None
-    first, last = stamps.min().floor("h"), stamps.max().floor("h")
+    return stamps.quantile(SPAN_TAIL), stamps.quantile(1 - SPAN_TAIL)
+
+
+def served_hours(stamps: pd.Series) -> tuple[int, ...] | None:
+    """The UTC hours of the day that the :func:`served_span` of ``stamps`` covers, or None
+    when it covers a whole day. A log that holds part of a day (a service started at noon, a
+    log folder removed and recreated) is compared with the reference's same hours: its
+    time-of-day features would otherwise differ from a whole day's by construction. A whole
+    day whose traffic moved to other hours still covers every hour, so that change is still
+    caught."""
+    span = served_span(stamps)
+    if span is None:
+        return None
+    first, last = span[0].floor("h"), span[1].floor("h")
     if last - first >= pd.Timedelta(hours=23):
         return None
     return tuple(t.hour for t in pd.date_range(first, last, freq="h"))

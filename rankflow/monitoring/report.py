@@ -15,7 +15,7 @@ outcome's notes, beside the verdict.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from rankflow.monitoring.drift import (
     reference_entities,
     reference_window,
     served_hours,
+    served_span,
 )
 from rankflow.monitoring.outcome import GapCheckOutcome
 from rankflow.monitoring.render import write_report
@@ -123,12 +124,12 @@ def _offline_as_served(
 
 def _not_found(frame: pd.DataFrame, status_columns: list[str]) -> np.ndarray:
     """Rows whose every listed ``__status`` is Feast's ``NOT_FOUND``."""
-    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+    from rankflow.serving.lookup import NOT_FOUND
 
     present = [c for c in status_columns if c in frame.columns]
     if not present:
         return np.zeros(len(frame), dtype=bool)
-    return (frame[present] == FieldStatus.NOT_FOUND).all(axis=1).to_numpy()
+    return (frame[present] == NOT_FOUND).all(axis=1).to_numpy()
 
 
 def _reference(
@@ -147,13 +148,14 @@ def _reference(
 
     impressions = load_entity_df(paths)
     data_end = impressions["event_timestamp"].max().date()
-    logged = pd.to_datetime(served_all[checks.LOG_TIMESTAMP], utc=True)
+    logged = served_all[checks.LOG_TIMESTAMP]
+    span = served_span(logged)
     mode = monitoring.drift_reference
     days = reference_window(
         mode,
         monitoring.drift_reference_days,
         data_end,
-        served_from=_first_served_day(logged),
+        served_from=span[0].date() if span is not None else None,
         training_window=window,
     )
     hours = served_hours(logged)
@@ -162,14 +164,6 @@ def _reference(
         entity_df=entity, features=store.get_feature_service(service), full_feature_names=False
     ).to_df()
     return frame, describe_reference(mode, days, hours)
-
-
-def _first_served_day(logged: pd.Series) -> date | None:
-    """The served log's first day, by its 1st percentile: a handful of rows with an odd time
-    (a client's explicit time far back) do not move the reference."""
-    if logged.empty:
-        return None
-    return logged.quantile(0.01).date()
 
 
 def _registry(uri: str, scoring: ScoringConfig, versions: list[str], cache_dir: Path):

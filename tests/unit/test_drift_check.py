@@ -19,6 +19,7 @@ from rankflow.monitoring.drift import (
     reference_entities,
     reference_window,
     served_hours,
+    served_span,
 )
 from rankflow.monitoring.stats import psi
 
@@ -62,12 +63,13 @@ def test_the_training_window_reference_is_the_last_days_of_that_window() -> None
     )
 
 
-def test_the_served_day_is_not_moved_by_a_few_rows_with_an_old_explicit_time() -> None:
-    from rankflow.monitoring.report import _first_served_day
-
-    stamps = pd.Series(pd.to_datetime(["2026-09-01 10:00"] + ["2026-12-06 08:00"] * 200, utc=True))
-    assert _first_served_day(stamps) == date(2026, 12, 6)
-    assert _first_served_day(stamps.iloc[:0]) is None
+def test_a_few_rows_with_an_old_explicit_time_move_neither_the_served_day_nor_its_hours() -> None:
+    afternoon = pd.date_range("2026-12-06 12:00", "2026-12-06 23:50", periods=400, tz="UTC")
+    stamps = pd.Series([pd.Timestamp("2026-12-04 03:00", tz="UTC"), *afternoon])
+    span = served_span(stamps)
+    assert span is not None and span[0].date() == date(2026, 12, 6)
+    assert served_hours(stamps) == tuple(range(12, 24))
+    assert served_span(stamps.iloc[:0]) is None
 
 
 def test_28_day_counters_of_the_window_start_are_not_comparable_with_a_served_day() -> None:
@@ -110,15 +112,16 @@ def test_reference_rows_are_looked_up_as_served_at_the_start_of_their_day() -> N
 
 
 def test_a_log_of_part_of_a_day_is_compared_with_the_same_hours() -> None:
-    def stamps(*times: str) -> pd.Series:
-        return pd.Series(pd.to_datetime(list(times), utc=True))
+    def log(first: str, last: str) -> pd.Series:
+        """A thousand requests spread from ``first`` to ``last``."""
+        return pd.Series(pd.date_range(first, last, periods=1_000, tz="UTC"))
 
-    assert served_hours(stamps("2026-12-06 12:05", "2026-12-06 23:59")) == tuple(range(12, 24))
-    assert served_hours(stamps("2026-12-06 22:30", "2026-12-07 01:10")) == (22, 23, 0, 1)
+    assert served_hours(log("2026-12-06 12:05", "2026-12-06 23:59")) == tuple(range(12, 24))
+    assert served_hours(log("2026-12-06 22:30", "2026-12-07 01:10")) == (22, 23, 0, 1)
     # A whole day (or more), however its traffic is spread over the hours: every hour.
-    assert served_hours(stamps("2026-12-06 00:00", "2026-12-06 23:00")) is None
-    assert served_hours(stamps("2026-12-05 18:00", "2026-12-06 09:00", "2026-12-06 17:00")) is None
-    assert served_hours(stamps()) is None
+    assert served_hours(log("2026-12-06 00:00", "2026-12-06 23:59")) is None
+    assert served_hours(log("2026-12-05 18:00", "2026-12-06 19:00")) is None
+    assert served_hours(pd.Series([], dtype="datetime64[ns, UTC]")) is None
 
     day = pd.date_range("2026-10-30", periods=48, freq="30min", tz="UTC")
     impressions = pd.DataFrame({"event_timestamp": day, "user_id": np.arange(48)})
